@@ -1,0 +1,224 @@
+"""The one definition of every dataset.
+
+Each dataset is a list of `Field`s written once here. The Arrow schema (pipelines and
+lake), the ClickHouse DDL (warehouse) and the pydantic model (HTTP edges) are all
+derived from it, so a column is added or changed in exactly one place.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import Enum
+from functools import cached_property
+from typing import Any, Optional
+
+import pyarrow as pa
+from pydantic import BaseModel, create_model
+
+
+class Kind(Enum):
+    """Logical column kinds; each knows its Arrow, ClickHouse and Python type."""
+
+    STRING = ("string",)
+    SYMBOL = ("symbol",)  # short, repetitive text: tickers, exchanges, sources
+    TIMESTAMP = ("timestamp",)
+    FLOAT = ("float",)
+    INT = ("int",)
+    SYMBOLS = ("symbols",)  # list of short repetitive text (tickers mentioned)
+
+    @property
+    def arrow(self) -> pa.DataType:
+        return _ARROW[self]
+
+    @property
+    def python(self) -> type:
+        return _PYTHON[self]
+
+    def clickhouse(self, nullable: bool) -> str:
+        base = _CLICKHOUSE[self]
+        if not nullable or self is Kind.SYMBOLS:
+            return base
+        if self is Kind.SYMBOL:
+            return "LowCardinality(Nullable(String))"
+        return f"Nullable({base})"
+
+
+TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
+
+_ARROW: dict[Kind, pa.DataType] = {
+    Kind.STRING: pa.string(),
+    Kind.SYMBOL: pa.string(),
+    Kind.TIMESTAMP: TIMESTAMP_TYPE,
+    Kind.FLOAT: pa.float64(),
+    Kind.INT: pa.int64(),
+    Kind.SYMBOLS: pa.list_(pa.string()),
+}
+_CLICKHOUSE: dict[Kind, str] = {
+    Kind.STRING: "String",
+    Kind.SYMBOL: "LowCardinality(String)",
+    Kind.TIMESTAMP: "DateTime64(3, 'UTC')",
+    Kind.FLOAT: "Float64",
+    Kind.INT: "Int64",
+    Kind.SYMBOLS: "Array(LowCardinality(String))",
+}
+_PYTHON: dict[Kind, type] = {
+    Kind.STRING: str,
+    Kind.SYMBOL: str,
+    Kind.TIMESTAMP: dt.datetime,
+    Kind.FLOAT: float,
+    Kind.INT: int,
+    Kind.SYMBOLS: list[str],
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: Kind
+    required: bool = True
+    doc: str = ""
+
+    @property
+    def arrow_field(self) -> pa.Field:
+        return pa.field(self.name, self.kind.arrow, nullable=not self.required)
+
+
+# Columns every dataset carries: who wrote the row and when (lineage and freshness).
+INGEST_FIELDS: tuple[Field, ...] = (
+    Field("source", Kind.SYMBOL, doc="source adapter that produced the row (replay, yahoo, nse, ...)"),
+    Field("run_id", Kind.STRING, doc="pipeline run (backfill job or stream batch) that wrote the row"),
+    Field("ingested_at", Kind.TIMESTAMP, doc="when the platform received the row; newest wins on re-insert"),
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    fields: tuple[Field, ...]
+    natural_key: tuple[str, ...]
+    time_column: str
+    version_column: str = "ingested_at"
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.fields]
+        assert len(names) == len(set(names)), f"duplicate field in {self.name}"
+        for col in (*self.natural_key, self.time_column, self.version_column):
+            assert col in names, f"{self.name}: unknown column {col}"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [f.name for f in self.fields if f.required]
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.name} has no field {name!r}")
+
+    @cached_property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([f.arrow_field for f in self.fields])
+
+    @cached_property
+    def quarantine_schema(self) -> pa.Schema:
+        """Rejected rows: every column nullable (the value may be what was wrong) plus the reason."""
+        cols = [pa.field(f.name, f.kind.arrow, nullable=True) for f in self.fields]
+        return pa.schema(cols + [pa.field("reject_reason", pa.string(), nullable=False)])
+
+    def ddl(self, database: str) -> str:
+        cols = ",\n    ".join(f"`{f.name}` {f.kind.clickhouse(not f.required)}" for f in self.fields)
+        key = ", ".join(f"`{c}`" for c in self.natural_key)
+        return (
+            f"CREATE TABLE IF NOT EXISTS `{database}`.`{self.name}` (\n    {cols}\n)\n"
+            f"ENGINE = ReplacingMergeTree(`{self.version_column}`)\n"
+            f"PARTITION BY toYYYYMM(`{self.time_column}`)\n"
+            f"ORDER BY ({key})"
+        )
+
+    @cached_property
+    def model(self) -> type[BaseModel]:
+        """pydantic model of one row, for HTTP bodies and responses."""
+        spec: dict[str, Any] = {}
+        for f in self.fields:
+            py = f.kind.python
+            spec[f.name] = (py, ...) if f.required else (Optional[py], None)
+        return create_model(f"{self.name.title().replace('_', '')}Row", **spec)
+
+
+PRICES = Dataset(
+    name="prices",
+    doc="OHLCV bars per ticker, exchange and interval",
+    fields=(
+        Field("ticker", Kind.SYMBOL, doc="exchange symbol, upper case, no suffix (RELIANCE, not RELIANCE.NS)"),
+        Field("exchange", Kind.SYMBOL, doc="NSE or BSE"),
+        Field("interval", Kind.SYMBOL, doc="bar length: 1m or 1d"),
+        Field("ts", Kind.TIMESTAMP, doc="bar open time, UTC"),
+        Field("open", Kind.FLOAT),
+        Field("high", Kind.FLOAT),
+        Field("low", Kind.FLOAT),
+        Field("close", Kind.FLOAT),
+        Field("volume", Kind.INT, doc="shares traded in the bar"),
+        *INGEST_FIELDS,
+    ),
+    natural_key=("ticker", "exchange", "interval", "source", "ts"),
+    time_column="ts",
+)
+
+POSTS = Dataset(
+    name="posts",
+    doc="social and news items that may mention tickers",
+    fields=(
+        Field("platform", Kind.SYMBOL, doc="reddit, x, telegram, youtube, news, ..."),
+        Field("post_id", Kind.STRING, doc="the platform's own id of the item"),
+        Field("author", Kind.STRING, required=False),
+        Field("text", Kind.STRING),
+        Field("ts", Kind.TIMESTAMP, doc="when the item was published, UTC"),
+        Field("url", Kind.STRING, required=False),
+        Field("engagement", Kind.INT, required=False, doc="likes + replies + shares as the platform counts them"),
+        Field("tickers", Kind.SYMBOLS, doc="tickers mentioned in the text"),
+        *INGEST_FIELDS,
+    ),
+    natural_key=("platform", "post_id"),
+    time_column="ts",
+)
+
+PIPELINE_RUNS = Dataset(
+    name="pipeline_runs",
+    doc="one row per pipeline run (re-inserted with the final status when the run ends)",
+    fields=(
+        Field("run_id", Kind.STRING),
+        Field("pipeline", Kind.SYMBOL, doc="backfill, stream, quality_report, ..."),
+        Field("params", Kind.STRING, doc="JSON of the run's parameters"),
+        Field("started_at", Kind.TIMESTAMP),
+        Field("ended_at", Kind.TIMESTAMP, required=False),
+        Field("status", Kind.SYMBOL, doc="running, success or failed"),
+        Field("rows_in", Kind.INT),
+        Field("rows_valid", Kind.INT),
+        Field("rows_quarantined", Kind.INT),
+        Field("error", Kind.STRING, required=False),
+        Field("updated_at", Kind.TIMESTAMP, doc="version: the latest state of a run wins"),
+    ),
+    natural_key=("pipeline", "run_id"),
+    time_column="started_at",
+    version_column="updated_at",
+)
+
+# Datasets that flow through the pipeline (sources -> lake -> warehouse).
+DATA_DATASETS: dict[str, Dataset] = {d.name: d for d in (PRICES, POSTS)}
+ALL_DATASETS: dict[str, Dataset] = {**DATA_DATASETS, PIPELINE_RUNS.name: PIPELINE_RUNS}
+
+
+def dataset(name: str) -> Dataset:
+    try:
+        return ALL_DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(ALL_DATASETS)}") from None
+
+
+def empty_table(ds: Dataset) -> pa.Table:
+    return ds.arrow_schema.empty_table()

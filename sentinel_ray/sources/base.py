@@ -1,0 +1,56 @@
+"""The interface every source adapter implements.
+
+A poller (continuous ingestion) and a backfill both drive an adapter the same way:
+`fetch(cursor)` returns what the service sent (raw, byte for byte), the canonical
+records parsed from it (one Arrow table per dataset) and the cursor for the next call.
+"""
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class RawPayload:
+    """One response exactly as received, kept for the lake's raw zone."""
+
+    source: str
+    dataset: str
+    received_at: dt.datetime
+    body: bytes
+    content_type: str = "application/json"
+    request: str = ""  # what was asked (URL or a description), for audit
+
+
+@dataclass
+class FetchResult:
+    raw: list[RawPayload]
+    records: dict[str, pa.Table]  # dataset name -> table in that dataset's Arrow schema
+    next_cursor: dict[str, Any] | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self, dataset: str) -> int:
+        table = self.records.get(dataset)
+        return 0 if table is None else table.num_rows
+
+
+class SourceError(RuntimeError):
+    """A source failed in a way retrying will not fix (bad credentials, bad config)."""
+
+
+class Source(abc.ABC):
+    """A source adapter. Subclasses set `name` and `datasets` and implement `fetch`."""
+
+    name: str = ""
+    datasets: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
+        """Fetch everything new since `cursor` (None: from the source's default start)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; adapters holding sessions override this."""
