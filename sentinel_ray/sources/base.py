@@ -54,3 +54,11 @@ class Source(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; adapters holding sessions override this."""
+
+
+class HistorySource(Source):
+    """A source that can also return a whole past day, for backfills."""
+
+    @abc.abstractmethod
+    async def fetch_history(self, day: dt.date, *, run_id: str, ingested_at: dt.datetime) -> FetchResult:
+        """Everything the service has for one UTC day."""

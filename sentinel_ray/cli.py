@@ -1,0 +1,178 @@
+"""`sentinel-ray`: run the platform on one machine, backfill history, look at the data."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Callable, Sequence
+
+from sentinel_ray.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("sentinel_ray")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _yesterday_utc() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+
+
+def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default="replay", help="source to backfill from (default: replay)")
+    parser.add_argument("--start", type=_date, help="first UTC day, YYYY-MM-DD (default: end - 2 days)")
+    parser.add_argument("--end", type=_date, help="last UTC day, inclusive (default: yesterday)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object too")
+
+
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from sentinel_ray.pipeline.run import run_backfill
+    from sentinel_ray.runtime import init_ray, settings_for_job
+
+    end = args.end or _yesterday_utc()
+    start = args.start or end - dt.timedelta(days=2)
+    init_ray(settings, include_dashboard=False)
+    settings = settings_for_job()
+    print(f"backfill: source={args.source} {start}..{end} -> lake {settings.resolved_lake_uri}, "
+          f"warehouse {settings.resolved_warehouse_dsn}", flush=True)
+    summary = run_backfill(settings, args.source, start, end)
+    print(summary.render(), flush=True)
+    if args.json:
+        print(json.dumps(summary.as_dict()), flush=True)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    import ray
+    from ray import serve
+
+    from sentinel_ray.pipeline.run import run_backfill
+    from sentinel_ray.runtime import init_ray, publish_settings
+    from sentinel_ray.serve.app import build_app
+    from sentinel_ray.storage.cache import ensure_redis
+    from sentinel_ray.storage.warehouse import connect_warehouse, stop_embedded_warehouse
+
+    stopping = threading.Event()
+    cleanups: list[tuple[str, Callable[[], None]]] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        redis_server = ensure_redis(settings)
+        if redis_server is not None:
+            cleanups.append(("embedded Redis", redis_server.stop))
+        print(f"redis      {settings.resolved_redis_url}", flush=True)
+
+        connection = init_ray(settings, include_dashboard=not args.no_dashboard)
+        if connection.started_here:
+            cleanups.append(("Ray", ray.shutdown))
+        publish_settings(settings)
+        warehouse = connect_warehouse(settings)
+        if settings.warehouse_is_embedded:
+            cleanups.append(("embedded warehouse", stop_embedded_warehouse))
+        warehouse.ensure_schema()
+        print(f"warehouse  {settings.resolved_warehouse_dsn}\nlake       {settings.resolved_lake_uri}", flush=True)
+
+        days = settings.backfill_days if args.days is None else args.days
+        if days > 0:
+            end = _yesterday_utc()
+            summary = run_backfill(settings, "replay", end - dt.timedelta(days=days - 1), end)
+            print(summary.render(), flush=True)
+
+        serve.start(http_options={"host": settings.api_host, "port": settings.api_port},
+                    logging_config={"enable_access_log": False})
+        cleanups.append(("Ray Serve", serve.shutdown))
+        serve.run(build_app(settings), name="sentinel", route_prefix="/")
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        dashboard = connection.dashboard_url
+        print(f"\nSentinel Ray is up.\n  API        {base}/api/stocks\n  API docs   {base}/docs\n"
+              f"  health     {base}/ready")
+        if dashboard:
+            print(f"  Ray dash   {dashboard if '://' in dashboard else 'http://' + dashboard}")
+        print("Press Ctrl-C to stop.", flush=True)
+        if args.exit_after_start:
+            return 0
+        stopping.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        print("\nstopping ...", flush=True)
+        for name, cleanup in reversed(cleanups):
+            try:
+                cleanup()
+                print(f"  stopped {name}", flush=True)
+            except Exception as e:  # noqa: BLE001 - keep stopping the rest
+                print(f"  could not stop {name}: {e}", file=sys.stderr, flush=True)
+    return 0
+
+
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    from sentinel_ray.runtime import init_ray, settings_for_job
+    from sentinel_ray.serve.queries import Interval, price_bars
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    if settings.warehouse_is_embedded:
+        init_ray(settings, include_dashboard=False)
+        settings = settings_for_job()
+    end = dt.datetime.combine(args.end or _yesterday_utc() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    start = dt.datetime.combine(args.start, dt.time(), dt.timezone.utc) if args.start else end - dt.timedelta(days=1)
+    rows = price_bars(connect_warehouse(settings), args.ticker.upper(), start, end, Interval(args.interval))
+    for row in rows:
+        print(f"{row['ts']:%Y-%m-%d %H:%M}  O {row['open']:>10.2f}  H {row['high']:>10.2f}  "
+              f"L {row['low']:>10.2f}  C {row['close']:>10.2f}  V {row['volume']:>12,}")
+    print(f"{len(rows)} bars", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sentinel-ray", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start Ray, storage, a replay backfill and the HTTP API on this machine")
+    up.add_argument("--days", type=int, help="days of replay history to load first (default: backfill_days)")
+    up.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    up.add_argument("--exit-after-start", action="store_true", help=argparse.SUPPRESS)  # smoke tests
+    up.set_defaults(func=cmd_up)
+
+    backfill = sub.add_parser("backfill", help="load history for a date range through the pipeline")
+    add_backfill_arguments(backfill)
+    backfill.set_defaults(func=cmd_backfill)
+
+    query = sub.add_parser("query", help="print price bars of a ticker from the warehouse")
+    query.add_argument("ticker")
+    query.add_argument("--start", type=_date)
+    query.add_argument("--end", type=_date, help="last UTC day, inclusive")
+    query.add_argument("--interval", choices=["1m", "1h", "1d"], default="1h")
+    query.set_defaults(func=cmd_query)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        print(f"sentinel-ray: configuration error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args, settings)
+    except (ValueError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"sentinel-ray {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

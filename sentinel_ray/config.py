@@ -1,0 +1,155 @@
+"""Settings: embedded defaults, then a YAML file, then SENTINEL_* environment variables.
+
+Every setting has an embedded default that works on a laptop with nothing installed.
+A YAML file (`SENTINEL_CONFIG`, else `./sentinel.yaml` when present) overrides the
+defaults, and `SENTINEL_<NAME>` environment variables override both. A bad value fails
+at start with a `ConfigError` that names the setting and where it came from.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "SENTINEL_"
+CONFIG_ENV = "SENTINEL_CONFIG"
+DEFAULT_CONFIG_FILE = "sentinel.yaml"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(Path(".sentinel"), description="where embedded state lives (warehouse, lake, redis)")
+    warehouse_dsn: str = Field("", description="chdb:///<dir> (embedded, default) or http(s)://host:8123")
+    warehouse_database: str = Field("sentinel", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    lake_uri: str = Field("", description="local path or pyarrow filesystem URI (s3://...); default <data_dir>/lake")
+    redis_url: str = Field("", description="redis://, rediss:// or unix://; empty starts an embedded Redis")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_token: SecretStr | None = Field(None, description="token for write and admin endpoints")
+    backfill_days: int = Field(3, ge=0, le=3650, description="days of replay history `up` loads")
+    replay_seed: int = 42
+    replay_bad_rate: float = Field(0.002, ge=0.0, le=0.5)
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a Ray cluster that `up` starts")
+
+    @field_validator("warehouse_dsn")
+    @classmethod
+    def _dsn_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    # Derived values: one place that turns the settings into concrete locations.
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_warehouse_dsn(self) -> str:
+        return self.warehouse_dsn or f"chdb://{self.resolved_data_dir / 'warehouse'}"
+
+    @property
+    def warehouse_is_embedded(self) -> bool:
+        return self.resolved_warehouse_dsn.startswith("chdb://")
+
+    @property
+    def resolved_lake_uri(self) -> str:
+        return self.lake_uri or str(self.resolved_data_dir / "lake")
+
+    @property
+    def embedded_redis_dir(self) -> Path:
+        return self.resolved_data_dir / "redis"
+
+    @property
+    def resolved_redis_url(self) -> str:
+        """The configured URL, else the embedded server's socket under the data dir."""
+        return self.redis_url or f"unix://{self.embedded_redis_dir / 'redis.sock'}"
+
+    @property
+    def redis_is_embedded(self) -> bool:
+        return not self.redis_url
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as SENTINEL_* variables, for processes started elsewhere (Ray workers, jobs)."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if name == "data_dir":
+                value = self.resolved_data_dir
+            env[env_name(name)] = str(value)
+        return env
+
+
+def env_name(setting: str) -> str:
+    return f"{ENV_PREFIX}{setting.upper()}"
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(env_name(name))
+        if raw is not None:
+            values[name] = raw
+    return values
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of setting: value")
+    return loaded
+
+
+def load_settings(environ: dict[str, str] | None = None, config_file: Path | None = None) -> Settings:
+    """Defaults < YAML file < environment. Raises ConfigError naming the bad setting."""
+    environ = dict(os.environ if environ is None else environ)
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+        if not config_file.exists():
+            raise ConfigError(f"{CONFIG_ENV}={config_file}: file does not exist")
+    if config_file is None and Path(DEFAULT_CONFIG_FILE).exists():
+        config_file = Path(DEFAULT_CONFIG_FILE)
+
+    from_file = _from_file(config_file) if config_file else {}
+    from_env = _from_env(environ)
+    try:
+        return Settings(**{**from_file, **from_env})
+    except ValidationError as e:
+        raise ConfigError(_describe(e, from_env, config_file)) from None
+
+
+def _describe(error: ValidationError, from_env: dict[str, Any], config_file: Path | None) -> str:
+    lines = []
+    for err in error.errors():
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown setting '{name}' in config file {config_file}")
+            continue
+        origin = f"env {env_name(name)}" if name in from_env else f"config file {config_file}"
+        if name not in from_env and config_file is None:
+            origin = "default"
+        lines.append(f"invalid setting '{name}' (from {origin}): {err['msg']}")
+    return "; ".join(lines)

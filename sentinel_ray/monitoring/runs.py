@@ -1,0 +1,71 @@
+"""`pipeline_runs`: one row per run, re-inserted with its final state when it ends.
+
+The table is a ReplacingMergeTree on (pipeline, run_id) versioned by `updated_at`, so
+the latest state of a run is what `FINAL` reads.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from sentinel_ray.schemas import PIPELINE_RUNS
+from sentinel_ray.storage.warehouse import Warehouse
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_run_id(pipeline: str) -> str:
+    return f"{pipeline}-{utc_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class PipelineRun:
+    pipeline: str
+    params: dict[str, Any]
+    run_id: str = ""
+    started_at: dt.datetime = field(default_factory=utc_now)
+    ended_at: dt.datetime | None = None
+    status: str = "running"
+    rows_in: int = 0
+    rows_valid: int = 0
+    rows_quarantined: int = 0
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        self.run_id = self.run_id or new_run_id(self.pipeline)
+
+    def as_table(self) -> pa.Table:
+        row = {
+            "run_id": self.run_id, "pipeline": self.pipeline,
+            "params": json.dumps(self.params, sort_keys=True, default=str),
+            "started_at": self.started_at, "ended_at": self.ended_at, "status": self.status,
+            "rows_in": self.rows_in, "rows_valid": self.rows_valid, "rows_quarantined": self.rows_quarantined,
+            "error": self.error, "updated_at": utc_now(),
+        }
+        return pa.Table.from_pylist([row], schema=PIPELINE_RUNS.arrow_schema)
+
+    def record(self, warehouse: Warehouse) -> None:
+        warehouse.insert(PIPELINE_RUNS.name, self.as_table())
+
+    def finish(self, warehouse: Warehouse, *, error: BaseException | str | None = None) -> None:
+        self.ended_at = utc_now()
+        self.status = "failed" if error else "success"
+        self.error = None if error is None else (error if isinstance(error, str) else f"{type(error).__name__}: {error}")
+        self.record(warehouse)
+
+
+def recent_runs(warehouse: Warehouse, *, limit: int = 50, pipeline: str | None = None) -> list[dict[str, Any]]:
+    return warehouse.query_rows(
+        "SELECT run_id, pipeline, params, started_at, ended_at, status, rows_in, rows_valid, rows_quarantined, error "
+        "FROM {db}.pipeline_runs FINAL "
+        "WHERE {pipeline:String} = '' OR pipeline = {pipeline:String} "
+        "ORDER BY started_at DESC LIMIT {limit:UInt32}",
+        {"pipeline": pipeline or "", "limit": limit},
+    )

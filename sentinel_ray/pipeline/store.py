@@ -1,0 +1,36 @@
+"""One batch from records to storage: the step both drivers share.
+
+Backfill partitions (Ray Data) and stream micro-batches both call `process_and_store`:
+the pipeline functions, then the lake (curated + quarantine), then the warehouse. Every
+write is keyed by `batch_key`, so storing the same batch again changes nothing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from sentinel_ray.pipeline.transform import BatchResult, process_batch
+from sentinel_ray.schemas import Dataset
+from sentinel_ray.storage.lake import Lake
+from sentinel_ray.storage.warehouse import Warehouse
+
+
+def process_and_store(
+    table: pa.Table,
+    ds: Dataset,
+    *,
+    lake: Lake,
+    warehouse: Warehouse | None,
+    day: dt.date,
+    batch_key: str,
+    now: dt.datetime,
+    run_id: str,
+    ingested_at: dt.datetime,
+) -> BatchResult:
+    result = process_batch(table, ds, now=now, run_id=run_id, ingested_at=ingested_at)
+    lake.write_curated(ds, result.valid, batch_key=batch_key)
+    lake.write_quarantine(ds, result.quarantined, day=day, batch_key=batch_key)
+    if warehouse is not None:
+        warehouse.insert(ds.name, result.valid)
+    return result

@@ -1,0 +1,67 @@
+"""Starting or joining Ray, and sharing the platform's settings with jobs on the cluster.
+
+`sentinel-ray up` publishes its resolved settings in the cluster's key-value store, so
+a `ray job submit -- python jobs/backfill.py` whose working directory is a copy of the
+repository still writes to the same lake and warehouse as the running platform.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from sentinel_ray.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+RAY_NAMESPACE = "sentinel"
+_KV_KEY = b"sentinel:settings"
+
+
+@dataclass(frozen=True)
+class RayConnection:
+    started_here: bool  # we started this Ray and must shut it down
+    dashboard_url: str | None
+
+
+def init_ray(settings: Settings, *, include_dashboard: bool = True, num_cpus: int | None = None) -> RayConnection:
+    """Join RAY_ADDRESS (or the job's cluster) or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return RayConnection(False, None)
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ctx = ray.init(address=address, namespace=RAY_NAMESPACE, logging_level=logging.WARNING)
+        return RayConnection(False, ctx.dashboard_url or None)
+    ctx = ray.init(
+        address="local",
+        namespace=RAY_NAMESPACE,
+        num_cpus=num_cpus or settings.ray_num_cpus,
+        include_dashboard=include_dashboard,
+        dashboard_host="127.0.0.1",
+        logging_level=logging.WARNING,
+    )
+    return RayConnection(True, ctx.dashboard_url or None)
+
+
+def publish_settings(settings: Settings) -> None:
+    from ray.experimental import internal_kv
+
+    internal_kv._internal_kv_put(_KV_KEY, json.dumps(settings.as_env()).encode(), overwrite=True)
+
+
+def settings_for_job(environ: dict[str, str] | None = None) -> Settings:
+    """Settings for a driver joining a cluster: its own env, else what `up` published."""
+    import ray
+    from ray.experimental import internal_kv
+
+    environ = dict(os.environ if environ is None else environ)
+    own = load_settings(environ)
+    if "SENTINEL_DATA_DIR" in environ or not ray.is_initialized():
+        return own
+    published = internal_kv._internal_kv_get(_KV_KEY)
+    if not published:
+        return own
+    log.info("using the settings published by the running platform")
+    return load_settings({**json.loads(published), **environ})

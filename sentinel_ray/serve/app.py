@@ -1,0 +1,229 @@
+"""Ray Serve deployments: the HTTP API (FastAPI ingress), queries and health.
+
+    ApiIngress (FastAPI, OpenAPI at /docs)
+      -> QueryService   prices, posts, stocks       (warehouse reads)
+      -> HealthService  /health, /ready, pipelines   (Redis, warehouse, lake checks)
+
+`build_app(settings)` is used by `sentinel-ray up`; `app_builder(args)` is the
+`serve deploy serve_config.yaml` entrypoint and takes the settings the running
+platform published (or SENTINEL_* variables).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from sentinel_ray.config import Settings
+from sentinel_ray.reference import symbol_table
+from sentinel_ray.schemas import POSTS
+from sentinel_ray.serve.queries import (DEFAULT_WINDOW, MAX_WINDOW, Interval, posts_mentioning, price_bars,
+                                        stock_summaries)
+
+# Serve's defaults (5 ongoing requests, an access-log line per request) cap a replica
+# at a few dozen requests/s on a small machine; these lift that.
+_DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "max_ongoing_requests": 100,
+    "logging_config": {"enable_access_log": False},
+    "ray_actor_options": {"num_cpus": 0},
+}
+
+
+class Bar(BaseModel):
+    ts: dt.datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+
+
+class PriceResponse(BaseModel):
+    ticker: str
+    exchange: str
+    interval: Interval
+    start: dt.datetime
+    end: dt.datetime
+    bars: list[Bar]
+
+
+class StockSummary(BaseModel):
+    ticker: str
+    name: str
+    exchanges: list[str]
+    last_close: float | None = None
+    last_ts: dt.datetime | None = None
+    bars: int = 0
+
+
+class PostsResponse(BaseModel):
+    ticker: str
+    start: dt.datetime
+    end: dt.datetime
+    posts: list[POSTS.model]  # type: ignore[valid-type]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+
+
+def _known_symbols() -> dict[str, dict[str, Any]]:
+    table = symbol_table()
+    return {row["symbol"]: row for row in table.to_pylist()}
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+def resolve_range(start: dt.datetime | None, end: dt.datetime | None, default: dt.timedelta,
+                  maximum: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
+    """Fill a missing end (now) or start (end - default), and refuse empty or oversized ranges."""
+    end = _as_utc(end) if end else dt.datetime.now(dt.timezone.utc)
+    start = _as_utc(start) if start else end - default
+    if start >= end:
+        raise HTTPException(422, detail=f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
+    if end - start > maximum:
+        raise HTTPException(422, detail=f"range of {(end - start).days} days is more than the {maximum.days} "
+                                        f"days allowed for this interval; narrow start/end")
+    return start, end
+
+
+@serve.deployment(**_DEPLOYMENT_OPTIONS)
+class QueryService:
+    def __init__(self, settings: Settings) -> None:
+        from sentinel_ray.storage.warehouse import connect_warehouse
+
+        self.warehouse = connect_warehouse(settings)
+
+    def stocks(self) -> list[dict[str, Any]]:
+        return stock_summaries(self.warehouse)
+
+    def prices(self, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval,
+               exchange: str) -> list[dict[str, Any]]:
+        return price_bars(self.warehouse, ticker, start, end, interval, exchange)
+
+    def posts(self, ticker: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict[str, Any]]:
+        return posts_mentioning(self.warehouse, ticker, start, end, limit)
+
+
+@serve.deployment(**_DEPLOYMENT_OPTIONS)
+class HealthService:
+    def __init__(self, settings: Settings) -> None:
+        from sentinel_ray.storage.lake import Lake
+        from sentinel_ray.storage.warehouse import connect_warehouse
+
+        self.redis_url = settings.resolved_redis_url
+        self.warehouse = connect_warehouse(settings)
+        self.lake = Lake(settings.resolved_lake_uri)
+
+    def ready(self) -> dict[str, bool]:
+        from sentinel_ray.storage.cache import redis_ok
+
+        return {"redis": redis_ok(self.redis_url), "warehouse": self.warehouse.ping(), "lake": self.lake.ping()}
+
+    def pipelines(self, limit: int) -> list[dict[str, Any]]:
+        from sentinel_ray.monitoring.runs import recent_runs
+
+        return recent_runs(self.warehouse, limit=limit)
+
+
+api = FastAPI(
+    title="Sentinel Ray",
+    description="Market-surveillance data for NSE/BSE equities: prices, social mentions, pipeline health.",
+    version="0.1.0",
+)
+
+
+@api.exception_handler(Exception)
+async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Bad input never reaches here (FastAPI answers 4xx); what does is a backend that is
+    # down or failing, which the caller should retry rather than read as a bug.
+    return JSONResponse(status_code=503, content={"detail": f"backend unavailable: {type(exc).__name__}"})
+
+
+@serve.deployment(**_DEPLOYMENT_OPTIONS)
+@serve.ingress(api)
+class ApiIngress:
+    def __init__(self, query: DeploymentHandle, health: DeploymentHandle) -> None:
+        self.query = query
+        self.health = health
+        self.symbols = _known_symbols()
+
+    def _symbol(self, ticker: str) -> dict[str, Any]:
+        symbol = ticker.strip().upper()
+        if symbol not in self.symbols:
+            raise HTTPException(404, detail=f"unknown ticker {ticker!r}: not an NSE/BSE symbol this platform tracks "
+                                            f"(see GET /api/stocks)")
+        return self.symbols[symbol]
+
+    @api.get("/health", tags=["health"])
+    async def health_check(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/ready", tags=["health"], response_model=ReadyResponse,
+             responses={503: {"model": ReadyResponse, "description": "a dependency is down"}})
+    async def ready(self) -> JSONResponse:
+        checks = await self.health.ready.remote()
+        ok = all(checks.values())
+        return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, "checks": checks})
+
+    @api.get("/api/data/pipelines", tags=["data"])
+    async def pipelines(self, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+        return await self.health.pipelines.remote(limit)
+
+    @api.get("/api/stocks", tags=["stocks"], response_model=list[StockSummary])
+    async def stocks(self) -> list[StockSummary]:
+        latest = {row["ticker"]: row for row in await self.query.stocks.remote() if row["exchange"] == "NSE"}
+        out = []
+        for symbol, info in self.symbols.items():
+            row = latest.get(symbol, {})
+            out.append(StockSummary(ticker=symbol, name=info["name"], exchanges=info["exchanges"].split(";"),
+                                    last_close=row.get("last_close"), last_ts=row.get("last_ts"),
+                                    bars=row.get("bars", 0)))
+        return out
+
+    @api.get("/api/stocks/{ticker}/prices", tags=["stocks"], response_model=PriceResponse)
+    async def prices(
+        self,
+        ticker: str,
+        start: dt.datetime | None = Query(None, description="ISO date or date-time; naive means UTC"),
+        end: dt.datetime | None = Query(None, description="exclusive; default now"),
+        interval: Interval = Query(Interval.MINUTE),
+        exchange: str = Query("NSE", pattern="^(NSE|BSE)$"),
+    ) -> PriceResponse:
+        info = self._symbol(ticker)
+        start, end = resolve_range(start, end, DEFAULT_WINDOW[interval], MAX_WINDOW[interval])
+        bars = await self.query.prices.remote(info["symbol"], start, end, interval, exchange)
+        return PriceResponse(ticker=info["symbol"], exchange=exchange, interval=interval, start=start, end=end,
+                             bars=bars)
+
+    @api.get("/api/stocks/{ticker}/posts", tags=["stocks"], response_model=PostsResponse)
+    async def posts(
+        self,
+        ticker: str,
+        start: dt.datetime | None = Query(None),
+        end: dt.datetime | None = Query(None),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> PostsResponse:
+        info = self._symbol(ticker)
+        start, end = resolve_range(start, end, dt.timedelta(days=7), dt.timedelta(days=366))
+        posts = await self.query.posts.remote(info["symbol"], start, end, limit)
+        return PostsResponse(ticker=info["symbol"], start=start, end=end, posts=posts)
+
+
+def build_app(settings: Settings) -> serve.Application:
+    return ApiIngress.bind(QueryService.bind(settings), HealthService.bind(settings))
+
+
+def app_builder(args: dict[str, str]) -> serve.Application:
+    """`serve deploy serve_config.yaml` entrypoint: settings from the running platform or SENTINEL_*."""
+    from sentinel_ray.runtime import settings_for_job
+
+    return build_app(settings_for_job())

@@ -1,0 +1,63 @@
+"""Read queries behind the HTTP API. Values go as server-side parameters only."""
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+from sentinel_ray.storage.warehouse import Warehouse
+
+
+class Interval(StrEnum):
+    MINUTE = "1m"
+    HOUR = "1h"
+    DAY = "1d"
+
+
+# How far back a request reaches when it names no start, and the most one may ask for:
+# they bound the rows a single response can carry.
+DEFAULT_WINDOW = {Interval.MINUTE: dt.timedelta(days=7), Interval.HOUR: dt.timedelta(days=90),
+                  Interval.DAY: dt.timedelta(days=730)}
+MAX_WINDOW = {Interval.MINUTE: dt.timedelta(days=31), Interval.HOUR: dt.timedelta(days=366),
+              Interval.DAY: dt.timedelta(days=3660)}
+
+# 1h and 1d bars are rolled up from 1m bars at query time over FINAL, so re-inserted
+# rows never count twice (an insert-time materialized view would see both copies).
+# Daily bars follow the Indian trading day.
+_BUCKET = {Interval.HOUR: "toStartOfHour(ts)", Interval.DAY: "toDateTime64(toStartOfDay(ts, 'Asia/Kolkata'), 3, 'UTC')"}
+
+
+def stock_summaries(warehouse: Warehouse) -> list[dict[str, Any]]:
+    return warehouse.query_rows(
+        "SELECT ticker, exchange, argMax(close, ts) AS last_close, max(ts) AS last_ts, count() AS bars "
+        "FROM {db}.prices FINAL WHERE interval = '1m' GROUP BY ticker, exchange ORDER BY ticker, exchange"
+    )
+
+
+def price_bars(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime,
+               interval: Interval, exchange: str = "NSE") -> list[dict[str, Any]]:
+    params = {"ticker": ticker, "exchange": exchange, "start": start, "end": end}
+    where = ("ticker = {ticker:String} AND exchange = {exchange:String} AND interval = '1m' "
+             "AND ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}")
+    if interval is Interval.MINUTE:
+        sql = f"SELECT ts, open, high, low, close, volume FROM {{db}}.prices FINAL WHERE {where} ORDER BY ts"
+    else:
+        sql = (f"SELECT {_BUCKET[interval]} AS bucket, argMin(open, ts) AS open, max(high) AS high, "
+               f"min(low) AS low, argMax(close, ts) AS close, sum(volume) AS volume "
+               f"FROM {{db}}.prices FINAL WHERE {where} GROUP BY bucket ORDER BY bucket")
+    rows = warehouse.query_rows(sql, params)
+    for row in rows:
+        if "bucket" in row:
+            row["ts"] = row.pop("bucket")
+    return rows
+
+
+def posts_mentioning(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime,
+                     limit: int) -> list[dict[str, Any]]:
+    return warehouse.query_rows(
+        "SELECT platform, post_id, author, text, ts, url, engagement, tickers, source, run_id, ingested_at "
+        "FROM {db}.posts FINAL WHERE has(tickers, {ticker:String}) "
+        "AND ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')} "
+        "ORDER BY ts DESC LIMIT {limit:UInt32}",
+        {"ticker": ticker, "start": start, "end": end, "limit": limit},
+    )

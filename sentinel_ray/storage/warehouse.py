@@ -1,0 +1,211 @@
+"""The ClickHouse warehouse, through clickhouse-connect only.
+
+One DSN setting picks the engine: `chdb:///dir` runs the real ClickHouse engine inside
+the process (embedded default), `http(s)://host:8123` talks to a server. chdb allows a
+single process per data directory, so in embedded mode every caller goes through one
+named Ray actor that owns the client (`WarehouseActor`); with a server each process
+connects itself. Both are used through the same `Warehouse` interface.
+
+Values always travel as server-side parameters (`{ticker:String}`); the only text put
+into SQL is the database name, which the settings restrict to an identifier.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from sentinel_ray.config import Settings
+from sentinel_ray.schemas import ALL_DATASETS, dataset
+
+ACTOR_NAME = "sentinel-warehouse"
+RAY_NAMESPACE = "sentinel"
+
+
+class WarehouseError(RuntimeError):
+    pass
+
+
+class Warehouse(Protocol):
+    database: str
+
+    def ensure_schema(self) -> None: ...
+    def insert(self, dataset_name: str, table: pa.Table) -> int: ...
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table: ...
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any: ...
+    def ping(self) -> bool: ...
+
+
+class ClickHouseWarehouse:
+    """A clickhouse-connect client for one DSN; the SQL `{db}` placeholder names the database."""
+
+    def __init__(self, dsn: str, database: str) -> None:
+        self.dsn = dsn
+        self.database = database
+        self._client: Any = None
+        # clickhouse-connect clients are not safe for concurrent queries; actors may
+        # run several calls at once, so serialise here.
+        self._lock = threading.RLock()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import clickhouse_connect
+
+            try:
+                self._client = clickhouse_connect.get_client(dsn=self.dsn)
+            except Exception as e:  # noqa: BLE001 - report which warehouse failed, once
+                raise WarehouseError(f"cannot open warehouse {self._safe_dsn()}: {e}") from e
+        return self._client
+
+    def _safe_dsn(self) -> str:
+        # never log credentials embedded in a DSN
+        if "@" in self.dsn:
+            scheme, rest = self.dsn.split("://", 1)
+            return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return self.dsn
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("{db}", f"`{self.database}`")
+
+    def ensure_schema(self) -> None:
+        with self._lock:
+            self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+            for ds in ALL_DATASETS.values():
+                self.client.command(ds.ddl(self.database))
+
+    def insert(self, dataset_name: str, table: pa.Table) -> int:
+        if table.num_rows == 0:
+            return 0
+        ds = dataset(dataset_name)
+        table = table.select(ds.column_names)
+        with self._lock:
+            self.client.insert_arrow(f"`{self.database}`.`{ds.name}`", table)
+        return table.num_rows
+
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        with self._lock:
+            return self.client.query_arrow(self._sql(sql), parameters=parameters or {})
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            result = self.client.query(self._sql(sql), parameters=parameters or {})
+            return [dict(zip(result.column_names, row)) for row in result.result_rows]
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            return self.client.command(self._sql(sql), parameters=parameters or {})
+
+    def ping(self) -> bool:
+        try:
+            with self._lock:
+                return self.client.command("SELECT 1") == 1
+        except Exception:  # noqa: BLE001 - a health probe answers, it does not raise
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class ActorWarehouse:
+    """Client side of the embedded warehouse: forwards each call to the owning actor."""
+
+    def __init__(self, handle: Any, database: str) -> None:
+        self._handle = handle
+        self.database = database
+
+    def _call(self, method: str, *args: Any) -> Any:
+        import ray
+
+        return ray.get(self._handle.call.remote(self.database, method, *args))
+
+    def ensure_schema(self) -> None:
+        self._call("ensure_schema")
+
+    def insert(self, dataset_name: str, table: pa.Table) -> int:
+        return self._call("insert", dataset_name, table)
+
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        return self._call("query_arrow", sql, parameters)
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._call("query_rows", sql, parameters)
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return self._call("command", sql, parameters)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._call("ping"))
+        except Exception:  # noqa: BLE001 - a dead actor is an unhealthy warehouse
+            return False
+
+
+class WarehouseOwner:
+    """The one process that opens a chdb data dir; serves every database in it."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._warehouses: dict[str, ClickHouseWarehouse] = {}
+        self._lock = threading.RLock()
+
+    def _for(self, database: str) -> ClickHouseWarehouse:
+        with self._lock:
+            if database not in self._warehouses:
+                warehouse = ClickHouseWarehouse(self.dsn, database)
+                shared = next(iter(self._warehouses.values()), None)
+                if shared is not None:  # one engine per process: share its client and lock
+                    warehouse._client, warehouse._lock = shared.client, shared._lock
+                self._warehouses[database] = warehouse
+            return self._warehouses[database]
+
+    def call(self, database: str, method: str, *args: Any) -> Any:
+        return getattr(self._for(database), method)(*args)
+
+    def opened_dsn(self) -> str:
+        return self.dsn
+
+
+def _owner_actor() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=8)(WarehouseOwner)
+
+
+def connect_warehouse(settings: Settings) -> Warehouse:
+    """The warehouse for this process: a direct client for a server, the owner actor for chdb.
+
+    In embedded mode Ray must be initialised; the actor is created on first use
+    (detached, so jobs submitted later share it) and found by name afterwards.
+    """
+    dsn = settings.resolved_warehouse_dsn
+    if not settings.warehouse_is_embedded:
+        return ClickHouseWarehouse(dsn, settings.warehouse_database)
+    import ray
+
+    if not ray.is_initialized():
+        raise WarehouseError("the embedded (chdb) warehouse is owned by a Ray actor: call ray.init first")
+    handle = _owner_actor().options(
+        name=ACTOR_NAME, namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(dsn)
+    opened = ray.get(handle.opened_dsn.remote())
+    if opened != dsn:
+        raise WarehouseError(f"this Ray cluster's embedded warehouse is {opened}, not {dsn}: chdb opens one "
+                             f"data dir per process; use the same SENTINEL_DATA_DIR or a ClickHouse server")
+    return ActorWarehouse(handle, settings.warehouse_database)
+
+
+def stop_embedded_warehouse() -> None:
+    """Kill the owner actor (it is detached, so Ray would otherwise keep it)."""
+    import ray
+
+    try:
+        handle = ray.get_actor(ACTOR_NAME, namespace=RAY_NAMESPACE)
+    except ValueError:
+        return
+    ray.kill(handle, no_restart=True)

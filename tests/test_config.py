@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from sentinel_ray.config import ConfigError, load_settings
+
+
+def test_embedded_defaults(tmp_path: Path) -> None:
+    s = load_settings({"SENTINEL_DATA_DIR": str(tmp_path)})
+    assert s.resolved_warehouse_dsn == f"chdb://{tmp_path}/warehouse"
+    assert s.warehouse_is_embedded
+    assert s.resolved_lake_uri == str(tmp_path / "lake")
+    assert s.redis_is_embedded and s.resolved_redis_url == f"unix://{tmp_path}/redis/redis.sock"
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "sentinel.yaml"
+    cfg.write_text("api_port: 9001\nbackfill_days: 2\n")
+    s = load_settings({"SENTINEL_CONFIG": str(cfg), "SENTINEL_API_PORT": "9002"})
+    assert s.api_port == 9002 and s.backfill_days == 2
+
+
+def test_server_dsn(tmp_path: Path) -> None:
+    s = load_settings({"SENTINEL_WAREHOUSE_DSN": "http://ch.example:8123"})
+    assert not s.warehouse_is_embedded
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"SENTINEL_API_PORT": "notaport"}, "'api_port' (from env SENTINEL_API_PORT)"),
+    ({"SENTINEL_API_PORT": "70000"}, "'api_port'"),
+    ({"SENTINEL_WAREHOUSE_DSN": "postgres://x"}, "'warehouse_dsn' (from env SENTINEL_WAREHOUSE_DSN)"),
+    ({"SENTINEL_REDIS_URL": "localhost:6379"}, "'redis_url'"),
+    ({"SENTINEL_WAREHOUSE_DATABASE": "drop table;"}, "'warehouse_database'"),
+    ({"SENTINEL_REPLAY_BAD_RATE": "2"}, "'replay_bad_rate'"),
+])
+def test_bad_setting_is_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match="invalid setting") as e:
+        load_settings(env)
+    assert named in str(e.value)
+
+
+def test_bad_file_settings_are_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("api_port: [1, 2]\nno_such_thing: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings({"SENTINEL_CONFIG": str(cfg)})
+    assert f"'api_port' (from config file {cfg})" in str(e.value)
+    assert "unknown setting 'no_such_thing'" in str(e.value)
+
+
+def test_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SENTINEL_CONFIG=.*does not exist"):
+        load_settings({"SENTINEL_CONFIG": str(tmp_path / "nope.yaml")})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings({"SENTINEL_CONFIG": str(bad)})
+
+
+def test_cli_reports_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from sentinel_ray.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SENTINEL_API_PORT", "eighty")
+    assert main(["backfill"]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err and "SENTINEL_API_PORT" in err
