@@ -5,6 +5,7 @@ from functools import lru_cache
 from importlib import resources
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 EXCHANGES: tuple[str, ...] = ("NSE", "BSE")
@@ -35,5 +36,5 @@ def symbols(segment: str | None = None) -> list[str]:
     table = symbol_table()
     if segment is None:
         return table.column("symbol").to_pylist()
-    mask = pa.compute.equal(table.column("segment"), segment)
+    mask = pc.equal(table.column("segment"), segment)
     return table.filter(mask).column("symbol").to_pylist()
