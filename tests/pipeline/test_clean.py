@@ -1,0 +1,269 @@
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sentinel_ray.pipeline import clean
+from sentinel_ray.pipeline.clean import conform, dedup_mask, normalise
+from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE
+
+UTC = timezone.utc
+TS = datetime(2024, 1, 2, 4, 0, tzinfo=UTC)
+
+
+def price_row(**overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "ticker": "RELIANCE", "exchange": "NSE", "interval": "1m", "ts": TS,
+        "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10,
+        "source": "replay", "run_id": "r1", "ingested_at": TS,
+    }
+    row.update(overrides)
+    return row
+
+
+def typed_prices(rows: list[dict[str, object]]) -> pa.Table:
+    schema = pa.schema([pa.field(f.name, f.kind.arrow) for f in PRICES.fields])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def conformed_column(values: pa.Array, name: str = "open") -> tuple[list[object], list[bool]]:
+    """Conform a prices table whose `name` column holds `values`; return that column and bad_type."""
+    n = len(values)
+    table = typed_prices([price_row() for _ in range(n)])
+    table = table.set_column(table.schema.get_field_index(name), name, values)
+    out, bad = conform(table, PRICES)
+    return out.column(name).to_pylist(), bad.to_pylist()
+
+
+# --- conform: numbers ---------------------------------------------------------------
+
+def test_numeric_strings_convert_and_garbage_is_bad_type() -> None:
+    values, bad = conformed_column(pa.array(["123.5", " 7 ", "abc", None, "1e3", "", "nan"]))
+    assert values == [123.5, 7.0, None, None, 1000.0, None, None]
+    assert bad == [False, False, True, False, False, True, True]
+
+
+def test_clean_numeric_strings_take_the_fast_path() -> None:
+    values, bad = conformed_column(pa.array(["12.5", "3"]))
+    assert values == [12.5, 3.0]
+    assert bad == [False, False]
+
+
+def test_ints_become_floats() -> None:
+    values, bad = conformed_column(pa.array([100, 7], pa.int32()))
+    assert values == [100.0, 7.0]
+    assert bad == [False, False]
+
+
+def test_float_volume_converts_only_when_integral() -> None:
+    values, bad = conformed_column(pa.array([10.0, 10.5, float("inf"), None]), name="volume")
+    assert values == [10, None, None, None]
+    assert bad == [False, True, True, False]
+
+
+def test_volume_from_text() -> None:
+    values, bad = conformed_column(pa.array(["42", " 5 ", "4.0", "x"]), name="volume")
+    assert values == [42, 5, 4, None]
+    assert bad == [False, False, False, True]
+
+
+def test_nan_in_a_float_column_is_bad_type() -> None:
+    values, bad = conformed_column(pa.array([1.5, float("nan")]))
+    assert values == [1.5, None]
+    assert bad == [False, True]
+
+
+# --- conform: timestamps ------------------------------------------------------------
+
+def test_offset_timestamps_are_converted_to_utc() -> None:
+    values, bad = conformed_column(
+        pa.array(["2024-01-02T09:15:00+05:30", "2024-01-02T03:45:00Z"]), name="ts"
+    )
+    assert values == [datetime(2024, 1, 2, 3, 45, tzinfo=UTC)] * 2
+    assert bad == [False, False]
+
+
+def test_naive_timestamp_strings_are_utc() -> None:
+    # Mixed with an offset one and junk, so the element-wise path runs.
+    values, bad = conformed_column(
+        pa.array([
+            "2024-01-02T09:15:00", "2024-01-02 09:15:00+05:30", "2024-01-02",
+            "2024-01-02T09:15:00.123456", "not a time", "2024-02-30T00:00:00", "2024-01-02T25:00:00",
+        ]),
+        name="ts",
+    )
+    assert values == [
+        datetime(2024, 1, 2, 9, 15, tzinfo=UTC),
+        datetime(2024, 1, 2, 3, 45, tzinfo=UTC),
+        datetime(2024, 1, 2, tzinfo=UTC),
+        datetime(2024, 1, 2, 9, 15, 0, 123000, tzinfo=UTC),
+        None, None, None,
+    ]
+    assert bad == [False, False, False, False, True, True, True]
+
+
+def test_naive_timestamp_type_is_utc_and_other_zones_and_units_convert() -> None:
+    naive = pa.array([datetime(2024, 1, 2, 9, 15)], pa.timestamp("us"))
+    assert conformed_column(naive, "ts")[0] == [datetime(2024, 1, 2, 9, 15, tzinfo=UTC)]
+    ist = pa.array([datetime(2024, 1, 2, 3, 45, tzinfo=UTC)], pa.timestamp("ns", tz="Asia/Kolkata"))
+    assert conformed_column(ist, "ts")[0] == [datetime(2024, 1, 2, 3, 45, tzinfo=UTC)]
+    assert conformed_column(pa.array([date(2024, 1, 2)]), "ts")[0] == [datetime(2024, 1, 2, tzinfo=UTC)]
+
+
+def test_unconvertible_type_marks_every_present_value() -> None:
+    values, bad = conformed_column(pa.array([[1], None]), name="ts")
+    assert values == [None, None]
+    assert bad == [True, False]
+    values, bad = conformed_column(pa.array([{"a": 1}, None]), name="ticker")
+    assert values == [None, None]
+    assert bad == [True, False]
+
+
+def test_epoch_numbers_are_not_guessed_as_timestamps() -> None:
+    values, bad = conformed_column(pa.array([1_704_168_000, None]), name="ts")
+    assert values == [None, None]
+    assert bad == [True, False]
+
+
+# --- conform: shape -----------------------------------------------------------------
+
+def test_schema_is_exactly_the_dataset_columns_with_extra_dropped_and_missing_null() -> None:
+    rows = [price_row(extra="x") for _ in range(2)]
+    for r in rows:
+        del r["volume"]
+    table = pa.Table.from_pylist(rows)
+    out, bad = conform(table, PRICES)
+    assert out.schema == pa.schema([pa.field(f.name, f.kind.arrow) for f in PRICES.fields])
+    assert out.column("volume").to_pylist() == [None, None]
+    assert bad.to_pylist() == [False, False]
+
+
+def test_large_string_and_dictionary_columns_decode() -> None:
+    table = typed_prices([price_row(), price_row()])
+    table = table.set_column(0, "ticker", pa.array(["TCS", "INFY"], pa.large_string()))
+    table = table.set_column(1, "exchange", pa.array(["NSE", "NSE"]).dictionary_encode())
+    out, bad = conform(table, PRICES)
+    assert out.column("ticker").type == pa.string()
+    assert out.column("exchange").to_pylist() == ["NSE", "NSE"]
+    assert bad.to_pylist() == [False, False]
+
+
+def test_exact_types_pass_through_untouched() -> None:
+    table = typed_prices([price_row()])
+    out, bad = conform(table, PRICES)
+    assert out.column("open").chunk(0) is not None
+    assert out.equals(table)
+    assert bad.to_pylist() == [False]
+
+
+def test_post_tickers_from_large_list() -> None:
+    table = pa.table({"tickers": pa.array([["TCS"], None], pa.large_list(pa.large_string()))})
+    out, bad = conform(table, POSTS)
+    assert out.column("tickers").type == pa.list_(pa.string())
+    assert out.column("tickers").to_pylist() == [["TCS"], None]
+    assert bad.to_pylist() == [False, False]
+
+
+# --- normalise ----------------------------------------------------------------------
+
+def test_yahoo_suffixes_set_exchange_and_tickers_are_upper_trimmed() -> None:
+    table = typed_prices([
+        price_row(ticker=" reliance.ns ", exchange=None),
+        price_row(ticker="tcs.bo", exchange="nse"),
+        price_row(ticker="infy", exchange=" bse "),
+        price_row(ticker=None, exchange=None),
+    ])
+    out = normalise(table, PRICES)
+    assert out.column("ticker").to_pylist() == ["RELIANCE", "TCS", "INFY", None]
+    assert out.column("exchange").to_pylist() == ["NSE", "BSE", "BSE", None]
+    assert out.schema == table.schema
+
+
+def test_post_cashtags_upper_cased_and_text_trimmed() -> None:
+    table = pa.table({
+        "text": pa.array(["  buy $tcs now  ", None]),
+        "tickers": pa.array([["$tcs", "Infy"], None], pa.list_(pa.string())),
+    })
+    table, _ = conform(table, POSTS)
+    out = normalise(table, POSTS)
+    assert out.column("text").to_pylist() == ["buy $tcs now", None]
+    assert out.column("tickers").to_pylist() == [["TCS", "INFY"], None]
+
+
+def test_post_tickers_of_a_sliced_table_keep_row_boundaries() -> None:
+    table = pa.table({"tickers": pa.array([["a"], ["b", "c"], [], ["d"]], pa.list_(pa.string()))}).slice(1)
+    table, _ = conform(table, POSTS)
+    assert normalise(table, POSTS).column("tickers").to_pylist() == [["B", "C"], [], ["D"]]
+
+
+# --- dedup --------------------------------------------------------------------------
+
+def test_dedup_keeps_first_occurrence_and_marks_later_ones() -> None:
+    later = TS + timedelta(minutes=1)
+    table = typed_prices([
+        price_row(), price_row(ts=later), price_row(close=100.7), price_row(ts=later), price_row(),
+    ])
+    assert dedup_mask(table, PRICES).to_pylist() == [False, False, True, True, True]
+
+
+def test_source_is_part_of_the_prices_key() -> None:
+    table = typed_prices([price_row(source="replay"), price_row(source="yahoo")])
+    assert dedup_mask(table, PRICES).to_pylist() == [False, False]
+
+
+def test_null_key_rows_are_never_duplicates_and_never_shadow_real_keys() -> None:
+    table = typed_prices([price_row(ticker=None), price_row(ticker=None), price_row(ts=None), price_row()])
+    assert dedup_mask(table, PRICES).to_pylist() == [False, False, False, False]
+
+
+def test_dedup_of_posts_and_empty_and_chunked_tables() -> None:
+    posts = pa.table({"platform": ["x", "x", "reddit", "x"], "post_id": ["1", "2", "1", "1"]})
+    posts, _ = conform(posts, POSTS)
+    assert dedup_mask(posts, POSTS).to_pylist() == [False, False, False, True]
+    assert dedup_mask(typed_prices([]), PRICES).to_pylist() == []
+    chunked = pa.concat_tables([typed_prices([price_row()]), typed_prices([price_row(), price_row(ticker="TCS")])])
+    assert dedup_mask(chunked, PRICES).to_pylist() == [False, True, False]
+
+
+def test_packed_and_grouped_dedup_agree() -> None:
+    rng = np.random.default_rng(7)
+    n = 2000
+    tickers = np.array(["RELIANCE", "TCS", "INFY", None], dtype=object)[rng.integers(0, 4, n)]
+    minutes = rng.integers(0, 50, n)
+    table = typed_prices([
+        price_row(ticker=t, ts=TS + timedelta(minutes=int(m)), source=("replay", "yahoo")[i % 2])
+        for i, (t, m) in enumerate(zip(tickers, minutes))
+    ])
+    keys = list(PRICES.natural_key)
+    packed = clean._later_occurrences(clean._packed_key(table, keys))
+    grouped = clean._later_occurrences_grouped(table, keys)
+    assert packed is not None and grouped is not None
+    # the grouped path does not exclude null keys itself; compare on complete keys only
+    complete = np.array([t is not None for t in tickers])
+    assert (packed[complete] == grouped[complete]).all()
+    assert packed[complete].sum() > 0
+
+
+def test_keys_too_wide_to_pack_fall_back_to_grouping() -> None:
+    far = datetime(2200, 1, 1, tzinfo=UTC)
+    rows = [price_row(ticker=f"T{i}", ts=TS if i % 2 else far) for i in range(300)] + [price_row(ticker="T1")]
+    rows += [price_row(source=f"s{i}", exchange=f"E{i}", interval=f"{i}m") for i in range(300)]
+    table = typed_prices(rows)
+    assert clean._packed_key(table, list(PRICES.natural_key)) is None
+    mask = dedup_mask(table, PRICES).to_pylist()
+    assert mask[300] is True
+    assert sum(mask) == 1
+
+
+@pytest.mark.parametrize("ts_type", [TIMESTAMP_TYPE])
+def test_conform_then_dedup_on_string_timestamps(ts_type: pa.DataType) -> None:
+    table = pa.table({
+        "ticker": ["TCS", "TCS"], "exchange": ["NSE", "NSE"], "interval": ["1m", "1m"], "source": ["a", "a"],
+        "ts": ["2024-01-02T09:15:00+05:30", "2024-01-02T03:45:00Z"],
+    })
+    out, _ = conform(table, PRICES)
+    assert out.column("ts").type == ts_type
+    assert dedup_mask(out, PRICES).to_pylist() == [False, True]

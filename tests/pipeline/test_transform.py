@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+
+from sentinel_ray.pipeline.reasons import Reason
+from sentinel_ray.pipeline.transform import BatchResult, process_batch
+from sentinel_ray.schemas import POSTS, PRICES, Dataset
+
+UTC = timezone.utc
+NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
+TS = datetime(2024, 1, 2, 4, 0, tzinfo=UTC)  # a Tuesday, 09:30 IST
+KNOWN = pa.array(["RELIANCE", "TCS", "INFY", "ITC"])
+
+
+def price_row(**overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "ticker": "RELIANCE", "exchange": "NSE", "interval": "1m", "ts": TS,
+        "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10,
+        "source": "replay", "run_id": "r1", "ingested_at": TS,
+    }
+    row.update(overrides)
+    return row
+
+
+def run(table: pa.Table, ds: Dataset = PRICES, **kwargs: object) -> BatchResult:
+    result = process_batch(table, ds, now=NOW, known_tickers=KNOWN, **kwargs)  # type: ignore[arg-type]
+    assert result.valid.schema == ds.arrow_schema
+    assert result.quarantined.schema == ds.quarantine_schema
+    assert result.rows_in == table.num_rows == result.rows_valid + result.rows_quarantined
+    return result
+
+
+def test_mixed_batch_splits_into_valid_and_quarantined() -> None:
+    ts, later = "2024-01-02T04:00:00Z", "2024-01-02T09:20:00+05:30"
+    raw = pa.Table.from_pylist([  # text where numbers and times belong, as a JSON source sends
+        price_row(ticker=" reliance.ns ", exchange=None, ts=ts, open="100"),
+        price_row(ticker="tcs.bo", exchange=None, volume=-1, ts=ts, open="100"),
+        price_row(ticker="RELIANCE", ts=ts, open="100"),  # same key as the first row once normalised
+        price_row(ticker="INFY", ts=ts, open="abc"),
+        price_row(ticker="ITC", ts=later, open=" 100 "),
+    ])
+    result = run(raw)
+    assert result.valid.column("ticker").to_pylist() == ["RELIANCE", "ITC"]
+    assert result.valid.column("exchange").to_pylist() == ["NSE", "NSE"]
+    assert result.valid.column("ts").to_pylist()[1] == datetime(2024, 1, 2, 3, 50, tzinfo=UTC)
+    assert result.quarantined.column("reject_reason").to_pylist() == [
+        Reason.NEGATIVE_VOLUME, Reason.DUPLICATE, Reason.BAD_TYPE,
+    ]
+    # quarantined rows keep what could be read, normalised
+    assert result.quarantined.column("ticker").to_pylist() == ["TCS", "RELIANCE", "INFY"]
+    assert result.quarantined.column("exchange").to_pylist()[0] == "BSE"
+    assert result.reason_counts() == {"negative_volume": 1, "duplicate": 1, "bad_type": 1}
+
+
+def test_all_valid_batch() -> None:
+    table = pa.Table.from_pylist([price_row(), price_row(ticker="TCS")], schema=PRICES.arrow_schema)
+    result = run(table)
+    assert result.rows_valid == 2 and result.rows_quarantined == 0
+    assert result.reason_counts() == {}
+    assert result.valid.equals(table)
+
+
+def test_empty_input_gives_empty_outputs_with_schemas() -> None:
+    for ds in (PRICES, POSTS):
+        result = run(pa.table({}), ds)
+        assert result.rows_in == 0
+    result = run(PRICES.arrow_schema.empty_table())
+    assert result.valid.num_rows == 0 and result.quarantined.num_rows == 0
+
+
+def test_lineage_is_overwritten_and_source_kept() -> None:
+    stamp = datetime(2024, 6, 3, 11, 0, tzinfo=UTC)
+    raw = pa.Table.from_pylist([price_row(run_id=None, ingested_at=None), price_row(ticker="X", run_id="old")])
+    result = run(raw, run_id="run-42", ingested_at=stamp)
+    assert result.valid.column("run_id").to_pylist() == ["run-42"]
+    assert result.valid.column("ingested_at").to_pylist() == [stamp]
+    assert result.valid.column("source").to_pylist() == ["replay"]
+    assert result.quarantined.column("run_id").to_pylist() == ["run-42"]
+    assert result.quarantined.column("reject_reason").to_pylist() == [Reason.UNKNOWN_TICKER]
+
+
+def test_missing_lineage_without_override_is_missing_field() -> None:
+    result = run(pa.Table.from_pylist([price_row(run_id=None)]))
+    assert result.reason_counts() == {"missing_field": 1}
+
+
+def test_posts_batch() -> None:
+    rows = [
+        {"platform": "x", "post_id": "1", "text": "  $tcs breakout soon  ", "ts": "2024-01-02T10:00:00",
+         "tickers": ["$tcs"], "source": "x", "run_id": "r", "ingested_at": TS, "unexpected": 1},
+        {"platform": "x", "post_id": "2", "text": "🚀🚀🚀🚀", "ts": "2024-01-02T10:00:00",
+         "tickers": [], "source": "x", "run_id": "r", "ingested_at": TS, "unexpected": 2},
+    ]
+    result = run(pa.Table.from_pylist(rows), POSTS)
+    assert result.valid.column("text").to_pylist() == ["$tcs breakout soon"]
+    assert result.valid.column("tickers").to_pylist() == [["TCS"]]
+    assert result.valid.column("ts").to_pylist() == [datetime(2024, 1, 2, 10, tzinfo=UTC)]
+    assert result.valid.column("author").to_pylist() == [None]
+    assert result.reason_counts() == {"text_length": 1}
+
+
+def test_garbage_never_raises() -> None:
+    raw = pa.table({
+        "ticker": pa.array([1, 2, None]),
+        "ts": pa.array([{"a": 1}, None, {"a": 2}]),
+        "open": pa.array([True, False, None]),
+        "volume": pa.array(["1e30", "-0", "x"]),
+    })
+    result = run(raw)
+    assert result.rows_valid == 0
+    assert result.rows_quarantined == 3
+
+
+def test_chunked_input_and_duplicates_across_chunks() -> None:
+    first = pa.Table.from_pylist([price_row(), price_row(ticker="TCS")], schema=PRICES.arrow_schema)
+    second = pa.Table.from_pylist(
+        [price_row(), price_row(ts=TS + timedelta(minutes=1))], schema=PRICES.arrow_schema
+    )
+    result = run(pa.concat_tables([first, second]))
+    assert result.rows_valid == 3
+    assert result.reason_counts() == {"duplicate": 1}

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from sentinel_ray.pipeline.clean import conform, normalise
+from sentinel_ray.pipeline.reasons import REASON_ORDER, Reason
+from sentinel_ray.pipeline.validate import RULES, reject_reasons
+from sentinel_ray.schemas import POSTS, PRICES, Dataset
+
+UTC = timezone.utc
+NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
+TS = datetime(2024, 1, 2, 4, 0, tzinfo=UTC)  # a Tuesday, 09:30 IST
+KNOWN = pa.array(["RELIANCE", "TCS", "INFY", "ITC"])
+
+
+def price_row(**overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "ticker": "RELIANCE", "exchange": "NSE", "interval": "1m", "ts": TS,
+        "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10,
+        "source": "replay", "run_id": "r1", "ingested_at": TS,
+    }
+    row.update(overrides)
+    return row
+
+
+def post_row(**overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "platform": "reddit", "post_id": "p1", "author": "a", "text": "RELIANCE to the moon",
+        "ts": TS, "url": None, "engagement": 3, "tickers": ["RELIANCE"],
+        "source": "reddit", "run_id": "r1", "ingested_at": TS,
+    }
+    row.update(overrides)
+    return row
+
+
+def reasons_for(ds: Dataset, rows: list[dict[str, object]], **raw_columns: pa.Array) -> list[str | None]:
+    """Conform + normalise `rows` (with any column replaced by a raw array) and validate."""
+    schema = pa.schema([pa.field(f.name, f.kind.arrow) for f in ds.fields])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    for name, values in raw_columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+    table, bad = conform(table, ds)
+    table = normalise(table, ds)
+    return reject_reasons(table, ds, now=NOW, known_tickers=KNOWN, bad_type=bad).to_pylist()
+
+
+def prices(*rows: dict[str, object], **raw: pa.Array) -> list[str | None]:
+    return reasons_for(PRICES, list(rows), **raw)
+
+
+def posts(*rows: dict[str, object], **raw: pa.Array) -> list[str | None]:
+    return reasons_for(POSTS, list(rows), **raw)
+
+
+def test_rules_follow_the_reason_order() -> None:
+    assert tuple(r.reason for r in RULES) == REASON_ORDER
+
+
+def test_clean_rows_are_valid() -> None:
+    assert prices(price_row(), price_row(ticker="TCS", exchange="BSE")) == [None, None]
+    assert posts(post_row(), post_row(post_id="p2", author=None, engagement=None, tickers=[])) == [None, None]
+
+
+def test_missing_field_null_and_empty() -> None:
+    assert prices(price_row(), price_row(close=None), price_row(source="")) == [
+        None, Reason.MISSING_FIELD, Reason.MISSING_FIELD,
+    ]
+    assert posts(post_row(), post_row(post_id="p2", tickers=None)) == [None, Reason.MISSING_FIELD]
+
+
+def test_missing_required_column_rejects_every_row() -> None:
+    table = pa.Table.from_pylist([price_row()]).drop_columns(["source"])
+    table, bad = conform(table, PRICES)
+    assert reject_reasons(table, PRICES, now=NOW, known_tickers=KNOWN, bad_type=bad).to_pylist() == [
+        Reason.MISSING_FIELD
+    ]
+
+
+def test_optional_fields_may_be_null() -> None:
+    assert posts(post_row(author=None, url=None, engagement=None)) == [None]
+
+
+def test_bad_type() -> None:
+    assert prices(price_row(), price_row(ts=TS + timedelta(minutes=1)), open=pa.array(["100", "abc"])) == [
+        None, Reason.BAD_TYPE,
+    ]
+
+
+def test_unknown_exchange() -> None:
+    assert prices(price_row(), price_row(exchange="NYSE")) == [None, Reason.UNKNOWN_EXCHANGE]
+
+
+def test_unknown_ticker() -> None:
+    assert prices(price_row(), price_row(ticker="AAPL")) == [None, Reason.UNKNOWN_TICKER]
+
+
+def test_non_positive_price() -> None:
+    assert prices(price_row(), price_row(ticker="TCS", low=0.0), price_row(ticker="INFY", open=-1.0)) == [
+        None, Reason.NON_POSITIVE_PRICE, Reason.NON_POSITIVE_PRICE,
+    ]
+
+
+def test_negative_volume() -> None:
+    assert prices(price_row(), price_row(ticker="TCS", volume=-1), price_row(ticker="ITC", volume=0)) == [
+        None, Reason.NEGATIVE_VOLUME, None,
+    ]
+
+
+@pytest.mark.parametrize(
+    "bar",
+    [
+        {"high": 99.5},  # open above high
+        {"low": 100.6},  # close below low
+        {"close": 101.5},  # close above high
+        {"open": 98.0},  # open below low
+    ],
+)
+def test_ohlc_inconsistent(bar: dict[str, float]) -> None:
+    assert prices(price_row(), price_row(ticker="TCS", **bar)) == [None, Reason.OHLC_INCONSISTENT]
+
+
+def test_ohlc_equal_bounds_are_consistent() -> None:
+    assert prices(price_row(open=100.0, high=100.0, low=100.0, close=100.0)) == [None]
+
+
+def test_future_timestamp_beyond_skew() -> None:
+    rows = [
+        price_row(interval="1d", ts=NOW + timedelta(minutes=4)),
+        price_row(interval="1d", ts=NOW + timedelta(minutes=6)),
+    ]
+    assert prices(*rows) == [None, Reason.FUTURE_TIMESTAMP]
+    assert posts(post_row(ts=NOW + timedelta(hours=1))) == [Reason.FUTURE_TIMESTAMP]
+
+
+def test_outside_session_for_minute_bars_only() -> None:
+    day = datetime(2024, 1, 2, tzinfo=UTC)  # Tuesday
+    rows = [
+        price_row(ts=day + timedelta(hours=3, minutes=45)),  # 09:15 IST: open
+        price_row(ts=day + timedelta(hours=9, minutes=59)),  # 15:29 IST: last bar
+        price_row(ts=day + timedelta(hours=3, minutes=44)),  # 09:14 IST
+        price_row(ts=day + timedelta(hours=10)),  # 15:30 IST: closed
+        price_row(ts=day + timedelta(days=4, hours=5)),  # Saturday
+        price_row(ts=day + timedelta(days=5, hours=5)),  # Sunday
+        price_row(ts=day + timedelta(days=6, hours=5)),  # Monday
+        price_row(ts=day + timedelta(days=4), interval="1d"),  # daily bars have no session
+    ]
+    s = Reason.OUTSIDE_SESSION
+    assert prices(*rows) == [None, None, s, s, s, s, None, None]
+
+
+def test_text_length_counts_characters_not_bytes() -> None:
+    rows = [
+        post_row(post_id="1", text="🚀🚀🚀🚀"),  # 4 characters, 16 bytes
+        post_row(post_id="2", text="भारतम"),  # 5 characters, 15 bytes
+        post_row(post_id="3", text="   abcd   "),  # 4 after trim
+        post_row(post_id="4", text="भ" * 10_000),  # 10000 characters, 30000 bytes
+        post_row(post_id="5", text="a" * 10_001),
+    ]
+    t = Reason.TEXT_LENGTH
+    assert posts(*rows) == [t, None, t, None, t]
+
+
+def test_duplicate_keeps_first() -> None:
+    assert prices(price_row(), price_row(close=100.7), price_row(source="yahoo")) == [
+        None, Reason.DUPLICATE, None,
+    ]
+    assert posts(post_row(), post_row(text="edited later"), post_row(platform="x")) == [
+        None, Reason.DUPLICATE, None,
+    ]
+
+
+def test_copy_of_a_rejected_row_keeps_its_own_reason() -> None:
+    bad = price_row(volume=-5)
+    assert prices(bad, bad) == [Reason.NEGATIVE_VOLUME, Reason.NEGATIVE_VOLUME]
+    # a rejected first row does not make a later good row with its key a duplicate
+    assert prices(bad, price_row(), price_row()) == [Reason.NEGATIVE_VOLUME, None, Reason.DUPLICATE]
+
+
+def test_priority_first_failing_rule_wins() -> None:
+    rows = [
+        price_row(ticker=None, volume=-1),  # missing_field before negative_volume
+        price_row(exchange="NYSE", ticker="AAPL"),  # unknown_exchange before unknown_ticker
+        price_row(ticker="TCS", open=-1.0, volume=-1),  # non_positive_price before negative_volume
+        price_row(ticker="INFY", volume=-1, high=1.0),  # negative_volume before ohlc_inconsistent
+        price_row(ticker="ITC", high=1.0, ts=NOW + timedelta(days=1)),  # ohlc before future
+        price_row(ticker="RELIANCE", ts=NOW + timedelta(days=2, hours=-12)),  # future before session
+    ]
+    assert prices(*rows) == [
+        Reason.MISSING_FIELD, Reason.UNKNOWN_EXCHANGE, Reason.NON_POSITIVE_PRICE,
+        Reason.NEGATIVE_VOLUME, Reason.OHLC_INCONSISTENT, Reason.FUTURE_TIMESTAMP,
+    ]
+
+
+def test_bad_type_is_reported_rather_than_missing() -> None:
+    # conform nulls the unreadable value; the row's reason is still the type, not absence
+    assert prices(price_row(), volume=pa.array(["lots"])) == [Reason.BAD_TYPE]
+
+
+def test_bad_type_outranks_every_value_rule() -> None:
+    assert prices(price_row(exchange="NYSE"), open=pa.array(["abc"])) == [Reason.BAD_TYPE]
+
+
+def test_without_bad_type_mask_and_empty_table() -> None:
+    schema = pa.schema([pa.field(f.name, f.kind.arrow) for f in PRICES.fields])
+    empty = schema.empty_table()
+    out = reject_reasons(empty, PRICES, now=NOW, known_tickers=KNOWN)
+    assert out.type == pa.string() and len(out) == 0
+    one = pa.Table.from_pylist([price_row(ticker="AAPL")], schema=schema)
+    assert reject_reasons(one, PRICES, now=NOW, known_tickers=KNOWN).to_pylist() == [Reason.UNKNOWN_TICKER]
