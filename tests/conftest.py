@@ -64,3 +64,22 @@ def shared_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():
         pytest.skip(f"real recorded payloads not present at {SHARED_FIXTURES} (only on development and CI machines)")
     return SHARED_FIXTURES
+
+
+BACKFILL_START = "2026-11-05"  # Thursday .. Monday: trading days and a weekend
+BACKFILL_END = "2026-11-09"
+
+
+@pytest.fixture(scope="session")
+def backfilled(ray_session: None, base_settings: Settings, embedded_redis: str,
+               tmp_path_factory: pytest.TempPathFactory):
+    """A replay backfill of a fixed range into a database and lake of its own, run once."""
+    import datetime as dt
+
+    from sentinel_ray.pipeline.run import run_backfill
+
+    settings = base_settings.model_copy(update={
+        "warehouse_database": "backfilled", "lake_uri": str(tmp_path_factory.mktemp("backfilled-lake"))})
+    start, end = dt.date.fromisoformat(BACKFILL_START), dt.date.fromisoformat(BACKFILL_END)
+    summary = run_backfill(settings, "replay", start, end)
+    return settings, summary, start, end

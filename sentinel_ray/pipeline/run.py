@@ -23,7 +23,7 @@ from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.schemas import DATA_DATASETS
 from sentinel_ray.sources import make_history_source
 from sentinel_ray.storage.lake import Lake
-from sentinel_ray.storage.warehouse import connect_warehouse
+from sentinel_ray.storage.warehouse import Warehouse, connect_warehouse
 
 MAX_BACKFILL_DAYS = 3660
 
@@ -135,11 +135,20 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     except BaseException as e:
         run.finish(warehouse, error=e)
         raise
+    _merge_replaced_rows(warehouse, days)
     summary = _summarise(rows, run.run_id, source_name, start, end, len(days), time.perf_counter() - began)
     run.rows_in, run.rows_valid, run.rows_quarantined = (
         summary.total_in, summary.total_valid, summary.total_quarantined)
     run.finish(warehouse)
     return summary
+
+
+def _merge_replaced_rows(warehouse: Warehouse, days: list[dt.date]) -> None:
+    """Merge the months a backfill touched, so rows it replaced are gone on disk too, not only
+    under FINAL. Month ids are computed here, never taken from input."""
+    for month in sorted({d.year * 100 + d.month for d in days}):
+        for name in DATA_DATASETS:
+            warehouse.command(f"OPTIMIZE TABLE {{db}}.`{name}` PARTITION ID '{month:d}' FINAL")
 
 
 def _summarise(rows: list[dict[str, Any]], run_id: str, source: str, start: dt.date, end: dt.date,

@@ -8,9 +8,10 @@
 `serve deploy serve_config.yaml` entrypoint and takes the settings the running
 platform published (or SENTINEL_* variables).
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Serve rebuilds the FastAPI routes inside
+# each replica, where string annotations no longer resolve.
 import datetime as dt
+import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -24,6 +25,8 @@ from sentinel_ray.reference import symbol_table
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.serve.queries import (DEFAULT_WINDOW, MAX_WINDOW, Interval, posts_mentioning, price_bars,
                                         stock_summaries)
+
+log = logging.getLogger(__name__)
 
 # Serve's defaults (5 ongoing requests, an access-log line per request) cap a replica
 # at a few dozen requests/s on a small machine; these lift that.
@@ -145,6 +148,7 @@ api = FastAPI(
 async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # Bad input never reaches here (FastAPI answers 4xx); what does is a backend that is
     # down or failing, which the caller should retry rather than read as a bug.
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse(status_code=503, content={"detail": f"backend unavailable: {type(exc).__name__}"})
 
 
