@@ -5,7 +5,8 @@
 (a) ray:        Ray Data as the backfill runs it: from_arrow on 1M-row slices,
                 map_batches(process_and_store) writing the lake (warehouse off)
 (b) plain:      the same function over the same slices in this one process
-(c) per-record: a classic ETL loop (validate each dict, build dicts, write Parquet), timed
+(c) per-record: a classic ETL loop (pydantic-validate each dict, check the rules, build
+                dicts, write Parquet), timed
                 on a sample of --per-record-rows rows because it is that slow
 
 The last line printed is one JSON object with the figures.
@@ -25,13 +26,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.reference import known_tickers
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.storage.lake import Lake
 
-BATCH_ROWS = 1_000_000
+BATCH_ROWS = 1_000_000  # one block per day, as a backfill partition
 UTC = dt.timezone.utc
 SESSION_START = dt.time(3, 45)  # 09:15 IST
 SESSION_MS = int(6.25 * 3600 * 1000)
@@ -93,6 +95,9 @@ def run_plain(slices: list[pa.Table], lake_uri: str) -> tuple[float, int]:
 def run_ray(slices: list[pa.Table], lake_uri: str) -> tuple[float, int]:
     import ray
 
+    from sentinel_ray.pipeline.run import tune_ray_data
+
+    tune_ray_data()
     now = dt.datetime.now(UTC)
 
     def body(batch: pa.Table) -> pa.Table:
@@ -138,8 +143,14 @@ def run_per_record(table: pa.Table, out_dir: Path) -> tuple[float, int]:
     valid: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
+    model = PRICES.model
     for record in records:
-        r = dict(record)
+        # types checked per record, as the vectorised path's conform step does per column
+        try:
+            r = model.model_validate(record).model_dump()
+        except ValidationError:
+            rejected.append({**record, "reject_reason": "bad_type"})
+            continue
         r["ticker"] = r["ticker"].strip().upper()
         r["exchange"] = r["exchange"].strip().upper()
         reason = _validate_record(r, now, known)
@@ -161,12 +172,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--per-record-rows", type=int, default=200_000)
+    parser.add_argument("--batch-rows", type=int, default=BATCH_ROWS, help="rows per day batch (Ray block)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
 
-    print(f"generating {args.rows:,} price rows in {BATCH_ROWS:,}-row day batches ...", flush=True)
-    n_batches = max(1, -(-args.rows // BATCH_ROWS))
-    sizes = [min(BATCH_ROWS, args.rows - i * BATCH_ROWS) for i in range(n_batches)]
+    batch_rows = args.batch_rows
+    print(f"generating {args.rows:,} price rows in {batch_rows:,}-row day batches ...", flush=True)
+    n_batches = max(1, -(-args.rows // batch_rows))
+    sizes = [min(batch_rows, args.rows - i * batch_rows) for i in range(n_batches)]
     slices = [make_batch(day, size, seed=i) for i, (day, size) in enumerate(zip(trading_days(n_batches), sizes))]
     rows = sum(t.num_rows for t in slices)
 

@@ -86,7 +86,7 @@ class Field:
 # Columns every dataset carries: who wrote the row and when (lineage and freshness).
 INGEST_FIELDS: tuple[Field, ...] = (
     Field("source", Kind.SYMBOL, doc="source adapter that produced the row (replay, yahoo, nse, ...)"),
-    Field("run_id", Kind.STRING, doc="pipeline run (backfill job or stream batch) that wrote the row"),
+    Field("run_id", Kind.SYMBOL, doc="pipeline run (backfill job or stream batch) that wrote the row"),
     Field("ingested_at", Kind.TIMESTAMP, doc="when the platform received the row; newest wins on re-insert"),
 )
 
@@ -109,6 +109,11 @@ class Dataset:
     @property
     def column_names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    @property
+    def dictionary_columns(self) -> list[str]:
+        """Columns with few distinct values: dictionary-encode them in Parquet, not free text or numbers."""
+        return [f.name for f in self.fields if f.kind in (Kind.SYMBOL, Kind.SYMBOLS)]
 
     @property
     def required_columns(self) -> list[str]:

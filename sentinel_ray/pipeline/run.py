@@ -75,6 +75,18 @@ class BackfillSummary:
                 "rows_valid": self.rows_valid, "rows_quarantined": self.rows_quarantined, "reasons": self.reasons}
 
 
+def tune_ray_data() -> None:
+    """Let map tasks use every CPU from the start.
+
+    Ray Data reserves part of the cluster per operator and ramps concurrency up only as
+    task outputs are measured; on a 2-core machine with a single map operator that kept
+    one task running at a time (measured in bench/pipeline_throughput.py: 1.5 -> 2.2M rows/s).
+    """
+    import ray
+
+    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
+
+
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
     if end < start:
         raise BackfillError(f"end {end} is before start {start}")
@@ -124,6 +136,7 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     warehouse.ensure_schema()
     run = PipelineRun("backfill", {"source": source_name, "start": str(start), "end": str(end)})
     run.record(warehouse)
+    tune_ray_data()
     began = time.perf_counter()
     try:
         rows = (

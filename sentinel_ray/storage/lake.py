@@ -66,8 +66,11 @@ class Lake:
         self._put(path, write)
         return path
 
-    def _write_parquet(self, path: str, table: pa.Table) -> None:
-        self._put(path, lambda tmp: pq.write_table(table, tmp, filesystem=self.fs, compression="zstd"))
+    def _write_parquet(self, path: str, table: pa.Table, ds: Dataset) -> None:
+        # Dictionary pages only where values repeat: on prices and timestamps they cost
+        # time and save nothing (measured: a third of the write time on 1M bars).
+        self._put(path, lambda tmp: pq.write_table(table, tmp, filesystem=self.fs, compression="zstd",
+                                                   use_dictionary=ds.dictionary_columns))
 
     def write_curated(self, ds: Dataset, table: pa.Table, *, batch_key: str) -> list[str]:
         """Valid rows, one file per (source, date of ts) the batch touches."""
@@ -91,7 +94,7 @@ class Lake:
                           batch_key: str) -> str:
         path = self._path(zone, f"dataset={ds.name}", f"source={_safe(source)}", f"date={day.isoformat()}",
                           f"part-{_safe(batch_key)}.parquet")
-        self._write_parquet(path, table)
+        self._write_parquet(path, table, ds)
         return path
 
     # -- reading -----------------------------------------------------------------
@@ -133,8 +136,12 @@ def _split_by_source_and_day(table: pa.Table, time_column: str) -> Iterator[tupl
         return
     days = pc.cast(table.column(time_column), pa.date32())
     sources = table.column("source")
-    # Batches hold one source and one or two days almost always: a few filters beat a sort.
-    for source in pc.unique(sources).to_pylist():
+    unique_sources, unique_days = pc.unique(sources).to_pylist(), pc.unique(days).to_pylist()
+    if len(unique_sources) == 1 and len(unique_days) == 1:  # the usual batch: no copy at all
+        yield unique_sources[0], unique_days[0], table
+        return
+    # Otherwise one or two days of one source almost always: a few filters beat a sort.
+    for source in unique_sources:
         source_mask = pc.equal(sources, source)
         for day in pc.unique(pc.filter(days, source_mask)).to_pylist():
             mask = pc.and_(source_mask, pc.equal(days, pa.scalar(day, pa.date32())))

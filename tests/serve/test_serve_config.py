@@ -1,0 +1,25 @@
+"""serve_config.yaml is a valid `serve deploy` config whose import path builds our app."""
+from pathlib import Path
+
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serve_config_is_valid_and_points_at_the_app() -> None:
+    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve_config.yaml").read_text()))
+    [app] = config.applications
+    assert app.route_prefix == "/"
+    module, attr = app.import_path.split(":")
+    builder = getattr(__import__(module, fromlist=[attr]), attr)
+    assert callable(builder)
+    names = {d.name for d in app.deployments}
+    from sentinel_ray.serve import app as serve_app
+
+    assert names == {serve_app.ApiIngress.name, serve_app.QueryService.name, serve_app.HealthService.name}
+
+
+def test_cluster_yaml_parses() -> None:
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert cluster["cluster_name"] == "sentinel-ray" and cluster["provider"]["type"] == "local"

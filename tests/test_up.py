@@ -1,0 +1,66 @@
+"""`sentinel-ray up` end to end in a subprocess: starts everything, serves, stops on Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "RAY_ADDRESS"))}
+    env.update({"SENTINEL_DATA_DIR": str(tmp_path / "data"), "SENTINEL_API_PORT": str(port),
+                "SENTINEL_BACKFILL_DAYS": "1", "RAY_USAGE_STATS_ENABLED": "0"})
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel_ray.cli", "up", "--no-dashboard"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        output = "".join(lines)
+        assert "Sentinel Ray is up." in output, output[-3000:]
+        assert f"http://127.0.0.1:{port}/docs" in output
+        assert "backfill backfill-" in output and "quarantined" in output
+        ready = requests.get(f"http://127.0.0.1:{port}/ready", timeout=30)
+        assert ready.status_code == 200, ready.text
+        stocks = requests.get(f"http://127.0.0.1:{port}/api/stocks", timeout=30).json()
+        assert sum(s["bars"] for s in stocks) > 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rest, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest, _ = proc.communicate()
+    assert proc.returncode == 0, rest[-3000:]
+    for part in ("stopped Ray Serve", "stopped embedded warehouse", "stopped Ray", "stopped embedded Redis"):
+        assert part in rest, rest[-3000:]
+    assert not (tmp_path / "data" / "redis" / "redis.sock").exists() or not _answers(tmp_path)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def _answers(tmp_path: Path) -> bool:
+    from sentinel_ray.storage.cache import redis_ok
+
+    return redis_ok(f"unix://{tmp_path / 'data' / 'redis' / 'redis.sock'}")
