@@ -89,5 +89,5 @@ def ensure_redis(settings: Settings) -> EmbeddedRedis | None:
     if settings.redis_is_embedded:
         return EmbeddedRedis(settings.embedded_redis_dir).start()
     if not redis_ok(settings.resolved_redis_url):
-        raise RedisUnavailable(f"Redis at SENTINEL_REDIS_URL does not answer")
+        raise RedisUnavailable("Redis at SENTINEL_REDIS_URL does not answer")
     return None

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -9,19 +9,7 @@ import pytest
 from sentinel_ray.pipeline import clean
 from sentinel_ray.pipeline.clean import conform, dedup_mask, normalise
 from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE
-
-UTC = timezone.utc
-TS = datetime(2024, 1, 2, 4, 0, tzinfo=UTC)
-
-
-def price_row(**overrides: object) -> dict[str, object]:
-    row: dict[str, object] = {
-        "ticker": "RELIANCE", "exchange": "NSE", "interval": "1m", "ts": TS,
-        "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10,
-        "source": "replay", "run_id": "r1", "ingested_at": TS,
-    }
-    row.update(overrides)
-    return row
+from tests.pipeline.rows import UTC, TS, price_row
 
 
 def typed_prices(rows: list[dict[str, object]]) -> pa.Table:

@@ -1,27 +1,13 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 
 from sentinel_ray.pipeline.reasons import Reason
 from sentinel_ray.pipeline.transform import BatchResult, process_batch
 from sentinel_ray.schemas import POSTS, PRICES, Dataset
-
-UTC = timezone.utc
-NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
-TS = datetime(2024, 1, 2, 4, 0, tzinfo=UTC)  # a Tuesday, 09:30 IST
-KNOWN = pa.array(["RELIANCE", "TCS", "INFY", "ITC"])
-
-
-def price_row(**overrides: object) -> dict[str, object]:
-    row: dict[str, object] = {
-        "ticker": "RELIANCE", "exchange": "NSE", "interval": "1m", "ts": TS,
-        "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10,
-        "source": "replay", "run_id": "r1", "ingested_at": TS,
-    }
-    row.update(overrides)
-    return row
+from tests.pipeline.rows import UTC, NOW, TS, KNOWN, price_row
 
 
 def run(table: pa.Table, ds: Dataset = PRICES, **kwargs: object) -> BatchResult:

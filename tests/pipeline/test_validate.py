@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -9,31 +9,7 @@ from sentinel_ray.pipeline.clean import conform, normalise
 from sentinel_ray.pipeline.reasons import REASON_ORDER, Reason
 from sentinel_ray.pipeline.validate import RULES, reject_reasons
 from sentinel_ray.schemas import POSTS, PRICES, Dataset
-
-UTC = timezone.utc
-NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
-TS = datetime(2024, 1, 2, 4, 0, tzinfo=UTC)  # a Tuesday, 09:30 IST
-KNOWN = pa.array(["RELIANCE", "TCS", "INFY", "ITC"])
-
-
-def price_row(**overrides: object) -> dict[str, object]:
-    row: dict[str, object] = {
-        "ticker": "RELIANCE", "exchange": "NSE", "interval": "1m", "ts": TS,
-        "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10,
-        "source": "replay", "run_id": "r1", "ingested_at": TS,
-    }
-    row.update(overrides)
-    return row
-
-
-def post_row(**overrides: object) -> dict[str, object]:
-    row: dict[str, object] = {
-        "platform": "reddit", "post_id": "p1", "author": "a", "text": "RELIANCE to the moon",
-        "ts": TS, "url": None, "engagement": 3, "tickers": ["RELIANCE"],
-        "source": "reddit", "run_id": "r1", "ingested_at": TS,
-    }
-    row.update(overrides)
-    return row
+from tests.pipeline.rows import UTC, NOW, TS, KNOWN, price_row, post_row
 
 
 def reasons_for(ds: Dataset, rows: list[dict[str, object]], **raw_columns: pa.Array) -> list[str | None]:

@@ -1,7 +1,6 @@
 """The warehouse through clickhouse-connect: embedded chdb always, a server when one is given."""
 import datetime as dt
 import os
-from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
