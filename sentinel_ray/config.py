@@ -39,6 +39,43 @@ class Settings(BaseModel):
     replay_bad_rate: float = Field(0.002, ge=0.0, le=0.5)
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a Ray cluster that `up` starts")
 
+    # -- sources (base URLs are settings so tests and proxies can point the real clients elsewhere)
+    http_timeout_s: float = Field(20.0, gt=0, le=300)
+    http_max_attempts: int = Field(5, ge=1, le=20)
+    http_user_agent: str = "Mozilla/5.0 (X11; Linux x86_64) sentinel-ray/0.1 (+market surveillance research)"
+    watch_tickers: list[str] = Field(default_factory=lambda: ["RELIANCE", "TCS", "HDFCBANK", "INFY", "ITC",
+                                                              "SUZLON", "YESBANK", "IDEA"],
+                                     description="tickers searched on X and YouTube, quoted by Yahoo/NSE pollers")
+    page_cap: int = Field(10, ge=1, le=1000, description="most pages one fetch follows")
+    yahoo_base_url: str = "https://query2.finance.yahoo.com"
+    nse_base_url: str = "https://www.nseindia.com"
+    bse_base_url: str = "https://api.bseindia.com"
+    reddit_base_url: str = "https://www.reddit.com"
+    reddit_oauth_url: str = "https://oauth.reddit.com"
+    reddit_client_id: SecretStr | None = None
+    reddit_client_secret: SecretStr | None = None
+    reddit_subreddits: list[str] = Field(default_factory=lambda: [
+        "IndianStreetBets", "IndianStockMarket", "DalalStreetTalks"])
+    x_base_url: str = "https://api.x.com"
+    x_bearer_token: SecretStr | None = None
+    telegram_base_url: str = "https://t.me"
+    telegram_channels: list[str] = Field(default_factory=list, description="public channel names (t.me/s/<name>)")
+    youtube_base_url: str = "https://www.googleapis.com/youtube/v3"
+    youtube_api_key: SecretStr | None = None
+    rss_feeds: list[str] = Field(default_factory=lambda: [
+        "https://economictimes.indiatimes.com/markets/rssfeeds/1977021501.cms",
+        "https://www.moneycontrol.com/rss/marketreports.xml",
+        "https://www.business-standard.com/rss/markets-106.rss",
+    ])
+
+    @field_validator("watch_tickers", "reddit_subreddits", "telegram_channels", "rss_feeds", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        # lists come from env vars as "a,b,c"
+        if isinstance(v, str):
+            return [item.strip() for item in v.split(",") if item.strip()]
+        return v
+
     @field_validator("warehouse_dsn")
     @classmethod
     def _dsn_scheme(cls, v: str) -> str:
@@ -94,6 +131,8 @@ class Settings(BaseModel):
                 value = value.get_secret_value()
             if name == "data_dir":
                 value = self.resolved_data_dir
+            if isinstance(value, list):
+                value = ",".join(value)
             env[env_name(name)] = str(value)
         return env
 

@@ -130,6 +130,12 @@ class Dataset:
         return pa.schema([f.arrow_field for f in self.fields])
 
     @cached_property
+    def record_schema(self) -> pa.Schema:
+        """What source adapters emit: the dataset's columns and types, every one nullable
+        (validation decides what a missing value means)."""
+        return pa.schema([pa.field(f.name, f.kind.arrow, nullable=True) for f in self.fields])
+
+    @cached_property
     def quarantine_schema(self) -> pa.Schema:
         """Rejected rows: every column nullable (the value may be what was wrong) plus the reason."""
         cols = [pa.field(f.name, f.kind.arrow, nullable=True) for f in self.fields]
@@ -192,6 +198,24 @@ POSTS = Dataset(
     time_column="ts",
 )
 
+FILINGS = Dataset(
+    name="filings",
+    doc="corporate announcements filed with NSE or BSE",
+    fields=(
+        Field("exchange", Kind.SYMBOL, doc="NSE or BSE"),
+        Field("filing_id", Kind.STRING, doc="the exchange's own id of the announcement"),
+        Field("ticker", Kind.SYMBOL, required=False, doc="NSE symbol when known (BSE files by scrip code)"),
+        Field("company", Kind.STRING, doc="company name as filed"),
+        Field("subject", Kind.STRING, doc="headline / category of the announcement"),
+        Field("details", Kind.STRING, required=False, doc="body text when the exchange gives one"),
+        Field("ts", Kind.TIMESTAMP, doc="when it was disseminated, UTC"),
+        Field("attachment_url", Kind.STRING, required=False),
+        *INGEST_FIELDS,
+    ),
+    natural_key=("exchange", "filing_id"),
+    time_column="ts",
+)
+
 PIPELINE_RUNS = Dataset(
     name="pipeline_runs",
     doc="one row per pipeline run (re-inserted with the final status when the run ends)",
@@ -214,7 +238,7 @@ PIPELINE_RUNS = Dataset(
 )
 
 # Datasets that flow through the pipeline (sources -> lake -> warehouse).
-DATA_DATASETS: dict[str, Dataset] = {d.name: d for d in (PRICES, POSTS)}
+DATA_DATASETS: dict[str, Dataset] = {d.name: d for d in (PRICES, POSTS, FILINGS)}
 ALL_DATASETS: dict[str, Dataset] = {**DATA_DATASETS, PIPELINE_RUNS.name: PIPELINE_RUNS}
 
 

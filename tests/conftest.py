@@ -83,3 +83,12 @@ def backfilled(ray_session: None, base_settings: Settings, embedded_redis: str,
     start, end = dt.date.fromisoformat(BACKFILL_START), dt.date.fromisoformat(BACKFILL_END)
     summary = run_backfill(settings, "replay", start, end)
     return settings, summary, start, end
+
+
+@pytest.fixture
+def fake_service():
+    """A local HTTP fixture server (127.0.0.1) replaying scripted payloads."""
+    from tests.fakes.server import FakeService
+
+    with FakeService() as service:
+        yield service

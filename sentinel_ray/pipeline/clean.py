@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sentinel_ray.schemas import POSTS, PRICES, Dataset
+from sentinel_ray.schemas import FILINGS, POSTS, PRICES, Dataset
 
 Column = pa.Array | pa.ChunkedArray
 
@@ -190,6 +190,9 @@ def normalise(table: pa.Table, ds: Dataset) -> pa.Table:
         return _normalise_prices(table)
     if ds.name == POSTS.name:
         return _normalise_posts(table)
+    if ds.name == FILINGS.name:
+        table = _set(table, "exchange", _upper_trimmed(table.column("exchange")))
+        return _set(table, "ticker", _upper_trimmed(table.column("ticker")))
     return table
 
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from sentinel_ray.pipeline.clean import dedup_mask
 from sentinel_ray.pipeline.reasons import REASON_ORDER, Reason
 from sentinel_ray.reference import EXCHANGES
-from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE, Dataset, Kind
+from sentinel_ray.schemas import FILINGS, POSTS, PRICES, TIMESTAMP_TYPE, Dataset, Kind
 
 Mask = pa.Array | pa.ChunkedArray
 
@@ -150,22 +150,23 @@ class Rule:
     after_others: bool = False  # needs to know which rows every other rule rejected
 
 
-_BOTH = frozenset({PRICES.name, POSTS.name})
+_ALL = frozenset({PRICES.name, POSTS.name, FILINGS.name})
+_EXCHANGE = frozenset({PRICES.name, FILINGS.name})
 _PRICES = frozenset({PRICES.name})
 _POSTS = frozenset({POSTS.name})
 
 RULES: tuple[Rule, ...] = (
-    Rule(Reason.MISSING_FIELD, _BOTH, _missing_field),
-    Rule(Reason.BAD_TYPE, _BOTH, _bad_type),
-    Rule(Reason.UNKNOWN_EXCHANGE, _PRICES, _unknown_exchange),
+    Rule(Reason.MISSING_FIELD, _ALL, _missing_field),
+    Rule(Reason.BAD_TYPE, _ALL, _bad_type),
+    Rule(Reason.UNKNOWN_EXCHANGE, _EXCHANGE, _unknown_exchange),
     Rule(Reason.UNKNOWN_TICKER, _PRICES, _unknown_ticker),
     Rule(Reason.NON_POSITIVE_PRICE, _PRICES, _non_positive_price),
     Rule(Reason.NEGATIVE_VOLUME, _PRICES, _negative_volume),
     Rule(Reason.OHLC_INCONSISTENT, _PRICES, _ohlc_inconsistent),
-    Rule(Reason.FUTURE_TIMESTAMP, _BOTH, _future_timestamp),
+    Rule(Reason.FUTURE_TIMESTAMP, _ALL, _future_timestamp),
     Rule(Reason.OUTSIDE_SESSION, _PRICES, _outside_session),
     Rule(Reason.TEXT_LENGTH, _POSTS, _text_length),
-    Rule(Reason.DUPLICATE, _BOTH, _duplicate, after_others=True),
+    Rule(Reason.DUPLICATE, _ALL, _duplicate, after_others=True),
 )
 assert [r.reason for r in RULES] == list(REASON_ORDER), "RULES must follow REASON_ORDER"
 

@@ -1,19 +1,36 @@
-"""Source adapters, by name."""
+"""Source adapters, by name. Modules load only when their source is used."""
 from __future__ import annotations
+
+import importlib
 
 from sentinel_ray.config import Settings
 from sentinel_ray.sources.base import HistorySource, Source, SourceError
 
+# name -> "module:Class"; one module per source.
+SOURCE_CLASSES: dict[str, str] = {
+    "replay": "sentinel_ray.sources.replay:ReplaySource",
+    "yahoo": "sentinel_ray.sources.yahoo:YahooSource",
+    "nse": "sentinel_ray.sources.nse:NseSource",
+    "filings": "sentinel_ray.sources.bse_filings:FilingsSource",
+    "reddit": "sentinel_ray.sources.reddit:RedditSource",
+    "x": "sentinel_ray.sources.x:XSource",
+    "telegram": "sentinel_ray.sources.telegram:TelegramSource",
+    "youtube": "sentinel_ray.sources.youtube:YouTubeSource",
+    "rss": "sentinel_ray.sources.rss:RssSource",
+}
+SOURCE_NAMES: tuple[str, ...] = tuple(SOURCE_CLASSES)
+
+
+def source_class(name: str) -> type[Source]:
+    try:
+        module_name, class_name = SOURCE_CLASSES[name].split(":")
+    except KeyError:
+        raise SourceError(f"unknown source {name!r}; available: {', '.join(SOURCE_NAMES)}") from None
+    return getattr(importlib.import_module(module_name), class_name)
+
 
 def make_source(name: str, settings: Settings) -> Source:
-    if name == "replay":
-        from sentinel_ray.sources.replay import ReplaySource
-
-        return ReplaySource(seed=settings.replay_seed, bad_rate=settings.replay_bad_rate)
-    raise SourceError(f"unknown source {name!r}; available: {', '.join(SOURCE_NAMES)}")
-
-
-SOURCE_NAMES: tuple[str, ...] = ("replay",)
+    return source_class(name).from_settings(settings)
 
 
 def make_history_source(name: str, settings: Settings) -> HistorySource:

@@ -23,7 +23,13 @@ class RawPayload:
     received_at: dt.datetime
     body: bytes
     content_type: str = "application/json"
-    request: str = ""  # what was asked (URL or a description), for audit
+    request: str = ""  # what was asked (URL without secrets, or a description), for audit
+
+    @classmethod
+    def of(cls, source: str, dataset: str, response: Any) -> "RawPayload":
+        """From an http.HttpResponse (query strings dropped: they may hold keys)."""
+        return cls(source, dataset, response.received_at, response.body, response.content_type,
+                   response.url.split("?", 1)[0])
 
 
 @dataclass
@@ -42,11 +48,41 @@ class SourceError(RuntimeError):
     """A source failed in a way retrying will not fix (bad credentials, bad config)."""
 
 
+class MissingCredentials(SourceError):
+    pass
+
+
+def require_secrets(source: str, settings: Any, *names: str) -> dict[str, str]:
+    """The named secret settings' values, or a MissingCredentials naming each env var unset."""
+    from sentinel_ray.config import env_name
+
+    values, missing = {}, []
+    for name in names:
+        secret = getattr(settings, name)
+        value = secret.get_secret_value() if secret is not None else ""
+        if not value:
+            missing.append(env_name(name))
+        values[name] = value
+    if missing:
+        raise MissingCredentials(f"source {source!r} needs {', '.join(missing)} (set in the environment or the "
+                                 f"config file); it will not start without")
+    return values
+
+
 class Source(abc.ABC):
-    """A source adapter. Subclasses set `name` and `datasets` and implement `fetch`."""
+    """A source adapter. Subclasses set `name` and `datasets` and implement `fetch`.
+
+    `credentials` names the settings the source cannot start without; `from_settings`
+    builds the adapter from the platform settings (and refuses when credentials are missing).
+    """
 
     name: str = ""
     datasets: tuple[str, ...] = ()
+    credentials: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Source":
+        raise NotImplementedError(f"{cls.__name__} cannot be built from settings")
 
     @abc.abstractmethod
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:

@@ -10,7 +10,7 @@ Everything is a pure function of (seed, day, symbols): each random draw comes fr
 so any day can be generated alone, in any order, on any worker, with the same result.
 
 Records tables use the dataset's column names, order and Arrow types, but every field
-is nullable (`raw_schema`, i.e. `quarantine_schema` minus `reject_reason`): the
+is nullable (`Dataset.record_schema`): the
 injected bad rows hold nulls in required columns, which is exactly what validation
 must find.
 """
@@ -97,11 +97,6 @@ def _ms_to_datetime(ms: int) -> dt.datetime:
 def _symbol_key(symbol: str) -> int:
     # crc32, not hash(): Python's str hash is salted per process.
     return zlib.crc32(symbol.encode())
-
-
-def raw_schema(ds: Dataset) -> pa.Schema:
-    """`ds`'s columns and types with every field nullable (bad rows carry nulls)."""
-    return pa.schema([f.with_nullable(True) for f in ds.arrow_schema])
 
 
 # --- symbols ------------------------------------------------------------------------
@@ -280,6 +275,10 @@ class ReplaySource(HistorySource):
         self.start = start  # first day `fetch(None)` emits; None: a week before today (UTC)
         self._infos = _symbol_infos(self.symbols)
         self._keys = [_symbol_key(s) for s in self.symbols]
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "ReplaySource":
+        return cls(seed=settings.replay_seed, bad_rate=settings.replay_bad_rate)
 
     # ---- per-symbol constants --------------------------------------------------------
 
@@ -735,7 +734,7 @@ def _prices_table(cols: dict[str, np.ndarray], masks: dict[str, np.ndarray], lin
         num("volume", pa.int64()),
         *_lineage(n, lineage),
     ]
-    return pa.Table.from_arrays(arrays, schema=raw_schema(PRICES))
+    return pa.Table.from_arrays(arrays, schema=PRICES.record_schema)
 
 
 def _posts_table(posts: dict[str, list[Any]], lineage: dict[str, Any]) -> pa.Table:
@@ -751,7 +750,7 @@ def _posts_table(posts: dict[str, list[Any]], lineage: dict[str, Any]) -> pa.Tab
         pa.array(posts["tickers"], pa.list_(pa.string())),
         *_lineage(n, lineage),
     ]
-    return pa.Table.from_arrays(arrays, schema=raw_schema(POSTS))
+    return pa.Table.from_arrays(arrays, schema=POSTS.record_schema)
 
 
 def _iso_ist(ts: pa.ChunkedArray) -> np.ndarray:

@@ -107,3 +107,27 @@ def test_chunked_input_and_duplicates_across_chunks() -> None:
     result = run(pa.concat_tables([first, second]))
     assert result.rows_valid == 3
     assert result.reason_counts() == {"duplicate": 1}
+
+
+def filing_row(**overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "exchange": "nse ", "filing_id": "f1", "ticker": " reliance", "company": "Reliance Industries Ltd",
+        "subject": "Board Meeting Intimation", "details": None, "ts": TS, "attachment_url": None,
+        "source": "nse", "run_id": "r1", "ingested_at": TS,
+    }
+    row.update(overrides)
+    return row
+
+
+def test_filings_are_normalised_validated_and_deduplicated() -> None:
+    from sentinel_ray.schemas import FILINGS
+
+    rows = [filing_row(), filing_row(), filing_row(filing_id="f2", exchange="LSE"),
+            filing_row(filing_id="f3", subject=None), filing_row(filing_id="f4", ts=NOW + timedelta(days=1)),
+            filing_row(filing_id="f5", ticker=None, exchange="BSE")]
+    result = process_batch(pa.Table.from_pylist(rows), FILINGS, now=NOW, known_tickers=KNOWN)
+    assert result.valid.column("filing_id").to_pylist() == ["f1", "f5"]
+    assert result.valid.column("exchange").to_pylist() == ["NSE", "BSE"]
+    assert result.valid.column("ticker").to_pylist() == ["RELIANCE", None]
+    assert result.reason_counts() == {"duplicate": 1, "unknown_exchange": 1, "missing_field": 1,
+                                      "future_timestamp": 1}

@@ -18,7 +18,6 @@ from sentinel_ray.sources.replay import (
     SESSION_BARS,
     ReplaySource,
     is_trading_day,
-    raw_schema,
 )
 
 UTC = dt.timezone.utc
@@ -336,7 +335,7 @@ def test_post_ids_are_unique_across_days(source: ReplaySource) -> None:
 def test_records_use_the_dataset_columns_and_types(trading) -> None:
     for name, ds in (("prices", PRICES), ("posts", POSTS)):
         table = trading.records[name]
-        assert table.schema == raw_schema(ds)
+        assert table.schema == ds.record_schema
         assert table.schema.names == ds.arrow_schema.names
         assert [f.type for f in table.schema] == [f.type for f in ds.arrow_schema]
         assert set(table.column("run_id").to_pylist()) == {"test-run"}
