@@ -32,7 +32,7 @@ import pyarrow.compute as pc  # noqa: F401 - reference.symbols() relies on it be
 
 from sentinel_ray import reference
 from sentinel_ray.pipeline.reasons import Reason
-from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE, Dataset
+from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE
 from sentinel_ray.sources.base import FetchResult, HistorySource, RawPayload
 
 # --- calendar -----------------------------------------------------------------------
