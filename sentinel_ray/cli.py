@@ -131,6 +131,27 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from sentinel_ray.sources.check import check_source, list_sources
+
+    if args.action == "list":
+        print(f"{'source':<10} {'datasets':<16} {'credentials (env)':<52} status")
+        for s in list_sources(settings):
+            needs = ", ".join(s.needs) or "none"
+            status = "ready" if s.configured else s.problem
+            print(f"{s.name:<10} {','.join(s.datasets):<16} {needs:<52} {status}")
+        return 0
+    names = args.names or [s.name for s in list_sources(settings)]
+    failures = 0
+    for name in names:
+        result = asyncio.run(check_source(name, settings))
+        failures += not result.ok
+        print(f"{name:<10} {'OK ' if result.ok else 'FAIL'} {result.summary}", flush=True)
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentinel-ray", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -145,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = sub.add_parser("backfill", help="load history for a date range through the pipeline")
     add_backfill_arguments(backfill)
     backfill.set_defaults(func=cmd_backfill)
+
+    sources = sub.add_parser("sources", help="list the data sources, or check them (config + one live fetch)")
+    sources.add_argument("action", choices=["list", "check"])
+    sources.add_argument("names", nargs="*", help="sources to check (default: all)")
+    sources.set_defaults(func=cmd_sources)
 
     query = sub.add_parser("query", help="print price bars of a ticker from the warehouse")
     query.add_argument("ticker")

@@ -1,0 +1,68 @@
+"""`sentinel-ray sources list|check`: what each source needs, and whether it works from here."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from sentinel_ray.config import Settings, env_name
+from sentinel_ray.sources import SOURCE_NAMES, source_class
+from sentinel_ray.sources.base import MissingCredentials, SourceError
+
+CHECK_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    name: str
+    datasets: tuple[str, ...]
+    needs: tuple[str, ...]  # env vars of required credentials
+    configured: bool
+    problem: str = ""
+
+
+def list_sources(settings: Settings) -> list[SourceStatus]:
+    out = []
+    for name in SOURCE_NAMES:
+        try:
+            cls = source_class(name)
+        except ImportError as e:
+            out.append(SourceStatus(name, (), (), False, f"cannot load: {e}"))
+            continue
+        needs = tuple(env_name(c) for c in cls.credentials)
+        missing = [c for c in cls.credentials if getattr(settings, c) is None
+                   or not getattr(settings, c).get_secret_value()]
+        out.append(SourceStatus(name, tuple(cls.datasets), needs, not missing,
+                                f"missing {', '.join(env_name(c) for c in missing)}" if missing else ""))
+    return out
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    summary: str
+
+
+async def check_source(name: str, settings: Settings, timeout_s: float = CHECK_TIMEOUT_S) -> CheckResult:
+    """Build the source (config and credentials), then make one small live fetch."""
+    quick = settings.model_copy(update={"page_cap": 1, "http_max_attempts": 1,
+                                        "http_timeout_s": min(settings.http_timeout_s, timeout_s)})
+    try:
+        source = source_class(name).from_settings(quick)
+    except MissingCredentials as e:
+        return CheckResult(name, False, f"not configured: {e}")
+    except (SourceError, ValueError, ImportError) as e:
+        return CheckResult(name, False, f"invalid configuration: {e}")
+    try:
+        result = await asyncio.wait_for(source.fetch(None), timeout_s)
+    except asyncio.TimeoutError:
+        return CheckResult(name, False, f"configuration ok; no answer within {timeout_s:.0f}s "
+                                        f"(no network from here, or the service is slow)")
+    except SourceError as e:
+        return CheckResult(name, False, f"configuration ok; live fetch failed: {e}")
+    except OSError as e:
+        return CheckResult(name, False, f"configuration ok; network unavailable: {e}")
+    finally:
+        await source.close()
+    rows = ", ".join(f"{ds}={t.num_rows}" for ds, t in result.records.items()) or "no records"
+    return CheckResult(name, True, f"ok: {len(result.raw)} payloads, {rows}")
