@@ -39,6 +39,18 @@ class Settings(BaseModel):
     replay_bad_rate: float = Field(0.002, ge=0.0, le=0.5)
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a Ray cluster that `up` starts")
 
+    # -- continuous ingestion
+    ingest_on_up: bool = Field(True, description="`up` runs pollers and consumers continuously")
+    sources_enabled: list[str] = Field(default_factory=lambda: ["replay"], description="sources `up` polls")
+    poll_interval_s: float = Field(60.0, gt=0, description="seconds between polls of a network source")
+    replay_speed: float = Field(60.0, ge=0, description="live replay: simulated seconds per second; 0 = firehose")
+    replay_chunk_rows: int = Field(20_000, ge=1, description="firehose: rows per poll")
+    stream_max_entries: int = Field(2_000, ge=1, description="backpressure: pollers wait while a stream holds more")
+    consumers_per_dataset: int = Field(1, ge=1, le=64)
+    batch_max_rows: int = Field(50_000, ge=1, description="micro-batch: at most this many rows ...")
+    batch_max_wait_s: float = Field(0.5, gt=0, description="... or what arrived within this many seconds")
+    claim_idle_s: float = Field(30.0, gt=0, description="entries pending this long are taken from a dead consumer")
+
     # -- sources (base URLs are settings so tests and proxies can point the real clients elsewhere)
     http_timeout_s: float = Field(20.0, gt=0, le=300)
     http_max_attempts: int = Field(5, ge=1, le=20)
@@ -68,7 +80,8 @@ class Settings(BaseModel):
         "https://www.business-standard.com/rss/markets-106.rss",
     ])
 
-    @field_validator("watch_tickers", "reddit_subreddits", "telegram_channels", "rss_feeds", mode="before")
+    @field_validator("watch_tickers", "reddit_subreddits", "telegram_channels", "rss_feeds", "sources_enabled",
+                     mode="before")
     @classmethod
     def _comma_separated(cls, v: Any) -> Any:
         # lists come from env vars as "a,b,c"

@@ -38,3 +38,12 @@ def make_history_source(name: str, settings: Settings) -> HistorySource:
     if not isinstance(source, HistorySource):
         raise SourceError(f"source {name!r} offers no history to backfill from")
     return source
+
+
+def make_stream_source(name: str, settings: Settings) -> Source:
+    """The source as a poller drives it: the replay plays live instead of day by day."""
+    if name == "replay":
+        from sentinel_ray.sources.replay import LiveReplaySource
+
+        return LiveReplaySource.from_settings(settings)
+    return make_source(name, settings)

@@ -12,6 +12,7 @@ into SQL is the database name, which the settings restrict to an identifier.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -153,6 +154,7 @@ class WarehouseOwner:
         self.dsn = dsn
         self._warehouses: dict[str, ClickHouseWarehouse] = {}
         self._lock = threading.RLock()
+        self._suspended_until = 0.0
 
     def _for(self, database: str) -> ClickHouseWarehouse:
         with self._lock:
@@ -165,7 +167,13 @@ class WarehouseOwner:
             return self._warehouses[database]
 
     def call(self, database: str, method: str, *args: Any) -> Any:
+        if time.monotonic() < self._suspended_until:
+            raise WarehouseError("warehouse suspended for maintenance (suspend()); retry later")
         return getattr(self._for(database), method)(*args)
+
+    def suspend(self, seconds: float) -> None:
+        """Refuse every call for `seconds`: outage drills, and tests of what depends on the warehouse."""
+        self._suspended_until = time.monotonic() + seconds
 
     def opened_dsn(self) -> str:
         return self.dsn
