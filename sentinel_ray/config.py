@@ -7,6 +7,7 @@ at start with a `ConfigError` that names the setting and where it came from.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class Settings(BaseModel):
     sources_enabled: list[str] = Field(default_factory=lambda: ["replay"], description="sources `up` polls")
     poll_interval_s: float = Field(60.0, gt=0, description="seconds between polls of a network source")
     replay_speed: float = Field(60.0, ge=0, description="live replay: simulated seconds per second; 0 = firehose")
+    replay_live_start: dt.date | None = Field(None, description="first day the live replay plays (default yesterday)")
+    replay_live_end: dt.date | None = Field(None, description="last day it plays (default: never stops)")
     replay_chunk_rows: int = Field(20_000, ge=1, description="firehose: rows per poll")
     stream_max_entries: int = Field(2_000, ge=1, description="backpressure: pollers wait while a stream holds more")
     consumers_per_dataset: int = Field(1, ge=1, le=64)

@@ -49,7 +49,8 @@ class SourcePoller:
         self.lake = lake
         self.stats = PollerStats()
         # a source may know its own pace (the live replay); network sources use the setting
-        self.interval_s = float(getattr(source, "poll_interval_s", None) or settings.poll_interval_s)
+        own_pace = getattr(source, "poll_interval_s", None)
+        self.interval_s = float(settings.poll_interval_s if own_pace is None else own_pace)
         for ds in source.datasets:
             store.ensure_group(ds)
 

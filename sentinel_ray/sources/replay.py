@@ -810,8 +810,8 @@ class LiveReplaySource(Source):
 
     @classmethod
     def from_settings(cls, settings: Any) -> "LiveReplaySource":
-        today = dt.datetime.now(dt.timezone.utc).date()
-        return cls(ReplaySource.from_settings(settings), start=today - dt.timedelta(days=1),
+        start = settings.replay_live_start or dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+        return cls(ReplaySource.from_settings(settings), start=start, end=settings.replay_live_end,
                    speed=settings.replay_speed, chunk_rows=settings.replay_chunk_rows)
 
     def _day(self, day: dt.date) -> dict[str, tuple[pa.Table, np.ndarray]]:

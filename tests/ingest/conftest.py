@@ -16,6 +16,7 @@ def ingest_settings(isolated_settings: Settings, embedded_redis: str) -> Setting
     return isolated_settings.model_copy(update={
         "batch_max_rows": 8_000, "batch_max_wait_s": 0.2, "claim_idle_s": 1.0, "replay_chunk_rows": 5_000,
         "replay_speed": 0.0, "stream_max_entries": 10_000, "sources_enabled": ["replay"],
+        "replay_live_start": DAY, "replay_live_end": DAY,
     })
 
 

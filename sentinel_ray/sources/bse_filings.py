@@ -1,0 +1,350 @@
+"""Corporate announcements filed with NSE and BSE (filings).
+
+Listed companies must disclose price-sensitive news (results, orders, pledges, board
+meetings...) to both exchanges, which publish it within minutes. Filings next to a price
+spike and a chatter burst tell news-driven moves apart from pumps.
+
+- NSE: `GET /api/corporate-announcements?index=equities&from_date=dd-mm-yyyy
+  &to_date=dd-mm-yyyy` on www.nseindia.com, behind the same cookie handshake as the
+  price API (`nse.NseSession`). One JSON list for the whole date range, no pages:
+  `[{"symbol", "sm_name", "desc", "attchmntText", "attchmntFile", "an_dt":
+  "18-Oct-2023 22:11:42", "exchdisstime", "sort_date", "seq_id", ...}]` (times IST).
+- BSE: `GET api.bseindia.com/BseIndiaAPI/api/AnnSubCategoryGetData/w?pageno=N&strCat=-1
+  &subcategory=-1&strPrevDate=YYYYMMDD&strToDate=YYYYMMDD&strScrip=&strSearch=P&strType=C`
+  -> `{"Table": [{"NEWSID", "SCRIP_CD", "SLONGNAME", "NEWSSUB", "HEADLINE", "NEWS_DT":
+  "2023-10-20T23:44:22.95", "DissemDT", "ATTACHMENTNAME", ...}],
+  "Table1": [{"ROWCNT": 1292}]}`, newest first, 50 to a page (times IST). BSE's API
+  answers only with a Referer/Origin from www.bseindia.com. Attachments live at
+  https://www.bseindia.com/xml-data/corpfiling/AttachLive/<ATTACHMENTNAME> (BSE moves
+  them to AttachHis/ after some days).
+
+Cursor per exchange: the newest dissemination time emitted and the ids emitted at exactly
+that time, so a poll never re-emits and never misses an item sharing the boundary second.
+BSE's pages are walked newest first until a page reaches what the cursor has already
+seen, the last page, or `page_cap` pages.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+import pyarrow as pa
+
+from sentinel_ray import reference
+from sentinel_ray.schemas import FILINGS
+from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError
+from sentinel_ray.sources.http import HttpClient, HttpResponse
+from sentinel_ray.sources.nse import (DEFAULT_BASE_URL as NSE_BASE_URL, NSE_DATE, NSE_DATETIME, NseSession,
+                                      exchange_http_client, from_iso, ist_date, iso_utc, json_body, parse_ist,
+                                      public_raw, utc_now)
+
+log = logging.getLogger(__name__)
+
+BSE_BASE_URL = "https://api.bseindia.com"
+BSE_SITE = "https://www.bseindia.com"  # BSE's API checks that requests come from its site
+BSE_ANNOUNCEMENTS_PATH = "/BseIndiaAPI/api/AnnSubCategoryGetData/w"
+BSE_ATTACHMENT_URL = BSE_SITE + "/xml-data/corpfiling/AttachLive/"
+NSE_ANNOUNCEMENTS_PATH = "/api/corporate-announcements"
+NSE_ANNOUNCEMENTS_PAGE = "/companies-listing/corporate-filings-announcements"
+BSE_DATE = "%Y%m%d"
+BSE_HEADERS = {"Accept": "application/json, text/plain, */*", "Accept-Language": "en-US,en;q=0.9",
+               "Origin": BSE_SITE, "Referer": BSE_SITE + "/"}
+EXCHANGES = ("NSE", "BSE")
+
+Clock = Callable[[], dt.datetime]
+
+
+@dataclass
+class Filing:
+    exchange: str
+    filing_id: str
+    ticker: str | None
+    company: str | None
+    subject: str | None
+    details: str | None
+    ts: dt.datetime
+    attachment_url: str | None
+
+
+@dataclass
+class Boundary:
+    """Where an exchange's stream was left: newest time emitted and the ids at that time."""
+
+    ts: dt.datetime | None = None
+    ids: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, value: Mapping[str, Any] | None) -> "Boundary":
+        if not value:
+            return cls()
+        return cls(from_iso(value["ts"]), set(value.get("ids", [])))
+
+    def dump(self) -> dict[str, Any] | None:
+        return None if self.ts is None else {"ts": iso_utc(self.ts), "ids": sorted(self.ids)}
+
+    def is_new(self, filing: Filing) -> bool:
+        if self.ts is None:
+            return True
+        return filing.ts > self.ts or (filing.ts == self.ts and filing.filing_id not in self.ids)
+
+    def advanced(self, filings: list[Filing]) -> "Boundary":
+        if not filings:
+            return self
+        newest = max(f.ts for f in filings)
+        ids = {f.filing_id for f in filings if f.ts == newest}
+        if newest == self.ts:
+            ids |= self.ids
+        return Boundary(newest, ids)
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def nse_filing(item: Mapping[str, Any]) -> Filing:
+    """One NSE announcement. Raises KeyError/ValueError/TypeError when id or time is unreadable."""
+    when = _text(item.get("exchdisstime")) or _text(item.get("an_dt"))
+    ts = parse_ist(when, NSE_DATETIME) if when else parse_ist(item["sort_date"], "%Y-%m-%d %H:%M:%S")
+    filing_id = _text(item["seq_id"])
+    if filing_id is None:
+        raise ValueError("no seq_id")
+    symbol = _text(item.get("symbol"))
+    return Filing("NSE", filing_id, symbol.upper() if symbol else None, _text(item.get("sm_name")),
+                  _text(item.get("desc")), _text(item.get("attchmntText")), ts, _text(item.get("attchmntFile")))
+
+
+def _bse_time(text: str) -> dt.datetime:
+    # "2023-10-20T23:44:22.95": IST, fractions of a second of varying length; kept to the
+    # millisecond, the precision the table stores, so cursor and rows compare alike.
+    head, _, frac = text.strip().partition(".")
+    moment = parse_ist(head, "%Y-%m-%dT%H:%M:%S")
+    return moment + dt.timedelta(milliseconds=int((frac + "000")[:3])) if frac else moment
+
+
+def bse_filing(item: Mapping[str, Any]) -> Filing:
+    """One BSE announcement. Raises KeyError/ValueError/TypeError when id or time is unreadable."""
+    when = _text(item.get("DissemDT")) or _text(item.get("NEWS_DT")) or _text(item["DT_TM"])
+    if when is None:
+        raise ValueError("no time")
+    filing_id = _text(item["NEWSID"])
+    if filing_id is None:
+        raise ValueError("no NEWSID")
+    company = _text(item.get("SLONGNAME"))
+    attachment = _text(item.get("ATTACHMENTNAME"))
+    return Filing("BSE", filing_id, ticker_for_company(company), company, _text(item.get("NEWSSUB")),
+                  _text(item.get("HEADLINE")) or _text(item.get("MORE")), _bse_time(when),
+                  BSE_ATTACHMENT_URL + attachment if attachment else None)
+
+
+_NAME_NOISE = re.compile(r"[^A-Z0-9 ]+")
+_SUFFIXES = (" LIMITED", " LTD")
+
+
+def normalise_company(name: str) -> str:
+    """Company name reduced to what BSE and NSE spellings share: 'RELIANCE INDUSTRIES LTD.'
+    and 'Reliance Industries Limited' both become 'RELIANCE INDUSTRIES'."""
+    text = _NAME_NOISE.sub("", name.upper().replace("&", " AND ").replace("-", " "))
+    text = " ".join(text.split())
+    text = text.removeprefix("THE ")
+    for suffix in _SUFFIXES:
+        text = text.removesuffix(suffix)
+    return text
+
+
+@lru_cache(maxsize=1)
+def _tickers_by_name() -> dict[str, str]:
+    table = reference.symbol_table()
+    by_name: dict[str, str | None] = {}
+    for symbol, name in zip(table.column("symbol").to_pylist(), table.column("name").to_pylist(), strict=True):
+        key = normalise_company(name)
+        by_name[key] = None if key in by_name else symbol  # ambiguous names map to nothing
+    return {k: v for k, v in by_name.items() if v}
+
+
+def ticker_for_company(company: str | None) -> str | None:
+    """NSE symbol of a BSE filer, from the shipped symbol list by exact normalised name.
+
+    BSE files by scrip code and the list has no BSE codes, so the name is all there is;
+    anything not matched exactly stays null rather than guessed."""
+    return _tickers_by_name().get(normalise_company(company)) if company else None
+
+
+def filings_table(filings: list[Filing], received: list[dt.datetime]) -> pa.Table:
+    cols = {
+        "exchange": [f.exchange for f in filings],
+        "filing_id": [f.filing_id for f in filings],
+        "ticker": [f.ticker for f in filings],
+        "company": [f.company for f in filings],
+        "subject": [f.subject for f in filings],
+        "details": [f.details for f in filings],
+        "ts": [f.ts for f in filings],
+        "attachment_url": [f.attachment_url for f in filings],
+        "source": [FilingsSource.name] * len(filings),
+        "run_id": [None] * len(filings),
+        "ingested_at": received,
+    }
+    return pa.Table.from_pydict(cols, schema=FILINGS.record_schema)
+
+
+# --- the source -----------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    filings: list[Filing] = field(default_factory=list)
+    received: list[dt.datetime] = field(default_factory=list)
+    raw: list[RawPayload] = field(default_factory=list)
+    skipped: int = 0
+    pages: int = 0
+    truncated: bool = False
+
+    def keep(self, filing: Filing, response: HttpResponse) -> None:
+        self.filings.append(filing)
+        self.received.append(response.received_at)
+
+
+class FilingsSource(Source):
+    """New corporate announcements from NSE and BSE each poll.
+
+    The two exchanges are independent upstreams: when one fails, the other's filings are
+    still returned (its cursor advances, the failed one's stays put and the error is in
+    `meta["errors"]`); only when every exchange fails does `fetch` raise.
+    """
+
+    name = "filings"
+    datasets = (FILINGS.name,)
+    credentials = ()
+
+    def __init__(self, *, nse_base_url: str = NSE_BASE_URL, bse_base_url: str = BSE_BASE_URL,
+                 nse_http: HttpClient | None = None, bse_http: HttpClient | None = None, page_cap: int = 10,
+                 exchanges: tuple[str, ...] = EXCHANGES, clock: Clock = utc_now) -> None:
+        unknown = set(exchanges) - set(EXCHANGES)
+        if unknown or not exchanges:
+            raise SourceError(f"filings: exchanges must be among {EXCHANGES}, got {exchanges}")
+        self.nse = NseSession(nse_http or HttpClient(f"{self.name}/nse", rate_per_s=1.0), nse_base_url)
+        self.bse_http = bse_http or HttpClient(f"{self.name}/bse", rate_per_s=1.0)
+        self.bse_base_url = bse_base_url.rstrip("/")
+        self.page_cap = page_cap
+        self.exchanges = exchanges
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "FilingsSource":
+        return cls(nse_base_url=settings.nse_base_url, bse_base_url=settings.bse_base_url,
+                   nse_http=exchange_http_client(settings, f"{cls.name}/nse"),
+                   bse_http=exchange_http_client(settings, f"{cls.name}/bse", rate_per_s=2.0, burst=2),
+                   page_cap=settings.page_cap)
+
+    async def close(self) -> None:
+        await self.nse.close()
+        await self.bse_http.close()
+
+    async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
+        """Cursor: {"NSE": {"ts": ISO UTC, "ids": [...]}, "BSE": {...}}; a missing exchange
+        starts at 00:00 IST today."""
+        cursor = cursor or {}
+        fetchers = {"NSE": self._nse, "BSE": self._bse}
+        batches: dict[str, _Batch] = {}
+        errors: dict[str, SourceError] = {}
+        next_cursor = dict(cursor)
+        for exchange in self.exchanges:
+            boundary = Boundary.load(cursor.get(exchange))
+            try:
+                batch = await fetchers[exchange](boundary)
+            except SourceError as e:
+                log.warning("filings: %s failed: %s", exchange, e)
+                errors[exchange] = e
+                continue
+            batches[exchange] = batch
+            advanced = boundary.advanced(batch.filings).dump()
+            if advanced is not None:
+                next_cursor[exchange] = advanced
+        if errors and not batches:
+            raise next(iter(errors.values()))
+        filings = [f for b in batches.values() for f in b.filings]
+        received = [r for b in batches.values() for r in b.received]
+        meta = {"skipped": sum(b.skipped for b in batches.values()),
+                "pages": {ex: b.pages for ex, b in batches.items()},
+                "truncated": [ex for ex, b in batches.items() if b.truncated],
+                "errors": {ex: str(e) for ex, e in errors.items()}}
+        return FetchResult(raw=[p for b in batches.values() for p in b.raw],
+                           records={FILINGS.name: filings_table(filings, received)},
+                           next_cursor=next_cursor or None, meta=meta)
+
+    def _window(self, boundary: Boundary) -> tuple[dt.date, dt.date]:
+        today = ist_date(self.clock())
+        start = ist_date(boundary.ts) if boundary.ts else today
+        return min(start, today), today
+
+    async def _nse(self, boundary: Boundary) -> _Batch:
+        start, end = self._window(boundary)
+        params = {"index": "equities", "from_date": start.strftime(NSE_DATE), "to_date": end.strftime(NSE_DATE)}
+        response = await self.nse.get(NSE_ANNOUNCEMENTS_PATH, params, referer_path=NSE_ANNOUNCEMENTS_PAGE)
+        batch = _Batch(raw=[public_raw(self.name, FILINGS.name, response)], pages=1)
+        items = json_body(response, self.name, "NSE announcements")
+        if isinstance(items, dict) and isinstance(items.get("data"), list):
+            items = items["data"]  # some NSE listings wrap their rows; accept both shapes
+        if not isinstance(items, list):
+            raise SourceError(f"filings: NSE announcements are a {type(items).__name__}, expected a list")
+        for item in items:
+            try:
+                filing = nse_filing(item)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                batch.skipped += 1
+                continue
+            if boundary.is_new(filing):
+                batch.keep(filing, response)
+        return batch
+
+    async def _bse(self, boundary: Boundary) -> _Batch:
+        start, end = self._window(boundary)
+        batch = _Batch()
+        page_size = 0
+        for page in range(1, self.page_cap + 1):
+            response = await self.bse_http.get(
+                self.bse_base_url + BSE_ANNOUNCEMENTS_PATH, headers=BSE_HEADERS,
+                params={"pageno": page, "strCat": "-1", "subcategory": "-1", "strPrevDate": start.strftime(BSE_DATE),
+                        "strToDate": end.strftime(BSE_DATE), "strScrip": "", "strSearch": "P", "strType": "C"})
+            batch.raw.append(public_raw(self.name, FILINGS.name, response))
+            batch.pages = page
+            doc = json_body(response, self.name, f"BSE announcements page {page}")
+            rows = doc.get("Table") if isinstance(doc, dict) else None
+            if not isinstance(rows, list):
+                raise SourceError(f"filings: BSE announcements page {page} has no 'Table' list")
+            reached_seen = False
+            for item in rows:
+                try:
+                    filing = bse_filing(item)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    batch.skipped += 1
+                    continue
+                if boundary.is_new(filing):
+                    batch.keep(filing, response)
+                else:
+                    reached_seen = True  # newest first: every later page is older still
+            page_size = page_size or len(rows)
+            total = _bse_total_rows(doc)
+            if not rows or reached_seen or (total is not None and page * page_size >= total):
+                return batch
+        batch.truncated = True
+        log.warning("filings: BSE has more than %d pages of new announcements since %s; the older ones beyond "
+                    "the page cap are skipped (raise page_cap or poll more often)", self.page_cap, start)
+        return batch
+
+
+def _bse_total_rows(doc: Mapping[str, Any]) -> int | None:
+    """How many announcements BSE says the query matches (Table1[0].ROWCNT), if it says."""
+    totals = doc.get("Table1")
+    if isinstance(totals, list) and totals and isinstance(totals[0], dict) and isinstance(totals[0].get("ROWCNT"), int):
+        return totals[0]["ROWCNT"]
+    return None

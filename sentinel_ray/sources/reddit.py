@@ -1,0 +1,377 @@
+"""Reddit: new submissions and comments of chosen subreddits, through praw (read-only, application-only OAuth).
+
+The real praw/prawcore stack does the talking: the client-credentials token
+(POST {reddit_url}/api/v1/access_token, HTTP basic client id:secret, grant_type=client_credentials),
+the bearer header, the required User-Agent, `raw_json=1` on every call and the pacing that
+follows Reddit's `x-ratelimit-remaining/used/reset` headers. Per subreddit and poll it reads
+
+    GET {oauth_url}/r/<sub>/new?limit=100[&after=<fullname>]&raw_json=1        Listing of t3 (submissions)
+    GET {oauth_url}/r/<sub>/comments/?limit=100[&after=<fullname>]&raw_json=1  Listing of t1 (comments)
+
+newest first, following `data.after` until it reaches what the previous poll emitted or
+`page_cap` pages. Both base URLs are settings, so tests (and proxies) point the real
+library at a local server; prawcore takes any scheme, http://127.0.0.1 included.
+
+Two praw defaults are replaced through praw's documented `requestor_class` hook, not by
+patching praw: prawcore retries 5xx and timeouts itself with `time.sleep` (2 retries,
+fixed schedule) and would stack under our retries, so the requestor turns those answers
+into exceptions and `RetryPolicy` retries them with an injectable sleep; and prawcore
+sends its own 16 s default timeout on every API call, so the requestor applies ours.
+The same hook keeps every API response body for the lake (never the token response:
+it holds a bearer token).
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import praw
+import prawcore
+import pyarrow as pa
+import requests
+from prawcore import exceptions as pce
+
+from sentinel_ray.schemas import POSTS
+from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError, require_secrets
+from sentinel_ray.sources.http import (AuthError, FetchError, HttpResponse, HttpStatusError, RetryPolicy, Sleep,
+                                       TokenBucket, retry_after_seconds)
+from sentinel_ray.sources.tickers import extract_tickers
+
+log = logging.getLogger(__name__)
+
+PUBLIC_URL = "https://www.reddit.com"  # permalinks are relative to the public site, whatever host we fetch from
+PAGE_SIZE = 100  # Reddit's maximum `limit` per listing page
+STREAMS = {"submissions": "new", "comments": "comments/"}  # stream -> listing under r/<sub>/
+_GONE_TEXT = frozenset({"[removed]", "[deleted]"})
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 522})
+
+
+class _TransportError(pce.PrawcoreException):
+    """A timeout or connection failure. Deliberately not a prawcore RequestException,
+    which prawcore would retry itself with blocking sleeps."""
+
+
+class _Requestor(prawcore.Requestor):
+    """prawcore's requestor with our timeout, no hidden retries, and a copy of each API response."""
+
+    def __init__(self, *args: Any, sink: list[HttpResponse], timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, timeout=timeout_s, **kwargs)
+        self.sink = sink
+
+    def request(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        try:
+            # prawcore passes its module default timeout on API calls; ours wins.
+            response = super().request(*args, timeout=self.timeout, **kwargs)
+        except pce.RequestException as e:
+            raise _TransportError(f"{type(e.original_exception).__name__}: {e.original_exception}") from None
+        status = response.status_code
+        if status in (401, 403):
+            # Raised here, not by prawcore: prawcore would retry a 401 after a blocking sleep, and
+            # its mapping fails with KeyError on a 401 that lacks a www-authenticate header.
+            raise (pce.Forbidden if status == 403 else pce.InvalidToken)(response)
+        if status == 429:
+            raise pce.TooManyRequests(response)
+        if status in _RETRY_STATUSES:
+            raise pce.ServerError(response)
+        # Only reads are kept: the token endpoint is a POST and its body holds a bearer token.
+        if 200 <= status < 300 and str(args[0] if args else kwargs.get("method", "")).upper() == "GET":
+            self.sink.append(HttpResponse(status, response.url, dict(response.headers), response.content,
+                                          dt.datetime.now(dt.timezone.utc)))
+        return response
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What to do about a failed call: give up with `error`, or retry (after `wait` when known)."""
+
+    retry: bool
+    error: Exception
+    wait: float | None = None
+
+
+def _classify(exc: Exception, where: str) -> _Verdict:
+    """Map praw/prawcore exceptions onto the platform's error classes."""
+    if isinstance(exc, (pce.InvalidToken, pce.Forbidden, pce.InsufficientScope, pce.OAuthException)) or (
+            isinstance(exc, pce.ResponseException) and exc.response.status_code in (401, 403)):
+        status = exc.response.status_code if isinstance(exc, pce.ResponseException) else "token error"
+        return _Verdict(False, AuthError(f"reddit: {where}: HTTP {status}: client id/secret missing, wrong or not "
+                                         f"allowed this; not retrying"))
+    if isinstance(exc, pce.TooManyRequests):
+        headers = exc.response.headers
+        # Reddit rarely sends Retry-After; x-ratelimit-reset (seconds until the window resets) says the same.
+        wait = retry_after_seconds(headers.get("retry-after")) or retry_after_seconds(headers.get("x-ratelimit-reset"))
+        return _Verdict(True, FetchError(f"reddit: {where}: HTTP 429"), wait)
+    if isinstance(exc, pce.ServerError):
+        return _Verdict(True, FetchError(f"reddit: {where}: HTTP {exc.response.status_code}"))
+    if isinstance(exc, _TransportError):
+        return _Verdict(True, FetchError(f"reddit: {where}: {exc}"))
+    if isinstance(exc, pce.BadJSON):
+        return _Verdict(False, SourceError(f"reddit: {where}: the response is not JSON: "
+                                           f"{exc.response.content[:200]!r}"))
+    if isinstance(exc, pce.Redirect):
+        # Reddit answers an unknown or banned subreddit with a redirect to its search page.
+        return _Verdict(False, HttpStatusError(exc.response.status_code, f"{where} (no such subreddit?)",
+                                               exc.response.content))
+    if isinstance(exc, pce.ResponseException):
+        return _Verdict(False, HttpStatusError(exc.response.status_code, where, exc.response.content))
+    if isinstance(exc, (pce.PrawcoreException, praw.exceptions.PRAWException)):
+        return _Verdict(False, FetchError(f"reddit: {where}: {type(exc).__name__}: {exc}"))
+    raise exc
+
+
+@dataclass
+class _Item:
+    post_id: str
+    author: str | None
+    text: str
+    ts: float  # created_utc, seconds
+    url: str | None
+    engagement: int | None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _item(child: Any) -> _Item | None:
+    """One listing child (t3 submission or t1 comment) as a post; None when malformed."""
+    if not isinstance(child, dict) or not isinstance(child.get("data"), dict):
+        return None
+    kind, data = child.get("kind"), child["data"]
+    created, item_id = data.get("created_utc"), data.get("id")
+    if not isinstance(created, (int, float)) or not isinstance(item_id, str) or kind not in ("t3", "t1"):
+        return None
+    author = data.get("author")
+    author = author if isinstance(author, str) and author != "[deleted]" else None
+    permalink = data.get("permalink")
+    url = PUBLIC_URL + permalink if isinstance(permalink, str) and permalink.startswith("/") else None
+    if kind == "t3":
+        title, body = data.get("title"), data.get("selftext") or ""
+        if not isinstance(title, str) or not isinstance(body, str):
+            return None
+        # raw_json=1 means Reddit sends the text unescaped: it is used as is.
+        text = title if body in _GONE_TEXT or not body.strip() else f"{title}\n\n{body}"
+        score, comments = _int(data.get("score")), _int(data.get("num_comments"))
+        engagement = None if score is None and comments is None else (score or 0) + (comments or 0)
+    else:
+        text = data.get("body")
+        if not isinstance(text, str):
+            return None
+        engagement = _int(data.get("score"))
+    return _Item(data.get("name") or f"{kind}_{item_id}", author, text, float(created), url, engagement)
+
+
+def _listing(payload: Any, where: str) -> tuple[list[Any], str | None]:
+    """(children, after) of a Reddit Listing, or SourceError when the payload is not one."""
+    data = payload.get("data") if isinstance(payload, dict) and payload.get("kind") == "Listing" else None
+    if not isinstance(data, dict) or not isinstance(data.get("children"), list):
+        raise SourceError(f"reddit: {where}: expected a Listing ({{'kind': 'Listing', 'data': {{'children': [...]}}}}),"
+                          f" got {str(payload)[:200]}")
+    after = data.get("after")
+    return data["children"], after if isinstance(after, str) and after else None
+
+
+@dataclass
+class _Rows:
+    """Posts collected in one poll, column-wise."""
+
+    post_id: list[str] = field(default_factory=list)
+    author: list[str | None] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    ts: list[dt.datetime] = field(default_factory=list)
+    url: list[str | None] = field(default_factory=list)
+    engagement: list[int | None] = field(default_factory=list)
+    ingested_at: list[dt.datetime] = field(default_factory=list)
+
+    def add(self, item: _Item, received_at: dt.datetime) -> None:
+        self.post_id.append(item.post_id)
+        self.author.append(item.author)
+        self.text.append(item.text)
+        self.ts.append(dt.datetime.fromtimestamp(item.ts, dt.timezone.utc))
+        self.url.append(item.url)
+        self.engagement.append(item.engagement)
+        self.ingested_at.append(received_at)
+
+    def table(self, source: str, platform: str) -> pa.Table:
+        n = len(self.post_id)
+        return pa.Table.from_pydict({
+            "platform": [platform] * n, "post_id": self.post_id, "author": self.author, "text": self.text,
+            "ts": self.ts, "url": self.url, "engagement": self.engagement, "tickers": extract_tickers(self.text),
+            "source": [source] * n, "run_id": [None] * n, "ingested_at": self.ingested_at,
+        }, schema=POSTS.record_schema)
+
+
+class RedditSource(Source):
+    """New posts and comments of `subreddits`, incrementally, through praw in read-only mode."""
+
+    name = "reddit"
+    platform = "reddit"
+    datasets = ("posts",)
+    credentials = ("reddit_client_id", "reddit_client_secret")
+
+    def __init__(self, client_id: str, client_secret: str, subreddits: Sequence[str], *,
+                 base_url: str = "https://www.reddit.com", oauth_url: str = "https://oauth.reddit.com",
+                 user_agent: str = "sentinel-ray/0.1 (market surveillance research)", page_cap: int = 10,
+                 timeout_s: float = 20.0, retry: RetryPolicy | None = None, rate_per_s: float = 1.0,
+                 burst: int = 5, sleep: Sleep = asyncio.sleep, seed: int | None = None) -> None:
+        self.client_id, self.client_secret = client_id, client_secret
+        self.subreddits = list(subreddits)
+        self.base_url, self.oauth_url = base_url.rstrip("/"), oauth_url.rstrip("/")
+        self.user_agent, self.page_cap, self.timeout_s = user_agent, page_cap, timeout_s
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self._bucket = TokenBucket(rate_per_s, burst)
+        self._rng = random.Random(seed)
+        self._reddit: praw.Reddit | None = None
+        self._session: requests.Session | None = None
+        self._captured: list[HttpResponse] = []
+        self.requests_made = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "RedditSource":
+        secrets = require_secrets(cls.name, settings, *cls.credentials)
+        return cls(secrets["reddit_client_id"], secrets["reddit_client_secret"], settings.reddit_subreddits,
+                   base_url=settings.reddit_base_url, oauth_url=settings.reddit_oauth_url,
+                   user_agent=settings.http_user_agent, page_cap=settings.page_cap, timeout_s=settings.http_timeout_s,
+                   retry=RetryPolicy(max_attempts=settings.http_max_attempts),
+                   rate_per_s=1.0)  # Reddit allows 100 requests a minute per client id; stay well under
+
+    # ---- praw --------------------------------------------------------------------
+
+    @property
+    def reddit(self) -> praw.Reddit:
+        if self._reddit is None:
+            self._session = requests.Session()  # ours, so close() can release its connections
+            self._reddit = praw.Reddit(
+                client_id=self.client_id, client_secret=self.client_secret, user_agent=self.user_agent,
+                reddit_url=self.base_url, oauth_url=self.oauth_url,
+                check_for_updates=False,  # no PyPI look-up from a poller
+                check_for_async=False,  # praw runs in a worker thread (asyncio.to_thread), never on the loop
+                requestor_class=_Requestor,
+                requestor_kwargs={"sink": self._captured, "timeout_s": self.timeout_s, "session": self._session})
+            # With a client secret and no user credentials praw runs application-only, read-only.
+            assert self._reddit.read_only
+        return self._reddit
+
+    def _get_blocking(self, path: str, params: dict[str, Any]) -> tuple[Any, HttpResponse]:
+        self._captured.clear()
+        payload = self.reddit.request(method="GET", path=path, params=params)
+        if not self._captured:
+            raise SourceError(f"reddit: {path}: praw returned without a response")  # cannot happen on 2xx
+        return payload, self._captured[-1]
+
+    async def _get(self, path: str, params: dict[str, Any]) -> tuple[Any, HttpResponse]:
+        """One listing page, with RetryPolicy semantics on 429/5xx/timeouts and none on 401/403."""
+        where = f"{self.oauth_url}/{path}"
+        for attempt in range(self.retry.max_attempts):
+            await self._bucket.acquire(self.sleep)
+            self.requests_made += 1
+            try:
+                return await asyncio.to_thread(self._get_blocking, path, params)
+            except (KeyError, TypeError, ValueError) as e:
+                # prawcore reads the token answer with plain dict access: a malformed one lands here
+                raise SourceError(f"reddit: {where}: unexpected answer ({type(e).__name__}: {e})") from None
+            except Exception as e:  # noqa: BLE001 - classified below, unknown ones re-raised
+                verdict = _classify(e, where)
+            if not verdict.retry:
+                if isinstance(verdict.error, AuthError):
+                    self._drop_client()  # a stale or revoked token: the next poll authenticates afresh
+                raise verdict.error
+            if verdict.wait is not None and verdict.wait > self.retry.max_retry_after_s:
+                raise FetchError(f"reddit: {where} asks to retry after {verdict.wait:.0f}s; giving up for now")
+            if attempt + 1 == self.retry.max_attempts:
+                break
+            delay = verdict.wait if verdict.wait is not None else self.retry.backoff(attempt, self._rng)
+            log.info("%s, retry %d in %.1fs", verdict.error, attempt + 1, delay)
+            await self.sleep(delay)
+        raise FetchError(f"reddit: {where} failed after {self.retry.max_attempts} attempts (last: {verdict.error})")
+
+    # ---- polling -----------------------------------------------------------------
+
+    async def _poll_stream(self, subreddit: str, stream: str, state: dict[str, Any] | None, rows: _Rows,
+                           raw: list[RawPayload], meta: dict[str, Any]) -> dict[str, Any] | None:
+        """New items of one listing since `state` ({"ts": newest created_utc, "ids": fullnames at it})."""
+        path = f"r/{subreddit}/{STREAMS[stream]}"
+        since = state["ts"] if state else None
+        seen_at_since = set(state["ids"]) if state else set()
+        emitted: list[_Item] = []
+        emitted_ids: set[str] = set()
+        after: str | None = None
+        reached_cursor = False
+        for _ in range(self.page_cap):
+            params: dict[str, Any] = {"limit": PAGE_SIZE}
+            if after:
+                params["after"] = after
+            payload, response = await self._get(path, params)
+            raw.append(RawPayload.of(self.name, "posts", response))
+            children, after = _listing(payload, path)
+            for child in children:
+                item = _item(child)
+                if item is None:
+                    meta["skipped"] += 1
+                    continue
+                if since is not None and item.ts < since:
+                    reached_cursor = True  # newest first: everything further down was emitted before
+                    break
+                if (since is not None and item.ts == since and item.post_id in seen_at_since) \
+                        or item.post_id in emitted_ids:  # listings shift while paging: a repeat is possible
+                    continue
+                emitted.append(item)
+                emitted_ids.add(item.post_id)
+                rows.add(item, response.received_at)
+            if reached_cursor or after is None:
+                break
+        else:
+            if since is not None:
+                log.warning("reddit: %s: page cap %d reached before the previous poll's newest item; "
+                            "older new items are not fetched", path, self.page_cap)
+                meta["truncated"].append(path)
+        return _next_state(state, emitted)
+
+    async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
+        """Every subreddit's new submissions and comments since `cursor`.
+
+        Cursor: {"subreddits": {<sub>: {"submissions": {"ts": float, "ids": [...]}, "comments": {...}}}}:
+        per listing, the newest created_utc emitted and the fullnames emitted at that second
+        (several items can share one second).
+        """
+        previous = (cursor or {}).get("subreddits", {})
+        rows, raw = _Rows(), []
+        meta: dict[str, Any] = {"skipped": 0, "truncated": []}
+        states: dict[str, dict[str, Any]] = {}
+        for subreddit in self.subreddits:
+            sub_states = dict(previous.get(subreddit, {}))
+            for stream in STREAMS:
+                state = await self._poll_stream(subreddit, stream, sub_states.get(stream), rows, raw, meta)
+                if state is not None:
+                    sub_states[stream] = state
+            if sub_states:
+                states[subreddit] = sub_states
+        meta["pages"] = len(raw)
+        next_cursor = {"subreddits": {**previous, **states}} if (states or cursor) else None
+        return FetchResult(raw=raw, records={"posts": rows.table(self.name, self.platform)},
+                           next_cursor=next_cursor, meta=meta)
+
+    def _drop_client(self) -> None:
+        if self._session is not None:
+            self._session.close()
+        self._reddit = self._session = None
+
+    async def close(self) -> None:
+        self._drop_client()
+
+
+def _next_state(state: dict[str, Any] | None, emitted: list[_Item]) -> dict[str, Any] | None:
+    """The listing's cursor after emitting `emitted` (unchanged when nothing was)."""
+    if not emitted:
+        return state
+    newest = max(item.ts for item in emitted)
+    ids = {item.post_id for item in emitted if item.ts == newest}
+    if state and state["ts"] == newest:
+        ids |= set(state["ids"])
+    return {"ts": newest, "ids": sorted(ids)}
+

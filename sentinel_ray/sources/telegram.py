@@ -1,0 +1,246 @@
+"""Telegram: posts of public channels, read from the web preview (no account, no API key).
+
+    GET {telegram_base_url}/s/<channel>               the newest ~20 posts (first poll)
+    GET {telegram_base_url}/s/<channel>?after=<id>    posts after message <id>, oldest first
+    GET {telegram_base_url}/s/<channel>?before=<id>   posts before message <id> (older history)
+
+The answer is HTML. Each post is a `div.tgme_widget_message` with `data-post="<channel>/<id>"`;
+its text is in `.tgme_widget_message_text` (markup: <br>, <b>, <a>, emoji images), its time in
+`.tgme_widget_message_date time[datetime]`, its view count in `.tgme_widget_message_views`
+("33.4K"). Pages link to their neighbours with `a.tme_messages_more[data-before|data-after]`
+and `<link rel="prev|next">`; the newest page has no "next".
+
+Channel previews publish views, not likes or shares, so `engagement` is the view count.
+Posts without text (stickers, photos or videos without a caption, voice notes) are
+skipped and counted in `meta["skipped"]`; a poll's question and options count as text.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pyarrow as pa
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from sentinel_ray.schemas import POSTS
+from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError
+from sentinel_ray.sources.http import HttpClient, HttpResponse, RetryPolicy
+from sentinel_ray.sources.tickers import extract_tickers
+
+log = logging.getLogger(__name__)
+
+PUBLIC_URL = "https://t.me"
+_SPACE = re.compile(r"[ \t\r\n\f\v]+")  # HTML collapses these; \xa0 (&nbsp;) stays
+_VIEWS = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMB]?)\s*$", re.IGNORECASE)
+_SCALE = {"": 1, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One post of a channel preview page."""
+
+    channel: str
+    message_id: int
+    text: str | None  # None: the post has no text (sticker, uncaptioned media, ...)
+    ts: dt.datetime
+    views: int | None
+    forwarded_from: str | None
+
+    @property
+    def url(self) -> str:
+        return f"{PUBLIC_URL}/{self.channel}/{self.message_id}"
+
+
+@dataclass
+class Page:
+    messages: list[Message]
+    malformed: int  # message blocks that could not be read
+    has_newer: bool  # the page links to newer posts
+    before: int | None  # the id to ask `?before=` for older posts, when the page links to them
+
+
+def parse_views(value: str | None) -> int | None:
+    """'33.4K' -> 33400, '1.2M' -> 1200000, '950' -> 950; None when absent or unreadable."""
+    match = _VIEWS.match(value or "")
+    if not match:
+        return None
+    return round(float(match.group(1)) * _SCALE[match.group(2).upper()])
+
+
+def _visible_text(node: LexborNode) -> str:
+    """Text as a reader sees it: markup dropped, <br> as a line break, source whitespace collapsed."""
+    parts: list[str] = []
+    for child in node.traverse(include_text=True):
+        if child.tag == "-text":
+            parts.append(_SPACE.sub(" ", child.text_content or ""))
+        elif child.tag == "br":
+            parts.append("\n")
+    lines = "".join(parts).replace("\xa0", " ").split("\n")
+    return "\n".join(line.strip() for line in lines).strip()
+
+
+def _outside_reply(node: LexborNode) -> bool:
+    # a reply shows a quote of the replied-to post, with its own text block: not this post's text
+    parent = node.parent
+    while parent is not None and parent.tag != "html":
+        if "tgme_widget_message_reply" in (parent.attributes.get("class") or "").split():
+            return False
+        parent = parent.parent
+    return True
+
+
+def _message_text(block: LexborNode) -> str | None:
+    # the first text block in document order is the outermost (some posts nest a second one inside)
+    texts = [n for n in block.css(".tgme_widget_message_text") if _outside_reply(n)]
+    text = _visible_text(texts[0]) if texts else ""
+    if not text:
+        question = block.css_first(".tgme_widget_message_poll_question")
+        if question is not None:
+            options = [_visible_text(o) for o in block.css(".tgme_widget_message_poll_option_text")]
+            text = "\n".join(t for t in [_visible_text(question), *options] if t)
+    return text or None
+
+
+def _message(block: LexborNode) -> Message | None:
+    post = block.attributes.get("data-post") or ""
+    channel, _, raw_id = post.partition("/")
+    time_node = block.css_first(".tgme_widget_message_date time[datetime]")
+    if not channel or not raw_id.isdigit() or time_node is None:
+        return None
+    try:
+        ts = dt.datetime.fromisoformat(time_node.attributes.get("datetime") or "")
+    except ValueError:
+        return None
+    ts = ts.astimezone(dt.timezone.utc) if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+    views = block.css_first(".tgme_widget_message_views")
+    forwarded = block.css_first(".tgme_widget_message_forwarded_from_name")
+    return Message(channel, int(raw_id), _message_text(block), ts,
+                   parse_views(views.text() if views is not None else None),
+                   _visible_text(forwarded) or None if forwarded is not None else None)
+
+
+def parse_page(body: bytes | str, where: str = "page") -> Page:
+    """The posts of one preview page, oldest first. SourceError if it is not a channel preview."""
+    tree = LexborHTMLParser(body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body)
+    blocks = tree.css("div.tgme_widget_message")
+    if not blocks and tree.css_first(".tgme_channel_history") is None:
+        title = tree.css_first("title")
+        raise SourceError(f"telegram: {where}: not a public channel preview page (no posts, no channel history; "
+                          f"title {title.text().strip() if title is not None else None!r}): a private or "
+                          f"unknown channel, or a changed page layout")
+    messages, malformed = [], 0
+    for block in blocks:
+        message = _message(block)
+        if message is None:
+            malformed += 1
+        else:
+            messages.append(message)
+    messages.sort(key=lambda m: m.message_id)
+    has_newer = (tree.css_first("a.tme_messages_more[data-after]") is not None
+                 or tree.css_first('link[rel="next"]') is not None)
+    older = tree.css_first("a.tme_messages_more[data-before]")
+    before = (older.attributes.get("data-before") or "") if older is not None else ""
+    return Page(messages, malformed, has_newer, int(before) if before.isdigit() else None)
+
+
+@dataclass
+class _Rows:
+    post_id: list[str] = field(default_factory=list)
+    author: list[str | None] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    ts: list[dt.datetime] = field(default_factory=list)
+    url: list[str] = field(default_factory=list)
+    engagement: list[int | None] = field(default_factory=list)
+    ingested_at: list[dt.datetime] = field(default_factory=list)
+
+    def add(self, message: Message, received_at: dt.datetime) -> None:
+        assert message.text is not None
+        self.post_id.append(f"{message.channel}/{message.message_id}")
+        self.author.append(message.forwarded_from or message.channel)
+        self.text.append(message.text)
+        self.ts.append(message.ts)
+        self.url.append(message.url)
+        self.engagement.append(message.views)
+        self.ingested_at.append(received_at)
+
+    def table(self, source: str, platform: str) -> pa.Table:
+        n = len(self.post_id)
+        return pa.Table.from_pydict({
+            "platform": [platform] * n, "post_id": self.post_id, "author": self.author, "text": self.text,
+            "ts": self.ts, "url": self.url, "engagement": self.engagement, "tickers": extract_tickers(self.text),
+            "source": [source] * n, "run_id": [None] * n, "ingested_at": self.ingested_at,
+        }, schema=POSTS.record_schema)
+
+
+class TelegramSource(Source):
+    """Posts of public Telegram channels, incrementally by message id per channel."""
+
+    name = "telegram"
+    platform = "telegram"
+    datasets = ("posts",)
+    credentials = ()
+
+    def __init__(self, channels: Sequence[str], *, base_url: str = "https://t.me", page_cap: int = 10,
+                 http: HttpClient | None = None) -> None:
+        self.channels = [c.strip().lstrip("@") for c in channels if c.strip()]
+        self.base_url = base_url.rstrip("/")
+        self.page_cap = page_cap
+        # The preview is a public web page: stay gentle, one request every two seconds.
+        self.http = http or HttpClient(self.name, rate_per_s=0.5, burst=2)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "TelegramSource":
+        http = HttpClient(cls.name, rate_per_s=0.5, burst=2, timeout_s=settings.http_timeout_s,
+                          retry=RetryPolicy(max_attempts=settings.http_max_attempts),
+                          headers={"User-Agent": settings.http_user_agent})
+        return cls(settings.telegram_channels, base_url=settings.telegram_base_url, page_cap=settings.page_cap,
+                   http=http)
+
+    async def _page(self, channel: str, after: int | None) -> tuple[Page, HttpResponse]:
+        response = await self.http.get(f"{self.base_url}/s/{channel}",
+                                       params={"after": after} if after is not None else None)
+        return parse_page(response.body, f"/s/{channel}"), response
+
+    async def _poll_channel(self, channel: str, last_id: int | None, rows: _Rows, raw: list[RawPayload],
+                            meta: dict[str, Any]) -> int | None:
+        """Posts newer than `last_id` (the newest page when None); returns the newest id seen."""
+        newest = last_id
+        for _ in range(self.page_cap):
+            page, response = await self._page(channel, newest)
+            raw.append(RawPayload.of(self.name, "posts", response))
+            meta["skipped"] += page.malformed
+            fresh = [m for m in page.messages if newest is None or m.message_id > newest]
+            for message in fresh:
+                if message.text is None:
+                    meta["skipped"] += 1
+                else:
+                    rows.add(message, response.received_at)
+            if not fresh:
+                break
+            # textless posts advance the cursor too: they are not worth asking for again
+            newest = max(m.message_id for m in fresh)
+            if last_id is None or not page.has_newer:
+                break  # the first poll starts from the newest page; otherwise this was the last page
+        else:
+            log.info("telegram: %s: page cap %d reached; the next poll continues after %s", channel,
+                     self.page_cap, newest)
+        return newest
+
+    async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
+        """New posts of every channel since `cursor` = {"last_id": {<channel>: <newest message id seen>}}."""
+        previous: dict[str, int] = dict((cursor or {}).get("last_id", {}))
+        rows, raw = _Rows(), []
+        meta: dict[str, Any] = {"skipped": 0}
+        last_ids = dict(previous)
+        for channel in self.channels:
+            newest = await self._poll_channel(channel, previous.get(channel), rows, raw, meta)
+            if newest is not None:
+                last_ids[channel] = newest
+        return FetchResult(raw=raw, records={"posts": rows.table(self.name, self.platform)},
+                           next_cursor={"last_id": last_ids} if last_ids else cursor, meta=meta)
+
+    async def close(self) -> None:
+        await self.http.close()

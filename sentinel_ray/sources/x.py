@@ -1,0 +1,308 @@
+"""X (Twitter): recent posts that mention the watched tickers, from the X API v2 recent search.
+
+    GET {x_base_url}/2/tweets/search/recent
+        ?query=(<cashtags and company names>) -is:retweet (lang:en OR lang:hi)
+        &max_results=100&tweet.fields=created_at,author_id,public_metrics,lang,conversation_id,note_tweet
+        &expansions=author_id&user.fields=username[&since_id=<newest id seen>][&next_token=<meta.next_token>]
+    Authorization: Bearer <app-only token>
+
+The answer is JSON: {"data": [tweet, ...], "includes": {"users": [...]}, "meta": {"newest_id",
+"oldest_id", "result_count", "next_token"}}, newest first. A query may hold at most
+`max_query_length` characters (512 on the Basic tier), so the watch list is split over
+as many queries as needed, each with its own `since_id` cursor.
+
+X reports its rate limit in `x-rate-limit-remaining` and `x-rate-limit-reset` (epoch
+seconds) on every answer, and its 429s carry no Retry-After. So the adapter reads those
+headers from each answer and, when the window is used up, waits for the reset before the
+next request (or gives up for now when the reset is further away than the retry policy
+allows); the shared HttpClient still honours a Retry-After when one is sent.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+
+from sentinel_ray import reference
+from sentinel_ray.schemas import POSTS
+from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError, require_secrets
+from sentinel_ray.sources.http import FetchError, HttpClient, HttpResponse, HttpStatusError, RetryPolicy
+from sentinel_ray.sources.tickers import extract_tickers
+
+log = logging.getLogger(__name__)
+
+SEARCH_PATH = "/2/tweets/search/recent"
+PUBLIC_URL = "https://x.com"
+MAX_QUERY_LENGTH = 512  # Basic tier; Pro allows 1024
+QUERY_SUFFIX = " -is:retweet (lang:en OR lang:hi)"  # OR binds looser than AND in X queries: keep the parentheses
+TWEET_FIELDS = "created_at,author_id,public_metrics,lang,conversation_id,note_tweet"
+TWITTER_EPOCH_MS = 1_288_834_974_657  # snowflake ids carry their creation time since this instant
+_LEGAL_SUFFIXES = (" Ltd", " Limited")
+
+
+def _search_terms(tickers: Sequence[str]) -> list[list[str]]:
+    """Per ticker: its cashtag, and its company name when that differs from the symbol."""
+    names = dict(zip(*reference.symbol_table().select(["symbol", "name"]).to_pydict().values()))
+    groups: list[list[str]] = []
+    for ticker in tickers:
+        terms = [f"${ticker}"]
+        name = names.get(ticker, "")
+        for suffix in _LEGAL_SUFFIXES:
+            name = name.removesuffix(suffix)
+        if name and name.upper() != ticker.upper():
+            terms.append(f'"{name}"' if " " in name else name)
+        groups.append(terms)
+    return groups
+
+
+def build_queries(tickers: Sequence[str], max_length: int = MAX_QUERY_LENGTH) -> list[str]:
+    """Search queries covering every ticker, each within `max_length` characters.
+
+    A ticker's cashtag and name stay in one query, so each ticker is searched as a whole.
+    """
+    queries: list[str] = []
+    group: list[str] = []
+
+    def render(terms: list[str]) -> str:
+        return f"({' OR '.join(terms)}){QUERY_SUFFIX}"
+
+    for terms in _search_terms(tickers):
+        if len(render(terms)) > max_length:
+            raise SourceError(f"x: search terms {terms} alone exceed the {max_length}-character query limit")
+        if group and len(render([*group, *terms])) > max_length:
+            queries.append(render(group))
+            group = []
+        group.extend(terms)
+    if group:
+        queries.append(render(group))
+    return queries
+
+
+def _snowflake_time(tweet_id: str) -> dt.datetime:
+    ms = (int(tweet_id) >> 22) + TWITTER_EPOCH_MS
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+
+
+@dataclass
+class _Page:
+    tweets: list[dict[str, Any]]
+    users: dict[str, str]  # author_id -> username
+    newest_id: str | None
+    next_token: str | None
+
+
+def _parse_page(body: bytes, where: str) -> _Page:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise SourceError(f"x: {where}: the response is not JSON: {body[:200]!r}") from None
+    if not isinstance(payload, dict):
+        raise SourceError(f"x: {where}: expected a JSON object, got {type(payload).__name__}")
+    data = payload.get("data", [])
+    if isinstance(data, dict):  # single-post lookups answer an object; search answers a list
+        data = [data]
+    meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
+    if not isinstance(data, list):
+        raise SourceError(f"x: {where}: 'data' is {type(data).__name__}, expected a list of posts")
+    if "data" not in payload and "meta" not in payload:
+        problems = payload.get("errors") or payload
+        raise SourceError(f"x: {where}: neither data nor meta in the answer: {str(problems)[:300]}")
+    users = {}
+    for user in (payload.get("includes") or {}).get("users") or []:
+        if isinstance(user, dict) and isinstance(user.get("id"), str) and isinstance(user.get("username"), str):
+            users[user["id"]] = user["username"]
+    newest, token = meta.get("newest_id"), meta.get("next_token")
+    return _Page(data, users, newest if isinstance(newest, str) else None, token if isinstance(token, str) else None)
+
+
+@dataclass
+class _Rows:
+    post_id: list[str] = field(default_factory=list)
+    author: list[str | None] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    ts: list[dt.datetime] = field(default_factory=list)
+    url: list[str] = field(default_factory=list)
+    engagement: list[int | None] = field(default_factory=list)
+    ingested_at: list[dt.datetime] = field(default_factory=list)
+
+    def add_tweet(self, tweet: Any, users: dict[str, str], received_at: dt.datetime) -> bool:
+        """Append one post; False (nothing appended) when it is malformed."""
+        if not isinstance(tweet, dict):
+            return False
+        tweet_id, text = tweet.get("id"), tweet.get("text")
+        note = tweet.get("note_tweet")
+        if isinstance(note, dict) and isinstance(note.get("text"), str):
+            text = note["text"]  # `text` of a long post is cut at 280 characters; the note holds all of it
+        if not isinstance(tweet_id, str) or not tweet_id.isdigit() or not isinstance(text, str):
+            return False
+        ts = _created_at(tweet.get("created_at")) or _snowflake_time(tweet_id)
+        author_id = tweet.get("author_id") if isinstance(tweet.get("author_id"), str) else None
+        username = users.get(author_id) if author_id else None
+        self.post_id.append(tweet_id)
+        self.author.append(username or author_id)
+        self.text.append(html.unescape(text))  # X escapes &, < and > in post text
+        self.ts.append(ts)
+        self.url.append(f"{PUBLIC_URL}/{username}/status/{tweet_id}" if username
+                        else f"{PUBLIC_URL}/i/web/status/{tweet_id}")
+        self.engagement.append(_engagement(tweet.get("public_metrics")))
+        self.ingested_at.append(received_at)
+        return True
+
+    def table(self, source: str, platform: str) -> pa.Table:
+        n = len(self.post_id)
+        return pa.Table.from_pydict({
+            "platform": [platform] * n, "post_id": self.post_id, "author": self.author, "text": self.text,
+            "ts": self.ts, "url": self.url, "engagement": self.engagement, "tickers": extract_tickers(self.text),
+            "source": [source] * n, "run_id": [None] * n, "ingested_at": self.ingested_at,
+        }, schema=POSTS.record_schema)
+
+
+def _created_at(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        ts = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+
+
+def _engagement(metrics: Any) -> int | None:
+    if not isinstance(metrics, dict):
+        return None
+    counts = [metrics.get(k) for k in ("like_count", "reply_count", "retweet_count", "quote_count")]
+    counts = [c for c in counts if isinstance(c, int)]
+    return sum(counts) if counts else None
+
+
+class XSource(Source):
+    """Recent X posts mentioning the watched tickers, incrementally by since_id per query."""
+
+    name = "x"
+    platform = "x"
+    datasets = ("posts",)
+    credentials = ("x_bearer_token",)
+
+    def __init__(self, bearer_token: str, tickers: Sequence[str], *, base_url: str = "https://api.x.com",
+                 page_cap: int = 10, max_query_length: int = MAX_QUERY_LENGTH, http: HttpClient | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.bearer_token = bearer_token
+        self.base_url = base_url.rstrip("/")
+        self.queries = build_queries(tickers, max_query_length)
+        self.page_cap = page_cap
+        # App-only recent search allows 450 requests per 15 minutes: 0.5/s stays under it.
+        self.http = http or HttpClient(self.name, rate_per_s=0.5, burst=3)
+        self._clock = clock
+        self._limit_reset: float | None = None  # epoch seconds when an exhausted window reopens
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "XSource":
+        secrets = require_secrets(cls.name, settings, *cls.credentials)
+        http = HttpClient(cls.name, rate_per_s=0.5, burst=3, timeout_s=settings.http_timeout_s,
+                          retry=RetryPolicy(max_attempts=settings.http_max_attempts),
+                          headers={"User-Agent": settings.http_user_agent})
+        return cls(secrets["x_bearer_token"], settings.watch_tickers, base_url=settings.x_base_url,
+                   page_cap=settings.page_cap, http=http)
+
+    async def _respect_rate_limit(self) -> None:
+        """Before a request: if the last answer used up the window, wait for its reset."""
+        if self._limit_reset is None:
+            return
+        wait = self._limit_reset - self._clock() + 1.0  # a second of margin: X's reset is whole seconds
+        self._limit_reset = None
+        if wait <= 0:
+            return
+        if wait > self.http.retry.max_retry_after_s:
+            raise FetchError(f"x: rate limit window used up, it resets in {wait:.0f}s; giving up for now")
+        log.info("x: rate limit window used up, waiting %.0fs for its reset", wait)
+        await self.http.sleep(wait)
+
+    def _note_rate_limit(self, response: HttpResponse) -> None:
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        remaining, reset = headers.get("x-rate-limit-remaining"), headers.get("x-rate-limit-reset")
+        if remaining is not None and reset is not None and remaining.strip() == "0" and reset.strip().isdigit():
+            self._limit_reset = float(reset)
+
+    async def _search(self, params: dict[str, Any]) -> HttpResponse:
+        await self._respect_rate_limit()
+        response = await self.http.get(f"{self.base_url}{SEARCH_PATH}", params=params,
+                                       headers={"Authorization": f"Bearer {self.bearer_token}"})
+        self._note_rate_limit(response)
+        return response
+
+    async def _poll_query(self, query: str, since_id: str | None, rows: _Rows, seen: set[str],
+                          raw: list[RawPayload], meta: dict[str, Any]) -> str | None:
+        """Posts matching `query` newer than `since_id`; returns the query's next since_id."""
+        newest = since_id
+        next_token: str | None = None
+        for page_no in range(self.page_cap):
+            params = {"query": query, "max_results": 100, "tweet.fields": TWEET_FIELDS,
+                      "expansions": "author_id", "user.fields": "username"}
+            if since_id:
+                params["since_id"] = since_id
+            if next_token:
+                params["next_token"] = next_token
+            response = await self._search(params)
+            raw.append(RawPayload.of(self.name, "posts", response))
+            page = _parse_page(response.body, SEARCH_PATH)
+            for tweet in page.tweets:
+                tweet_id = tweet.get("id") if isinstance(tweet, dict) else None
+                if tweet_id in seen:  # the same post can match two of the split queries
+                    continue
+                if rows.add_tweet(tweet, page.users, response.received_at):
+                    seen.add(tweet_id)
+                    newest = _max_id(newest, tweet_id)
+                else:
+                    meta["skipped"] += 1
+            if page_no == 0 and page.newest_id:
+                newest = _max_id(newest, page.newest_id)
+            next_token = page.next_token
+            if not next_token:
+                break
+        else:
+            if since_id is not None:
+                log.warning("x: page cap %d reached for query %r before since_id; older new posts are not fetched",
+                            self.page_cap, query)
+                meta["truncated"].append(query)
+        return newest
+
+    async def _poll_query_or_restart(self, query: str, since_id: str | None, rows: _Rows, seen: set[str],
+                                     raw: list[RawPayload], meta: dict[str, Any]) -> str | None:
+        try:
+            return await self._poll_query(query, since_id, rows, seen, raw, meta)
+        except HttpStatusError as e:
+            # Recent search covers 7 days and answers 400 to an older since_id (after a long outage):
+            # everything it still holds is newer than that cursor, so start over from the newest.
+            if e.status != 400 or since_id is None or "since_id" not in str(e):
+                raise
+            log.warning("x: since_id %s is older than recent search reaches; reading query %r afresh", since_id, query)
+            meta["expired_since_id"].append(query)
+            return await self._poll_query(query, None, rows, seen, raw, meta)
+
+    async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
+        """New posts of every query since `cursor` = {"since_id": {<query>: <newest post id seen>}}."""
+        previous: dict[str, str] = dict((cursor or {}).get("since_id", {}))
+        rows, raw, seen = _Rows(), [], set()
+        meta: dict[str, Any] = {"skipped": 0, "truncated": [], "expired_since_id": [], "queries": len(self.queries)}
+        since = dict(previous)
+        for query in self.queries:
+            newest = await self._poll_query_or_restart(query, previous.get(query), rows, seen, raw, meta)
+            if newest:
+                since[query] = newest
+        return FetchResult(raw=raw, records={"posts": rows.table(self.name, self.platform)},
+                           next_cursor={"since_id": since} if since else cursor, meta=meta)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def _max_id(a: str | None, b: Any) -> str | None:
+    if not isinstance(b, str) or not b.isdigit():
+        return a
+    return b if a is None or int(b) > int(a) else a

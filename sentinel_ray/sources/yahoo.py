@@ -1,0 +1,451 @@
+"""Yahoo Finance bars for NSE (`.NS`) and BSE (`.BO`) listings, through yfinance.
+
+Yahoo's chart API (`GET /v8/finance/chart/<SYMBOL>?interval=1m|1d&period1=..&period2=..`
+or `range=..`) answers `{"chart": {"result": [{"meta": {...}, "timestamp": [...],
+"indicators": {"quote": [{"open": [...], "high", "low", "close", "volume"}]}}],
+"error": null}}`. The adapter does not speak that protocol itself: yfinance does (cookie
+and crumb, its fixes for Yahoo's quirks: a live bar appended after `period2`, bars outside
+the regular session, DST), and the adapter turns yfinance's frame into PRICES rows.
+
+How it drives yfinance, and why:
+
+- yfinance talks through a session we give it: a curl_cffi session impersonating Chrome
+  (what yfinance itself uses; Yahoo turns away clients that do not look like a browser),
+  subclassed so that every exchange is recorded. The raw zone gets the chart response
+  bodies byte for byte from that record, and the status, headers or exception of the
+  last chart request decide retry, backoff and errors, because yfinance logs HTTP
+  failures and returns an empty frame rather than raising.
+- `base_url` (settings.yahoo_base_url) points yfinance elsewhere (a proxy, a test server):
+  when it is not a yahoo.com host, the session rebases every request for a `*.yahoo.com`
+  host onto it, path and query kept. That covers the chart URL, built from
+  `yfinance.const._BASE_URL_` (imported by value into yfinance's modules, so patching the
+  constant does not reach them), and the cookie and crumb URLs (fc.yahoo.com,
+  query1.../v1/test/getcrumb, guce.yahoo.com/consent), which are literals in yfinance's
+  code. Scoped to this adapter's session; nothing in yfinance is modified.
+- yfinance keeps one process-wide `YfData` (session, cookie, crumb). Calls are serialised
+  on a module lock and point `YfData` at this adapter's session for the call. Its
+  response cache is cleared first: it would answer a repeated past range without a
+  request, leaving nothing for the raw zone.
+- `PriceHistory(..., tz="Asia/Kolkata")` is yfinance's own history code (what
+  `Ticker.history` calls), given the exchange's time zone, which is fixed for NSE and
+  BSE, instead of letting `Ticker` ask Yahoo for it with an extra request per symbol.
+- yfinance is synchronous: each call runs in a worker thread (`asyncio.to_thread`).
+
+Retries: yfinance itself re-requests once after a 4xx/5xx with a refreshed cookie and
+crumb (Yahoo's answer to a stale crumb is 401). On top of that, a last answer of 429/5xx
+or a timeout is retried here with exponential backoff and jitter, honouring Retry-After,
+up to `retry.max_attempts` calls; 401/403 raise AuthError at once; 404 (unknown or
+delisted symbol) skips that symbol; other 4xx raise HttpStatusError.
+
+Bars: `ts` is the bar's open in UTC. Daily bars are keyed at 00:00 IST of the session
+date, yfinance's (and NSE's) convention, which is also the warehouse's day bucket. A bar
+still forming (the current minute, today's session before 16:00 IST) is not emitted: the
+cursor moves past what is emitted, so only complete bars may be.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from yfinance import cache as yf_cache
+from yfinance.data import YfData
+from yfinance.exceptions import YFPricesMissingError, YFRateLimitError
+from yfinance.scrapers.history import PriceHistory
+
+from sentinel_ray.schemas import PRICES, TIMESTAMP_TYPE
+from sentinel_ray.sources.base import FetchResult, HistorySource, RawPayload, SourceError
+from sentinel_ray.sources.http import (RETRY_STATUSES, AuthError, FetchError, HttpStatusError, RetryPolicy, Sleep,
+                                       TokenBucket, retry_after_seconds)
+
+try:  # yfinance's preferred backend: curl with a browser's TLS fingerprint
+    from curl_cffi import requests as _http_backend
+
+    _SESSION_OPTIONS: dict[str, Any] = {"impersonate": "chrome"}
+except ImportError:  # pragma: no cover - yfinance falls back the same way
+    import requests as _http_backend  # type: ignore[no-redef]
+
+    _SESSION_OPTIONS = {}
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://query2.finance.yahoo.com"
+CHART_PATH = "/v8/finance/chart/"
+EXCHANGE_OF_SUFFIX = {"NS": "NSE", "BO": "BSE"}
+EXCHANGE_TZ = "Asia/Kolkata"  # NSE and BSE; IST has no daylight saving
+INTERVALS = ("1m", "1d")
+STEP = {"1m": dt.timedelta(minutes=1), "1d": dt.timedelta(days=1)}
+FIRST_RANGE = {"1m": "1d", "1d": "5d"}  # what a poll without cursor asks for
+INTRADAY_REACH = dt.timedelta(days=7)  # one 1m request may span at most 8 days
+INTRADAY_DAYS = 29  # Yahoo keeps 1m bars about 30 days; older days get the daily bar
+# A daily bar (stamped 00:00 IST) is final at 16:00 IST: close 15:30, post-close session to 16:00.
+DAILY_FINAL_AFTER = dt.timedelta(hours=16)
+# Yahoo tolerates about one request a second per client before answering 429.
+YAHOO_RATE_PER_S = 1.0
+YAHOO_BURST = 4
+
+# yfinance's YfData is one per process; one call at a time may point it at its session.
+_YFINANCE_LOCK = threading.Lock()
+_cache_dir_in_use: list[str] = []
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _to_ms(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _from_ms(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class YahooSymbol:
+    """A watched listing: Yahoo symbol, exchange symbol without suffix, exchange."""
+
+    yahoo: str
+    ticker: str
+    exchange: str
+
+    @classmethod
+    def parse(cls, text: str) -> "YahooSymbol":
+        """`RELIANCE.NS` -> NSE, `RELIANCE.BO` -> BSE; a bare `RELIANCE` is the NSE listing."""
+        symbol = text.strip().upper()
+        base, dot, suffix = symbol.rpartition(".")
+        if dot and base and suffix in EXCHANGE_OF_SUFFIX:
+            return cls(symbol, base, EXCHANGE_OF_SUFFIX[suffix])
+        return cls(f"{symbol}.NS", symbol, "NSE")
+
+
+# --- the recording, rebasing session yfinance talks through ---------------------------------
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request yfinance made and what came back (or the exception it raised)."""
+
+    method: str
+    url: str
+    status: int | None
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+    received_at: dt.datetime
+    error: str | None = None
+
+    @property
+    def is_chart(self) -> bool:
+        return CHART_PATH in urlsplit(self.url).path
+
+    @property
+    def audit_url(self) -> str:
+        """The URL without yfinance's crumb (a session token); interval and range stay for replay."""
+        parts = urlsplit(self.url)
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "crumb"])
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+    def raw(self, source: str) -> RawPayload:
+        content_type = self.headers.get("content-type", "application/json").split(";")[0].strip()
+        return RawPayload(source, PRICES.name, self.received_at, self.body, content_type, self.audit_url)
+
+
+class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined]
+    """The session yfinance uses: records every exchange, rebases Yahoo URLs onto `base_url`."""
+
+    def __init__(self, base_url: str = DEFAULT_BASE_URL, **options: Any) -> None:
+        super().__init__(**{**_SESSION_OPTIONS, **options})
+        base = urlsplit(base_url.rstrip("/"))
+        # Against Yahoo itself nothing is rewritten: fc.yahoo.com and friends must stay.
+        self.rebase_to = None if _is_yahoo_host(base.hostname) else base
+        self.exchanges: list[Exchange] = []
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        url = self._rebased(url)
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except Exception as e:
+            self.exchanges.append(Exchange(method, url, None, {}, b"", utc_now(), f"{type(e).__name__}: {e}"))
+            raise
+        headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
+        self.exchanges.append(Exchange(method, url, response.status_code, headers, response.content, utc_now()))
+        return response
+
+    def _rebased(self, url: str) -> str:
+        parts = urlsplit(url)
+        if self.rebase_to is None or not _is_yahoo_host(parts.hostname):
+            return url
+        base = self.rebase_to
+        return urlunsplit((base.scheme, base.netloc, base.path + parts.path, parts.query, parts.fragment))
+
+
+def _is_yahoo_host(host: str | None) -> bool:
+    return bool(host) and (host == "yahoo.com" or host.endswith(".yahoo.com"))  # type: ignore[union-attr]
+
+
+def _use_cache_dir(path: str) -> None:
+    """Keep yfinance's on-disk caches (Yahoo cookie, ...) under the platform's data dir."""
+    if _cache_dir_in_use != [path]:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yf_cache.set_cache_location(path)
+        _cache_dir_in_use[:] = [path]
+
+
+@dataclass
+class _Call:
+    frame: pd.DataFrame | None
+    exchanges: list[Exchange]
+    error: BaseException | None
+
+
+# --- frames to rows --------------------------------------------------------------------------
+
+
+def _frame_ms(frame: pd.DataFrame) -> np.ndarray:
+    index = pd.DatetimeIndex(frame.index)
+    return index.tz_convert("UTC").as_unit("ms").asi8
+
+
+def _column(frame: pd.DataFrame, name: str, keep: np.ndarray) -> np.ndarray:
+    if name not in frame.columns:
+        return np.full(int(keep.sum()), np.nan)
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)[keep]
+
+
+def bars_table(frame: pd.DataFrame | None, symbol: YahooSymbol, interval: str, keep: np.ndarray | None,
+               ingested_at: dt.datetime, run_id: str | None = None) -> pa.Table:
+    """The rows of `frame` selected by `keep` as a PRICES table."""
+    if frame is None or frame.empty:
+        return PRICES.record_schema.empty_table()
+    keep = np.ones(len(frame), dtype=bool) if keep is None else keep
+    n = int(keep.sum())
+    volume = _column(frame, "Volume", keep)
+    cols = {
+        "ticker": pa.array([symbol.ticker] * n, pa.string()),
+        "exchange": pa.array([symbol.exchange] * n, pa.string()),
+        "interval": pa.array([interval] * n, pa.string()),
+        "ts": pa.array(_frame_ms(frame)[keep], pa.int64()).cast(TIMESTAMP_TYPE),
+        **{name.lower(): pa.array(_column(frame, name, keep), pa.float64(), from_pandas=True)
+           for name in ("Open", "High", "Low", "Close")},
+        "volume": pa.array(np.rint(volume), pa.float64(), from_pandas=True).cast(pa.int64()),
+        "source": pa.array([YahooSource.name] * n, pa.string()),
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "ingested_at": pa.array([ingested_at] * n, TIMESTAMP_TYPE),
+    }
+    return pa.Table.from_pydict(cols, schema=PRICES.record_schema)
+
+
+def check_chart_body(chart: Exchange, symbol: YahooSymbol) -> None:
+    """A 2xx chart body must be Yahoo's chart JSON; anything else is a clear SourceError."""
+    try:
+        doc = json.loads(chart.body)
+    except ValueError:
+        head = chart.body[:80].decode("utf-8", errors="replace")
+        raise SourceError(f"yahoo: chart of {symbol.yahoo} is not JSON (starts {head!r})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("chart"), dict):
+        raise SourceError(f"yahoo: chart of {symbol.yahoo} has no 'chart' object")
+    error = doc["chart"].get("error")
+    if error:
+        raise SourceError(f"yahoo: chart of {symbol.yahoo} reports an error: {error}")
+    result = doc["chart"].get("result")
+    if not isinstance(result, list) or not result or not isinstance(result[0], dict):
+        raise SourceError(f"yahoo: chart of {symbol.yahoo} has no result")
+
+
+# --- the source ------------------------------------------------------------------------------
+
+
+class YahooSource(HistorySource):
+    """1-minute and daily bars of every watched NSE/BSE listing, from Yahoo via yfinance."""
+
+    name = "yahoo"
+    datasets = (PRICES.name,)
+    credentials = ()
+
+    def __init__(self, symbols: Sequence[str], *, base_url: str = DEFAULT_BASE_URL, timeout_s: float = 20.0,
+                 retry: RetryPolicy | None = None, rate_per_s: float = YAHOO_RATE_PER_S, burst: int = YAHOO_BURST,
+                 intervals: Sequence[str] = INTERVALS, cache_dir: str | Path | None = None,
+                 sleep: Sleep = asyncio.sleep, clock: Clock = utc_now, seed: int | None = None) -> None:
+        self.symbols = list(dict.fromkeys(YahooSymbol.parse(s) for s in symbols))
+        bad = [i for i in intervals if i not in INTERVALS]
+        if bad:
+            raise SourceError(f"yahoo: intervals must be among {INTERVALS}, got {bad}")
+        self.intervals = tuple(intervals)
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.cache_dir = str(cache_dir) if cache_dir else None
+        self.sleep, self.clock = sleep, clock
+        self._bucket = TokenBucket(rate_per_s, burst)
+        self._rng = random.Random(seed)
+        self._session = RecordingSession(base_url)
+        self.requests_made = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "YahooSource":
+        # No HttpClient and no custom User-Agent: yfinance's curl session presents Chrome's
+        # TLS fingerprint with Chrome's headers, and a mismatched User-Agent gets refused.
+        return cls(settings.watch_tickers, base_url=settings.yahoo_base_url, timeout_s=settings.http_timeout_s,
+                   retry=RetryPolicy(max_attempts=settings.http_max_attempts),
+                   cache_dir=settings.resolved_data_dir / "yfinance")
+
+    async def close(self) -> None:
+        session, self._session = self._session, RecordingSession(self.base_url)  # usable again after close
+        await asyncio.to_thread(session.close)
+
+    # -- polling ---------------------------------------------------------------------------
+    async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
+        """Cursor: {"last_ts": {"RELIANCE.NS": {"1m": epoch ms, "1d": epoch ms}}}, the open
+        time of the newest bar emitted per symbol and interval; a poll emits only newer,
+        complete bars (without a cursor: the latest session's 1m bars, 5 days of 1d bars)."""
+        last: dict[str, dict[str, int]] = {k: dict(v) for k, v in ((cursor or {}).get("last_ts") or {}).items()}
+        tables, raw, missing = [], [], []
+        for symbol in self.symbols:
+            for interval in self.intervals:
+                since = last.get(symbol.yahoo, {}).get(interval)
+                now = self.clock()
+                window = self._poll_window(since, interval, now)
+                if window is None:
+                    continue
+                frame, chart = await self._chart(symbol, interval, window)
+                if frame is None:  # 404: nothing to keep but the fact
+                    missing.append(symbol.yahoo)
+                    continue
+                raw.append(chart.raw(self.name))
+                if frame.empty:  # yfinance's empty frame has no time zone: nothing to look at
+                    continue
+                keep = self._complete(frame, interval, now, since)
+                table = bars_table(frame, symbol, interval, keep, chart.received_at)
+                if table.num_rows:
+                    tables.append(table)
+                    newest = pc.max(table.column("ts").cast(pa.int64())).as_py()
+                    last.setdefault(symbol.yahoo, {})[interval] = newest
+        records = pa.concat_tables(tables) if tables else PRICES.record_schema.empty_table()
+        next_cursor = {"last_ts": last} if last else cursor
+        return FetchResult(raw=raw, records={PRICES.name: records}, next_cursor=next_cursor,
+                           meta={"missing_symbols": sorted(set(missing)), "skipped": 0})
+
+    @staticmethod
+    def _poll_window(since: int | None, interval: str, now: dt.datetime) -> dict[str, Any] | None:
+        if since is None:
+            return {"period": FIRST_RANGE[interval]}
+        start = _from_ms(since) + STEP[interval]
+        if interval == "1m":
+            start = max(start, now - INTRADAY_REACH)  # older gaps are the backfill's job
+        return None if start >= now else {"start": start}
+
+    @staticmethod
+    def _complete(frame: pd.DataFrame, interval: str, now: dt.datetime, since: int | None) -> np.ndarray:
+        ms = _frame_ms(frame)
+        final_after = STEP["1m"] if interval == "1m" else DAILY_FINAL_AFTER
+        keep = ms + int(final_after.total_seconds() * 1000) <= _to_ms(now)
+        return keep & (ms > since) if since is not None else keep
+
+    # -- backfill --------------------------------------------------------------------------
+    async def fetch_history(self, day: dt.date, *, run_id: str, ingested_at: dt.datetime) -> FetchResult:
+        """1m bars of the UTC day for every watched listing while Yahoo still has them
+        (about 30 days); for older days, the session's daily bar."""
+        intraday = (self.clock().date() - day).days <= INTRADAY_DAYS
+        interval = "1m" if intraday else "1d"
+        if intraday:
+            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+            window: dict[str, Any] = {"start": start, "end": start + dt.timedelta(days=1)}
+        else:  # dates are read in the exchange's time zone: exactly session `day`
+            window = {"start": day, "end": day + dt.timedelta(days=1)}
+        lo, hi = (_to_ms(window["start"]), _to_ms(window["end"])) if intraday else (None, None)
+        tables, raw, missing = [], [], []
+        for symbol in self.symbols:
+            frame, chart = await self._chart(symbol, interval, window)
+            if frame is None:
+                missing.append(symbol.yahoo)
+                continue
+            raw.append(chart.raw(self.name))
+            if frame.empty:
+                continue
+            ms = _frame_ms(frame)
+            if intraday:
+                keep = (ms >= lo) & (ms < hi)
+            else:
+                keep = np.array([d == day for d in pd.DatetimeIndex(frame.index).date], dtype=bool)
+            tables.append(bars_table(frame, symbol, interval, keep, ingested_at, run_id))
+        records = pa.concat_tables(tables) if tables else PRICES.record_schema.empty_table()
+        return FetchResult(raw=raw, records={PRICES.name: records}, next_cursor=None,
+                           meta={"interval": interval, "missing_symbols": missing, "skipped": 0})
+
+    # -- one chart, with retries -----------------------------------------------------------
+    async def _chart(self, symbol: YahooSymbol, interval: str,
+                     window: Mapping[str, Any]) -> tuple[pd.DataFrame | None, Exchange]:
+        """yfinance's frame for one symbol and interval plus the chart exchange it came from;
+        frame None when Yahoo knows no such symbol (404)."""
+        last_problem = ""
+        for attempt in range(self.retry.max_attempts):
+            await self._bucket.acquire(self.sleep)
+            call = await asyncio.to_thread(self._history_blocking, symbol.yahoo, interval, dict(window))
+            self.requests_made += len(call.exchanges)
+            chart = next((x for x in reversed(call.exchanges) if x.is_chart), None)
+            if chart is None:
+                raise SourceError(f"yahoo: yfinance made no chart request for {symbol.yahoo}"
+                                  + (f" ({call.error!r})" if call.error else ""))
+            wait: float | None = None
+            if chart.status is None:
+                last_problem = chart.error or "no response"
+            elif chart.status < 300:
+                check_chart_body(chart, symbol)
+                if call.error is not None:
+                    raise SourceError(f"yahoo: yfinance could not read the chart of {symbol.yahoo}: "
+                                      f"{call.error!r}") from call.error
+                return call.frame, chart
+            elif chart.status in (401, 403):
+                raise AuthError(f"yahoo: HTTP {chart.status} from {chart.url.split('?', 1)[0]} even with a fresh "
+                                f"cookie and crumb; Yahoo refuses this client; not retrying")
+            elif chart.status == 404:
+                log.warning("yahoo: no such symbol %s (HTTP 404)", symbol.yahoo)
+                return None, chart
+            elif chart.status in RETRY_STATUSES:
+                last_problem = f"HTTP {chart.status}"
+                wait = retry_after_seconds(chart.headers.get("retry-after"))
+                if wait is not None and wait > self.retry.max_retry_after_s:
+                    raise FetchError(f"yahoo: chart of {symbol.yahoo} asks to retry after {wait:.0f}s; "
+                                     f"giving up for now")
+            else:
+                raise HttpStatusError(chart.status, chart.url.split("?", 1)[0], chart.body)
+            if attempt + 1 == self.retry.max_attempts:
+                break
+            delay = wait if wait is not None else self.retry.backoff(attempt, self._rng)
+            log.info("yahoo: %s for %s %s, retry %d in %.1fs", last_problem, symbol.yahoo, interval, attempt + 1, delay)
+            await self.sleep(delay)
+        raise FetchError(f"yahoo: chart of {symbol.yahoo} ({interval}) failed after {self.retry.max_attempts} "
+                         f"attempts (last: {last_problem})")
+
+    def _history_blocking(self, yahoo_symbol: str, interval: str, window: dict[str, Any]) -> _Call:
+        """One yfinance history call (worker thread). Never raises: the caller judges."""
+        with _YFINANCE_LOCK:
+            if self.cache_dir:
+                _use_cache_dir(self.cache_dir)
+            YfData.cache_get.cache_clear()
+            self._session.exchanges = []
+            frame, error = None, None
+            try:
+                history = PriceHistory(YfData(session=self._session), yahoo_symbol, EXCHANGE_TZ, session=self._session)
+                frame = history.history(interval=interval, prepost=False, actions=False, auto_adjust=False,
+                                        back_adjust=False, repair=False, keepna=False, rounding=False,
+                                        timeout=self.timeout_s, **window)
+            except (YFRateLimitError, YFPricesMissingError):
+                pass  # the recorded exchange says what happened
+            except Exception as e:  # noqa: BLE001 - handed to the caller with the exchange
+                error = e
+            return _Call(frame, list(self._session.exchanges), error)
+

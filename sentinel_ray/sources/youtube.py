@@ -1,0 +1,570 @@
+"""YouTube: videos about the watched tickers and their viewers' comments (YouTube Data API v3).
+
+The service is Google's YouTube Data API v3 (`settings.youtube_base_url`), JSON over
+HTTPS, authenticated by an API key sent as the `key` query parameter. Per poll:
+
+1. `GET /search?part=snippet&type=video&order=date&q=<terms>&publishedAfter=<t>&maxResults=50`
+   finds videos published since the cursor whose title or description names a watched
+   ticker or its company (`q` ORs terms with `|`), following `nextPageToken` up to
+   `page_cap` pages. Each new video becomes a post (`video:<videoId>`, title + description).
+2. `GET /commentThreads?part=snippet&videoId=<id>&order=time&maxResults=100&textFormat=plainText`
+   for every video found now and every video remembered from earlier polls (the newest
+   `max_tracked_videos`, kept in the cursor): top-level comments newest first, paged
+   until comments already seen show up. Each comment becomes a post.
+
+Quota matters more than rate here: a search costs 100 units and a comments page 1, out
+of 10,000 a day by default. A 403 `quotaExceeded` fails the poll with an AuthError that
+says so; a 403 `commentsDisabled` (or 404 for a deleted video) only skips that video.
+
+The API key never leaves the query string of the request itself: errors and logs drop
+query strings (http.py) and the raw payloads record the request without it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import html
+import json
+import logging
+import re
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+
+import pyarrow as pa
+
+from sentinel_ray.schemas import POSTS, TIMESTAMP_TYPE
+from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError, require_secrets
+from sentinel_ray.sources.http import AuthError, FetchError, HttpClient, HttpResponse, HttpStatusError, RetryPolicy
+from sentinel_ray.sources.tickers import extract_tickers
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "youtube"
+DEFAULT_BASE_URL = "https://www.googleapis.com/youtube/v3"
+WATCH_URL = "https://www.youtube.com/watch?v="
+SEARCH_PAGE_SIZE = 50  # the API's maximum for search.list
+COMMENTS_PAGE_SIZE = 100  # the API's maximum for commentThreads.list
+MAX_QUERY_CHARS = 400  # long OR-queries lose recall on YouTube; split them instead
+QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded", "rateLimitExceeded", "userRateLimitExceeded"})
+# 403/404 reasons that concern one video only: skip it, keep polling the others.
+VIDEO_CLOSED_REASONS = frozenset({"commentsDisabled", "forbidden", "videoNotFound"})
+_LEGAL_SUFFIX = re.compile(r"\s+(ltd\.?|limited)$", re.IGNORECASE)
+
+
+# --- parsing (pure: bytes in, posts out) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Post:
+    """One row of the posts dataset before tickers are extracted."""
+
+    post_id: str
+    author: str | None
+    text: str
+    ts: dt.datetime
+    url: str
+    engagement: int | None
+    ingested_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Video:
+    video_id: str
+    published: dt.datetime
+    post: Post
+
+
+@dataclass(frozen=True)
+class Comment:
+    comment_id: str
+    published: dt.datetime
+    post: Post
+
+
+@dataclass(frozen=True)
+class Page:
+    """One parsed list response: its items, the token of the next page, items skipped as malformed."""
+
+    items: list[Any]
+    next_page_token: str | None
+    skipped: int
+
+
+def parse_search(body: bytes, received_at: dt.datetime) -> Page:
+    """A search.list response body -> its videos (items that are not videos are ignored)."""
+    doc = _load(body, "search")
+    videos, skipped = [], 0
+    for item in _items(doc, "search"):
+        if isinstance(item, dict) and isinstance(item.get("id"), dict) and \
+                item["id"].get("kind", "youtube#video") != "youtube#video":
+            continue
+        try:
+            videos.append(_video(item, received_at))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            skipped += 1
+    return Page(videos, _token(doc), skipped)
+
+
+def parse_comment_threads(body: bytes, received_at: dt.datetime) -> Page:
+    """A commentThreads.list response body -> its top-level comments."""
+    doc = _load(body, "commentThreads")
+    comments, skipped = [], 0
+    for item in _items(doc, "commentThreads"):
+        try:
+            comments.append(_comment(item, received_at))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            skipped += 1
+    return Page(comments, _token(doc), skipped)
+
+
+def _load(body: bytes, endpoint: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SourceError(f"youtube: {endpoint} answered something that is not JSON ({e}): "
+                          f"{body[:120]!r}") from None
+    if not isinstance(doc, dict):
+        raise SourceError(f"youtube: {endpoint} answered JSON that is not an object: {body[:120]!r}")
+    return doc
+
+
+def _items(doc: dict[str, Any], endpoint: str) -> list[Any]:
+    items = doc.get("items", [])
+    if not isinstance(items, list):
+        raise SourceError(f"youtube: {endpoint} response has no list of items (keys: {sorted(doc)[:8]})")
+    return items
+
+
+def _token(doc: dict[str, Any]) -> str | None:
+    token = doc.get("nextPageToken")
+    return token if isinstance(token, str) and token else None
+
+
+def _video(item: dict[str, Any], received_at: dt.datetime) -> Video:
+    video_id = item["id"]["videoId"]
+    snippet = item["snippet"]
+    if not isinstance(video_id, str) or not video_id:
+        raise ValueError("no videoId")
+    published = parse_time(snippet["publishedAt"])
+    # search.list returns titles and descriptions HTML-escaped ("&#39;", "&amp;")
+    title = html.unescape(snippet.get("title") or "").strip()
+    description = html.unescape(snippet.get("description") or "").strip()
+    text = f"{title}\n{description}" if description else title
+    if not text:
+        raise ValueError("video without title or description")
+    channel = html.unescape(snippet.get("channelTitle") or "") or None
+    post = Post(f"video:{video_id}", channel, text, published, WATCH_URL + video_id, None, received_at)
+    return Video(video_id, published, post)
+
+
+def _comment(item: dict[str, Any], received_at: dt.datetime) -> Comment:
+    thread = item["snippet"]
+    top = thread["topLevelComment"]
+    snippet = top["snippet"]
+    comment_id = top.get("id") or item["id"]
+    video_id = snippet.get("videoId") or thread["videoId"]
+    if not isinstance(comment_id, str) or not comment_id or not isinstance(video_id, str):
+        raise ValueError("no comment or video id")
+    # textOriginal is what the author typed; textDisplay is HTML when textFormat=html
+    text = snippet.get("textOriginal") or html_to_text(snippet.get("textDisplay") or "")
+    if not text.strip():
+        raise ValueError("comment without text")
+    published = parse_time(snippet["publishedAt"])
+    engagement = int(snippet.get("likeCount") or 0) + int(thread.get("totalReplyCount") or 0)
+    url = f"{WATCH_URL}{video_id}&lc={comment_id}"
+    post = Post(comment_id, snippet.get("authorDisplayName") or None, text, published, url, engagement, received_at)
+    return Comment(comment_id, published, post)
+
+
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def html_to_text(value: str) -> str:
+    """textDisplay in HTML form ('<br>', '<a href=..>', entities) -> plain text."""
+    return html.unescape(_TAG.sub("", _BR.sub("\n", value))).strip()
+
+
+def parse_time(value: str) -> dt.datetime:
+    """RFC 3339 as the API writes it ("2023-12-08T15:51:10Z") -> aware UTC datetime."""
+    when = dt.datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc)
+
+
+def iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def posts_table(posts: Sequence[Post], source: str = "youtube") -> pa.Table:
+    """Posts -> a table in POSTS.record_schema (tickers extracted here, run_id left null)."""
+    n = len(posts)
+    columns = {
+        "platform": pa.array([PLATFORM] * n, pa.string()),
+        "post_id": pa.array([p.post_id for p in posts], pa.string()),
+        "author": pa.array([p.author for p in posts], pa.string()),
+        "text": pa.array([p.text for p in posts], pa.string()),
+        "ts": pa.array([p.ts for p in posts], TIMESTAMP_TYPE),
+        "url": pa.array([p.url for p in posts], pa.string()),
+        "engagement": pa.array([p.engagement for p in posts], pa.int64()),
+        "tickers": pa.array(extract_tickers([p.text for p in posts]), pa.list_(pa.string())),
+        "source": pa.array([source] * n, pa.string()),
+        "run_id": pa.nulls(n, pa.string()),
+        "ingested_at": pa.array([p.ingested_at for p in posts], TIMESTAMP_TYPE),
+    }
+    return pa.Table.from_pydict(columns, schema=POSTS.record_schema)
+
+
+# --- search terms -------------------------------------------------------------------------
+
+
+def search_terms(tickers: Iterable[str]) -> list[str]:
+    """Each ticker's symbol and company name as search terms ('"HDFC Bank"', 'HDFCBANK').
+
+    Company names come from the reference symbol table (people title videos "Reliance
+    Industries share price", rarely "RELIANCE"). A symbol that is an everyday word
+    (IDEA) is searched only as '"IDEA share"', or the search drowns in unrelated videos.
+    """
+    from sentinel_ray.reference import symbol_table
+    from sentinel_ray.sources.tickers import ticker_index
+
+    names = dict(zip(*(symbol_table().column(c).to_pylist() for c in ("symbol", "name"))))
+    aliases = ticker_index().aliases
+    terms: list[str] = []
+    for ticker in tickers:
+        symbol = ticker.strip().upper()
+        if not symbol:
+            continue
+        name = _LEGAL_SUFFIX.sub("", names.get(symbol, "")).strip()
+        if name and name.upper() != symbol:
+            terms.append(_quoted(name))
+        alias = aliases.get(symbol.lower())
+        terms.append(f'"{symbol} share"' if alias is not None and alias.rule == "context" else _quoted(symbol))
+    return list(dict.fromkeys(terms))
+
+
+def _quoted(term: str) -> str:
+    return f'"{term}"' if re.search(r"[\s&|-]", term) else term
+
+
+def search_queries(terms: Sequence[str], max_chars: int = MAX_QUERY_CHARS) -> list[str]:
+    """Terms OR-ed together ('a|b|c'), split into queries of at most `max_chars`."""
+    queries: list[str] = []
+    current = ""
+    for term in terms:
+        candidate = f"{current}|{term}" if current else term
+        if current and len(candidate) > max_chars:
+            queries.append(current)
+            candidate = term
+        current = candidate
+    if current:
+        queries.append(current)
+    return queries
+
+
+# --- cursor -------------------------------------------------------------------------------
+
+
+@dataclass
+class TrackedVideo:
+    """A video whose new comments each poll collects; `newest` and `ids_at_newest` mark what was emitted."""
+
+    video_id: str
+    published: str
+    newest: str | None = None
+    ids_at_newest: list[str] = dataclasses.field(default_factory=list)
+    closed: str | None = None  # why its comments cannot be read (commentsDisabled, ...): not polled again
+
+    @classmethod
+    def load(cls, value: Mapping[str, Any]) -> "TrackedVideo":
+        return cls(str(value["id"]), str(value["published"]), value.get("newest"),
+                   list(value.get("ids_at_newest") or []), value.get("closed"))
+
+    def dump(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.video_id, "published": self.published, "newest": self.newest,
+                               "ids_at_newest": self.ids_at_newest}
+        if self.closed:
+            out["closed"] = self.closed
+        return out
+
+    def is_new(self, comment: Comment) -> bool:
+        if self.newest is None:
+            return True
+        newest = parse_time(self.newest)
+        return comment.published > newest or (comment.published == newest
+                                               and comment.comment_id not in self.ids_at_newest)
+
+    def advance(self, emitted: Sequence[Comment]) -> None:
+        """Move the high-water mark past the comments just emitted."""
+        if not emitted:
+            return
+        top = max(c.published for c in emitted)
+        previous = parse_time(self.newest) if self.newest else None
+        if previous is not None and previous > top:
+            return
+        at_top = [c.comment_id for c in emitted if c.published == top]
+        if previous == top:
+            at_top = list(dict.fromkeys([*self.ids_at_newest, *at_top]))
+        self.newest, self.ids_at_newest = iso(top), at_top
+
+
+@dataclass
+class YouTubeCursor:
+    """What the next poll needs: where search resumes and which videos' comments to follow.
+
+    `published_after`: the newest video publish time seen. Search asks from a little
+    before it (`overlap`), because videos reach the search index minutes after they are
+    published; `recent` (video id -> publish time, within that overlap) keeps the
+    overlap from re-emitting videos.
+    """
+
+    published_after: str | None = None
+    recent: dict[str, str] = dataclasses.field(default_factory=dict)
+    videos: list[TrackedVideo] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def load(cls, cursor: Mapping[str, Any] | None) -> "YouTubeCursor":
+        if not cursor:
+            return cls()
+        try:
+            return cls(cursor.get("published_after"), dict(cursor.get("recent") or {}),
+                       [TrackedVideo.load(v) for v in cursor.get("videos") or []])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise SourceError(f"youtube: unreadable cursor ({type(e).__name__}: {e})") from None
+
+    def dump(self) -> dict[str, Any]:
+        return {"published_after": self.published_after, "recent": dict(self.recent),
+                "videos": [v.dump() for v in self.videos]}
+
+
+# --- the adapter --------------------------------------------------------------------------
+
+
+class YouTubeSource(Source):
+    """Videos and comments that name watched tickers, from the YouTube Data API v3."""
+
+    name = "youtube"
+    datasets = (POSTS.name,)
+    credentials = ("youtube_api_key",)
+
+    def __init__(self, api_key: str, terms: Sequence[str], *, base_url: str = DEFAULT_BASE_URL,
+                 page_cap: int = 10, http: HttpClient | None = None, max_tracked_videos: int = 50,
+                 lookback: dt.timedelta = dt.timedelta(days=1), overlap: dt.timedelta = dt.timedelta(hours=1),
+                 clock: Any = None) -> None:
+        if not api_key:
+            raise SourceError("youtube: an API key is needed")
+        self.queries = search_queries(list(terms))
+        if not self.queries:
+            raise SourceError("youtube: no search terms (set watch_tickers)")
+        self._key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.page_cap = page_cap
+        self.max_tracked_videos = max_tracked_videos
+        self.lookback, self.overlap = lookback, overlap
+        self.http = http or HttpClient(self.name, rate_per_s=5.0, burst=5)
+        self._now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "YouTubeSource":
+        secrets = require_secrets(cls.name, settings, *cls.credentials)
+        http = HttpClient(cls.name, rate_per_s=5.0, burst=5, timeout_s=settings.http_timeout_s,
+                          retry=RetryPolicy(max_attempts=settings.http_max_attempts),
+                          headers={"User-Agent": settings.http_user_agent, "Accept": "application/json"})
+        return cls(secrets["youtube_api_key"], search_terms(settings.watch_tickers),
+                   base_url=settings.youtube_base_url, page_cap=settings.page_cap, http=http)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
+        state = YouTubeCursor.load(cursor)
+        raw: list[RawPayload] = []
+        meta: dict[str, Any] = {"skipped": 0, "videos": 0, "comments": 0, "closed_videos": [],
+                                "truncated": []}
+
+        found = await self._search(state, raw, meta)
+        known = set(state.recent) | {v.video_id for v in state.videos}
+        new_videos = [v for v in found.values() if v.video_id not in known]
+        tracked = self._track(state, found)
+
+        comments: list[Comment] = []
+        for video in tracked:
+            if not video.closed:
+                comments.extend(await self._new_comments(video, raw, meta))
+
+        posts = [v.post for v in new_videos] + [c.post for c in comments]
+        meta["videos"], meta["comments"] = len(new_videos), len(comments)
+        next_state = self._next_state(state, found, tracked)
+        unchanged = next_state.dump() == YouTubeCursor.load(cursor).dump()
+        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, self.name)},
+                           next_cursor=cursor if unchanged else next_state.dump(), meta=meta)
+
+    # -- step 1: search -------------------------------------------------------------------
+
+    async def _search(self, state: YouTubeCursor, raw: list[RawPayload], meta: dict[str, Any]) -> dict[str, Video]:
+        if state.published_after:
+            since = parse_time(state.published_after) - self.overlap
+        else:
+            since = self._now() - self.lookback
+        found: dict[str, Video] = {}
+        for query in self.queries:
+            params = {"part": "snippet", "type": "video", "order": "date", "q": query,
+                      # the API takes whole seconds; flooring only widens the window (deduplicated)
+                      "publishedAfter": since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      "maxResults": SEARCH_PAGE_SIZE}
+            async for page in self._pages("search", params, raw, meta, parse_search):
+                for video in page.items:
+                    found.setdefault(video.video_id, video)
+        return found
+
+    # -- step 2: comments -----------------------------------------------------------------
+
+    async def _new_comments(self, video: TrackedVideo, raw: list[RawPayload], meta: dict[str, Any]) -> list[Comment]:
+        params = {"part": "snippet", "videoId": video.video_id, "order": "time",
+                  "maxResults": COMMENTS_PAGE_SIZE, "textFormat": "plainText"}
+        emitted: list[Comment] = []
+        try:
+            async with contextlib.aclosing(self._pages("commentThreads", params, raw, meta,
+                                                       parse_comment_threads)) as pages:
+                async for page in pages:
+                    fresh = [c for c in page.items if video.is_new(c)]
+                    emitted.extend(fresh)
+                    if len(fresh) < len(page.items):
+                        break  # order=time: the rest is older than what earlier polls emitted
+        except _VideoClosed as e:
+            # one video's comments being off (or the video gone) must not fail the poll
+            log.info("youtube: skipping comments of video %s: %s", video.video_id, e.reason)
+            meta["skipped"] += 1
+            meta["closed_videos"].append({"video_id": video.video_id, "reason": e.reason})
+            if e.permanent:
+                video.closed = e.reason
+            return []
+        # a comment may come twice when pages shift while new comments arrive
+        emitted = list({c.comment_id: c for c in emitted}.values())
+        video.advance(emitted)
+        return emitted
+
+    def _track(self, state: YouTubeCursor, found: Mapping[str, Video]) -> list[TrackedVideo]:
+        """Videos whose comments this poll reads: every video found now plus the remembered ones."""
+        tracked = {v.video_id: dataclasses.replace(v, ids_at_newest=list(v.ids_at_newest)) for v in state.videos}
+        for video in found.values():
+            # a video in `recent` but no longer tracked was dropped for newer ones; taking it back
+            # with no comment mark would emit its comments a second time
+            if video.video_id not in state.recent:
+                tracked.setdefault(video.video_id, TrackedVideo(video.video_id, iso(video.published)))
+        return sorted(tracked.values(), key=lambda v: (parse_time(v.published), v.video_id), reverse=True)
+
+    def _next_state(self, state: YouTubeCursor, found: Mapping[str, Video],
+                    tracked: Sequence[TrackedVideo]) -> YouTubeCursor:
+        published = {**state.recent, **{v.video_id: iso(v.published) for v in found.values()}}
+        newest = max([parse_time(t) for t in published.values()]
+                     + ([parse_time(state.published_after)] if state.published_after else []), default=None)
+        if newest is None:
+            return YouTubeCursor(None, {}, list(tracked[: self.max_tracked_videos]))
+        floor = newest - self.overlap
+        recent = {vid: t for vid, t in published.items() if parse_time(t) >= floor}
+        return YouTubeCursor(iso(newest), recent, list(tracked[: self.max_tracked_videos]))
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def _pages(self, endpoint: str, params: dict[str, Any], raw: list[RawPayload], meta: dict[str, Any],
+                     parse: Callable[[bytes, dt.datetime], Page]) -> AsyncIterator[Page]:
+        """Parsed pages of one list call, following nextPageToken up to `page_cap` pages."""
+        token: str | None = None
+        seen_tokens: set[str] = set()
+        for _ in range(self.page_cap):
+            page_params = {**params, **({"pageToken": token} if token else {})}
+            response = await self._get(endpoint, page_params)
+            raw.append(self._raw(endpoint, page_params, response))
+            page = parse(response.body, response.received_at)
+            meta["skipped"] += page.skipped
+            yield page
+            token = page.next_page_token
+            if token is None or token in seen_tokens:
+                return
+            seen_tokens.add(token)
+        if token is not None:
+            meta["truncated"].append(f"{endpoint}:{params.get('videoId') or params.get('q')}")
+
+    async def _get(self, endpoint: str, params: Mapping[str, Any]) -> HttpResponse:
+        url = f"{self.base_url}/{endpoint}"
+        try:
+            return await self.http.get(url, params={**params, "key": self._key})
+        except AuthError as e:
+            raise _explain_forbidden(e, endpoint) from None
+        except HttpStatusError as e:
+            reason = error_reason(e)
+            if e.status == 400 and _mentions_key(e):
+                raise AuthError(f"youtube: the API key was rejected ({reason}): check SENTINEL_YOUTUBE_API_KEY "
+                                f"and that YouTube Data API v3 is enabled for it") from None
+            if endpoint == "commentThreads" and (e.status == 404 or reason in VIDEO_CLOSED_REASONS):
+                raise _VideoClosed(reason or f"HTTP {e.status}", permanent=True) from None
+            raise
+
+    def _raw(self, endpoint: str, params: Mapping[str, Any], response: HttpResponse) -> RawPayload:
+        # RawPayload.of drops the whole query; keep what was asked (never the key) for audit and replay
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if k != "key"})
+        return dataclasses.replace(RawPayload.of(self.name, POSTS.name, response),
+                                   request=f"{self.base_url}/{endpoint}?{query}")
+
+
+class _VideoClosed(SourceError):
+    def __init__(self, reason: str, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.permanent = reason, permanent
+
+
+def error_reason(error: FetchError) -> str | None:
+    """The `reason` of a Google API error body ({"error": {"errors": [{"reason": ...}]}}), if readable.
+
+    Uses the error's `body` when the HTTP client keeps it; otherwise the start of the body
+    that HttpStatusError quotes in its message.
+    """
+    body = getattr(error, "body", None)
+    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(error)
+    start = text.find("{")
+    if start >= 0:
+        try:
+            doc = json.loads(text[start:])
+            errors = doc["error"].get("errors") or []
+            if errors and isinstance(errors[0], dict) and errors[0].get("reason"):
+                return str(errors[0]["reason"])
+            status = doc["error"].get("status")  # newer error format: "PERMISSION_DENIED", ...
+            if status:
+                return str(status)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+    match = re.search(r'"reason"\s*:\s*"([A-Za-z]+)"', text)
+    if match:
+        return match.group(1)
+    for reason in (*QUOTA_REASONS, *VIDEO_CLOSED_REASONS, "keyInvalid"):
+        if reason in text:
+            return reason
+    return None
+
+
+def _mentions_key(error: FetchError) -> bool:
+    body = getattr(error, "body", None)
+    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(error)
+    return "keyInvalid" in text or "API key" in text or "API_KEY" in text
+
+
+def _explain_forbidden(error: AuthError, endpoint: str) -> Exception:
+    """A 401/403 from the API, said plainly: quota, disabled comments, or the key."""
+    reason = error_reason(error) if getattr(error, "body", None) is not None else None
+    if reason in QUOTA_REASONS:
+        return AuthError(f"youtube: API quota exhausted ({reason}) on {endpoint}; the daily quota resets at "
+                         f"midnight Pacific time (or raise it in the Google Cloud console)")
+    if endpoint == "commentThreads" and reason in VIDEO_CLOSED_REASONS:
+        return _VideoClosed(reason, permanent=True)
+    if endpoint == "commentThreads" and reason is None and getattr(error, "body", None) is None:
+        # The HTTP client did not keep the 403 body, so commentsDisabled cannot be told from
+        # an exhausted quota. Search succeeded with this key moments ago, so a per-video
+        # refusal is the likely one: skip the video for this poll and try it again next time.
+        return _VideoClosed("HTTP 403 (reason not available)", permanent=False)
+    hint = f" ({reason})" if reason else (" (the key is wrong, not enabled for YouTube Data API v3, or its "
+                                          "daily quota is exhausted)")
+    return AuthError(f"{error}{hint}")
