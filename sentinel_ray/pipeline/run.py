@@ -22,6 +22,7 @@ from sentinel_ray.monitoring.runs import PipelineRun, utc_now
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.schemas import DATA_DATASETS
 from sentinel_ray.sources import make_history_source
+from sentinel_ray.sources.base import FetchResult, HistorySource
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse, connect_warehouse
 
@@ -107,7 +108,7 @@ def backfill_days(batch: dict[str, np.ndarray], *, settings: Settings, source_na
     for day_text in batch["day"]:
         day = dt.date.fromisoformat(str(day_text))
         ingested_at = utc_now()
-        fetched = asyncio.run(source.fetch_history(day, run_id=run_id, ingested_at=ingested_at))
+        fetched = asyncio.run(_fetch_day(source, day, run_id, ingested_at))
         batch_key = f"{source_name}-{day.isoformat()}"
         for seq, payload in enumerate(fetched.raw):
             lake.write_raw(payload, day=day, batch_key=batch_key, seq=seq)
@@ -124,6 +125,14 @@ def backfill_days(batch: dict[str, np.ndarray], *, settings: Settings, source_na
             out["rows_quarantined"].append(result.rows_quarantined)
             out["reasons"].append(json.dumps(result.reason_counts()))
     return out
+
+
+async def _fetch_day(source: HistorySource, day: dt.date, run_id: str, ingested_at: dt.datetime) -> FetchResult:
+    # one event loop per day: close the source's connections inside the loop that opened them
+    try:
+        return await source.fetch_history(day, run_id=run_id, ingested_at=ingested_at)
+    finally:
+        await source.close()
 
 
 def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.date) -> BackfillSummary:

@@ -126,12 +126,18 @@ class HttpClient:
     def __post_init__(self) -> None:
         self._bucket = TokenBucket(self.rate_per_s, self.burst)
         self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._rng = random.Random(self.seed)
         self.requests_made = 0
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._session_loop is not loop:
+            # a session belongs to the loop that made it; a new asyncio.run needs a new one
+            self._session = None
         if self._session is None or self._session.closed:
+            self._session_loop = loop
             # unsafe=True keeps cookies set by IP-address hosts too (fixture servers, proxies)
             self._session = aiohttp.ClientSession(
                 headers=dict(self.headers), cookie_jar=aiohttp.CookieJar(unsafe=True),
