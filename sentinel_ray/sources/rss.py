@@ -284,6 +284,7 @@ class RssSource(Source):
         await self.http.close()
 
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
+        """New entries of every feed since `cursor` = {"feeds": {url: FeedState}} (None: all entries listed now)."""
         previous = self._load(cursor)
         outcomes = await asyncio.gather(*(self._poll(url, previous.get(url, FeedState())) for url in self.feeds),
                                         return_exceptions=True)

@@ -380,6 +380,7 @@ class YouTubeSource(Source):
         await self.http.close()
 
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
+        """New videos and new comments since `cursor` (see YouTubeCursor; None: the last `lookback`)."""
         state = YouTubeCursor.load(cursor)
         raw: list[RawPayload] = []
         meta: dict[str, Any] = {"skipped": 0, "videos": 0, "comments": 0, "closed_videos": [],
