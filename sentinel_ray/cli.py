@@ -5,6 +5,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -35,11 +36,11 @@ def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.pipeline.run import run_backfill
-    from sentinel_ray.runtime import init_ray, settings_for_job
+    from sentinel_ray.runtime import join_or_start_ray, settings_for_job
 
     end = args.end or _yesterday_utc()
     start = args.start or end - dt.timedelta(days=2)
-    init_ray(settings, include_dashboard=False)
+    join_or_start_ray(settings)
     settings = settings_for_job()
     print(f"backfill: source={args.source} {start}..{end} -> lake {settings.resolved_lake_uri}, "
           f"warehouse {settings.resolved_warehouse_dsn}", flush=True)
@@ -73,6 +74,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         if connection.started_here:
             cleanups.append(("Ray", ray.shutdown))
         publish_settings(settings)
+        print(f"ray        {ray.get_runtime_context().gcs_address} (RAY_ADDRESS for other terminals)", flush=True)
         warehouse = connect_warehouse(settings)
         if settings.warehouse_is_embedded:
             cleanups.append(("embedded warehouse", stop_embedded_warehouse))
@@ -85,6 +87,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             summary = run_backfill(settings, "replay", end - dt.timedelta(days=days - 1), end)
             print(summary.render(), flush=True)
 
+        if settings.ingest_on_up and not args.no_ingest:
+            from sentinel_ray.ingest.supervisor import start_ingestion, stop_ingestion
+
+            start_ingestion(settings)
+            cleanups.append(("ingestion", stop_ingestion))
+            print(f"ingestion  pollers {', '.join(settings.sources_enabled) or 'none'} -> Redis Streams -> "
+                  f"{settings.consumers_per_dataset} consumer(s) per dataset", flush=True)
+
         serve.start(http_options={"host": settings.api_host, "port": settings.api_port},
                     logging_config={"enable_access_log": False})
         cleanups.append(("Ray Serve", serve.shutdown))
@@ -92,7 +102,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         base = f"http://{settings.api_host}:{settings.api_port}"
         dashboard = connection.dashboard_url
         print(f"\nSentinel Ray is up.\n  API        {base}/api/stocks\n  API docs   {base}/docs\n"
-              f"  health     {base}/ready")
+              f"  health     {base}/ready\n  status     sentinel-ray status")
         if dashboard:
             print(f"  Ray dash   {dashboard if '://' in dashboard else 'http://' + dashboard}")
         print("Press Ctrl-C to stop.", flush=True)
@@ -114,12 +124,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
-    from sentinel_ray.runtime import init_ray, settings_for_job
+    from sentinel_ray.runtime import join_or_start_ray, settings_for_job
     from sentinel_ray.serve.queries import Interval, price_bars
     from sentinel_ray.storage.warehouse import connect_warehouse
 
     if settings.warehouse_is_embedded:
-        init_ray(settings, include_dashboard=False)
+        join_or_start_ray(settings)
         settings = settings_for_job()
     end = dt.datetime.combine(args.end or _yesterday_utc() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
     start = dt.datetime.combine(args.start, dt.time(), dt.timezone.utc) if args.start else end - dt.timedelta(days=1)
@@ -152,6 +162,43 @@ def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failures else 0
 
 
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Ingestion state from the running platform's supervisor (or, without Ray, from Redis)."""
+    from sentinel_ray.ingest.supervisor import ingestion_status, stream_store
+    from sentinel_ray.runtime import join_ray, settings_for_job
+
+    status = None
+    try:
+        join_ray()
+        settings = settings_for_job()
+        status = ingestion_status()
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        print(f"(no running Ray cluster reachable: {e}; reading what the workers last reported to Redis)")
+    if status is None:
+        store = stream_store(settings)
+        status = {"pollers": store.statuses("poller"), "consumers": store.statuses("consumer"),
+                  "streams": {ds: store.lag(ds).as_dict() for ds in ("prices", "posts", "filings")}}
+    if args.json:
+        print(json.dumps(status, default=str, indent=2))
+        return 0
+    print("pollers")
+    for name, p in sorted(status["pollers"].items()):
+        print(f"  {name:<10} {p.get('actor', '-'):<8} {p.get('state', '?'):<9} polls {p.get('polls', 0):>6}  "
+              f"records {p.get('records', 0):>9,}  errors {p.get('errors', 0):>4}  "
+              f"restarts {p.get('restarts', 0)}  last error: {p.get('last_error') or '-'}")
+    print("consumers")
+    for name, c in sorted(status["consumers"].items()):
+        print(f"  {name:<10} {c.get('actor', '-'):<8} batches {c.get('batches', 0):>6}  rows {c.get('rows_in', 0):>9,}"
+              f"  quarantined {c.get('rows_quarantined', 0):>6,}  freshness p50/p99 {c.get('freshness_p50_s')}/"
+              f"{c.get('freshness_p99_s')} s  errors {c.get('errors', 0)}  last error: {c.get('last_error') or '-'}")
+    print("streams")
+    for name, lag in sorted(status["streams"].items()):
+        age = lag.get("oldest_pending_age_s")
+        print(f"  {name:<10} length {lag['length']:>6}  pending {lag['pending']:>6}  "
+              f"oldest pending {'-' if age is None else f'{age:.1f}s'}  consumers {lag['consumers']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentinel-ray", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -160,12 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start Ray, storage, a replay backfill and the HTTP API on this machine")
     up.add_argument("--days", type=int, help="days of replay history to load first (default: backfill_days)")
     up.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    up.add_argument("--no-ingest", action="store_true", help="no continuous ingestion (backfill and API only)")
     up.add_argument("--exit-after-start", action="store_true", help=argparse.SUPPRESS)  # smoke tests
     up.set_defaults(func=cmd_up)
 
     backfill = sub.add_parser("backfill", help="load history for a date range through the pipeline")
     add_backfill_arguments(backfill)
     backfill.set_defaults(func=cmd_backfill)
+
+    status = sub.add_parser("status", help="state of pollers, consumers and streams of the running platform")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
 
     sources = sub.add_parser("sources", help="list the data sources, or check them (config + one live fetch)")
     sources.add_argument("action", choices=["list", "check"])
@@ -182,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Local clusters from ray.init (Ray >= 2.59) require the token they write to
+    # ~/.ray/auth_token, and a driver joining one sends it only in token mode. Ray reads
+    # this when it is imported, so it is set here, before anything imports ray.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -45,6 +45,32 @@ def init_ray(settings: Settings, *, include_dashboard: bool = True, num_cpus: in
     return RayConnection(True, ctx.dashboard_url or None)
 
 
+def join_ray(address: str | None = None) -> None:
+    """Connect to a running cluster (RAY_ADDRESS, else the newest local one)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(address=address or os.environ.get("RAY_ADDRESS", "auto"), namespace=RAY_NAMESPACE,
+             logging_level=logging.ERROR, log_to_driver=False)
+
+
+def join_or_start_ray(settings: Settings) -> RayConnection:
+    """Join the running platform's cluster if there is one, else start a local Ray.
+
+    Joining matters with the embedded warehouse: a second cluster would open the same
+    chdb data dir from another process."""
+    import ray
+
+    try:
+        join_ray()
+        return RayConnection(False, None)
+    except ConnectionError:
+        if ray.is_initialized():
+            ray.shutdown()
+        return init_ray(settings, include_dashboard=False)
+
+
 def publish_settings(settings: Settings) -> None:
     from ray.experimental import internal_kv
 

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any, Optional
 
 import pyarrow as pa
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
 
 class Kind(Enum):
@@ -159,6 +159,16 @@ class Dataset:
             py = f.kind.python
             spec[f.name] = (py, ...) if f.required else (Optional[py], None)
         return create_model(f"{self.name.title().replace('_', '')}Row", **spec)
+
+    @cached_property
+    def intake_model(self) -> type[BaseModel]:
+        """One record as a push source (webhook) sends it: shape and types are checked here;
+        missing or implausible values are the pipeline's to quarantine, so every field is
+        optional. Lineage columns are the platform's to set, so they are not accepted."""
+        lineage = {f.name for f in INGEST_FIELDS}
+        spec: dict[str, Any] = {f.name: (Optional[f.kind.python], None) for f in self.fields if f.name not in lineage}
+        return create_model(f"{self.name.title().replace('_', '')}Intake", __config__=ConfigDict(extra="forbid"),
+                            **spec)
 
 
 PRICES = Dataset(

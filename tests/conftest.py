@@ -25,7 +25,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def base_settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir)
+    return Settings(data_dir=data_dir, api_token="test-token")
 
 
 @pytest.fixture(scope="session")

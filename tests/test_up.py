@@ -23,7 +23,8 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "RAY_ADDRESS"))}
     env.update({"SENTINEL_DATA_DIR": str(tmp_path / "data"), "SENTINEL_API_PORT": str(port),
-                "SENTINEL_BACKFILL_DAYS": "1", "RAY_USAGE_STATS_ENABLED": "0"})
+                "SENTINEL_BACKFILL_DAYS": "1", "RAY_USAGE_STATS_ENABLED": "0",
+                "SENTINEL_REPLAY_SPEED": "600"})
     proc = subprocess.Popen([sys.executable, "-m", "sentinel_ray.cli", "up", "--no-dashboard"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -45,6 +46,15 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert ready.status_code == 200, ready.text
         stocks = requests.get(f"http://127.0.0.1:{port}/api/stocks", timeout=30).json()
         assert sum(s["bars"] for s in stocks) > 0
+        assert "ingestion  pollers replay" in output
+        address = next(line.split()[1] for line in lines if line.startswith("ray "))
+        status = _status(address, tmp_path, env)
+        assert status["pollers"]["replay"]["actor"] == "alive"
+        deadline = time.monotonic() + 60
+        while status["consumers"]["prices-0"]["rows_in"] == 0 and time.monotonic() < deadline:
+            time.sleep(1)
+            status = _status(address, tmp_path, env)
+        assert status["consumers"]["prices-0"]["rows_in"] > 0, status  # live replay rows are flowing
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -53,11 +63,20 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             proc.kill()
             rest, _ = proc.communicate()
     assert proc.returncode == 0, rest[-3000:]
-    for part in ("stopped Ray Serve", "stopped embedded warehouse", "stopped Ray", "stopped embedded Redis"):
+    for part in ("stopped Ray Serve", "stopped ingestion", "stopped embedded warehouse", "stopped Ray", "stopped embedded Redis"):
         assert part in rest, rest[-3000:]
     assert not (tmp_path / "data" / "redis" / "redis.sock").exists() or not _answers(tmp_path)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def _status(address: str, cwd: Path, env: dict[str, str]) -> dict:
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "sentinel_ray.cli", "status", "--json"], cwd=cwd, capture_output=True,
+                         text=True, timeout=120, env={**env, "RAY_ADDRESS": address})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout[out.stdout.index("{"):])
 
 
 def _answers(tmp_path: Path) -> bool:

@@ -14,7 +14,9 @@ import datetime as dt
 import logging
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+import secrets
+
+from fastapi import Body, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from ray import serve
@@ -22,9 +24,9 @@ from ray.serve.handle import DeploymentHandle
 
 from sentinel_ray.config import Settings
 from sentinel_ray.reference import symbol_table
-from sentinel_ray.schemas import POSTS
-from sentinel_ray.serve.queries import (DEFAULT_WINDOW, MAX_WINDOW, Interval, posts_mentioning, price_bars,
-                                        stock_summaries)
+from sentinel_ray.schemas import DATA_DATASETS, POSTS
+from sentinel_ray.serve.queries import (DEFAULT_WINDOW, MAX_WINDOW, Interval, freshness, posts_mentioning,
+                                        price_bars, stock_summaries)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,15 @@ class PostsResponse(BaseModel):
     start: dt.datetime
     end: dt.datetime
     posts: list[POSTS.model]  # type: ignore[valid-type]
+
+
+MAX_INTAKE_RECORDS = 10_000
+
+
+class IntakeResponse(BaseModel):
+    dataset: str
+    accepted: int
+    entry_id: str
 
 
 class ReadyResponse(BaseModel):
@@ -136,6 +147,9 @@ class HealthService:
 
         return recent_runs(self.warehouse, limit=limit)
 
+    def freshness(self) -> list[dict[str, Any]]:
+        return freshness(self.warehouse, list(DATA_DATASETS))
+
 
 api = FastAPI(
     title="Sentinel Ray",
@@ -155,10 +169,23 @@ async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse
 @serve.deployment(**_DEPLOYMENT_OPTIONS)
 @serve.ingress(api)
 class ApiIngress:
-    def __init__(self, query: DeploymentHandle, health: DeploymentHandle) -> None:
+    def __init__(self, query: DeploymentHandle, health: DeploymentHandle, settings: Settings) -> None:
+        from sentinel_ray.ingest.streams import StreamStore
+        from sentinel_ray.storage.cache import connect_redis
+
         self.query = query
         self.health = health
         self.symbols = _known_symbols()
+        self.api_token = settings.api_token.get_secret_value() if settings.api_token else ""
+        self.streams = StreamStore(connect_redis(settings.resolved_redis_url))
+
+    def _require_token(self, authorization: str | None) -> None:
+        if not self.api_token:
+            raise HTTPException(503, detail="write endpoints are disabled: set SENTINEL_API_TOKEN on the server")
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), self.api_token.encode()):
+            raise HTTPException(401, detail="missing or wrong token: send 'Authorization: Bearer <token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
 
     def _symbol(self, ticker: str) -> dict[str, Any]:
         symbol = ticker.strip().upper()
@@ -181,6 +208,49 @@ class ApiIngress:
     @api.get("/api/data/pipelines", tags=["data"])
     async def pipelines(self, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
         return await self.health.pipelines.remote(limit)
+
+    @api.get("/api/data/freshness", tags=["data"])
+    async def data_freshness(self) -> list[dict[str, Any]]:
+        """How old the newest row of each dataset and source is (ingest time), and its event time."""
+        return await self.health.freshness.remote()
+
+    @api.post("/ingest/{dataset}", tags=["ingest"], status_code=202, response_model=IntakeResponse,
+              responses={401: {"description": "missing or wrong token"}, 422: {"description": "malformed body"}})
+    async def ingest(
+        self,
+        dataset: str = Path(..., pattern="^(" + "|".join(DATA_DATASETS) + ")$"),
+        body: dict[str, Any] = Body(..., examples=[{"source": "telegram-bot", "records": [
+            {"platform": "telegram", "post_id": "chan/1", "text": "$SUZLON target 80", "ts": "2026-11-26T05:00:00Z",
+             "tickers": ["SUZLON"]}]}]),
+        authorization: str | None = Header(None),
+    ) -> IntakeResponse:
+        """Push records into the same stream the pollers feed (token required). Records with bad
+        values are accepted and quarantined by the pipeline; a body of the wrong shape is a 422."""
+        import datetime as _dt
+
+        import pyarrow as pa
+        from fastapi.exceptions import RequestValidationError
+        from pydantic import ValidationError
+
+        self._require_token(authorization)
+        ds = DATA_DATASETS[dataset]
+        source, records = body.get("source", "webhook"), body.get("records")
+        if not isinstance(source, str) or not source.strip() or len(source) > 64:
+            raise HTTPException(422, detail="'source' must be a non-empty string of at most 64 characters")
+        if not isinstance(records, list) or not records:
+            raise HTTPException(422, detail="'records' must be a non-empty list of objects")
+        if len(records) > MAX_INTAKE_RECORDS:
+            raise HTTPException(422, detail=f"at most {MAX_INTAKE_RECORDS} records per request")
+        try:
+            rows = [ds.intake_model.model_validate(r).model_dump() for r in records]
+        except ValidationError as e:
+            raise RequestValidationError(e.errors(include_url=False)) from None
+        now = _dt.datetime.now(_dt.timezone.utc)
+        for row in rows:
+            row.update(source=source.strip(), run_id=None, ingested_at=now)
+        table = pa.Table.from_pylist(rows, schema=ds.record_schema)
+        [entry_id] = self.streams.publish(source.strip(), {dataset: table}, update_cursor=False)
+        return IntakeResponse(dataset=dataset, accepted=len(rows), entry_id=entry_id)
 
     @api.get("/api/stocks", tags=["stocks"], response_model=list[StockSummary])
     async def stocks(self) -> list[StockSummary]:
@@ -223,7 +293,7 @@ class ApiIngress:
 
 
 def build_app(settings: Settings) -> serve.Application:
-    return ApiIngress.bind(QueryService.bind(settings), HealthService.bind(settings))
+    return ApiIngress.bind(QueryService.bind(settings), HealthService.bind(settings), settings)
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:

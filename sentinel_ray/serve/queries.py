@@ -61,3 +61,15 @@ def posts_mentioning(warehouse: Warehouse, ticker: str, start: dt.datetime, end:
         "ORDER BY ts DESC LIMIT {limit:UInt32}",
         {"ticker": ticker, "start": start, "end": end, "limit": limit},
     )
+
+
+def freshness(warehouse: Warehouse, datasets: list[str]) -> list[dict[str, Any]]:
+    """Per dataset and source: the newest row's ingest time and event time, and how old it is."""
+    rows: list[dict[str, Any]] = []
+    for name in datasets:
+        rows.extend(warehouse.query_rows(
+            f"SELECT {{name:String}} AS dataset, source, max(ingested_at) AS newest_ingested_at, "
+            f"max(ts) AS newest_event_ts, dateDiff('millisecond', max(ingested_at), now64(3)) / 1000 AS age_s, "
+            f"count() AS rows FROM {{db}}.`{name}` GROUP BY source ORDER BY source",
+            {"name": name}))
+    return rows

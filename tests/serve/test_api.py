@@ -5,6 +5,8 @@ import socket
 import time
 from typing import Iterator
 
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute below
 import pytest
 import requests
 
@@ -108,3 +110,78 @@ def test_bad_input_gets_a_clear_4xx(api: str, path: str, params: dict, status: i
     response = requests.get(f"{api}{path}", params=params)
     assert response.status_code == status, response.text
     assert fragment in response.text
+
+
+TOKEN = {"Authorization": "Bearer test-token"}
+WEBHOOK_POSTS = [
+    {"platform": "telegram", "post_id": "hook/1", "author": "bot", "text": "$SUZLON target 80 by Friday",
+     "ts": "2026-11-06T05:00:00+05:30", "tickers": ["SUZLON"]},
+    {"platform": "telegram", "post_id": "hook/2", "text": "YESBANK operator news, buy now", "ts": "2026-11-06T05:01:00Z",
+     "tickers": ["YESBANK"], "engagement": 12},
+    {"platform": "telegram", "post_id": "hook/3", "text": "gm", "ts": "2026-11-06T05:02:00Z", "tickers": []},
+]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "test-token"}])
+def test_webhook_refuses_a_wrong_or_missing_token(api: str, headers: dict) -> None:
+    response = requests.post(f"{api}/ingest/posts", json={"records": WEBHOOK_POSTS}, headers=headers)
+    assert response.status_code == 401 and "token" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"records": "not a list"}, "records"),
+    ({"records": []}, "records"),
+    ({"records": [{"text": 123.5}]}, "text"),
+    ({"records": [{"post_id": "x", "likes": 3}]}, "likes"),
+    ({"records": [{"ts": "not a time"}]}, "ts"),
+    ({"source": "", "records": [{"text": "hello world"}]}, "source"),
+])
+def test_webhook_rejects_malformed_bodies(api: str, body: dict, fragment: str) -> None:
+    response = requests.post(f"{api}/ingest/posts", json=body, headers=TOKEN)
+    assert response.status_code == 422, response.text
+    assert fragment in response.text
+
+
+def test_webhook_rejects_unknown_datasets_and_non_json(api: str) -> None:
+    assert requests.post(f"{api}/ingest/pipeline_runs", json={"records": [{}]}, headers=TOKEN).status_code == 422
+    response = requests.post(f"{api}/ingest/posts", data=b"{not json", headers={**TOKEN, "Content-Type":
+                                                                                   "application/json"})
+    assert response.status_code == 422
+
+
+def test_webhook_records_reach_the_warehouse_through_the_stream(api: str, backfilled) -> None:
+    from sentinel_ray.ingest.supervisor import Supervisor
+    from sentinel_ray.storage.lake import Lake
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    settings, *_ = backfilled
+    consumers = Supervisor(settings.model_copy(update={"sources_enabled": [], "batch_max_wait_s": 0.2}))
+    consumers.start()
+    try:
+        response = requests.post(f"{api}/ingest/posts", json={"source": "tg-bot", "records": WEBHOOK_POSTS},
+                                 headers=TOKEN)
+        assert response.status_code == 202, response.text
+        assert response.json()["accepted"] == 3
+        wh = connect_warehouse(settings)
+        deadline = time.monotonic() + 60
+        rows: list = []
+        while time.monotonic() < deadline:
+            rows = wh.query_rows("SELECT post_id, source, ts FROM {db}.posts FINAL WHERE source = 'tg-bot' "
+                                 "ORDER BY post_id")
+            if len(rows) == 2:
+                break
+            time.sleep(0.2)
+        assert [r["post_id"] for r in rows] == ["hook/1", "hook/2"]
+        assert rows[0]["ts"].replace(tzinfo=None).isoformat() == "2026-11-05T23:30:00"  # +05:30 -> UTC
+        quarantined = Lake(settings.resolved_lake_uri).read("quarantine", "posts")
+        mine = quarantined.filter(pa.compute.equal(quarantined.column("source"), "tg-bot")).to_pylist()
+        assert [(r["post_id"], r["reject_reason"]) for r in mine] == [("hook/3", "text_length")]
+    finally:
+        consumers.stop()
+
+
+def test_freshness_per_dataset_and_source(api: str) -> None:
+    rows = requests.get(f"{api}/api/data/freshness").json()
+    replay = {r["dataset"]: r for r in rows if r["source"] == "replay"}
+    assert replay["prices"]["rows"] > 0 and replay["prices"]["age_s"] >= 0
+    assert replay["posts"]["newest_event_ts"] is not None
