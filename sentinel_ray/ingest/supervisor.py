@@ -110,6 +110,11 @@ class Supervisor:
         self.consumers[name] = handle
         self.runs[f"consumer:{name}"] = handle.run.remote()
 
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until every actor has been constructed and answers."""
+        handles = [*self.pollers.values(), *self.consumers.values()]
+        ray.get([h.status.remote() for h in handles], timeout=timeout_s)
+
     def stop(self, timeout_s: float = 30.0) -> None:
         for handle in [*self.pollers.values(), *self.consumers.values()]:
             try:
