@@ -199,6 +199,83 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _platform(settings: Settings) -> Settings:
+    """Settings of the running platform when joining one (embedded warehouse needs its actor)."""
+    from sentinel_ray.runtime import join_or_start_ray, settings_for_job
+
+    if settings.warehouse_is_embedded:
+        join_or_start_ray(settings)
+        return settings_for_job()
+    return settings
+
+
+def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
+    from sentinel_ray.quality.report import quality_report, to_html, to_json
+    from sentinel_ray.storage.lake import Lake
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    settings = _platform(settings)
+    warehouse = connect_warehouse(settings)
+    warehouse.ensure_schema()
+    report = quality_report(warehouse, settings, window=dt.timedelta(hours=args.hours))
+    if args.write:
+        lake = Lake(settings.resolved_lake_uri)
+        stamp = report["generated_at"]
+        for ext, body in (("json", to_json(report)), ("html", to_html(report))):
+            path = lake.write_report("quality", f"quality-{stamp:%Y%m%dT%H%M%S}.{ext}", body.encode(),
+                                     day=stamp.date())
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print(to_json(report))
+        return 0
+    print(f"data quality, last {args.hours} h ({report['generated_at']:%Y-%m-%d %H:%M} UTC)")
+    for name, d in report["datasets"].items():
+        validity = "-" if d["validity"] is None else f"{d['validity']:.2%}"
+        print(f"\n{name:<8} {d['status']:<10} rows {d['rows_in']:>10,}  valid {validity:>8}  "
+              f"quarantined {d['rows_quarantined']:,}  warned {d['rows_warned']:,}")
+        for s in d["sources"]:
+            v = "-" if s["validity"] is None else f"{s['validity']:.2%}"
+            print(f"  {s['source']:<12} {s['status']:<10} rows {s['rows_in']:>10,}  valid {v:>8}  "
+                  f"last seen {s['last_seen'] or '-'}")
+            for a in s["alerts"]:
+                print(f"    ALERT {a['severity']}: {a['message']}")
+        if d["rejected"]:
+            print("  rejected: " + ", ".join(f"{k}={v:,}" for k, v in sorted(d["rejected"].items())))
+        if d["warned"]:
+            print("  warned:   " + ", ".join(f"{k}={v:,}" for k, v in sorted(d["warned"].items())))
+    a = report["agreement"]
+    print(f"\nNSE vs Yahoo daily close: {a['agreeing']} of {a['pairs']} pairs within {a['tolerance']:.2%}")
+    print("\npipelines")
+    for p in report["pipelines"]:
+        rate = "-" if p["success_rate"] is None else f"{p['success_rate']:.0%}"
+        print(f"  {p['pipeline']:<18} {p['status']:<10} runs {p['runs']:>6}  success {rate:>5}  "
+              f"rows {p['rows_in']:>10,}  last error: {p['last_error'] or '-'}")
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from sentinel_ray.quality.quarantine import list_quarantined, replay_quarantine
+    from sentinel_ray.storage.lake import Lake
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    if args.action == "list":
+        rows = list_quarantined(Lake(_platform(settings).resolved_lake_uri), args.dataset, rule=args.rule,
+                                start=args.start, end=args.end, limit=args.limit)
+        for row in rows:
+            what = {k: v for k, v in row.items() if k not in ("reject_reason", "batch_date", "run_id", "ingested_at")
+                    and v is not None}
+            print(f"{row['batch_date']}  {row['reject_reason']:<20} {json.dumps(what, default=str)[:160]}")
+        print(f"{len(rows)} rows", file=sys.stderr)
+        return 0
+    settings = _platform(settings)
+    summary = replay_quarantine(Lake(settings.resolved_lake_uri), connect_warehouse(settings), args.dataset,
+                                rule=args.rule, start=args.start, end=args.end)
+    print(f"quarantine replay {summary.run_id}: {summary.examined:,} rows in {summary.files} files re-validated; "
+          f"{summary.requalified:,} moved to curated and the warehouse, {summary.still_quarantined:,} stay "
+          f"({', '.join(f'{k}={v}' for k, v in sorted(summary.reasons.items())) or 'none'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentinel-ray", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -214,6 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = sub.add_parser("backfill", help="load history for a date range through the pipeline")
     add_backfill_arguments(backfill)
     backfill.set_defaults(func=cmd_backfill)
+
+    quality = sub.add_parser("quality", help="data-quality report: status per dataset and source, rules, alerts")
+    quality.add_argument("--hours", type=int, default=24, help="window (default 24)")
+    quality.add_argument("--json", action="store_true", help="print the report as JSON")
+    quality.add_argument("--write", action="store_true", help="also write JSON and HTML to the lake's reports/")
+    quality.set_defaults(func=cmd_quality)
+
+    quarantine = sub.add_parser("quarantine", help="list quarantined rows, or re-run them after a rule change")
+    quarantine.add_argument("action", choices=["list", "replay"])
+    quarantine.add_argument("--dataset", required=True, choices=["prices", "posts", "filings"])
+    quarantine.add_argument("--rule", help="only rows rejected for this reason")
+    quarantine.add_argument("--start", type=_date, help="first batch day")
+    quarantine.add_argument("--end", type=_date, help="last batch day")
+    quarantine.add_argument("--limit", type=int, default=100, help="list: most rows shown")
+    quarantine.set_defaults(func=cmd_quarantine)
 
     status = sub.add_parser("status", help="state of pollers, consumers and streams of the running platform")
     status.add_argument("--json", action="store_true")

@@ -40,6 +40,15 @@ class Settings(BaseModel):
     replay_bad_rate: float = Field(0.002, ge=0.0, le=0.5)
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a Ray cluster that `up` starts")
 
+    # -- data quality
+    quality_rules_file: Path | None = Field(None, description="YAML overriding/extending the shipped quality rules")
+    quality_degraded_below: float = Field(0.98, ge=0, le=1, description="validity below this: degraded")
+    quality_unhealthy_below: float = Field(0.90, ge=0, le=1, description="validity below this: unhealthy")
+    quality_max_silence_s: float = Field(3600.0, gt=0, description="a source silent this long raises an alert")
+    quality_volume_drop_ratio: float = Field(0.2, gt=0, le=1,
+                                             description="hourly rows below this x trailing median: alert")
+    quality_agreement_tolerance: float = Field(0.005, gt=0, description="NSE vs Yahoo close: relative tolerance")
+
     # -- continuous ingestion
     ingest_on_up: bool = Field(True, description="`up` runs pollers and consumers continuously")
     sources_enabled: list[str] = Field(default_factory=lambda: ["replay"], description="sources `up` polls")

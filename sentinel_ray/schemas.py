@@ -247,9 +247,48 @@ PIPELINE_RUNS = Dataset(
     version_column="updated_at",
 )
 
+QUALITY_METRICS = Dataset(
+    name="quality_metrics",
+    doc="data-quality measurements, one row per (run, dataset, source, metric, column)",
+    fields=(
+        Field("run_id", Kind.SYMBOL, doc="the pipeline run (backfill, stream batch, report) that measured it"),
+        Field("pipeline", Kind.SYMBOL),
+        Field("dataset", Kind.SYMBOL),
+        Field("source", Kind.SYMBOL),
+        Field("metric", Kind.SYMBOL, doc="rows_in, rows_valid, rows_quarantined, rows_warned, rejected, warned, "
+                                         "completeness, validity, uniqueness, consistency, freshness_s, agreement"),
+        Field("column", Kind.SYMBOL, doc="the column, rule or reason the metric is about; '' for the batch"),
+        Field("value", Kind.FLOAT),
+        Field("measured_at", Kind.TIMESTAMP),
+    ),
+    natural_key=("dataset", "source", "metric", "column", "run_id"),
+    time_column="measured_at",
+    version_column="measured_at",
+)
+
+QUALITY_ALERTS = Dataset(
+    name="quality_alerts",
+    doc="alerts raised by quality checks; one per (dataset, source, kind, hour)",
+    fields=(
+        Field("alert_id", Kind.STRING, doc="dataset/source/kind/hour: raising it again changes nothing"),
+        Field("raised_at", Kind.TIMESTAMP),
+        Field("dataset", Kind.SYMBOL),
+        Field("source", Kind.SYMBOL),
+        Field("kind", Kind.SYMBOL, doc="volume_drop, silent_source, validity_low"),
+        Field("severity", Kind.SYMBOL, doc="warning or critical"),
+        Field("message", Kind.STRING),
+        Field("value", Kind.FLOAT, required=False),
+        Field("threshold", Kind.FLOAT, required=False),
+    ),
+    natural_key=("alert_id",),
+    time_column="raised_at",
+    version_column="raised_at",
+)
+
 # Datasets that flow through the pipeline (sources -> lake -> warehouse).
 DATA_DATASETS: dict[str, Dataset] = {d.name: d for d in (PRICES, POSTS, FILINGS)}
-ALL_DATASETS: dict[str, Dataset] = {**DATA_DATASETS, PIPELINE_RUNS.name: PIPELINE_RUNS}
+ALL_DATASETS: dict[str, Dataset] = {**DATA_DATASETS, **{d.name: d for d in (PIPELINE_RUNS, QUALITY_METRICS,
+                                                                               QUALITY_ALERTS)}}
 
 
 def dataset(name: str) -> Dataset:

@@ -69,3 +69,31 @@ def recent_runs(warehouse: Warehouse, *, limit: int = 50, pipeline: str | None =
         "ORDER BY started_at DESC LIMIT {limit:UInt32}",
         {"pipeline": pipeline or "", "limit": limit},
     )
+
+
+def pipeline_health(warehouse: Warehouse, *, window_hours: int = 24) -> list[dict[str, Any]]:
+    """Per pipeline over the last `window_hours`, from `pipeline_runs` (not process memory):
+    runs, success rate, rows, last run and its status, last error, and an overall status:
+    healthy (>= 95% success and the last run did not fail), degraded (>= 80%), else unhealthy."""
+    rows = warehouse.query_rows(
+        "SELECT pipeline, count() AS runs, countIf(status = 'success') AS succeeded, "
+        "countIf(status = 'failed') AS failed, countIf(status = 'running') AS running, "
+        "sum(rows_in) AS rows_in, sum(rows_valid) AS rows_valid, sum(rows_quarantined) AS rows_quarantined, "
+        "max(started_at) AS last_run_at, argMax(status, started_at) AS last_status, "
+        "argMaxIf(error, started_at, status = 'failed') AS last_error "
+        "FROM {db}.pipeline_runs FINAL WHERE started_at >= now64(3) - toIntervalHour({hours:UInt32}) "
+        "GROUP BY pipeline ORDER BY pipeline", {"hours": window_hours})
+    for row in rows:
+        finished = row["succeeded"] + row["failed"]
+        rate = row["succeeded"] / finished if finished else None
+        row["success_rate"] = rate
+        if rate is None:
+            row["status"] = "healthy" if row["running"] else "unknown"
+        elif rate >= 0.95 and row["last_status"] != "failed":
+            row["status"] = "healthy"
+        elif rate >= 0.8:
+            row["status"] = "degraded"
+        else:
+            row["status"] = "unhealthy"
+        row["last_error"] = row["last_error"] or None
+    return rows

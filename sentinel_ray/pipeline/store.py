@@ -1,7 +1,8 @@
 """One batch from records to storage: the step both drivers share.
 
 Backfill partitions (Ray Data) and stream micro-batches both call `process_and_store`:
-the pipeline functions, then the lake (curated + quarantine), then the warehouse. Every
+the pipeline functions, then the lake (curated + quarantine), then the warehouse (rows and
+the batch's quality metrics). Every
 write is keyed by `batch_key`, so storing the same batch again changes nothing.
 """
 from __future__ import annotations
@@ -11,7 +12,8 @@ import datetime as dt
 import pyarrow as pa
 
 from sentinel_ray.pipeline.transform import BatchResult, process_batch
-from sentinel_ray.schemas import Dataset
+from sentinel_ray.quality.metrics import batch_metrics
+from sentinel_ray.schemas import QUALITY_METRICS, Dataset
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse
 
@@ -26,11 +28,14 @@ def process_and_store(
     batch_key: str,
     now: dt.datetime,
     run_id: str,
-    ingested_at: dt.datetime,
+    ingested_at: dt.datetime | None,
+    pipeline: str = "batch",
 ) -> BatchResult:
     result = process_batch(table, ds, now=now, run_id=run_id, ingested_at=ingested_at)
     lake.write_curated(ds, result.valid, batch_key=batch_key)
     lake.write_quarantine(ds, result.quarantined, day=day, batch_key=batch_key)
     if warehouse is not None:
         warehouse.insert(ds.name, result.valid)
+        warehouse.insert(QUALITY_METRICS.name, batch_metrics(result, ds, run_id=run_id, pipeline=pipeline,
+                                                             measured_at=now))
     return result

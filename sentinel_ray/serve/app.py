@@ -133,6 +133,7 @@ class HealthService:
         from sentinel_ray.storage.lake import Lake
         from sentinel_ray.storage.warehouse import connect_warehouse
 
+        self.settings = settings
         self.redis_url = settings.resolved_redis_url
         self.warehouse = connect_warehouse(settings)
         self.lake = Lake(settings.resolved_lake_uri)
@@ -149,6 +150,32 @@ class HealthService:
 
     def freshness(self) -> list[dict[str, Any]]:
         return freshness(self.warehouse, list(DATA_DATASETS))
+
+    def pipeline_runs(self, name: str, limit: int) -> list[dict[str, Any]]:
+        from sentinel_ray.monitoring.runs import recent_runs
+
+        return recent_runs(self.warehouse, limit=limit, pipeline=name)
+
+    def pipelines_health(self, hours: int) -> list[dict[str, Any]]:
+        from sentinel_ray.monitoring.runs import pipeline_health
+
+        return pipeline_health(self.warehouse, window_hours=hours)
+
+    def quality(self, hours: int) -> dict[str, Any]:
+        from sentinel_ray.quality.report import quality_report
+
+        return quality_report(self.warehouse, self.settings, window=dt.timedelta(hours=hours), record=False)
+
+    def dataset_quality(self, dataset: str, start: dt.datetime, end: dt.datetime, bucket: str) -> dict[str, Any]:
+        from sentinel_ray.quality.report import dataset_quality
+
+        return dataset_quality(self.warehouse, dataset, start, end, bucket)
+
+    def quarantine(self, dataset: str, rule: str | None, start: dt.date | None, end: dt.date | None,
+                   limit: int) -> list[dict[str, Any]]:
+        from sentinel_ray.quality.quarantine import list_quarantined
+
+        return list_quarantined(self.lake, dataset, rule=rule, start=start, end=end, limit=limit)
 
 
 api = FastAPI(
@@ -208,6 +235,47 @@ class ApiIngress:
     @api.get("/api/data/pipelines", tags=["data"])
     async def pipelines(self, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
         return await self.health.pipelines.remote(limit)
+
+    @api.get("/api/data/pipelines/health", tags=["data"])
+    async def pipelines_health(self, hours: int = Query(24, ge=1, le=24 * 90)) -> list[dict[str, Any]]:
+        """Per pipeline: runs, success rate, rows, last run, last error and a status, from pipeline_runs."""
+        return await self.health.pipelines_health.remote(hours)
+
+    @api.get("/api/data/pipelines/{name}/runs", tags=["data"])
+    async def pipeline_runs(self, name: str = Path(..., pattern="^[a-z_]{1,40}$"),
+                            limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+        return await self.health.pipeline_runs.remote(name, limit)
+
+    @api.get("/api/data/quality", tags=["quality"])
+    async def quality(self, hours: int = Query(24, ge=1, le=24 * 90)) -> dict[str, Any]:
+        """Status per dataset and source, rule counts, completeness, NSE/Yahoo agreement, alerts."""
+        return await self.health.quality.remote(hours)
+
+    @api.get("/api/data/quality/{dataset}", tags=["quality"])
+    async def dataset_quality(
+        self,
+        dataset: str = Path(..., pattern="^(" + "|".join(DATA_DATASETS) + ")$"),
+        start: dt.datetime | None = Query(None),
+        end: dt.datetime | None = Query(None),
+        bucket: str = Query("hour", pattern="^(hour|day)$"),
+    ) -> dict[str, Any]:
+        """Quality metrics of one dataset over a time range: totals, per-rule counts, trend per bucket."""
+        start, end = resolve_range(start, end, dt.timedelta(days=1), dt.timedelta(days=366))
+        return await self.health.dataset_quality.remote(dataset, start, end, bucket)
+
+    @api.get("/api/data/quarantine", tags=["quality"])
+    async def quarantine(
+        self,
+        dataset: str = Query(..., pattern="^(" + "|".join(DATA_DATASETS) + ")$"),
+        rule: str | None = Query(None, pattern="^[a-z_]{1,40}$"),
+        start: dt.date | None = Query(None, description="first batch day"),
+        end: dt.date | None = Query(None, description="last batch day"),
+        limit: int = Query(100, ge=1, le=5000),
+    ) -> list[dict[str, Any]]:
+        """Quarantined rows with their reason and the day of the batch that rejected them."""
+        if start and end and start > end:
+            raise HTTPException(422, detail="start must not be after end")
+        return await self.health.quarantine.remote(dataset, rule, start, end, limit)
 
     @api.get("/api/data/freshness", tags=["data"])
     async def data_freshness(self) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 Layout (Hive partitions, so any engine can read it):
 
     raw/source=S/dataset=D/date=YYYY-MM-DD/<batch>-<n>.<ext>    payloads exactly as received
+    reports/<kind>/date=YYYY-MM-DD/<name>                      generated reports (quality)
     curated/dataset=D/source=S/date=YYYY-MM-DD/part-<batch>.parquet   valid rows (date of ts, UTC)
     quarantine/dataset=D/source=S/date=YYYY-MM-DD/part-<batch>.parquet  rejected rows + reason
 
@@ -97,6 +98,31 @@ class Lake:
         self._write_parquet(path, table, ds)
         return path
 
+    def write_report(self, kind: str, name: str, body: bytes, *, day: dt.date) -> str:
+        """Reports (JSON, HTML) under reports/<kind>/date=<day>/<name>."""
+        path = self._path("reports", _safe(kind), f"date={day.isoformat()}", _safe(name))
+
+        def write(tmp: str) -> None:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(body)
+
+        self._put(path, write)
+        return path
+
+    def replace_file(self, path: str, table: pa.Table, ds: Dataset) -> None:
+        """Rewrite one Parquet file of the lake in place (atomically), or remove it when empty."""
+        if table.num_rows == 0:
+            self.fs.delete_file(path)
+        else:
+            self._write_parquet(path, table, ds)
+
+    def read_file(self, path: str) -> pa.Table:
+        return pq.read_table(path, filesystem=self.fs)
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open_input_stream(path) as f:
+            return f.read()
+
     # -- reading -----------------------------------------------------------------
     def read(self, zone: str, dataset_name: str, *, filter: pc.Expression | None = None) -> pa.Table:
         """All rows of one dataset in a Parquet zone (curated or quarantine)."""
@@ -129,6 +155,12 @@ class Lake:
             return self.fs.get_file_info(self.root).type == pafs.FileType.Directory
         except OSError:
             return False
+
+
+def partition_day(path: str) -> dt.date | None:
+    """The `date=YYYY-MM-DD` partition a lake file sits in."""
+    match = re.search(r"/date=(\d{4}-\d{2}-\d{2})/", path)
+    return dt.date.fromisoformat(match.group(1)) if match else None
 
 
 def _split_by_source_and_day(table: pa.Table, time_column: str) -> Iterator[tuple[str, dt.date, pa.Table]]:

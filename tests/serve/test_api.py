@@ -185,3 +185,35 @@ def test_freshness_per_dataset_and_source(api: str) -> None:
     replay = {r["dataset"]: r for r in rows if r["source"] == "replay"}
     assert replay["prices"]["rows"] > 0 and replay["prices"]["age_s"] >= 0
     assert replay["posts"]["newest_event_ts"] is not None
+
+
+def test_quality_overview_and_per_dataset(api: str, backfilled) -> None:
+    overview = requests.get(f"{api}/api/data/quality").json()
+    prices = overview["datasets"]["prices"]
+    assert prices["rows_in"] > 0 and prices["rejected"]["duplicate"] > 0
+    assert {s["source"] for s in prices["sources"]} >= {"replay"}
+    assert prices["completeness"]["ticker"] == 1.0
+    detail = requests.get(f"{api}/api/data/quality/prices", params={"bucket": "day"}).json()
+    assert detail["rejected"] == prices["rejected"] and detail["trend"][-1]["rows_in"] > 0
+    assert requests.get(f"{api}/api/data/quality/prices", params={"bucket": "week"}).status_code == 422
+    assert requests.get(f"{api}/api/data/quality/nope").status_code == 422
+
+
+def test_quarantine_listing(api: str, backfilled) -> None:
+    rows = requests.get(f"{api}/api/data/quarantine", params={"dataset": "prices", "rule": "ohlc_inconsistent",
+                                                              "limit": 5}).json()
+    assert 1 <= len(rows) <= 5 and {r["reject_reason"] for r in rows} == {"ohlc_inconsistent"}
+    assert all(r["high"] < r["low"] for r in rows)
+    assert requests.get(f"{api}/api/data/quarantine").status_code == 422  # dataset is required
+    bad = requests.get(f"{api}/api/data/quarantine", params={"dataset": "prices", "start": "2026-11-09",
+                                                             "end": "2026-11-01"})
+    assert bad.status_code == 422
+
+
+def test_pipeline_health_and_runs(api: str, backfilled) -> None:
+    _, summary, *_ = backfilled
+    health = {p["pipeline"]: p for p in requests.get(f"{api}/api/data/pipelines/health").json()}
+    assert health["backfill"]["status"] == "healthy" and health["backfill"]["runs"] >= 1
+    runs = requests.get(f"{api}/api/data/pipelines/backfill/runs", params={"limit": 10}).json()
+    assert summary.run_id in {r["run_id"] for r in runs}
+    assert requests.get(f"{api}/api/data/pipelines/Bad-Name/runs").status_code == 422

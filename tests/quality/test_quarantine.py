@@ -1,0 +1,56 @@
+"""Quarantine replay moves exactly the rows that now pass, exactly once."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from sentinel_ray.pipeline.store import process_and_store
+from sentinel_ray.quality.quarantine import list_quarantined, replay_quarantine
+from sentinel_ray.schemas import POSTS
+from sentinel_ray.storage.lake import Lake
+from sentinel_ray.storage.warehouse import connect_warehouse
+
+pytestmark = pytest.mark.ray
+UTC = dt.timezone.utc
+DAY = dt.date(2026, 11, 20)
+
+
+def _post(i: int, text: str, ts: dt.datetime) -> dict:
+    return {"platform": "x", "post_id": f"p{i}", "author": "a", "text": text, "ts": ts, "url": None,
+            "engagement": 1, "tickers": ["TCS"], "source": "x", "run_id": None, "ingested_at": ts}
+
+
+def test_replay_moves_rows_that_now_pass_once(ray_session, isolated_settings) -> None:
+    lake, wh = Lake(isolated_settings.resolved_lake_uri), connect_warehouse(isolated_settings)
+    wh.ensure_schema()
+    t = dt.datetime(2026, 11, 20, 5, 0, tzinfo=UTC)
+    rows = [_post(1, "TCS results are strong", t),                       # valid
+            _post(2, "TCS to 5000 soon", t + dt.timedelta(hours=2)),       # "future" when first validated
+            _post(3, "TCS breakout today", t + dt.timedelta(hours=3)),     # "future" when first validated
+            _post(4, "gm", t),                                             # too short: stays
+            _post(1, "TCS results are strong", t)]                         # duplicate: never replayed
+    first_clock = t + dt.timedelta(minutes=1)  # the clock of the first run: p2, p3 look like the future
+    result = process_and_store(pa.Table.from_pylist(rows, schema=POSTS.record_schema), POSTS, lake=lake,
+                               warehouse=wh, day=DAY, batch_key="x-batch", now=first_clock, run_id="r1",
+                               ingested_at=None)
+    assert result.reason_counts() == {"future_timestamp": 2, "text_length": 1, "duplicate": 1}
+    listed = list_quarantined(lake, "posts", rule="future_timestamp")
+    assert sorted(r["post_id"] for r in listed) == ["p2", "p3"] and listed[0]["batch_date"] == DAY
+
+    summary = replay_quarantine(lake, wh, "posts")  # now the clock has passed: p2 and p3 pass
+    assert (summary.examined, summary.requalified, summary.still_quarantined) == (3, 2, 1)
+    assert summary.reasons == {"text_length": 1}
+    assert sorted(lake.read("curated", "posts").column("post_id").to_pylist()) == ["p1", "p2", "p3"]
+    remaining = lake.read("quarantine", "posts")
+    assert sorted(zip(remaining.column("post_id").to_pylist(), remaining.column("reject_reason").to_pylist())) == [
+        ("p1", "duplicate"), ("p4", "text_length")]
+
+    again = replay_quarantine(lake, wh, "posts")
+    assert (again.requalified, again.examined) == (0, 1)
+    assert lake.read("curated", "posts").num_rows == 3
+    assert wh.query_rows("SELECT count() AS n FROM {db}.posts")[0]["n"] == 3
+    runs = wh.query_rows("SELECT rows_valid FROM {db}.pipeline_runs FINAL WHERE pipeline = 'quarantine_replay' "
+                         "ORDER BY started_at")
+    assert [r["rows_valid"] for r in runs] == [2, 0]
