@@ -10,6 +10,7 @@ platform published (or SENTINEL_* variables).
 """
 # No `from __future__ import annotations` here: Serve rebuilds the FastAPI routes inside
 # each replica, where string annotations no longer resolve.
+import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -116,15 +117,17 @@ class QueryService:
 
         self.warehouse = connect_warehouse(settings)
 
-    def stocks(self) -> list[dict[str, Any]]:
-        return stock_summaries(self.warehouse)
+    # Queries block on the warehouse; threads keep the replica's event loop serving
+    # other requests meanwhile (a blocking method would handle one request at a time).
+    async def stocks(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(stock_summaries, self.warehouse)
 
-    def prices(self, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval,
-               exchange: str) -> list[dict[str, Any]]:
-        return price_bars(self.warehouse, ticker, start, end, interval, exchange)
+    async def prices(self, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval,
+                     exchange: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(price_bars, self.warehouse, ticker, start, end, interval, exchange)
 
-    def posts(self, ticker: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict[str, Any]]:
-        return posts_mentioning(self.warehouse, ticker, start, end, limit)
+    async def posts(self, ticker: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(posts_mentioning, self.warehouse, ticker, start, end, limit)
 
 
 @serve.deployment(**_DEPLOYMENT_OPTIONS)
