@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sentinel_ray.sources.posts import posts_table  # what every social/news adapter ends with
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
 FAKES = ROOT / "tests" / "fakes" / "payloads"
@@ -87,7 +89,7 @@ def case_youtube(mod: Any, real: Path) -> Case:
         n = 0
         for body in bodies:
             page = mod.parse_comment_threads(body, NOW)
-            n += mod.posts_table([c.post for c in page.items]).num_rows
+            n += posts_table([c.post for c in page.items], platform=mod.PLATFORM, source="youtube").num_rows
         return n
     return Case("youtube", "parse", what, run)
 
@@ -104,7 +106,7 @@ def case_rss(mod: Any, real: Path) -> Case:
         n = 0
         for body, content_type in feeds:
             parsed = mod.parse_feed(body, "https://example.invalid/feed", NOW, content_type)
-            n += mod.posts_table(parsed.posts).num_rows
+            n += posts_table(parsed.posts, platform=mod.PLATFORM, source="rss").num_rows
         return n
     return Case("rss", "parse", f"repo fixtures: rss/ ({len(feeds)} feeds)", run)
 
@@ -117,11 +119,8 @@ def case_telegram(mod: Any, real: Path) -> Case:
         n = 0
         for body in bodies:
             page = mod.parse_page(body, "bench")
-            rows = mod._Rows()
-            for message in page.messages:
-                if message.text is not None:
-                    rows.add(message, NOW)
-            n += rows.table("telegram", "telegram").num_rows
+            posts = [message.post(NOW) for message in page.messages if message.text is not None]
+            n += posts_table(posts, platform="telegram", source="telegram").num_rows
         return n
     return Case("telegram", "parse", what, run)
 
@@ -152,10 +151,8 @@ def case_x(mod: Any, real: Path) -> Case:
         n = 0
         for body in bodies:
             page = mod._parse_page(body, "bench")
-            rows = mod._Rows()
-            for tweet in page.tweets:
-                rows.add_tweet(tweet, page.users, NOW)
-            n += rows.table("x", "x").num_rows
+            posts = [post for tweet in page.tweets if (post := mod._post(tweet, page.users, NOW)) is not None]
+            n += posts_table(posts, platform="x", source="x").num_rows
         return n
     return Case("x", "parse", what, run)
 
@@ -169,12 +166,9 @@ def case_reddit(mod: Any, real: Path) -> Case:
         n = 0
         for body in bodies:
             children, _ = mod._listing(json.loads(body), "bench")
-            rows = mod._Rows()
-            for child in children:
-                item = mod._item(child)
-                if item is not None:
-                    rows.add(item, NOW)
-            n += rows.table("reddit", "reddit").num_rows
+            items = [mod._item(child) for child in children]
+            posts = [mod._post(item, NOW) for item in items if item is not None]
+            n += posts_table(posts, platform="reddit", source="reddit").num_rows
         return n
     return Case("reddit", "parse", what, run)
 

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from sentinel_ray.config import Settings, env_name
 from sentinel_ray.sources import SOURCE_NAMES, source_class
-from sentinel_ray.sources.base import MissingCredentials, SourceError
+from sentinel_ray.sources.base import MissingCredentials, Source, SourceError
+
+log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 20.0
 
@@ -43,12 +46,24 @@ class CheckResult:
     summary: str
 
 
+def quick_settings(settings: Settings, timeout_s: float) -> Settings:
+    """Settings for one small fetch: the first watched ticker, one page, one attempt, short requests.
+
+    Requests get at most a quarter of the check's time: a source whose fetch runs in a
+    worker thread (Yahoo, through yfinance) cannot be cancelled there, and only ends its
+    current call when that call's own timeout is spent; so a check lasts at most its
+    timeout plus that quarter.
+    """
+    return settings.model_copy(update={
+        "watch_tickers": settings.watch_tickers[:1], "page_cap": 1, "http_max_attempts": 1,
+        "http_timeout_s": min(settings.http_timeout_s, max(timeout_s / 4, 0.1))})
+
+
 async def check_source(name: str, settings: Settings, timeout_s: float = CHECK_TIMEOUT_S) -> CheckResult:
-    """Build the source (config and credentials), then make one small live fetch."""
-    quick = settings.model_copy(update={"page_cap": 1, "http_max_attempts": 1,
-                                        "http_timeout_s": min(settings.http_timeout_s, timeout_s)})
+    """Build the source (config and credentials), then make one small live fetch. Never raises:
+    every outcome is a CheckResult whose summary says what happened."""
     try:
-        source = source_class(name).from_settings(quick)
+        source = source_class(name).from_settings(quick_settings(settings, timeout_s))
     except MissingCredentials as e:
         return CheckResult(name, False, f"not configured: {e}")
     except (SourceError, ValueError, ImportError) as e:
@@ -62,7 +77,17 @@ async def check_source(name: str, settings: Settings, timeout_s: float = CHECK_T
         return CheckResult(name, False, f"configuration ok; live fetch failed: {e}")
     except OSError as e:
         return CheckResult(name, False, f"configuration ok; network unavailable: {e}")
+    except Exception as e:  # noqa: BLE001 - a check reports, it does not crash the command
+        return CheckResult(name, False, f"configuration ok; live fetch failed unexpectedly: "
+                                        f"{type(e).__name__}: {e}")
     finally:
-        await source.close()
+        await _close_quietly(source)
     rows = ", ".join(f"{ds}={t.num_rows}" for ds, t in result.records.items()) or "no records"
     return CheckResult(name, True, f"ok: {len(result.raw)} payloads, {rows}")
+
+
+async def _close_quietly(source: Source) -> None:
+    try:
+        await source.close()
+    except Exception as e:  # noqa: BLE001 - the check's outcome is already decided
+        log.warning("closing source %s after its check failed: %s", source.name, e)

@@ -3,8 +3,13 @@
 - a token bucket per source caps the request rate;
 - timeouts, connection errors, 429 and 5xx are retried with exponential backoff and
   full jitter, honouring `Retry-After` (seconds or an HTTP date) when the server sends it;
+  services that announce their rate-limit window in headers instead (X: `x-rate-limit-reset`,
+  epoch seconds) name those headers (`reset_header`, `remaining_header`) and are waited for;
 - 401/403 raise `AuthError` at once: retrying cannot fix credentials;
-- other 4xx raise `HttpStatusError` at once;
+- other 4xx raise `HttpStatusError` at once; statuses a caller handles itself (304 Not
+  Modified for a conditional GET) come back as responses when passed in `accept_statuses`;
+- errors keep the status and the whole response body (`.status`, `.body`) for the caller
+  to read the service's reason; their messages carry no query string (keys live there);
 - the body is returned byte for byte, for the lake's raw zone.
 """
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Collection, Mapping, TypeVar
 
 import aiohttp
 
@@ -24,6 +29,7 @@ from sentinel_ray.sources.base import SourceError
 
 log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 class FetchError(SourceError):
@@ -31,20 +37,31 @@ class FetchError(SourceError):
 
 
 class AuthError(FetchError):
-    """401/403: the credentials are missing, wrong or not allowed this."""
+    """401/403: the credentials are missing, wrong or not allowed this.
+
+    `status` and `body` are the refusing response's (None and b"" when the refusal did
+    not come as an HTTP answer), so an adapter can read the service's reason from the body
+    (YouTube: quotaExceeded vs commentsDisabled); the message stays short and key-free.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status, self.body = status, body
 
 
 class HttpStatusError(FetchError):
+    """A 4xx (other than 401/403) that no retry will change; `body` is the whole response body."""
+
     def __init__(self, status: int, url: str, body: bytes) -> None:
         super().__init__(f"HTTP {status} from {url}: {body[:200].decode(errors='replace')}")
-        self.status = status
+        self.status, self.url, self.body = status, url, body
 
 
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
     url: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive when it comes from HttpClient
     body: bytes
     received_at: dt.datetime
 
@@ -93,6 +110,51 @@ class RetryPolicy:
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+@dataclass(frozen=True)
+class Retry:
+    """An attempt's outcome that another attempt may fix: what went wrong, and how long
+    the service asked to wait (None: back off)."""
+
+    problem: str
+    wait: float | None = None
+
+
+async def with_retries(what: str, attempt: Callable[[], Awaitable[T | Retry]], *, retry: RetryPolicy,
+                       bucket: TokenBucket, sleep: Sleep, rng: random.Random) -> T:
+    """`attempt` until it returns something other than a Retry, at most `retry.max_attempts`
+    times, each after a token from `bucket`; between attempts the service's wait, else
+    backoff with jitter. FetchError when attempts run out or the service asks to wait longer
+    than `retry.max_retry_after_s`; whatever `attempt` raises goes through untouched.
+    `what` names the call in errors and logs (never with a query string: keys live there).
+
+    HttpClient requests, and the adapters whose library does the HTTP (praw, yfinance),
+    all retry through this one loop.
+    """
+    last_problem = ""
+    for n in range(retry.max_attempts):
+        await bucket.acquire(sleep)
+        outcome = await attempt()
+        if not isinstance(outcome, Retry):
+            return outcome
+        last_problem, wait = outcome.problem, outcome.wait
+        if wait is not None and wait > retry.max_retry_after_s:
+            raise FetchError(f"{what} asks to retry after {wait:.0f}s; giving up for now")
+        if n + 1 == retry.max_attempts:
+            break
+        delay = wait if wait is not None else retry.backoff(n, rng)
+        log.info("%s: %s, retry %d in %.1fs", what, last_problem, n + 1, delay)
+        await sleep(delay)
+    raise FetchError(f"{what} failed after {retry.max_attempts} attempts (last: {last_problem})")
+
+
+def reset_wait_seconds(value: str | None, now: float) -> float | None:
+    """Seconds until a rate-limit window given as epoch seconds reopens (`x-rate-limit-reset`),
+    with one second of margin (the header is whole seconds); None when absent or unreadable."""
+    if not value or not value.strip().isdigit():
+        return None
+    return max(0.0, float(value.strip()) - now + 1.0)
+
+
 def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
     """Parse Retry-After: delta seconds or an HTTP date. None when absent or unreadable."""
     if not value:
@@ -112,7 +174,16 @@ def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> fl
 
 @dataclass
 class HttpClient:
-    """One per source: its own session (cookies), rate limit and retry policy."""
+    """One per source: its own session (cookies), rate limit and retry policy.
+
+    `reset_header` names a response header holding the epoch second when the service's
+    rate-limit window reopens (X: `x-rate-limit-reset`): a 429 without Retry-After waits
+    until then. With `remaining_header` too (X: `x-rate-limit-remaining`), an answer that
+    says the window is used up makes the next request wait for the reset, rather than
+    spend a request on a certain 429. Either wait is capped by `retry.max_retry_after_s`:
+    a longer one gives up with FetchError. `clock` is the wall clock (epoch seconds) those
+    resets are compared with.
+    """
 
     source: str
     rate_per_s: float = 1.0
@@ -122,13 +193,26 @@ class HttpClient:
     headers: Mapping[str, str] = field(default_factory=dict)
     sleep: Sleep = asyncio.sleep
     seed: int | None = None
+    reset_header: str | None = None
+    remaining_header: str | None = None
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket(self.rate_per_s, self.burst)
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._rng = random.Random(self.seed)
+        self._window_reset: str | None = None  # reset header of an answer that used the window up
         self.requests_made = 0
+
+    @classmethod
+    def from_settings(cls, source: str, settings: Any, *, rate_per_s: float, burst: int = 1,
+                      headers: Mapping[str, str] | None = None, **options: Any) -> "HttpClient":
+        """A client with the platform's timeout, attempts and User-Agent (`settings`), the
+        source's own rate, and any further `headers` (Accept, ...) or options."""
+        return cls(source, rate_per_s=rate_per_s, burst=burst, timeout_s=settings.http_timeout_s,
+                   retry=RetryPolicy(max_attempts=settings.http_max_attempts),
+                   headers={"User-Agent": settings.http_user_agent, **(headers or {})}, **options)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -149,44 +233,68 @@ class HttpClient:
             await self._session.close()
 
     async def get(self, url: str, *, params: Mapping[str, Any] | None = None,
-                  headers: Mapping[str, str] | None = None) -> HttpResponse:
-        return await self.request("GET", url, params=params, headers=headers)
+                  headers: Mapping[str, str] | None = None, accept_statuses: Collection[int] = ()) -> HttpResponse:
+        return await self.request("GET", url, params=params, headers=headers, accept_statuses=accept_statuses)
 
     async def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
-                      headers: Mapping[str, str] | None = None, data: Any = None) -> HttpResponse:
-        last_problem = ""
-        for attempt in range(self.retry.max_attempts):
-            await self._bucket.acquire(self.sleep)
+                      headers: Mapping[str, str] | None = None, data: Any = None,
+                      accept_statuses: Collection[int] = ()) -> HttpResponse:
+        """The response (2xx, or a status in `accept_statuses`), after retries; see the module doc."""
+        where = _without_query(url)
+
+        async def attempt() -> HttpResponse | Retry:
+            await self._wait_for_window()
             self.requests_made += 1
-            wait: float | None = None
             try:
                 async with self.session.request(method, url, params=params, headers=headers, data=data) as resp:
                     body = await resp.read()
-                    response = HttpResponse(resp.status, str(resp.url), dict(resp.headers), body,
+                    # resp.headers: case-insensitive (X sends x-rate-limit-* in lower case, others Retry-After)
+                    response = HttpResponse(resp.status, str(resp.url), resp.headers, body,
                                             dt.datetime.now(dt.timezone.utc))
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                last_problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            else:
-                if response.status < 300:
-                    return response
-                if response.status in (401, 403):
-                    raise AuthError(f"{self.source}: HTTP {response.status} from {_without_query(url)}: "
-                                    f"credentials missing, wrong or not allowed; not retrying")
-                if response.status not in RETRY_STATUSES:
-                    raise HttpStatusError(response.status, _without_query(url), response.body)
-                last_problem = f"HTTP {response.status}"
-                wait = retry_after_seconds(response.headers.get("Retry-After"))
-                if wait is not None and wait > self.retry.max_retry_after_s:
-                    raise FetchError(f"{self.source}: {_without_query(url)} asks to retry after {wait:.0f}s; "
-                                     f"giving up for now")
-            if attempt + 1 == self.retry.max_attempts:
-                break
-            delay = wait if wait is not None else self.retry.backoff(attempt, self._rng)
-            log.info("%s: %s from %s, retry %d in %.1fs", self.source, last_problem, _without_query(url),
-                     attempt + 1, delay)
-            await self.sleep(delay)
-        raise FetchError(f"{self.source}: {_without_query(url)} failed after {self.retry.max_attempts} attempts "
-                         f"(last: {last_problem})")
+                return Retry(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+            self._note_window(response)
+            if response.status < 300 or response.status in accept_statuses:
+                return response
+            if response.status in (401, 403):
+                raise AuthError(f"{self.source}: HTTP {response.status} from {where}: "
+                                f"credentials missing, wrong or not allowed; not retrying",
+                                status=response.status, body=response.body)
+            if response.status not in RETRY_STATUSES:
+                raise HttpStatusError(response.status, where, response.body)
+            wait = self._server_wait(response)
+            if wait is not None:
+                self._window_reset = None  # the service's own wait covers the window it reported
+            return Retry(f"HTTP {response.status}", wait)
+
+        return await with_retries(f"{self.source}: {where}", attempt, retry=self.retry, bucket=self._bucket,
+                                  sleep=self.sleep, rng=self._rng)
+
+    def _server_wait(self, response: HttpResponse) -> float | None:
+        """How long the service asks to wait before retrying: Retry-After, else (on 429) its window reset."""
+        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        if wait is None and response.status == 429 and self.reset_header:
+            # a reset already past says nothing about how long to wait: back off instead
+            wait = reset_wait_seconds(response.headers.get(self.reset_header), self.clock()) or None
+        return wait
+
+    def _note_window(self, response: HttpResponse) -> None:
+        if self.remaining_header and self.reset_header:
+            remaining = response.headers.get(self.remaining_header)
+            used_up = remaining is not None and remaining.strip() == "0"
+            self._window_reset = response.headers.get(self.reset_header) if used_up else None
+
+    async def _wait_for_window(self) -> None:
+        """Before a request: when the last answer used the rate-limit window up, wait for its reset."""
+        if self._window_reset is None:
+            return
+        wait, self._window_reset = reset_wait_seconds(self._window_reset, self.clock()), None
+        if wait is None or wait <= 0:
+            return
+        if wait > self.retry.max_retry_after_s:
+            raise FetchError(f"{self.source}: rate limit window used up, it resets in {wait:.0f}s; giving up for now")
+        log.info("%s: rate limit window used up, waiting %.0fs for its reset", self.source, wait)
+        await self.sleep(wait)
 
 
 def _without_query(url: str) -> str:

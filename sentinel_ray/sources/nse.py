@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources.base import FetchResult, HistorySource, RawPayload, SourceError
-from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse, RetryPolicy
+from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,7 @@ def public_raw(source: str, dataset: str, response: HttpResponse) -> RawPayload:
 def exchange_http_client(settings: Any, source: str, *, rate_per_s: float = NSE_RATE_PER_S,
                          burst: int = NSE_BURST) -> HttpClient:
     """An HttpClient for the exchanges' websites, polite by default."""
-    return HttpClient(source, rate_per_s=rate_per_s, burst=burst, timeout_s=settings.http_timeout_s,
-                      retry=RetryPolicy(max_attempts=settings.http_max_attempts),
-                      headers={"User-Agent": settings.http_user_agent})
+    return HttpClient.from_settings(source, settings, rate_per_s=rate_per_s, burst=burst)
 
 
 def nse_symbols(tickers: Sequence[str]) -> list[str]:
@@ -159,7 +157,8 @@ class NseSession:
             await self.http.get(self.base_url + self.warmup_path, headers=PAGE_HEADERS)
         except AuthError as e:
             raise AuthError(f"{self.http.source}: {self.base_url}{self.warmup_path} refused the cookie handshake "
-                            f"({e}); NSE blocks some networks and non-browser clients") from e
+                            f"({e}); NSE blocks some networks and non-browser clients",
+                            status=e.status, body=e.body) from e
         self.handshakes += 1
         self._ready = True
 
@@ -178,7 +177,8 @@ class NseSession:
             return await self.http.get(self.base_url + path, params=params, headers=headers)
         except AuthError as e:
             raise AuthError(f"{self.http.source}: {self.base_url}{path} answered 401/403 even after a fresh cookie "
-                            f"handshake; NSE is refusing this client; not retrying") from e
+                            f"handshake; NSE is refusing this client; not retrying",
+                            status=e.status, body=e.body) from e
 
     async def close(self) -> None:
         """Close the HTTP session; the next call handshakes again (its cookies are gone)."""

@@ -26,20 +26,19 @@ import asyncio
 import datetime as dt
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import praw
 import prawcore
-import pyarrow as pa
 import requests
 from prawcore import exceptions as pce
 
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError, require_secrets
-from sentinel_ray.sources.http import (AuthError, FetchError, HttpResponse, HttpStatusError, RetryPolicy, Sleep,
-                                       TokenBucket, retry_after_seconds)
-from sentinel_ray.sources.tickers import extract_tickers
+from sentinel_ray.sources.http import (AuthError, FetchError, HttpResponse, HttpStatusError, Retry, RetryPolicy,
+                                       Sleep, TokenBucket, retry_after_seconds, with_retries)
+from sentinel_ray.sources.posts import PostItem, posts_table
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ class _Requestor(prawcore.Requestor):
             raise pce.ServerError(response)
         # Only reads are kept: the token endpoint is a POST and its body holds a bearer token.
         if 200 <= status < 300 and str(args[0] if args else kwargs.get("method", "")).upper() == "GET":
-            self.sink.append(HttpResponse(status, response.url, dict(response.headers), response.content,
+            self.sink.append(HttpResponse(status, response.url, response.headers, response.content,
                                           dt.datetime.now(dt.timezone.utc)))
         return response
 
@@ -97,9 +96,12 @@ def _classify(exc: Exception, where: str) -> _Verdict:
     """Map praw/prawcore exceptions onto the platform's error classes."""
     if isinstance(exc, (pce.InvalidToken, pce.Forbidden, pce.InsufficientScope, pce.OAuthException)) or (
             isinstance(exc, pce.ResponseException) and exc.response.status_code in (401, 403)):
-        status = exc.response.status_code if isinstance(exc, pce.ResponseException) else "token error"
+        response = exc.response if isinstance(exc, pce.ResponseException) else None
+        status = response.status_code if response is not None else "token error"
         return _Verdict(False, AuthError(f"reddit: {where}: HTTP {status}: client id/secret missing, wrong or not "
-                                         f"allowed this; not retrying"))
+                                         f"allowed this; not retrying",
+                                         status=response.status_code if response is not None else None,
+                                         body=response.content if response is not None else b""))
     if isinstance(exc, pce.TooManyRequests):
         headers = exc.response.headers
         # Reddit rarely sends Retry-After; x-ratelimit-reset (seconds until the window resets) says the same.
@@ -165,6 +167,11 @@ def _item(child: Any) -> _Item | None:
     return _Item(data.get("name") or f"{kind}_{item_id}", author, text, float(created), url, engagement)
 
 
+def _post(item: _Item, received_at: dt.datetime) -> PostItem:
+    return PostItem(item.post_id, item.author, item.text, dt.datetime.fromtimestamp(item.ts, dt.timezone.utc),
+                    item.url, item.engagement, received_at)
+
+
 def _listing(payload: Any, where: str) -> tuple[list[Any], str | None]:
     """(children, after) of a Reddit Listing, or SourceError when the payload is not one."""
     data = payload.get("data") if isinstance(payload, dict) and payload.get("kind") == "Listing" else None
@@ -175,42 +182,12 @@ def _listing(payload: Any, where: str) -> tuple[list[Any], str | None]:
     return data["children"], after if isinstance(after, str) and after else None
 
 
-@dataclass
-class _Rows:
-    """Posts collected in one poll, column-wise."""
-
-    post_id: list[str] = field(default_factory=list)
-    author: list[str | None] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    ts: list[dt.datetime] = field(default_factory=list)
-    url: list[str | None] = field(default_factory=list)
-    engagement: list[int | None] = field(default_factory=list)
-    ingested_at: list[dt.datetime] = field(default_factory=list)
-
-    def add(self, item: _Item, received_at: dt.datetime) -> None:
-        self.post_id.append(item.post_id)
-        self.author.append(item.author)
-        self.text.append(item.text)
-        self.ts.append(dt.datetime.fromtimestamp(item.ts, dt.timezone.utc))
-        self.url.append(item.url)
-        self.engagement.append(item.engagement)
-        self.ingested_at.append(received_at)
-
-    def table(self, source: str, platform: str) -> pa.Table:
-        n = len(self.post_id)
-        return pa.Table.from_pydict({
-            "platform": [platform] * n, "post_id": self.post_id, "author": self.author, "text": self.text,
-            "ts": self.ts, "url": self.url, "engagement": self.engagement, "tickers": extract_tickers(self.text),
-            "source": [source] * n, "run_id": [None] * n, "ingested_at": self.ingested_at,
-        }, schema=POSTS.record_schema)
-
-
 class RedditSource(Source):
     """New posts and comments of `subreddits`, incrementally, through praw in read-only mode."""
 
     name = "reddit"
     platform = "reddit"
-    datasets = ("posts",)
+    datasets = (POSTS.name,)
     credentials = ("reddit_client_id", "reddit_client_secret")
 
     def __init__(self, client_id: str, client_secret: str, subreddits: Sequence[str], *,
@@ -267,8 +244,8 @@ class RedditSource(Source):
     async def _get(self, path: str, params: dict[str, Any]) -> tuple[Any, HttpResponse]:
         """One listing page, with RetryPolicy semantics on 429/5xx/timeouts and none on 401/403."""
         where = f"{self.oauth_url}/{path}"
-        for attempt in range(self.retry.max_attempts):
-            await self._bucket.acquire(self.sleep)
+
+        async def attempt() -> tuple[Any, HttpResponse] | Retry:
             self.requests_made += 1
             try:
                 return await asyncio.to_thread(self._get_blocking, path, params)
@@ -277,22 +254,18 @@ class RedditSource(Source):
                 raise SourceError(f"reddit: {where}: unexpected answer ({type(e).__name__}: {e})") from None
             except Exception as e:  # noqa: BLE001 - classified below, unknown ones re-raised
                 verdict = _classify(e, where)
-            if not verdict.retry:
-                if isinstance(verdict.error, AuthError):
-                    self._drop_client()  # a stale or revoked token: the next poll authenticates afresh
-                raise verdict.error
-            if verdict.wait is not None and verdict.wait > self.retry.max_retry_after_s:
-                raise FetchError(f"reddit: {where} asks to retry after {verdict.wait:.0f}s; giving up for now")
-            if attempt + 1 == self.retry.max_attempts:
-                break
-            delay = verdict.wait if verdict.wait is not None else self.retry.backoff(attempt, self._rng)
-            log.info("%s, retry %d in %.1fs", verdict.error, attempt + 1, delay)
-            await self.sleep(delay)
-        raise FetchError(f"reddit: {where} failed after {self.retry.max_attempts} attempts (last: {verdict.error})")
+            if verdict.retry:
+                return Retry(str(verdict.error), verdict.wait)
+            if isinstance(verdict.error, AuthError):
+                self._drop_client()  # a stale or revoked token: the next poll authenticates afresh
+            raise verdict.error
+
+        return await with_retries(f"reddit: {where}", attempt, retry=self.retry, bucket=self._bucket,
+                                  sleep=self.sleep, rng=self._rng)
 
     # ---- polling -----------------------------------------------------------------
 
-    async def _poll_stream(self, subreddit: str, stream: str, state: dict[str, Any] | None, rows: _Rows,
+    async def _poll_stream(self, subreddit: str, stream: str, state: dict[str, Any] | None, posts: list[PostItem],
                            raw: list[RawPayload], meta: dict[str, Any]) -> dict[str, Any] | None:
         """New items of one listing since `state` ({"ts": newest created_utc, "ids": fullnames at it})."""
         path = f"r/{subreddit}/{STREAMS[stream]}"
@@ -307,7 +280,7 @@ class RedditSource(Source):
             if after:
                 params["after"] = after
             payload, response = await self._get(path, params)
-            raw.append(RawPayload.of(self.name, "posts", response))
+            raw.append(RawPayload.of(self.name, POSTS.name, response))
             children, after = _listing(payload, path)
             for child in children:
                 item = _item(child)
@@ -322,7 +295,7 @@ class RedditSource(Source):
                     continue
                 emitted.append(item)
                 emitted_ids.add(item.post_id)
-                rows.add(item, response.received_at)
+                posts.append(_post(item, response.received_at))
             if reached_cursor or after is None:
                 break
         else:
@@ -340,20 +313,21 @@ class RedditSource(Source):
         (several items can share one second).
         """
         previous = (cursor or {}).get("subreddits", {})
-        rows, raw = _Rows(), []
+        posts: list[PostItem] = []
+        raw: list[RawPayload] = []
         meta: dict[str, Any] = {"skipped": 0, "truncated": []}
         states: dict[str, dict[str, Any]] = {}
         for subreddit in self.subreddits:
             sub_states = dict(previous.get(subreddit, {}))
             for stream in STREAMS:
-                state = await self._poll_stream(subreddit, stream, sub_states.get(stream), rows, raw, meta)
+                state = await self._poll_stream(subreddit, stream, sub_states.get(stream), posts, raw, meta)
                 if state is not None:
                     sub_states[stream] = state
             if sub_states:
                 states[subreddit] = sub_states
         meta["pages"] = len(raw)
         next_cursor = {"subreddits": {**previous, **states}} if (states or cursor) else None
-        return FetchResult(raw=raw, records={"posts": rows.table(self.name, self.platform)},
+        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=self.platform, source=self.name)},
                            next_cursor=next_cursor, meta=meta)
 
     def _drop_client(self) -> None:

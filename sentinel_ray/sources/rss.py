@@ -31,12 +31,11 @@ from html.parser import HTMLParser
 from typing import Any, Mapping, Sequence
 
 import feedparser
-import pyarrow as pa
 
-from sentinel_ray.schemas import POSTS, TIMESTAMP_TYPE
+from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError
-from sentinel_ray.sources.http import HttpClient, HttpResponse, HttpStatusError, RetryPolicy
-from sentinel_ray.sources.tickers import extract_tickers
+from sentinel_ray.sources.http import HttpClient
+from sentinel_ray.sources.posts import PostItem, posts_table
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +44,11 @@ ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text
 # Ids remembered per feed: all of the latest document's, plus older ones up to this many
 # (feeds list 20-100 items, so an entry that scrolls off and back is still recognised).
 SEEN_PER_FEED = 300
+NOT_MODIFIED = frozenset({304})  # the answer to a conditional GET when the feed has not changed
+RATE_PER_S, BURST = 2.0, 3  # feeds of several publishers, a few each: polite to every one
 
 
 # --- parsing (pure: bytes in, posts out) ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Post:
-    post_id: str
-    author: str | None
-    text: str
-    ts: dt.datetime | None  # None when the feed's date could not be read (validation decides)
-    url: str | None
-    ingested_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -65,7 +56,7 @@ class ParsedFeed:
     """One feed document: its posts in document order and what was wrong with it."""
 
     title: str | None
-    posts: list[Post]
+    posts: list[PostItem]  # ts None where the feed's date could not be read (validation decides)
     problem: str | None  # feedparser's complaint when the XML was not well formed (entries kept)
     skipped: int  # entries with neither text nor any id
     undated: int  # entries whose date could not be read
@@ -98,7 +89,7 @@ def parse_feed(body: bytes, feed_url: str, received_at: dt.datetime, content_typ
     return ParsedFeed(feed_title, posts, problem, skipped, undated)
 
 
-def entry_post(entry: Mapping[str, Any], feed_title: str | None, received_at: dt.datetime) -> Post | None:
+def entry_post(entry: Mapping[str, Any], feed_title: str | None, received_at: dt.datetime) -> PostItem | None:
     """One feedparser entry -> a post, or None when it has no text to speak of."""
     title = html_to_text(entry.get("title") or "")
     summary = html_to_text(_summary_html(entry))
@@ -112,7 +103,8 @@ def entry_post(entry: Mapping[str, Any], feed_title: str | None, received_at: dt
         stamp = entry.get("published") or entry.get("updated") or ""
         post_id = "sha1:" + hashlib.sha1(f"{title}\n{stamp}".encode()).hexdigest()
     author = html_to_text(entry.get("author") or "") or feed_title
-    return Post(str(post_id).strip(), author, text, ts, link, received_at)
+    # feeds carry no engagement counts
+    return PostItem(str(post_id).strip(), author, text, ts, link, None, received_at)
 
 
 def _summary_html(entry: Mapping[str, Any]) -> str:
@@ -190,26 +182,6 @@ def html_to_text(value: str) -> str:
     return " ".join("".join(parser.parts).split())
 
 
-def posts_table(posts: Sequence[Post], source: str = "rss") -> pa.Table:
-    """Posts -> a table in POSTS.record_schema (tickers extracted here, run_id left null)."""
-    n = len(posts)
-    texts = [p.text for p in posts]
-    columns = {
-        "platform": pa.array([PLATFORM] * n, pa.string()),
-        "post_id": pa.array([p.post_id for p in posts], pa.string()),
-        "author": pa.array([p.author for p in posts], pa.string()),
-        "text": pa.array(texts, pa.string()),
-        "ts": pa.array([p.ts for p in posts], TIMESTAMP_TYPE),
-        "url": pa.array([p.url for p in posts], pa.string()),
-        "engagement": pa.nulls(n, pa.int64()),  # feeds carry no engagement counts
-        "tickers": pa.array(extract_tickers(texts), pa.list_(pa.string())),
-        "source": pa.array([source] * n, pa.string()),
-        "run_id": pa.nulls(n, pa.string()),
-        "ingested_at": pa.array([p.ingested_at for p in posts], TIMESTAMP_TYPE),
-    }
-    return pa.Table.from_pydict(columns, schema=POSTS.record_schema)
-
-
 # --- cursor -------------------------------------------------------------------------------
 
 
@@ -271,13 +243,12 @@ class RssSource(Source):
         self.feeds = list(dict.fromkeys(f.strip() for f in feeds if f.strip()))
         if not self.feeds:
             raise SourceError("rss: no feeds configured (set rss_feeds)")
-        self.http = http or HttpClient(self.name, rate_per_s=2.0, burst=3, headers={"Accept": ACCEPT})
+        self.http = http or HttpClient(self.name, rate_per_s=RATE_PER_S, burst=BURST, headers={"Accept": ACCEPT})
 
     @classmethod
     def from_settings(cls, settings: Any) -> "RssSource":
-        http = HttpClient(cls.name, rate_per_s=2.0, burst=3, timeout_s=settings.http_timeout_s,
-                          retry=RetryPolicy(max_attempts=settings.http_max_attempts),
-                          headers={"User-Agent": settings.http_user_agent, "Accept": ACCEPT})
+        http = HttpClient.from_settings(cls.name, settings, rate_per_s=RATE_PER_S, burst=BURST,
+                                        headers={"Accept": ACCEPT})
         return cls(settings.rss_feeds, http=http)
 
     async def close(self) -> None:
@@ -299,7 +270,7 @@ class RssSource(Source):
 
         # an entry already emitted from any feed is old news in every feed
         emitted: set[str] = {i for state in previous.values() for i in state.seen}
-        posts: list[Post] = []
+        posts: list[PostItem] = []
         states: dict[str, FeedState] = {}
         meta: dict[str, Any] = {"feeds": len(self.feeds), "not_modified": [], "malformed_feeds": {},
                                 "failed_feeds": {u: str(e) for u, e in failed.items()}, "skipped": 0, "undated": 0}
@@ -313,10 +284,10 @@ class RssSource(Source):
         if next_cursor == self._dump(previous, self.feeds) and not posts:
             next_cursor = cursor  # nothing new: the cursor stays as it was
         raw = [out.raw for out in outcomes if isinstance(out, FeedPoll) and out.raw is not None]
-        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, self.name)},
+        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=PLATFORM, source=self.name)},
                            next_cursor=next_cursor, meta=meta)
 
-    def _advance(self, out: FeedPoll, emitted: set[str], posts: list[Post], meta: dict[str, Any]) -> FeedState:
+    def _advance(self, out: FeedPoll, emitted: set[str], posts: list[PostItem], meta: dict[str, Any]) -> FeedState:
         """Take the feed's new entries into `posts`; return its next state."""
         if out.not_modified or out.parsed is None:
             meta["not_modified"].append(out.url)
@@ -343,17 +314,12 @@ class RssSource(Source):
         return FeedState(out.state.etag, out.state.last_modified, newest, seen)
 
     async def _poll(self, url: str, state: FeedState) -> FeedPoll:
-        try:
-            response = await self.http.get(url, headers=state.conditional_headers())
-        except HttpStatusError as e:
-            if e.status == 304:  # HttpClient counts only < 300 as success; 304 is "unchanged"
-                return FeedPoll(url, state, not_modified=True)
-            raise
+        response = await self.http.get(url, headers=state.conditional_headers(), accept_statuses=NOT_MODIFIED)
         if response.status == 304:
             return FeedPoll(url, state, not_modified=True)
-        parsed = parse_feed(response.body, url, response.received_at, _header(response, "Content-Type"))
-        validators = FeedState(_header(response, "ETag"), _header(response, "Last-Modified"), state.newest,
-                               state.seen)
+        headers = response.headers  # HttpClient's: names in any case
+        parsed = parse_feed(response.body, url, response.received_at, headers.get("Content-Type"))
+        validators = FeedState(headers.get("ETag"), headers.get("Last-Modified"), state.newest, state.seen)
         return FeedPoll(url, validators, RawPayload.of(self.name, POSTS.name, response), parsed)
 
     @staticmethod
@@ -371,12 +337,3 @@ class RssSource(Source):
     @staticmethod
     def _dump(states: Mapping[str, FeedState], feeds: Sequence[str]) -> dict[str, Any]:
         return {"feeds": {url: states.get(url, FeedState()).dump() for url in feeds}}
-
-
-def _header(response: HttpResponse, name: str) -> str | None:
-    # response headers arrive as a plain dict: look them up without regard to case
-    lower = name.lower()
-    for key, value in response.headers.items():
-        if key.lower() == lower:
-            return value
-    return None

@@ -19,16 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-import pyarrow as pa
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError
-from sentinel_ray.sources.http import HttpClient, HttpResponse, RetryPolicy
-from sentinel_ray.sources.tickers import extract_tickers
+from sentinel_ray.sources.http import HttpClient, HttpResponse
+from sentinel_ray.sources.posts import PostItem, posts_table
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +35,8 @@ PUBLIC_URL = "https://t.me"
 _SPACE = re.compile(r"[ \t\r\n\f\v]+")  # HTML collapses these; \xa0 (&nbsp;) stays
 _VIEWS = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMB]?)\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+# The preview is a public web page: stay gentle, one request every two seconds.
+RATE_PER_S, BURST = 0.5, 2
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,12 @@ class Message:
     @property
     def url(self) -> str:
         return f"{PUBLIC_URL}/{self.channel}/{self.message_id}"
+
+    def post(self, received_at: dt.datetime) -> PostItem:
+        """As a post (only for messages with text); a channel preview shows views, not likes or shares."""
+        assert self.text is not None
+        return PostItem(f"{self.channel}/{self.message_id}", self.forwarded_from or self.channel, self.text,
+                        self.ts, self.url, self.views, received_at)
 
 
 @dataclass
@@ -146,41 +153,12 @@ def parse_page(body: bytes | str, where: str = "page") -> Page:
     return Page(messages, malformed, has_newer, int(before) if before.isdigit() else None)
 
 
-@dataclass
-class _Rows:
-    post_id: list[str] = field(default_factory=list)
-    author: list[str | None] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    ts: list[dt.datetime] = field(default_factory=list)
-    url: list[str] = field(default_factory=list)
-    engagement: list[int | None] = field(default_factory=list)
-    ingested_at: list[dt.datetime] = field(default_factory=list)
-
-    def add(self, message: Message, received_at: dt.datetime) -> None:
-        assert message.text is not None
-        self.post_id.append(f"{message.channel}/{message.message_id}")
-        self.author.append(message.forwarded_from or message.channel)
-        self.text.append(message.text)
-        self.ts.append(message.ts)
-        self.url.append(message.url)
-        self.engagement.append(message.views)
-        self.ingested_at.append(received_at)
-
-    def table(self, source: str, platform: str) -> pa.Table:
-        n = len(self.post_id)
-        return pa.Table.from_pydict({
-            "platform": [platform] * n, "post_id": self.post_id, "author": self.author, "text": self.text,
-            "ts": self.ts, "url": self.url, "engagement": self.engagement, "tickers": extract_tickers(self.text),
-            "source": [source] * n, "run_id": [None] * n, "ingested_at": self.ingested_at,
-        }, schema=POSTS.record_schema)
-
-
 class TelegramSource(Source):
     """Posts of public Telegram channels, incrementally by message id per channel."""
 
     name = "telegram"
     platform = "telegram"
-    datasets = ("posts",)
+    datasets = (POSTS.name,)
     credentials = ()
 
     def __init__(self, channels: Sequence[str], *, base_url: str = "https://t.me", page_cap: int = 10,
@@ -188,14 +166,11 @@ class TelegramSource(Source):
         self.channels = [c.strip().lstrip("@") for c in channels if c.strip()]
         self.base_url = base_url.rstrip("/")
         self.page_cap = page_cap
-        # The preview is a public web page: stay gentle, one request every two seconds.
-        self.http = http or HttpClient(self.name, rate_per_s=0.5, burst=2)
+        self.http = http or HttpClient(self.name, rate_per_s=RATE_PER_S, burst=BURST)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "TelegramSource":
-        http = HttpClient(cls.name, rate_per_s=0.5, burst=2, timeout_s=settings.http_timeout_s,
-                          retry=RetryPolicy(max_attempts=settings.http_max_attempts),
-                          headers={"User-Agent": settings.http_user_agent})
+        http = HttpClient.from_settings(cls.name, settings, rate_per_s=RATE_PER_S, burst=BURST)
         return cls(settings.telegram_channels, base_url=settings.telegram_base_url, page_cap=settings.page_cap,
                    http=http)
 
@@ -204,20 +179,20 @@ class TelegramSource(Source):
                                        params={"after": after} if after is not None else None)
         return parse_page(response.body, f"/s/{channel}"), response
 
-    async def _poll_channel(self, channel: str, last_id: int | None, rows: _Rows, raw: list[RawPayload],
+    async def _poll_channel(self, channel: str, last_id: int | None, posts: list[PostItem], raw: list[RawPayload],
                             meta: dict[str, Any]) -> int | None:
         """Posts newer than `last_id` (the newest page when None); returns the newest id seen."""
         newest = last_id
         for _ in range(self.page_cap):
             page, response = await self._page(channel, newest)
-            raw.append(RawPayload.of(self.name, "posts", response))
+            raw.append(RawPayload.of(self.name, POSTS.name, response))
             meta["skipped"] += page.malformed
             fresh = [m for m in page.messages if newest is None or m.message_id > newest]
             for message in fresh:
                 if message.text is None:
                     meta["skipped"] += 1
                 else:
-                    rows.add(message, response.received_at)
+                    posts.append(message.post(response.received_at))
             if not fresh:
                 break
             # textless posts advance the cursor too: they are not worth asking for again
@@ -232,14 +207,15 @@ class TelegramSource(Source):
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
         """New posts of every channel since `cursor` = {"last_id": {<channel>: <newest message id seen>}}."""
         previous: dict[str, int] = dict((cursor or {}).get("last_id", {}))
-        rows, raw = _Rows(), []
+        posts: list[PostItem] = []
+        raw: list[RawPayload] = []
         meta: dict[str, Any] = {"skipped": 0}
         last_ids = dict(previous)
         for channel in self.channels:
-            newest = await self._poll_channel(channel, previous.get(channel), rows, raw, meta)
+            newest = await self._poll_channel(channel, previous.get(channel), posts, raw, meta)
             if newest is not None:
                 last_ids[channel] = newest
-        return FetchResult(raw=raw, records={"posts": rows.table(self.name, self.platform)},
+        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=self.platform, source=self.name)},
                            next_cursor={"last_id": last_ids} if last_ids else cursor, meta=meta)
 
     async def close(self) -> None:

@@ -27,6 +27,7 @@ from sentinel_ray.reference import symbol_table
 ALIASES_FILE = "ticker_aliases.csv"
 _TOKEN = re.compile(r"[$#]?[A-Za-z0-9][A-Za-z0-9&'.\-]*")
 _LEGAL_SUFFIXES = re.compile(r"\b(ltd\.?|limited|the)\b", re.IGNORECASE)
+_TRAILING_LEGAL_SUFFIX = re.compile(r"\s+(ltd\.?|limited)$", re.IGNORECASE)
 CONTEXT_WINDOW = 3
 # Words that put a capitalised name in a market context (English and Hinglish).
 MARKET_WORDS = frozenset("""
@@ -61,20 +62,27 @@ class TickerIndex:
     def extract(self, text: str) -> list[str]:
         words = _tokens(text)
         lowers = [w.lower() for w in words]
+        aliases, first_words = self.aliases, self.first_words
         found: list[str] = []
         i, n = 0, len(words)
         while i < n:
-            word = words[i]
-            if word[:1] in "$#":
-                alias = self.aliases.get(lowers[i][1:])
+            lower = lowers[i]
+            if lower[:1] in "$#":
+                alias = aliases.get(lower[1:])
                 if alias is not None:
                     _add(found, alias.symbol)
                 i += 1
-                continue
-            width, symbol = self._match(words, lowers, i)
-            if symbol:
-                _add(found, symbol)
-            i += width
+            elif lower not in first_words:
+                # Most words start no multi-word name: one look-up, no phrase loop (the hot path).
+                alias = aliases.get(lower)
+                if alias is not None and _rule_holds(alias, words, lowers, i, 1):
+                    _add(found, alias.symbol)
+                i += 1
+            else:
+                width, symbol = self._match(words, lowers, i)
+                if symbol:
+                    _add(found, symbol)
+                i += width
         return found
 
     def _match(self, words: list[str], lowers: list[str], i: int) -> tuple[int, str | None]:
@@ -127,6 +135,15 @@ def ticker_index() -> TickerIndex:
         add(row["alias"], row["symbol"], row["rule"], override=True)
     first_words = frozenset(k.split(" ")[0] for k in aliases if " " in k)
     return TickerIndex(aliases, first_words, max(len(k.split(" ")) for k in aliases))
+
+
+@lru_cache(maxsize=1)
+def company_names() -> dict[str, str]:
+    """Symbol -> company name as people write it in posts and search boxes: the reference
+    table's name without its trailing "Ltd" / "Limited" ("RELIANCE" -> "Reliance Industries")."""
+    table = symbol_table()
+    return {symbol: _TRAILING_LEGAL_SUFFIX.sub("", name).strip()
+            for symbol, name in zip(table.column("symbol").to_pylist(), table.column("name").to_pylist())}
 
 
 def extract_tickers(texts: Sequence[str | None]) -> list[list[str]]:

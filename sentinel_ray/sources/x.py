@@ -12,10 +12,11 @@ The answer is JSON: {"data": [tweet, ...], "includes": {"users": [...]}, "meta":
 as many queries as needed, each with its own `since_id` cursor.
 
 X reports its rate limit in `x-rate-limit-remaining` and `x-rate-limit-reset` (epoch
-seconds) on every answer, and its 429s carry no Retry-After. So the adapter reads those
-headers from each answer and, when the window is used up, waits for the reset before the
-next request (or gives up for now when the reset is further away than the retry policy
-allows); the shared HttpClient still honours a Retry-After when one is sent.
+seconds) on every answer, and its 429s carry no Retry-After. The adapter's HttpClient is
+told those header names (`RATE_LIMIT_HEADERS`): when an answer says the window is used
+up it waits for the reset before the next request, a 429 waits for the reset before its
+retry, and a reset further away than the retry policy allows gives up for now. A
+Retry-After, when one is sent, still wins.
 """
 from __future__ import annotations
 
@@ -23,17 +24,14 @@ import datetime as dt
 import html
 import json
 import logging
-import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
-import pyarrow as pa
-
-from sentinel_ray import reference
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError, require_secrets
-from sentinel_ray.sources.http import FetchError, HttpClient, HttpResponse, HttpStatusError, RetryPolicy
-from sentinel_ray.sources.tickers import extract_tickers
+from sentinel_ray.sources.http import HttpClient, HttpResponse, HttpStatusError
+from sentinel_ray.sources.posts import PostItem, posts_table
+from sentinel_ray.sources.tickers import company_names
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +41,19 @@ MAX_QUERY_LENGTH = 512  # Basic tier; Pro allows 1024
 QUERY_SUFFIX = " -is:retweet (lang:en OR lang:hi)"  # OR binds looser than AND in X queries: keep the parentheses
 TWEET_FIELDS = "created_at,author_id,public_metrics,lang,conversation_id,note_tweet"
 TWITTER_EPOCH_MS = 1_288_834_974_657  # snowflake ids carry their creation time since this instant
-_LEGAL_SUFFIXES = (" Ltd", " Limited")
+# What the shared HttpClient reads to wait for X's rate-limit window (its 429s carry no Retry-After).
+RATE_LIMIT_HEADERS = {"reset_header": "x-rate-limit-reset", "remaining_header": "x-rate-limit-remaining"}
+# App-only recent search allows 450 requests per 15 minutes: 0.5/s stays under it.
+RATE_PER_S, BURST = 0.5, 3
 
 
 def _search_terms(tickers: Sequence[str]) -> list[list[str]]:
     """Per ticker: its cashtag, and its company name when that differs from the symbol."""
-    names = dict(zip(*reference.symbol_table().select(["symbol", "name"]).to_pydict().values()))
+    names = company_names()
     groups: list[list[str]] = []
     for ticker in tickers:
         terms = [f"${ticker}"]
         name = names.get(ticker, "")
-        for suffix in _LEGAL_SUFFIXES:
-            name = name.removesuffix(suffix)
         if name and name.upper() != ticker.upper():
             terms.append(f'"{name}"' if " " in name else name)
         groups.append(terms)
@@ -121,46 +120,23 @@ def _parse_page(body: bytes, where: str) -> _Page:
     return _Page(data, users, newest if isinstance(newest, str) else None, token if isinstance(token, str) else None)
 
 
-@dataclass
-class _Rows:
-    post_id: list[str] = field(default_factory=list)
-    author: list[str | None] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    ts: list[dt.datetime] = field(default_factory=list)
-    url: list[str] = field(default_factory=list)
-    engagement: list[int | None] = field(default_factory=list)
-    ingested_at: list[dt.datetime] = field(default_factory=list)
-
-    def add_tweet(self, tweet: Any, users: dict[str, str], received_at: dt.datetime) -> bool:
-        """Append one post; False (nothing appended) when it is malformed."""
-        if not isinstance(tweet, dict):
-            return False
-        tweet_id, text = tweet.get("id"), tweet.get("text")
-        note = tweet.get("note_tweet")
-        if isinstance(note, dict) and isinstance(note.get("text"), str):
-            text = note["text"]  # `text` of a long post is cut at 280 characters; the note holds all of it
-        if not isinstance(tweet_id, str) or not tweet_id.isdigit() or not isinstance(text, str):
-            return False
-        ts = _created_at(tweet.get("created_at")) or _snowflake_time(tweet_id)
-        author_id = tweet.get("author_id") if isinstance(tweet.get("author_id"), str) else None
-        username = users.get(author_id) if author_id else None
-        self.post_id.append(tweet_id)
-        self.author.append(username or author_id)
-        self.text.append(html.unescape(text))  # X escapes &, < and > in post text
-        self.ts.append(ts)
-        self.url.append(f"{PUBLIC_URL}/{username}/status/{tweet_id}" if username
-                        else f"{PUBLIC_URL}/i/web/status/{tweet_id}")
-        self.engagement.append(_engagement(tweet.get("public_metrics")))
-        self.ingested_at.append(received_at)
-        return True
-
-    def table(self, source: str, platform: str) -> pa.Table:
-        n = len(self.post_id)
-        return pa.Table.from_pydict({
-            "platform": [platform] * n, "post_id": self.post_id, "author": self.author, "text": self.text,
-            "ts": self.ts, "url": self.url, "engagement": self.engagement, "tickers": extract_tickers(self.text),
-            "source": [source] * n, "run_id": [None] * n, "ingested_at": self.ingested_at,
-        }, schema=POSTS.record_schema)
+def _post(tweet: Any, users: dict[str, str], received_at: dt.datetime) -> PostItem | None:
+    """One post of a search answer; None when it is malformed."""
+    if not isinstance(tweet, dict):
+        return None
+    tweet_id, text = tweet.get("id"), tweet.get("text")
+    note = tweet.get("note_tweet")
+    if isinstance(note, dict) and isinstance(note.get("text"), str):
+        text = note["text"]  # `text` of a long post is cut at 280 characters; the note holds all of it
+    if not isinstance(tweet_id, str) or not tweet_id.isdigit() or not isinstance(text, str):
+        return None
+    ts = _created_at(tweet.get("created_at")) or _snowflake_time(tweet_id)
+    author_id = tweet.get("author_id") if isinstance(tweet.get("author_id"), str) else None
+    username = users.get(author_id) if author_id else None
+    url = f"{PUBLIC_URL}/{username}/status/{tweet_id}" if username else f"{PUBLIC_URL}/i/web/status/{tweet_id}"
+    # X escapes &, < and > in post text
+    return PostItem(tweet_id, username or author_id, html.unescape(text), ts, url,
+                    _engagement(tweet.get("public_metrics")), received_at)
 
 
 def _created_at(value: Any) -> dt.datetime | None:
@@ -186,57 +162,29 @@ class XSource(Source):
 
     name = "x"
     platform = "x"
-    datasets = ("posts",)
+    datasets = (POSTS.name,)
     credentials = ("x_bearer_token",)
 
     def __init__(self, bearer_token: str, tickers: Sequence[str], *, base_url: str = "https://api.x.com",
-                 page_cap: int = 10, max_query_length: int = MAX_QUERY_LENGTH, http: HttpClient | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 page_cap: int = 10, max_query_length: int = MAX_QUERY_LENGTH, http: HttpClient | None = None) -> None:
         self.bearer_token = bearer_token
         self.base_url = base_url.rstrip("/")
         self.queries = build_queries(tickers, max_query_length)
         self.page_cap = page_cap
-        # App-only recent search allows 450 requests per 15 minutes: 0.5/s stays under it.
-        self.http = http or HttpClient(self.name, rate_per_s=0.5, burst=3)
-        self._clock = clock
-        self._limit_reset: float | None = None  # epoch seconds when an exhausted window reopens
+        self.http = http or HttpClient(self.name, rate_per_s=RATE_PER_S, burst=BURST, **RATE_LIMIT_HEADERS)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "XSource":
         secrets = require_secrets(cls.name, settings, *cls.credentials)
-        http = HttpClient(cls.name, rate_per_s=0.5, burst=3, timeout_s=settings.http_timeout_s,
-                          retry=RetryPolicy(max_attempts=settings.http_max_attempts),
-                          headers={"User-Agent": settings.http_user_agent})
+        http = HttpClient.from_settings(cls.name, settings, rate_per_s=RATE_PER_S, burst=BURST, **RATE_LIMIT_HEADERS)
         return cls(secrets["x_bearer_token"], settings.watch_tickers, base_url=settings.x_base_url,
                    page_cap=settings.page_cap, http=http)
 
-    async def _respect_rate_limit(self) -> None:
-        """Before a request: if the last answer used up the window, wait for its reset."""
-        if self._limit_reset is None:
-            return
-        wait = self._limit_reset - self._clock() + 1.0  # a second of margin: X's reset is whole seconds
-        self._limit_reset = None
-        if wait <= 0:
-            return
-        if wait > self.http.retry.max_retry_after_s:
-            raise FetchError(f"x: rate limit window used up, it resets in {wait:.0f}s; giving up for now")
-        log.info("x: rate limit window used up, waiting %.0fs for its reset", wait)
-        await self.http.sleep(wait)
-
-    def _note_rate_limit(self, response: HttpResponse) -> None:
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        remaining, reset = headers.get("x-rate-limit-remaining"), headers.get("x-rate-limit-reset")
-        if remaining is not None and reset is not None and remaining.strip() == "0" and reset.strip().isdigit():
-            self._limit_reset = float(reset)
-
     async def _search(self, params: dict[str, Any]) -> HttpResponse:
-        await self._respect_rate_limit()
-        response = await self.http.get(f"{self.base_url}{SEARCH_PATH}", params=params,
-                                       headers={"Authorization": f"Bearer {self.bearer_token}"})
-        self._note_rate_limit(response)
-        return response
+        return await self.http.get(f"{self.base_url}{SEARCH_PATH}", params=params,
+                                   headers={"Authorization": f"Bearer {self.bearer_token}"})
 
-    async def _poll_query(self, query: str, since_id: str | None, rows: _Rows, seen: set[str],
+    async def _poll_query(self, query: str, since_id: str | None, posts: list[PostItem], seen: set[str],
                           raw: list[RawPayload], meta: dict[str, Any]) -> str | None:
         """Posts matching `query` newer than `since_id`; returns the query's next since_id."""
         newest = since_id
@@ -249,17 +197,19 @@ class XSource(Source):
             if next_token:
                 params["next_token"] = next_token
             response = await self._search(params)
-            raw.append(RawPayload.of(self.name, "posts", response))
+            raw.append(RawPayload.of(self.name, POSTS.name, response))
             page = _parse_page(response.body, SEARCH_PATH)
             for tweet in page.tweets:
                 tweet_id = tweet.get("id") if isinstance(tweet, dict) else None
                 if tweet_id in seen:  # the same post can match two of the split queries
                     continue
-                if rows.add_tweet(tweet, page.users, response.received_at):
-                    seen.add(tweet_id)
-                    newest = _max_id(newest, tweet_id)
-                else:
+                post = _post(tweet, page.users, response.received_at)
+                if post is None:
                     meta["skipped"] += 1
+                    continue
+                posts.append(post)
+                seen.add(post.post_id)
+                newest = _max_id(newest, post.post_id)
             if page_no == 0 and page.newest_id:
                 newest = _max_id(newest, page.newest_id)
             next_token = page.next_token
@@ -272,10 +222,10 @@ class XSource(Source):
                 meta["truncated"].append(query)
         return newest
 
-    async def _poll_query_or_restart(self, query: str, since_id: str | None, rows: _Rows, seen: set[str],
+    async def _poll_query_or_restart(self, query: str, since_id: str | None, posts: list[PostItem], seen: set[str],
                                      raw: list[RawPayload], meta: dict[str, Any]) -> str | None:
         try:
-            return await self._poll_query(query, since_id, rows, seen, raw, meta)
+            return await self._poll_query(query, since_id, posts, seen, raw, meta)
         except HttpStatusError as e:
             # Recent search covers 7 days and answers 400 to an older since_id (after a long outage):
             # everything it still holds is newer than that cursor, so start over from the newest.
@@ -283,19 +233,21 @@ class XSource(Source):
                 raise
             log.warning("x: since_id %s is older than recent search reaches; reading query %r afresh", since_id, query)
             meta["expired_since_id"].append(query)
-            return await self._poll_query(query, None, rows, seen, raw, meta)
+            return await self._poll_query(query, None, posts, seen, raw, meta)
 
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
         """New posts of every query since `cursor` = {"since_id": {<query>: <newest post id seen>}}."""
         previous: dict[str, str] = dict((cursor or {}).get("since_id", {}))
-        rows, raw, seen = _Rows(), [], set()
+        posts: list[PostItem] = []
+        raw: list[RawPayload] = []
+        seen: set[str] = set()
         meta: dict[str, Any] = {"skipped": 0, "truncated": [], "expired_since_id": [], "queries": len(self.queries)}
         since = dict(previous)
         for query in self.queries:
-            newest = await self._poll_query_or_restart(query, previous.get(query), rows, seen, raw, meta)
+            newest = await self._poll_query_or_restart(query, previous.get(query), posts, seen, raw, meta)
             if newest:
                 since[query] = newest
-        return FetchResult(raw=raw, records={"posts": rows.table(self.name, self.platform)},
+        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=self.platform, source=self.name)},
                            next_cursor={"since_id": since} if since else cursor, meta=meta)
 
     async def close(self) -> None:

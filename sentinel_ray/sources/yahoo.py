@@ -29,7 +29,13 @@ How it drives yfinance, and why:
 - `PriceHistory(..., tz="Asia/Kolkata")` is yfinance's own history code (what
   `Ticker.history` calls), given the exchange's time zone, which is fixed for NSE and
   BSE, instead of letting `Ticker` ask Yahoo for it with an extra request per symbol.
-- yfinance is synchronous: each call runs in a worker thread (`asyncio.to_thread`).
+- yfinance is synchronous: each call runs in a worker thread (`asyncio.to_thread`), which
+  no asyncio cancellation can stop. So `timeout_s` bounds a whole yfinance call, not only
+  each request: the session gives every request yfinance makes (cookie, crumb, consent,
+  chart, its re-request; some with yfinance's own 30 s default) at most what is left of
+  the call's `timeout_s`, and refuses to start one once it is spent. A cancelled poll's
+  thread therefore ends within `timeout_s`, and `close()` waits for it before closing the
+  session it is using.
 
 Retries: yfinance itself re-requests once after a 4xx/5xx with a refreshed cookie and
 crumb (Yahoo's answer to a stale crumb is 401). On top of that, a last answer of 429/5xx
@@ -50,6 +56,7 @@ import json
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -66,8 +73,8 @@ from yfinance.scrapers.history import PriceHistory
 
 from sentinel_ray.schemas import PRICES, TIMESTAMP_TYPE
 from sentinel_ray.sources.base import FetchResult, HistorySource, RawPayload, SourceError
-from sentinel_ray.sources.http import (RETRY_STATUSES, AuthError, FetchError, HttpStatusError, RetryPolicy, Sleep,
-                                       TokenBucket, retry_after_seconds)
+from sentinel_ray.sources.http import (RETRY_STATUSES, AuthError, HttpStatusError, Retry, RetryPolicy, Sleep,
+                                       TokenBucket, retry_after_seconds, with_retries)
 
 try:  # yfinance's preferred backend: curl with a browser's TLS fingerprint
     from curl_cffi import requests as _http_backend
@@ -164,7 +171,8 @@ class Exchange:
 
 
 class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined]
-    """The session yfinance uses: records every exchange, rebases Yahoo URLs onto `base_url`."""
+    """The session yfinance uses: records every exchange, rebases Yahoo URLs onto `base_url`,
+    and keeps every request within the current call's time budget (`deadline`)."""
 
     def __init__(self, base_url: str = DEFAULT_BASE_URL, **options: Any) -> None:
         super().__init__(**{**_SESSION_OPTIONS, **options})
@@ -172,10 +180,12 @@ class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined
         # Against Yahoo itself nothing is rewritten: fc.yahoo.com and friends must stay.
         self.rebase_to = None if _is_yahoo_host(base.hostname) else base
         self.exchanges: list[Exchange] = []
+        self.deadline: float | None = None  # time.monotonic() by which the current call must be done
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         url = self._rebased(url)
         try:
+            kwargs["timeout"] = self._timeout_within_budget(kwargs.get("timeout"))
             response = super().request(method, url, *args, **kwargs)
         except Exception as e:
             self.exchanges.append(Exchange(method, url, None, {}, b"", utc_now(), f"{type(e).__name__}: {e}"))
@@ -183,6 +193,15 @@ class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined
         headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
         self.exchanges.append(Exchange(method, url, response.status_code, headers, response.content, utc_now()))
         return response
+
+    def _timeout_within_budget(self, requested: Any) -> Any:
+        if self.deadline is None:
+            return requested
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            # TimeoutError: yfinance treats it as the network timing out (no crumb, or no chart)
+            raise TimeoutError("the call's time budget is spent")
+        return min(requested, left) if isinstance(requested, (int, float)) else left
 
     def _rebased(self, url: str) -> str:
         parts = urlsplit(url)
@@ -202,6 +221,14 @@ def _use_cache_dir(path: str) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         yf_cache.set_cache_location(path)
         _cache_dir_in_use[:] = [path]
+
+
+def _close_when_idle(session: RecordingSession) -> None:
+    # A call cancelled by its caller (a timeout) may still be using the session in its
+    # thread; closing curl handles under a running transfer is unsafe, so wait for it
+    # (at most the rest of its time budget).
+    with _YFINANCE_LOCK:
+        session.close()
 
 
 @dataclass
@@ -304,7 +331,7 @@ class YahooSource(HistorySource):
 
     async def close(self) -> None:
         session, self._session = self._session, RecordingSession(self.base_url)  # usable again after close
-        await asyncio.to_thread(session.close)
+        await asyncio.to_thread(_close_when_idle, session)
 
     # -- polling ---------------------------------------------------------------------------
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
@@ -390,56 +417,48 @@ class YahooSource(HistorySource):
                      window: Mapping[str, Any]) -> tuple[pd.DataFrame | None, Exchange]:
         """yfinance's frame for one symbol and interval plus the chart exchange it came from;
         frame None when Yahoo knows no such symbol (404)."""
-        last_problem = ""
-        for attempt in range(self.retry.max_attempts):
-            await self._bucket.acquire(self.sleep)
+
+        async def attempt() -> tuple[pd.DataFrame | None, Exchange] | Retry:
             call = await asyncio.to_thread(self._history_blocking, symbol.yahoo, interval, dict(window))
             self.requests_made += len(call.exchanges)
             chart = next((x for x in reversed(call.exchanges) if x.is_chart), None)
             if chart is None:
                 raise SourceError(f"yahoo: yfinance made no chart request for {symbol.yahoo}"
                                   + (f" ({call.error!r})" if call.error else ""))
-            wait: float | None = None
             if chart.status is None:
-                last_problem = chart.error or "no response"
-            elif chart.status < 300:
+                return Retry(chart.error or "no response")
+            if chart.status < 300:
                 check_chart_body(chart, symbol)
                 if call.error is not None:
                     raise SourceError(f"yahoo: yfinance could not read the chart of {symbol.yahoo}: "
                                       f"{call.error!r}") from call.error
                 return call.frame, chart
-            elif chart.status in (401, 403):
+            if chart.status in (401, 403):
                 raise AuthError(f"yahoo: HTTP {chart.status} from {chart.url.split('?', 1)[0]} even with a fresh "
-                                f"cookie and crumb; Yahoo refuses this client; not retrying")
-            elif chart.status == 404:
+                                f"cookie and crumb; Yahoo refuses this client; not retrying",
+                                status=chart.status, body=chart.body)
+            if chart.status == 404:
                 log.warning("yahoo: no such symbol %s (HTTP 404)", symbol.yahoo)
                 return None, chart
-            elif chart.status in RETRY_STATUSES:
-                last_problem = f"HTTP {chart.status}"
-                wait = retry_after_seconds(chart.headers.get("retry-after"))
-                if wait is not None and wait > self.retry.max_retry_after_s:
-                    raise FetchError(f"yahoo: chart of {symbol.yahoo} asks to retry after {wait:.0f}s; "
-                                     f"giving up for now")
-            else:
-                raise HttpStatusError(chart.status, chart.url.split("?", 1)[0], chart.body)
-            if attempt + 1 == self.retry.max_attempts:
-                break
-            delay = wait if wait is not None else self.retry.backoff(attempt, self._rng)
-            log.info("yahoo: %s for %s %s, retry %d in %.1fs", last_problem, symbol.yahoo, interval, attempt + 1, delay)
-            await self.sleep(delay)
-        raise FetchError(f"yahoo: chart of {symbol.yahoo} ({interval}) failed after {self.retry.max_attempts} "
-                         f"attempts (last: {last_problem})")
+            if chart.status in RETRY_STATUSES:
+                return Retry(f"HTTP {chart.status}", retry_after_seconds(chart.headers.get("retry-after")))
+            raise HttpStatusError(chart.status, chart.url.split("?", 1)[0], chart.body)
+
+        return await with_retries(f"yahoo: chart of {symbol.yahoo} ({interval})", attempt, retry=self.retry,
+                                  bucket=self._bucket, sleep=self.sleep, rng=self._rng)
 
     def _history_blocking(self, yahoo_symbol: str, interval: str, window: dict[str, Any]) -> _Call:
         """One yfinance history call (worker thread). Never raises: the caller judges."""
         with _YFINANCE_LOCK:
+            session = self._session
             if self.cache_dir:
                 _use_cache_dir(self.cache_dir)
             YfData.cache_get.cache_clear()
-            self._session.exchanges = []
+            session.exchanges = []
+            session.deadline = time.monotonic() + self.timeout_s
             frame, error = None, None
             try:
-                history = PriceHistory(YfData(session=self._session), yahoo_symbol, EXCHANGE_TZ, session=self._session)
+                history = PriceHistory(YfData(session=session), yahoo_symbol, EXCHANGE_TZ, session=session)
                 frame = history.history(interval=interval, prepost=False, actions=False, auto_adjust=False,
                                         back_adjust=False, repair=False, keepna=False, rounding=False,
                                         timeout=self.timeout_s, **window)
@@ -447,5 +466,7 @@ class YahooSource(HistorySource):
                 pass  # the recorded exchange says what happened
             except Exception as e:  # noqa: BLE001 - handed to the caller with the exchange
                 error = e
-            return _Call(frame, list(self._session.exchanges), error)
+            finally:
+                session.deadline = None
+            return _Call(frame, list(session.exchanges), error)
 

@@ -13,8 +13,11 @@ HTTPS, authenticated by an API key sent as the `key` query parameter. Per poll:
    until comments already seen show up. Each comment becomes a post.
 
 Quota matters more than rate here: a search costs 100 units and a comments page 1, out
-of 10,000 a day by default. A 403 `quotaExceeded` fails the poll with an AuthError that
-says so; a 403 `commentsDisabled` (or 404 for a deleted video) only skips that video.
+of 10,000 a day by default. The reason of a refusal is read from Google's error body
+(`{"error": {"errors": [{"reason": ...}]}}`, kept whole on the HTTP client's errors): a 403
+`quotaExceeded` fails the poll with an AuthError that says "API quota exhausted"; a 403
+`commentsDisabled` (or a 404 for a deleted video) closes that video in the cursor, so no
+later poll spends quota asking for its comments again.
 
 The API key never leaves the query string of the request itself: errors and logs drop
 query strings (http.py) and the raw payloads record the request without it.
@@ -32,12 +35,11 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
 
-import pyarrow as pa
-
-from sentinel_ray.schemas import POSTS, TIMESTAMP_TYPE
+from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError, require_secrets
-from sentinel_ray.sources.http import AuthError, FetchError, HttpClient, HttpResponse, HttpStatusError, RetryPolicy
-from sentinel_ray.sources.tickers import extract_tickers
+from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse, HttpStatusError
+from sentinel_ray.sources.posts import PostItem, posts_table
+from sentinel_ray.sources.tickers import company_names, ticker_index
 
 log = logging.getLogger(__name__)
 
@@ -50,37 +52,24 @@ MAX_QUERY_CHARS = 400  # long OR-queries lose recall on YouTube; split them inst
 QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded", "rateLimitExceeded", "userRateLimitExceeded"})
 # 403/404 reasons that concern one video only: skip it, keep polling the others.
 VIDEO_CLOSED_REASONS = frozenset({"commentsDisabled", "forbidden", "videoNotFound"})
-_LEGAL_SUFFIX = re.compile(r"\s+(ltd\.?|limited)$", re.IGNORECASE)
+RATE_PER_S, BURST = 5.0, 5  # the daily quota, not the rate, is what binds
 
 
 # --- parsing (pure: bytes in, posts out) ------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Post:
-    """One row of the posts dataset before tickers are extracted."""
-
-    post_id: str
-    author: str | None
-    text: str
-    ts: dt.datetime
-    url: str
-    engagement: int | None
-    ingested_at: dt.datetime
-
-
-@dataclass(frozen=True)
 class Video:
     video_id: str
     published: dt.datetime
-    post: Post
+    post: PostItem
 
 
 @dataclass(frozen=True)
 class Comment:
     comment_id: str
     published: dt.datetime
-    post: Post
+    post: PostItem
 
 
 @dataclass(frozen=True)
@@ -155,7 +144,7 @@ def _video(item: dict[str, Any], received_at: dt.datetime) -> Video:
     if not text:
         raise ValueError("video without title or description")
     channel = html.unescape(snippet.get("channelTitle") or "") or None
-    post = Post(f"video:{video_id}", channel, text, published, WATCH_URL + video_id, None, received_at)
+    post = PostItem(f"video:{video_id}", channel, text, published, WATCH_URL + video_id, None, received_at)
     return Video(video_id, published, post)
 
 
@@ -174,7 +163,8 @@ def _comment(item: dict[str, Any], received_at: dt.datetime) -> Comment:
     published = parse_time(snippet["publishedAt"])
     engagement = int(snippet.get("likeCount") or 0) + int(thread.get("totalReplyCount") or 0)
     url = f"{WATCH_URL}{video_id}&lc={comment_id}"
-    post = Post(comment_id, snippet.get("authorDisplayName") or None, text, published, url, engagement, received_at)
+    post = PostItem(comment_id, snippet.get("authorDisplayName") or None, text, published, url, engagement,
+                    received_at)
     return Comment(comment_id, published, post)
 
 
@@ -199,25 +189,6 @@ def iso(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def posts_table(posts: Sequence[Post], source: str = "youtube") -> pa.Table:
-    """Posts -> a table in POSTS.record_schema (tickers extracted here, run_id left null)."""
-    n = len(posts)
-    columns = {
-        "platform": pa.array([PLATFORM] * n, pa.string()),
-        "post_id": pa.array([p.post_id for p in posts], pa.string()),
-        "author": pa.array([p.author for p in posts], pa.string()),
-        "text": pa.array([p.text for p in posts], pa.string()),
-        "ts": pa.array([p.ts for p in posts], TIMESTAMP_TYPE),
-        "url": pa.array([p.url for p in posts], pa.string()),
-        "engagement": pa.array([p.engagement for p in posts], pa.int64()),
-        "tickers": pa.array(extract_tickers([p.text for p in posts]), pa.list_(pa.string())),
-        "source": pa.array([source] * n, pa.string()),
-        "run_id": pa.nulls(n, pa.string()),
-        "ingested_at": pa.array([p.ingested_at for p in posts], TIMESTAMP_TYPE),
-    }
-    return pa.Table.from_pydict(columns, schema=POSTS.record_schema)
-
-
 # --- search terms -------------------------------------------------------------------------
 
 
@@ -228,17 +199,14 @@ def search_terms(tickers: Iterable[str]) -> list[str]:
     Industries share price", rarely "RELIANCE"). A symbol that is an everyday word
     (IDEA) is searched only as '"IDEA share"', or the search drowns in unrelated videos.
     """
-    from sentinel_ray.reference import symbol_table
-    from sentinel_ray.sources.tickers import ticker_index
-
-    names = dict(zip(*(symbol_table().column(c).to_pylist() for c in ("symbol", "name"))))
+    names = company_names()
     aliases = ticker_index().aliases
     terms: list[str] = []
     for ticker in tickers:
         symbol = ticker.strip().upper()
         if not symbol:
             continue
-        name = _LEGAL_SUFFIX.sub("", names.get(symbol, "")).strip()
+        name = names.get(symbol, "")
         if name and name.upper() != symbol:
             terms.append(_quoted(name))
         alias = aliases.get(symbol.lower())
@@ -364,15 +332,14 @@ class YouTubeSource(Source):
         self.page_cap = page_cap
         self.max_tracked_videos = max_tracked_videos
         self.lookback, self.overlap = lookback, overlap
-        self.http = http or HttpClient(self.name, rate_per_s=5.0, burst=5)
+        self.http = http or HttpClient(self.name, rate_per_s=RATE_PER_S, burst=BURST)
         self._now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
 
     @classmethod
     def from_settings(cls, settings: Any) -> "YouTubeSource":
         secrets = require_secrets(cls.name, settings, *cls.credentials)
-        http = HttpClient(cls.name, rate_per_s=5.0, burst=5, timeout_s=settings.http_timeout_s,
-                          retry=RetryPolicy(max_attempts=settings.http_max_attempts),
-                          headers={"User-Agent": settings.http_user_agent, "Accept": "application/json"})
+        http = HttpClient.from_settings(cls.name, settings, rate_per_s=RATE_PER_S, burst=BURST,
+                                        headers={"Accept": "application/json"})
         return cls(secrets["youtube_api_key"], search_terms(settings.watch_tickers),
                    base_url=settings.youtube_base_url, page_cap=settings.page_cap, http=http)
 
@@ -400,7 +367,7 @@ class YouTubeSource(Source):
         meta["videos"], meta["comments"] = len(new_videos), len(comments)
         next_state = self._next_state(state, found, tracked)
         unchanged = next_state.dump() == YouTubeCursor.load(cursor).dump()
-        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, self.name)},
+        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=PLATFORM, source=self.name)},
                            next_cursor=cursor if unchanged else next_state.dump(), meta=meta)
 
     # -- step 1: search -------------------------------------------------------------------
@@ -437,11 +404,10 @@ class YouTubeSource(Source):
                         break  # order=time: the rest is older than what earlier polls emitted
         except _VideoClosed as e:
             # one video's comments being off (or the video gone) must not fail the poll
-            log.info("youtube: skipping comments of video %s: %s", video.video_id, e.reason)
+            log.info("youtube: comments of video %s cannot be read (%s); not asking again", video.video_id, e.reason)
             meta["skipped"] += 1
             meta["closed_videos"].append({"video_id": video.video_id, "reason": e.reason})
-            if e.permanent:
-                video.closed = e.reason
+            video.closed = e.reason
             return []
         # a comment may come twice when pages shift while new comments arrive
         emitted = list({c.comment_id: c for c in emitted}.values())
@@ -494,16 +460,8 @@ class YouTubeSource(Source):
         url = f"{self.base_url}/{endpoint}"
         try:
             return await self.http.get(url, params={**params, "key": self._key})
-        except AuthError as e:
-            raise _explain_forbidden(e, endpoint) from None
-        except HttpStatusError as e:
-            reason = error_reason(e)
-            if e.status == 400 and _mentions_key(e):
-                raise AuthError(f"youtube: the API key was rejected ({reason}): check SENTINEL_YOUTUBE_API_KEY "
-                                f"and that YouTube Data API v3 is enabled for it") from None
-            if endpoint == "commentThreads" and (e.status == 404 or reason in VIDEO_CLOSED_REASONS):
-                raise _VideoClosed(reason or f"HTTP {e.status}", permanent=True) from None
-            raise
+        except (AuthError, HttpStatusError) as e:
+            raise _explain(e, endpoint) from None
 
     def _raw(self, endpoint: str, params: Mapping[str, Any], response: HttpResponse) -> RawPayload:
         # RawPayload.of drops the whole query; keep what was asked (never the key) for audit and replay
@@ -513,59 +471,52 @@ class YouTubeSource(Source):
 
 
 class _VideoClosed(SourceError):
-    def __init__(self, reason: str, permanent: bool) -> None:
+    """One video's comments cannot be read, for good (comments off, video gone)."""
+
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason, self.permanent = reason, permanent
+        self.reason = reason
 
 
-def error_reason(error: FetchError) -> str | None:
+def error_reason(error: AuthError | HttpStatusError) -> str | None:
     """The `reason` of a Google API error body ({"error": {"errors": [{"reason": ...}]}}), if readable.
 
-    Uses the error's `body` when the HTTP client keeps it; otherwise the start of the body
-    that HttpStatusError quotes in its message.
+    Newer APIs answer {"error": {"status": "PERMISSION_DENIED", ...}} instead: then the status.
     """
-    body = getattr(error, "body", None)
-    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(error)
-    start = text.find("{")
-    if start >= 0:
-        try:
-            doc = json.loads(text[start:])
-            errors = doc["error"].get("errors") or []
-            if errors and isinstance(errors[0], dict) and errors[0].get("reason"):
-                return str(errors[0]["reason"])
-            status = doc["error"].get("status")  # newer error format: "PERMISSION_DENIED", ...
-            if status:
-                return str(status)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            pass
-    match = re.search(r'"reason"\s*:\s*"([A-Za-z]+)"', text)
-    if match:
-        return match.group(1)
-    for reason in (*QUOTA_REASONS, *VIDEO_CLOSED_REASONS, "keyInvalid"):
-        if reason in text:
-            return reason
-    return None
+    text = error.body.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+        errors = doc["error"].get("errors") or []
+        if errors and isinstance(errors[0], dict) and errors[0].get("reason"):
+            return str(errors[0]["reason"])
+        if doc["error"].get("status"):
+            return str(doc["error"]["status"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    match = re.search(r'"reason"\s*:\s*"([A-Za-z]+)"', text)  # a body cut short or wrapped in something else
+    return match.group(1) if match else None
 
 
-def _mentions_key(error: FetchError) -> bool:
-    body = getattr(error, "body", None)
-    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(error)
+def _mentions_key(error: AuthError | HttpStatusError) -> bool:
+    text = error.body.decode("utf-8", "replace")
     return "keyInvalid" in text or "API key" in text or "API_KEY" in text
 
 
-def _explain_forbidden(error: AuthError, endpoint: str) -> Exception:
-    """A 401/403 from the API, said plainly: quota, disabled comments, or the key."""
-    reason = error_reason(error) if getattr(error, "body", None) is not None else None
+def _explain(error: AuthError | HttpStatusError, endpoint: str) -> Exception:
+    """An API refusal, said plainly: quota, the key, or one video whose comments cannot be read."""
+    reason = error_reason(error)
     if reason in QUOTA_REASONS:
         return AuthError(f"youtube: API quota exhausted ({reason}) on {endpoint}; the daily quota resets at "
-                         f"midnight Pacific time (or raise it in the Google Cloud console)")
-    if endpoint == "commentThreads" and reason in VIDEO_CLOSED_REASONS:
-        return _VideoClosed(reason, permanent=True)
-    if endpoint == "commentThreads" and reason is None and getattr(error, "body", None) is None:
-        # The HTTP client did not keep the 403 body, so commentsDisabled cannot be told from
-        # an exhausted quota. Search succeeded with this key moments ago, so a per-video
-        # refusal is the likely one: skip the video for this poll and try it again next time.
-        return _VideoClosed("HTTP 403 (reason not available)", permanent=False)
+                         f"midnight Pacific time (or raise it in the Google Cloud console)",
+                         status=error.status, body=error.body)
+    if endpoint == "commentThreads" and (reason in VIDEO_CLOSED_REASONS or error.status == 404):
+        # comments off, or the video gone: for good, so the cursor closes the video
+        return _VideoClosed(reason or f"HTTP {error.status}")
+    if isinstance(error, HttpStatusError):
+        if error.status == 400 and _mentions_key(error):
+            return AuthError(f"youtube: the API key was rejected ({reason}): check SENTINEL_YOUTUBE_API_KEY "
+                             f"and that YouTube Data API v3 is enabled for it", status=error.status, body=error.body)
+        return error
     hint = f" ({reason})" if reason else (" (the key is wrong, not enabled for YouTube Data API v3, or its "
                                           "daily quota is exhausted)")
-    return AuthError(f"{error}{hint}")
+    return AuthError(f"{error}{hint}", status=error.status, body=error.body)

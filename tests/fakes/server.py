@@ -1,7 +1,9 @@
 """A local HTTP fixture server standing in for a real service (aiohttp, 127.0.0.1 only).
 
-Routes reply from a script: each request to a route takes the next `Reply` (the last one
-repeats), so a test can say "429 with Retry-After, then 500, then the real payload".
+Routes reply from a script: each request to a route takes the next step (the last one
+repeats), so a test can say "429 with Retry-After, then 500, then the real payload". A
+step is a `Reply`, or a handler called with the request that returns a `Reply` (or an
+aiohttp response), so a script can mix the two: "429, then answer by the query".
 The server runs on its own event loop in a thread, so both async adapters and
 synchronous libraries (yfinance, praw) can talk to it. Every request is recorded.
 """
@@ -47,23 +49,23 @@ class Seen:
 
 
 Handler = Callable[[web.Request], "web.Response | Reply"]
+Step = Reply | Handler
 
 
 class FakeService:
     def __init__(self) -> None:
         self.requests: list[Seen] = []
-        self._scripts: dict[tuple[str, str], list[Reply] | Handler] = {}
+        self._scripts: dict[tuple[str, str], list[Step]] = {}
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     # -- scripting -------------------------------------------------------------
-    def route(self, method: str, path: str, *replies: Reply | Handler) -> "FakeService":
-        """Replies in order (the last repeats), or one handler called with the request."""
-        if len(replies) == 1 and callable(replies[0]) and not isinstance(replies[0], Reply):
-            self._scripts[(method.upper(), path)] = replies[0]
-        else:
-            self._scripts[(method.upper(), path)] = list(replies)
+    def route(self, method: str, path: str, *steps: Step) -> "FakeService":
+        """Answer each request with the next step (the last repeats): a Reply, or a handler of the request."""
+        if not steps:
+            raise ValueError(f"route {method} {path}: give at least one Reply or handler")
+        self._scripts[(method.upper(), path)] = list(steps)
         return self
 
     def seen(self, path: str | None = None) -> list[Seen]:
@@ -80,10 +82,8 @@ class FakeService:
         script = self._scripts.get((request.method, request.path))
         if script is None:
             return web.Response(status=404, text=f"fake service: no route {request.method} {request.path}")
-        if callable(script):
-            reply = script(request)
-        else:
-            reply = script.pop(0) if len(script) > 1 else script[0]
+        step = script.pop(0) if len(script) > 1 else script[0]
+        reply = step if isinstance(step, Reply) else step(request)
         if isinstance(reply, Reply):
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
@@ -93,7 +93,9 @@ class FakeService:
     def start(self) -> "FakeService":
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # handler_cancellation: a client that timed out on a delayed Reply hangs up, and its
+        # handler stops there rather than hold stop() until the delay is over
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         ready = threading.Event()
 
         def serve() -> None:
@@ -119,6 +121,8 @@ class FakeService:
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()  # its selector and self-pipe sockets, or they leak (ResourceWarning)
 
     def __enter__(self) -> "FakeService":
         return self.start()

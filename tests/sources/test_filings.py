@@ -1,10 +1,8 @@
 """FilingsSource: NSE and BSE corporate announcements against local fixture servers."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,20 +12,12 @@ from sentinel_ray.sources import make_source
 from sentinel_ray.sources.base import SourceError
 from sentinel_ray.sources.bse_filings import (BSE_ANNOUNCEMENTS_PATH, NSE_ANNOUNCEMENTS_PATH, FilingsSource,
                                               normalise_company, ticker_for_company)
-from sentinel_ray.sources.http import AuthError, FetchError, HttpClient, RetryPolicy
+from sentinel_ray.sources.http import AuthError, FetchError
 from tests.fakes.server import Reply
-from tests.sources.test_http import RecordingSleep
+from tests.sources.helpers import IST, UTC, RecordingSleep, fast_client, fetch_once as run, payloads
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "fakes" / "payloads" / "filings"
-UTC = dt.timezone.utc
 EVENING = dt.datetime(2025, 4, 1, 12, 15, tzinfo=UTC)  # 17:45 IST
-
-
-def payload(name: str) -> bytes:
-    return (PAYLOADS / name).read_bytes()
-
-
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+payload = payloads("filings")
 
 
 def ist(text: str) -> dt.datetime:
@@ -51,22 +41,12 @@ def make(fake, *, exchanges=("NSE", "BSE"), page_cap: int = 10, now=EVENING, att
          timeout_s: float = 5.0) -> tuple[FilingsSource, RecordingSleep]:
     sleep = RecordingSleep()
 
-    def client(name: str) -> HttpClient:
-        return HttpClient(name, rate_per_s=1000, burst=1000, timeout_s=timeout_s, sleep=sleep, seed=1,
-                          retry=RetryPolicy(max_attempts=attempts, base_delay_s=1.0), headers={"User-Agent": "UA/t"})
+    def client(name: str):
+        return fast_client(name, sleep, timeout_s=timeout_s, max_attempts=attempts, headers={"User-Agent": "UA/t"})
 
     source = FilingsSource(nse_base_url=fake.url, bse_base_url=fake.url, nse_http=client("filings/nse"),
                            bse_http=client("filings/bse"), page_cap=page_cap, exchanges=exchanges, clock=lambda: now)
     return source, sleep
-
-
-def run(source: FilingsSource, cursor=None):
-    async def go():
-        try:
-            return await source.fetch(cursor)
-        finally:
-            await source.close()
-    return asyncio.run(go())
 
 
 def rows(result) -> list[dict]:

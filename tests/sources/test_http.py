@@ -4,20 +4,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import random
 
 import pytest
 
-from sentinel_ray.sources.http import (AuthError, FetchError, HttpClient, HttpStatusError, RetryPolicy, TokenBucket,
-                                       retry_after_seconds)
+from sentinel_ray.config import Settings
+from sentinel_ray.sources.http import (AuthError, FetchError, HttpClient, HttpStatusError, Retry, RetryPolicy,
+                                       TokenBucket, reset_wait_seconds, retry_after_seconds, with_retries)
 from tests.fakes.server import Reply
+from tests.sources.helpers import RecordingSleep
 
-
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
+NOW = 1_800_000_000.0  # the wall clock of the rate-limit window tests, epoch seconds
+X_WINDOW = {"reset_header": "x-rate-limit-reset", "remaining_header": "x-rate-limit-remaining"}
 
 
 def _client(**kw) -> tuple[HttpClient, RecordingSleep]:
@@ -25,9 +23,12 @@ def _client(**kw) -> tuple[HttpClient, RecordingSleep]:
     return HttpClient("test", rate_per_s=1000, burst=1000, sleep=sleep, seed=1, **kw), sleep
 
 
-async def _get(client: HttpClient, url: str):
+async def _get(client: HttpClient, url: str, n: int = 1, **kw):
+    """The last of `n` GETs of `url`."""
     try:
-        return await client.get(url)
+        for _ in range(n):
+            response = await client.get(url, **kw)
+        return response
     finally:
         await client.close()
 
@@ -66,11 +67,111 @@ def test_auth_errors_are_not_retried(fake_service, status: int) -> None:
     assert len(fake_service.seen("/x")) == 1 and sleep.calls == []
 
 
-def test_other_4xx_fail_at_once(fake_service) -> None:
-    fake_service.route("GET", "/x", Reply(404, body=b"nope"))
+def test_auth_error_keeps_status_and_whole_body_out_of_its_message(fake_service) -> None:
+    body = b'{"error": {"code": 403, "errors": [{"reason": "quotaExceeded"}], "message": "' + b"q" * 500 + b'"}}'
+    fake_service.route("GET", "/x", Reply(403, body=body, content_type="application/json"))
     client, _ = _client()
-    with pytest.raises(HttpStatusError, match="HTTP 404"):
+    with pytest.raises(AuthError) as e:
+        asyncio.run(_get(client, f"{fake_service.url}/x?key=SECRET"))
+    assert e.value.status == 403 and e.value.body == body
+    assert "SECRET" not in str(e.value) and "quotaExceeded" not in str(e.value) and len(str(e.value)) < 200
+
+
+def test_other_4xx_fail_at_once(fake_service) -> None:
+    body = b"nope " * 100
+    fake_service.route("GET", "/x", Reply(404, body=body))
+    client, _ = _client()
+    with pytest.raises(HttpStatusError, match="HTTP 404") as e:
+        asyncio.run(_get(client, f"{fake_service.url}/x?key=SECRET"))
+    assert e.value.status == 404 and e.value.body == body  # whole, while the message quotes 200 bytes
+    assert e.value.url == f"{fake_service.url}/x" and "SECRET" not in str(e.value) and len(str(e.value)) < 300
+    assert len(fake_service.seen("/x")) == 1
+
+
+def test_accepted_statuses_come_back_as_responses(fake_service) -> None:
+    fake_service.route("GET", "/feed", Reply(304, headers={"ETag": '"v1"'}))
+    client, sleep = _client()
+    response = asyncio.run(_get(client, f"{fake_service.url}/feed", accept_statuses=frozenset({304})))
+    assert response.status == 304 and response.body == b"" and sleep.calls == []
+    assert response.headers["etag"] == '"v1"'  # header names in any case
+    client, _ = _client()
+    with pytest.raises(HttpStatusError, match="HTTP 304"):  # not accepted unless asked for
+        asyncio.run(_get(client, f"{fake_service.url}/feed"))
+
+
+def test_429_without_retry_after_waits_for_the_reset_header(fake_service) -> None:
+    fake_service.route("GET", "/x", Reply(429, headers={"x-rate-limit-reset": str(int(NOW) + 40)}), Reply(body=b"ok"))
+    client, sleep = _client(reset_header="x-rate-limit-reset", clock=lambda: NOW)
+    assert asyncio.run(_get(client, f"{fake_service.url}/x")).body == b"ok"
+    assert sleep.calls == [41.0]  # until the reset, plus a second of margin (the header is whole seconds)
+
+
+def test_retry_after_wins_over_the_reset_header(fake_service) -> None:
+    fake_service.route("GET", "/x", Reply(429, headers={"Retry-After": "3", "x-rate-limit-reset": str(int(NOW) + 40)}),
+                       Reply(body=b"ok"))
+    client, sleep = _client(reset_header="x-rate-limit-reset", clock=lambda: NOW)
+    asyncio.run(_get(client, f"{fake_service.url}/x"))
+    assert sleep.calls == [3.0]
+
+
+def test_reset_header_is_ignored_unless_named_or_already_past(fake_service) -> None:
+    fake_service.route("GET", "/x", Reply(429, headers={"x-rate-limit-reset": str(int(NOW) + 40)}), Reply(body=b"ok"))
+    client, sleep = _client(retry=RetryPolicy(base_delay_s=1.0), clock=lambda: NOW)
+    asyncio.run(_get(client, f"{fake_service.url}/x"))
+    assert len(sleep.calls) == 1 and sleep.calls[0] <= 1.0  # plain backoff
+    fake_service.route("GET", "/y", Reply(429, headers={"x-rate-limit-reset": str(int(NOW) - 60)}), Reply(body=b"ok"))
+    client, sleep = _client(retry=RetryPolicy(base_delay_s=1.0), reset_header="x-rate-limit-reset", clock=lambda: NOW)
+    asyncio.run(_get(client, f"{fake_service.url}/y"))
+    assert len(sleep.calls) == 1 and sleep.calls[0] <= 1.0  # a reset in the past: backoff too
+
+
+def test_too_distant_reset_on_429_gives_up(fake_service) -> None:
+    fake_service.route("GET", "/x", Reply(429, headers={"x-rate-limit-reset": str(int(NOW) + 900)}))
+    client, sleep = _client(reset_header="x-rate-limit-reset", clock=lambda: NOW)
+    with pytest.raises(FetchError, match="retry after 901s"):
         asyncio.run(_get(client, f"{fake_service.url}/x"))
+    assert len(fake_service.seen("/x")) == 1 and sleep.calls == []
+
+
+def test_used_up_window_waits_for_its_reset_before_the_next_request(fake_service) -> None:
+    used_up = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(int(NOW) + 40)}
+    fake_service.route("GET", "/x", Reply(body=b"1", headers=used_up),
+                       Reply(body=b"2", headers={"x-rate-limit-remaining": "449"}), Reply(body=b"3"))
+    client, sleep = _client(clock=lambda: NOW, **X_WINDOW)
+    assert asyncio.run(_get(client, f"{fake_service.url}/x", n=3)).body == b"3"
+    assert sleep.calls == [41.0]  # before the second request only
+
+
+def test_used_up_window_too_far_from_its_reset_gives_up_before_asking(fake_service) -> None:
+    used_up = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(int(NOW) + 900)}
+    fake_service.route("GET", "/x", Reply(body=b"1", headers=used_up))
+    client, sleep = _client(clock=lambda: NOW, **X_WINDOW)
+    with pytest.raises(FetchError, match="rate limit window used up, it resets in 901s"):
+        asyncio.run(_get(client, f"{fake_service.url}/x", n=2))
+    assert len(fake_service.seen("/x")) == 1 and sleep.calls == []
+
+
+def test_429_with_a_used_up_window_waits_once(fake_service) -> None:
+    used_up = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(int(NOW) + 40)}
+    fake_service.route("GET", "/x", Reply(429, headers=used_up), Reply(body=b"ok"))
+    client, sleep = _client(clock=lambda: NOW, **X_WINDOW)
+    assert asyncio.run(_get(client, f"{fake_service.url}/x")).body == b"ok"
+    assert sleep.calls == [41.0]
+
+
+def test_reset_wait_seconds() -> None:
+    assert reset_wait_seconds(str(int(NOW) + 10), NOW) == 11.0
+    assert reset_wait_seconds(str(int(NOW) - 10), NOW) == 0.0
+    assert reset_wait_seconds("soon", NOW) is None and reset_wait_seconds(None, NOW) is None
+
+
+def test_from_settings_takes_the_platform_settings() -> None:
+    settings = Settings(http_timeout_s=7, http_max_attempts=2, http_user_agent="UA/1")
+    client = HttpClient.from_settings("src", settings, rate_per_s=0.5, burst=3, headers={"Accept": "text/xml"},
+                                      reset_header="x-reset")
+    assert (client.source, client.rate_per_s, client.burst, client.timeout_s) == ("src", 0.5, 3, 7)
+    assert client.retry.max_attempts == 2 and client.reset_header == "x-reset"
+    assert dict(client.headers) == {"User-Agent": "UA/1", "Accept": "text/xml"}
 
 
 def test_timeout_is_retried(fake_service) -> None:
@@ -110,3 +211,32 @@ def test_token_bucket_spaces_requests() -> None:
 
     asyncio.run(take(5))
     assert waits == [0.5, 0.5, 0.5]  # 2 from the burst, then one every 1/rate
+
+
+def test_with_retries_is_the_one_retry_loop() -> None:
+    sleep = RecordingSleep()
+    outcomes: list = [Retry("HTTP 503"), Retry("HTTP 429", wait=4.0), "done"]
+    calls: list[int] = []
+
+    async def attempt():
+        calls.append(1)
+        return outcomes.pop(0)
+
+    async def run(what: str, attempt, attempts: int = 5):
+        return await with_retries(what, attempt, retry=RetryPolicy(max_attempts=attempts, base_delay_s=1.0),
+                                  bucket=TokenBucket(1000, 1000), sleep=sleep, rng=random.Random(1))
+
+    assert asyncio.run(run("svc: /a", attempt)) == "done"
+    assert len(calls) == 3 and len(sleep.calls) == 2 and sleep.calls[0] <= 1.0 and sleep.calls[1] == 4.0
+
+    async def always_503():
+        return Retry("HTTP 503")
+
+    with pytest.raises(FetchError, match=r"^svc: /b failed after 2 attempts \(last: HTTP 503\)$"):
+        asyncio.run(run("svc: /b", always_503, attempts=2))
+
+    async def refused():
+        raise AuthError("svc: HTTP 401")
+
+    with pytest.raises(AuthError, match="HTTP 401"):  # what an attempt raises is not retried
+        asyncio.run(run("svc: /c", refused))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,20 +11,16 @@ from sentinel_ray.config import Settings
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources import make_source
 from sentinel_ray.sources.base import SourceError
-from sentinel_ray.sources.http import AuthError, FetchError, HttpClient, RetryPolicy
+from sentinel_ray.sources.http import AuthError, FetchError
 from sentinel_ray.sources.nse import HISTORY_PATH, QUOTE_PATH, NseSource, nse_symbols, parse_ist
 from tests.fakes.server import Reply
-from tests.sources.test_http import RecordingSleep
+from tests.sources.helpers import IST, UTC, RecordingSleep, fast_client, fetch_once as run, payloads
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "fakes" / "payloads" / "nse"
-UTC = dt.timezone.utc
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 MORNING = dt.datetime(2025, 2, 3, 5, 40, tzinfo=UTC)  # 11:10 IST, Monday
 UA = "Mozilla/5.0 (X11; Linux x86_64) sentinel-ray/test"
 
 
-def payload(name: str) -> bytes:
-    return (PAYLOADS / name).read_bytes()
+payload = payloads("nse")
 
 
 def session_ts(day: str) -> dt.datetime:
@@ -54,19 +49,9 @@ class Clock:
 def make(fake, symbols=("RELIANCE",), now=MORNING, attempts: int = 4, timeout_s: float = 5.0,
          history_every=dt.timedelta(hours=1)) -> tuple[NseSource, RecordingSleep, Clock]:
     sleep = RecordingSleep()
-    http = HttpClient("nse", rate_per_s=1000, burst=1000, timeout_s=timeout_s, sleep=sleep, seed=1,
-                      retry=RetryPolicy(max_attempts=attempts, base_delay_s=1.0), headers={"User-Agent": UA})
+    http = fast_client("nse", sleep, timeout_s=timeout_s, max_attempts=attempts, headers={"User-Agent": UA})
     clock = Clock(now)
     return NseSource(symbols, base_url=fake.url, http=http, clock=clock, history_every=history_every), sleep, clock
-
-
-def run(source: NseSource, cursor=None):
-    async def go():
-        try:
-            return await source.fetch(cursor)
-        finally:
-            await source.close()
-    return asyncio.run(go())
 
 
 def rows(result) -> list[dict]:
@@ -208,10 +193,11 @@ def test_refused_api_handshakes_once_more_then_raises(fake_service, status: int)
     serve_home(fake_service)
     fake_service.route("GET", HISTORY_PATH, Reply(status, body=b'{"message": "Access Denied"}'))
     source, sleep, _ = make(fake_service)
-    with pytest.raises(AuthError, match="even after a fresh cookie handshake"):
+    with pytest.raises(AuthError, match="even after a fresh cookie handshake") as e:
         run(source)
     assert len(fake_service.seen(HISTORY_PATH)) == 2 and len(fake_service.seen("/")) == 2
     assert sleep.calls == []
+    assert e.value.status == status and e.value.body == b'{"message": "Access Denied"}'
 
 
 def test_stale_cookies_are_renewed_by_a_second_handshake(fake_service) -> None:

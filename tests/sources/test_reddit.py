@@ -1,10 +1,8 @@
 """RedditSource: the real praw/prawcore stack against a local server that speaks Reddit's OAuth API."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,17 +13,13 @@ from sentinel_ray.sources.base import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError, RetryPolicy
 from sentinel_ray.sources.reddit import RedditSource
 from tests.fakes.server import Reply
-from tests.sources.test_http import RecordingSleep
+from tests.sources.helpers import RecordingSleep, fetch_once as fetch, json_reply, payloads
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "fakes" / "payloads" / "reddit"
 SUB = "IndianStreetBets"
 NEW, COMMENTS, TOKEN = f"/r/{SUB}/new", f"/r/{SUB}/comments/", "/api/v1/access_token"
 # What Reddit sends on every OAuth answer; with these values prawcore's pacing waits 0 s.
 RATELIMIT = {"x-ratelimit-remaining": "996.0", "x-ratelimit-used": "4", "x-ratelimit-reset": "312"}
-
-
-def body(name: str) -> bytes:
-    return (PAYLOADS / name).read_bytes()
+body = payloads("reddit")
 
 
 def listing(*children: dict[str, Any], after: str | None = None) -> dict[str, Any]:
@@ -34,8 +28,7 @@ def listing(*children: dict[str, Any], after: str | None = None) -> dict[str, An
 
 
 def ok(payload: bytes | dict[str, Any]) -> Reply:
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return Reply(body=raw, content_type="application/json", headers=RATELIMIT)
+    return json_reply(payload, RATELIMIT)
 
 
 def new_pages(request) -> Reply:
@@ -43,20 +36,9 @@ def new_pages(request) -> Reply:
     return ok(body("new_page2.json") if request.query.get("after") == "t3_1h0c3c" else body("new_page1.json"))
 
 
-def script(*steps: Any):
-    """A route handler answering with each step in turn (a Reply, or a handler of the request); the last repeats."""
-    queue = list(steps)
-
-    def handle(request) -> Reply:
-        step = queue.pop(0) if len(queue) > 1 else queue[0]
-        return step if isinstance(step, Reply) else step(request)
-
-    return handle
-
-
 def serve(fake, new: Any = new_pages, comments: Any = None) -> None:
     fake.route("POST", TOKEN, Reply(body=body("token.json"), content_type="application/json"))
-    fake.route("GET", NEW, script(*(new if isinstance(new, tuple) else (new,))))
+    fake.route("GET", NEW, *(new if isinstance(new, tuple) else (new,)))
     fake.route("GET", COMMENTS, comments or ok(body("comments.json")))
 
 
@@ -67,16 +49,6 @@ def source(fake, **kw: Any) -> tuple[RedditSource, RecordingSleep]:
     return RedditSource("app-id", "app-secret", [SUB], base_url=fake.url, oauth_url=fake.url,
                         user_agent="linux:sentinel-ray-test:0.1 (by /u/sentinel)", rate_per_s=1000, burst=1000,
                         sleep=sleep, seed=1, **kw), sleep
-
-
-def fetch(src: RedditSource, cursor: dict | None = None):
-    async def run():
-        try:
-            return await src.fetch(cursor)
-        finally:
-            await src.close()
-
-    return asyncio.run(run())
 
 
 def test_happy_path_submissions_and_comments(fake_service) -> None:
@@ -266,9 +238,10 @@ def test_401_from_the_token_endpoint_is_a_clear_auth_error(fake_service) -> None
 def test_403_on_a_listing_is_not_retried(fake_service) -> None:
     serve(fake_service, new=Reply(403, json={"message": "Forbidden", "error": 403}))
     src, sleep = source(fake_service)
-    with pytest.raises(AuthError, match="HTTP 403"):
+    with pytest.raises(AuthError, match="HTTP 403") as e:
         fetch(src)
     assert len(fake_service.seen(NEW)) == 1 and sleep.calls == []
+    assert e.value.status == 403 and b"Forbidden" in e.value.body  # the refusal itself, for whoever reads it
 
 
 def test_unknown_subreddit_is_a_clear_error(fake_service) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,12 +12,10 @@ from aiohttp import web
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import SourceError
-from sentinel_ray.sources.http import AuthError, FetchError, HttpClient, RetryPolicy
+from sentinel_ray.sources.http import AuthError, FetchError
 from sentinel_ray.sources.rss import RssSource, html_to_text, parse_feed
 from tests.fakes.server import Reply
-
-PAYLOADS = Path(__file__).resolve().parents[1] / "fakes" / "payloads" / "rss"
-UTC = dt.timezone.utc
+from tests.sources.helpers import UTC, RecordingSleep, fast_client, payloads, poll_chain, rows
 
 ET = "/markets/rssfeeds/1977021501.cms"
 MC = "/rss/marketreports.xml"
@@ -29,16 +26,7 @@ FILES = {ET: "et_markets.xml", MC: "moneycontrol_marketreports.xml", BS: "busine
          ATOM: "atom_markets.xml"}
 
 
-def payload(name: str) -> bytes:
-    return (PAYLOADS / name).read_bytes()
-
-
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
+payload = payloads("rss")
 
 
 class Publisher:
@@ -71,29 +59,8 @@ def serve_all(service: Any) -> dict[str, Publisher]:
 
 def make_source(service: Any, paths: list[str], sleep: RecordingSleep | None = None, timeout_s: float = 5.0,
                 max_attempts: int = 4) -> RssSource:
-    http = HttpClient("rss", rate_per_s=1000, burst=1000, sleep=sleep or RecordingSleep(), seed=5,
-                      timeout_s=timeout_s, retry=RetryPolicy(max_attempts=max_attempts, base_delay_s=0.5))
+    http = fast_client("rss", sleep, timeout_s=timeout_s, max_attempts=max_attempts, base_delay_s=0.5, seed=5)
     return RssSource([service.url + p for p in paths], http=http)
-
-
-def poll_chain(source: RssSource, n: int, cursor: dict | None = None, between: Any = None):
-    """n polls, each from the previous poll's cursor; `between(i)` runs before poll i (i >= 1)."""
-    async def run():
-        results, c = [], cursor
-        try:
-            for i in range(n):
-                if i and between is not None:
-                    between(i)
-                results.append(await source.fetch(c))
-                c = results[-1].next_cursor
-            return results
-        finally:
-            await source.close()
-    return asyncio.run(run())
-
-
-def rows(result) -> list[dict]:
-    return result.records[POSTS.name].to_pylist()
 
 
 # --- happy path -------------------------------------------------------------------------------------

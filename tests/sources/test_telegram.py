@@ -1,7 +1,6 @@
 """TelegramSource: public channel previews (t.me/s/<channel>) through the shared HttpClient, parsed with selectolax."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -11,19 +10,14 @@ import pytest
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import SourceError
-from sentinel_ray.sources.http import AuthError, HttpClient, RetryPolicy
+from sentinel_ray.sources.http import AuthError
 from sentinel_ray.sources.telegram import TelegramSource, parse_page, parse_views
 from tests.fakes.server import Reply
-from tests.sources.test_http import RecordingSleep
+from tests.sources.helpers import UTC, RecordingSleep, fast_client, fetch_once as fetch, payloads
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "fakes" / "payloads" / "telegram"
 CHANNEL = "dalal_rockets"
 PATH = f"/s/{CHANNEL}"
-UTC = dt.timezone.utc
-
-
-def body(name: str) -> bytes:
-    return (PAYLOADS / name).read_bytes()
+body = payloads("telegram")
 
 
 def html(payload: bytes) -> Reply:
@@ -36,34 +30,12 @@ def channel_pages(request) -> Reply:
     return html(body({None: "latest.html", "104": "after_104.html", "106": "after_106.html"}.get(after, "empty.html")))
 
 
-def script(*steps: Any):
-    """A route handler answering with each step in turn (a Reply, or a handler of the request); the last repeats."""
-    queue = list(steps)
-
-    def handle(request) -> Reply:
-        step = queue.pop(0) if len(queue) > 1 else queue[0]
-        return step if isinstance(step, Reply) else step(request)
-
-    return handle
-
-
 def source(fake, *steps: Any, channels: list[str] | None = None, path: str = PATH, timeout_s: float = 2.0,
            **kw: Any) -> tuple[TelegramSource, RecordingSleep]:
-    fake.route("GET", path, script(*(steps or (channel_pages,))))
+    fake.route("GET", path, *(steps or (channel_pages,)))
     sleep = RecordingSleep()
-    http = HttpClient("telegram", rate_per_s=1000, burst=1000, sleep=sleep, seed=1, timeout_s=timeout_s,
-                      retry=RetryPolicy(max_attempts=3, base_delay_s=1.0))
+    http = fast_client("telegram", sleep, timeout_s=timeout_s)
     return TelegramSource(channels or [CHANNEL], base_url=fake.url, http=http, **kw), sleep
-
-
-def fetch(src: TelegramSource, cursor: dict | None = None):
-    async def run():
-        try:
-            return await src.fetch(cursor)
-        finally:
-            await src.close()
-
-    return asyncio.run(run())
 
 
 def test_happy_path_first_poll_reads_the_newest_page(fake_service) -> None:

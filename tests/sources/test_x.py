@@ -1,7 +1,6 @@
 """XSource: X API v2 recent search through the shared HttpClient against a local server."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import gzip
 import json
@@ -15,22 +14,13 @@ import yaml
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import MissingCredentials, SourceError
-from sentinel_ray.sources.http import AuthError, FetchError, HttpClient, HttpStatusError, RetryPolicy
-from sentinel_ray.sources.x import MAX_QUERY_LENGTH, SEARCH_PATH, XSource, build_queries
+from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
+from sentinel_ray.sources.x import MAX_QUERY_LENGTH, RATE_LIMIT_HEADERS, SEARCH_PATH, XSource, build_queries
 from tests.fakes.server import Reply
-from tests.sources.test_http import RecordingSleep
+from tests.sources.helpers import RecordingSleep, fast_client, fetch_once as fetch, json_reply as ok, payloads
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "fakes" / "payloads" / "x"
 TICKERS = ["SUZLON", "RELIANCE", "HDFCBANK"]
-
-
-def body(name: str) -> bytes:
-    return (PAYLOADS / name).read_bytes()
-
-
-def ok(payload: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return Reply(body=raw, content_type="application/json", headers=headers or {})
+body = payloads("x")
 
 
 def paged(request) -> Reply:
@@ -44,34 +34,13 @@ def paged(request) -> Reply:
     return ok(body("search_page1.json"))
 
 
-def script(*steps: Any):
-    """A route handler answering with each step in turn (a Reply, or a handler of the request); the last repeats."""
-    queue = list(steps)
-
-    def handle(request) -> Reply:
-        step = queue.pop(0) if len(queue) > 1 else queue[0]
-        return step if isinstance(step, Reply) else step(request)
-
-    return handle
-
-
 def source(fake, *steps: Any, tickers: list[str] = TICKERS, timeout_s: float = 2.0, clock=time.time,
            **kw: Any) -> tuple[XSource, RecordingSleep]:
-    fake.route("GET", SEARCH_PATH, script(*(steps or (paged,))))
+    """The adapter on a fast client configured as the adapter's own (X's rate-limit headers), at `fake`."""
+    fake.route("GET", SEARCH_PATH, *(steps or (paged,)))
     sleep = RecordingSleep()
-    http = HttpClient("x", rate_per_s=1000, burst=1000, sleep=sleep, seed=1, timeout_s=timeout_s,
-                      retry=RetryPolicy(max_attempts=3, base_delay_s=1.0))
-    return XSource("AAAA-test-bearer", tickers, base_url=fake.url, http=http, clock=clock, **kw), sleep
-
-
-def fetch(src: XSource, cursor: dict | None = None):
-    async def run():
-        try:
-            return await src.fetch(cursor)
-        finally:
-            await src.close()
-
-    return asyncio.run(run())
+    http = fast_client("x", sleep, timeout_s=timeout_s, clock=clock, **RATE_LIMIT_HEADERS)
+    return XSource("AAAA-test-bearer", tickers, base_url=fake.url, http=http, **kw), sleep
 
 
 def test_happy_path(fake_service) -> None:
@@ -171,6 +140,17 @@ def test_exhausted_rate_limit_window_waits_for_x_rate_limit_reset(fake_service) 
     assert sleep.calls == [41.0]  # until the reset, plus a second of margin, before asking for page 2
 
 
+def test_429_without_retry_after_waits_for_the_window_reset(fake_service) -> None:
+    now = 1_800_000_000.0
+    # what X answers when the window is used up: no Retry-After, only its rate-limit headers
+    limited = Reply(429, json={"title": "Too Many Requests", "detail": "Too Many Requests", "status": 429},
+                    headers={"x-rate-limit-limit": "450", "x-rate-limit-remaining": "0",
+                             "x-rate-limit-reset": str(int(now) + 200)})
+    src, sleep = source(fake_service, limited, paged, clock=lambda: now)
+    assert fetch(src).rows("posts") == 3
+    assert sleep.calls == [201.0] and len(fake_service.seen(SEARCH_PATH)) == 3
+
+
 def test_rate_limit_reset_too_far_away_gives_up_before_asking(fake_service) -> None:
     now = 1_800_000_000.0
     window = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(int(now) + 900)}
@@ -260,6 +240,7 @@ def test_missing_credentials_name_the_env_var() -> None:
         XSource.from_settings(Settings())
     src = XSource.from_settings(Settings(x_bearer_token="t", page_cap=3))
     assert (src.name, src.datasets, src.credentials, src.page_cap) == ("x", ("posts",), ("x_bearer_token",), 3)
+    assert (src.http.reset_header, src.http.remaining_header) == ("x-rate-limit-reset", "x-rate-limit-remaining")
 
 
 # ---- real recorded X API v2 answers (tweepy's cassettes) -------------------------------------------

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import json
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,19 +18,13 @@ from sentinel_ray.sources.base import SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, RetryPolicy
 from sentinel_ray.sources.yahoo import YahooSource, YahooSymbol
 from tests.fakes.server import Reply
-from tests.sources.test_http import RecordingSleep
+from tests.sources.helpers import IST, UTC, RecordingSleep, fetch_once as run, payloads
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "fakes" / "payloads" / "yahoo"
-UTC = dt.timezone.utc
 AFTER_CLOSE = dt.datetime(2025, 2, 3, 10, 30, tzinfo=UTC)  # 16:00 IST on Monday 2025-02-03
 CHART = "/v8/finance/chart/RELIANCE.NS"
 
 
-def payload(name: str) -> bytes:
-    return (PAYLOADS / name).read_bytes()
-
-
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+payload = payloads("yahoo")
 
 
 def ist(hour: int, minute: int, day: int = 3, month: int = 2) -> dt.datetime:
@@ -57,15 +52,6 @@ def make(fake, tmp_path: Path, *, symbols=("RELIANCE.NS",), intervals=("1m",), n
                          retry=RetryPolicy(max_attempts=attempts, base_delay_s=1.0), rate_per_s=1000, burst=1000,
                          cache_dir=tmp_path / "yfinance", sleep=sleep, clock=clock, seed=1)
     return source, sleep
-
-
-def run(source: YahooSource, cursor=None):
-    async def go():
-        try:
-            return await source.fetch(cursor)
-        finally:
-            await source.close()
-    return asyncio.run(go())
 
 
 def rows(result) -> list[dict]:
@@ -195,6 +181,19 @@ def test_timeout_is_retried(fake_service, tmp_path) -> None:
     source, sleep = make(fake_service, tmp_path, timeout_s=0.3)
     assert len(rows(run(source))) == 5
     assert len(sleep.calls) == 1
+
+
+def test_timeout_bounds_the_whole_yfinance_call(fake_service, tmp_path) -> None:
+    # every endpoint slow: cookie, crumb, consent and chart would each get yfinance's 30 s default;
+    # within one call they share the adapter's timeout, so the worker thread cannot outlive it
+    fake_service.route("GET", "/", Reply(delay_s=5.0, body=b""))
+    for path in ("/v1/test/getcrumb", "/consent", CHART):
+        fake_service.route("GET", path, Reply(delay_s=5.0, body=b"late"))
+    source, _ = make(fake_service, tmp_path, timeout_s=0.5, attempts=1)
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="failed after 1 attempts"):
+        run(source)
+    assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -15,32 +15,21 @@ from aiohttp import web
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import MissingCredentials, SourceError
-from sentinel_ray.sources.http import AuthError, FetchError, HttpClient, RetryPolicy
+from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
 from sentinel_ray.sources.youtube import (
     YouTubeSource,
-    _explain_forbidden,
+    _explain,
     error_reason,
     parse_comment_threads,
     search_queries,
     search_terms,
 )
 from tests.fakes.server import Reply
+from tests.sources.helpers import RecordingSleep, fast_client, payloads, poll_chain, polls as poll, rows
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "fakes" / "payloads" / "youtube"
 KEY = "AIzaSy-TEST-KEY-not-a-real-one"
 NOW = dt.datetime(2024, 5, 6, 12, 0, tzinfo=dt.timezone.utc)
-
-
-def payload(name: str) -> bytes:
-    return (PAYLOADS / name).read_bytes()
-
-
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
+payload = payloads("youtube")
 
 
 class FakeYouTube:
@@ -87,57 +76,11 @@ class FakeYouTube:
         return f"{self.service.url}/youtube/v3"
 
 
-def client_keeps_403_body(service: Any) -> bool:
-    """Whether HttpClient hands over the body of a 403 (AuthError.body): only then can the
-    adapter tell 'comments disabled on this video' from 'quota exhausted'."""
-    service.route("GET", "/probe-403", Reply(403, body=b'{"error": {}}'))
-
-    async def probe() -> bool:
-        client = HttpClient("probe", rate_per_s=1000, burst=1000)
-        try:
-            await client.get(f"{service.url}/probe-403")
-        except AuthError as e:
-            return bool(getattr(e, "body", None))
-        finally:
-            await client.close()
-        return False
-    return asyncio.run(probe())
-
-
 def make_source(fake: FakeYouTube, sleep: RecordingSleep | None = None, **kw: Any) -> YouTubeSource:
-    http_kw = {"timeout_s": kw.pop("timeout_s", 5.0),
-               "retry": RetryPolicy(max_attempts=kw.pop("max_attempts", 4), base_delay_s=0.5)}
-    http = HttpClient("youtube", rate_per_s=1000, burst=1000, sleep=sleep or RecordingSleep(), seed=3, **http_kw)
+    http = fast_client("youtube", sleep, timeout_s=kw.pop("timeout_s", 5.0), max_attempts=kw.pop("max_attempts", 4),
+                       base_delay_s=0.5, seed=3)
     return YouTubeSource(KEY, kw.pop("terms", ['"Reliance Industries"', "RELIANCE", "SUZLON"]),
                          base_url=fake.base_url, http=http, clock=lambda: NOW, **kw)
-
-
-def poll(source: YouTubeSource, *cursors: dict | None):
-    async def run():
-        try:
-            return [await source.fetch(c) for c in cursors]
-        finally:
-            await source.close()
-    return asyncio.run(run())
-
-
-def poll_chain(source: YouTubeSource, n: int, cursor: dict | None = None):
-    """n polls, each from the cursor the previous one returned."""
-    async def run():
-        results = []
-        try:
-            c = cursor
-            for _ in range(n):
-                results.append(await source.fetch(c))
-                c = results[-1].next_cursor
-            return results
-        finally:
-            await source.close()
-    return asyncio.run(run())
-
-
-def rows(result) -> list[dict]:
-    return result.records[POSTS.name].to_pylist()
 
 
 # --- happy path, pagination, parsing ----------------------------------------------------------
@@ -156,9 +99,7 @@ def test_happy_path_videos_and_comments_with_pagination(fake_service) -> None:
                           "UgxT4yU6iO8pA0sD2fG4AaABAg", "UgyB5nM7qW9eR1tY3uI5AaABAg"}
     assert result.meta["videos"] == 3 and result.meta["comments"] == 4
     assert result.meta["skipped"] == 1
-    keeps_body = client_keeps_403_body(fake_service)
-    reason = "commentsDisabled" if keeps_body else "HTTP 403 (reason not available)"
-    assert result.meta["closed_videos"] == [{"video_id": "Zq3pL8sVx1E", "reason": reason}]
+    assert result.meta["closed_videos"] == [{"video_id": "Zq3pL8sVx1E", "reason": "commentsDisabled"}]
 
     video = by_id["video:h5Rk2mNqT0w"]
     assert video["text"].startswith("Reliance Industries Q4 Results: What's next for RIL shares? | Markets & More\n")
@@ -208,8 +149,8 @@ def test_happy_path_videos_and_comments_with_pagination(fake_service) -> None:
     assert cursor["published_after"] == "2024-05-06T10:45:12.000Z"
     tracked = {v["id"]: v for v in cursor["videos"]}
     assert tracked["h5Rk2mNqT0w"]["newest"] == "2024-05-06T11:20:05.000Z"
-    # a video known to have comments off is not asked again; an unexplained 403 is retried next poll
-    assert tracked["Zq3pL8sVx1E"].get("closed") == ("commentsDisabled" if keeps_body else None)
+    # a video known to have comments off is not asked again
+    assert tracked["Zq3pL8sVx1E"]["closed"] == "commentsDisabled"
 
 
 def test_page_cap_limits_pages(fake_service) -> None:
@@ -255,10 +196,7 @@ def test_cursor_resume_emits_nothing_twice(fake_service) -> None:
     # comments stop paging at already-seen comments; the closed video is not asked again
     second_calls = fake_service.seen("/youtube/v3/commentThreads")[4:]
     asked = sorted((c.query["videoId"], c.query.get("pageToken")) for c in second_calls)
-    if client_keeps_403_body(fake_service):
-        assert asked == [("Vb9cT4yHn2Q", None), ("h5Rk2mNqT0w", None)]
-    else:
-        assert asked == [("Vb9cT4yHn2Q", None), ("Zq3pL8sVx1E", None), ("h5Rk2mNqT0w", None)]
+    assert asked == [("Vb9cT4yHn2Q", None), ("h5Rk2mNqT0w", None)]
     assert {v["id"]: v["newest"] for v in second.next_cursor["videos"]}["h5Rk2mNqT0w"] == "2024-05-06T12:30:00.000Z"
 
 
@@ -356,23 +294,40 @@ def test_invalid_key_is_an_auth_error_that_names_the_setting(fake_service, caplo
 def test_quota_exceeded_fails_the_poll_at_once(fake_service) -> None:
     fake = FakeYouTube(fake_service)
     fake.search = {None: Reply(403, body=payload("error_quotaExceeded.json"), content_type="application/json")}
-    with pytest.raises(AuthError) as e:
+    with pytest.raises(AuthError, match=r"API quota exhausted \(quotaExceeded\) on search") as e:
         poll(make_source(fake), None)
-    assert "quota" in str(e.value)  # named as such, or at least listed as a possible cause
     assert KEY not in str(e.value)
     assert len(fake_service.seen("/youtube/v3/search")) == 1
 
 
-def test_quota_reason_is_read_from_the_error_body() -> None:
-    # what the adapter says when the HTTP client hands over the 403 body
-    error = AuthError("youtube: HTTP 403 from https://www.googleapis.com/youtube/v3/commentThreads")
-    error.body = payload("error_quotaExceeded.json")  # type: ignore[attr-defined]
-    explained = _explain_forbidden(error, "commentThreads")
-    assert isinstance(explained, AuthError) and "quota exhausted (quotaExceeded)" in str(explained)
-    error.body = payload("error_commentsDisabled.json")  # type: ignore[attr-defined]
-    closed = _explain_forbidden(error, "commentThreads")
+def test_quota_exhausted_while_reading_comments_fails_the_poll(fake_service) -> None:
+    # quota running out mid-poll is no reason to close the video: it fails the poll
+    fake = FakeYouTube(fake_service).happy()
+    quota = Reply(403, body=payload("error_quotaExceeded.json"), content_type="application/json")
+    fake.comments = {key: quota for key in fake.comments}
+    with pytest.raises(AuthError, match=r"API quota exhausted \(quotaExceeded\) on commentThreads"):
+        poll(make_source(fake), None)
+    assert len(fake_service.seen("/youtube/v3/commentThreads")) == 1
+
+
+def test_refusal_reasons_are_read_from_the_error_body() -> None:
+    url = "https://www.googleapis.com/youtube/v3/commentThreads"
+    quota = AuthError("youtube: HTTP 403", status=403, body=payload("error_quotaExceeded.json"))
+    explained = _explain(quota, "commentThreads")
+    assert isinstance(explained, AuthError) and "API quota exhausted (quotaExceeded)" in str(explained)
+    assert explained.body == quota.body and explained.status == 403
+    disabled = AuthError("youtube: HTTP 403", status=403, body=payload("error_commentsDisabled.json"))
+    assert error_reason(disabled) == "commentsDisabled"
+    closed = _explain(disabled, "commentThreads")
     assert not isinstance(closed, AuthError) and closed.reason == "commentsDisabled"  # type: ignore[attr-defined]
-    assert error_reason(error) == "commentsDisabled"
+    # a refusal naming no reason stays an AuthError that lists the likely causes
+    unexplained = _explain(AuthError("youtube: HTTP 403", status=403, body=b"<html>Forbidden</html>"), "commentThreads")
+    assert isinstance(unexplained, AuthError) and "daily quota is exhausted" in str(unexplained)
+    missing = _explain(HttpStatusError(404, url, b'{"error": {"errors": [{"reason": "videoNotFound"}]}}'),
+                       "commentThreads")
+    assert missing.reason == "videoNotFound"  # type: ignore[attr-defined]
+    newer_format = HttpStatusError(400, url, b'{"error": {"code": 400, "status": "INVALID_ARGUMENT"}}')
+    assert error_reason(newer_format) == "INVALID_ARGUMENT" and _explain(newer_format, "search") is newer_format
 
 
 def test_comments_disabled_on_one_video_does_not_fail_the_poll(fake_service) -> None:
@@ -382,6 +337,16 @@ def test_comments_disabled_on_one_video_does_not_fail_the_poll(fake_service) -> 
     (result,) = poll(make_source(fake), None)
     assert result.meta["skipped"] == 2
     assert "UgyB5nM7qW9eR1tY3uI5AaABAg" in {r["post_id"] for r in rows(result)}
+    closed = {v["id"]: v.get("closed") for v in result.next_cursor["videos"]}
+    assert closed == {"h5Rk2mNqT0w": "commentsDisabled", "Zq3pL8sVx1E": "commentsDisabled", "Vb9cT4yHn2Q": None}
+
+
+def test_a_closed_video_is_never_asked_again(fake_service) -> None:
+    fake = FakeYouTube(fake_service).happy()
+    results = poll_chain(make_source(fake), 3)
+    asked = [c.query["videoId"] for c in fake_service.seen("/youtube/v3/commentThreads")]
+    assert asked.count("Zq3pL8sVx1E") == 1  # the first poll learnt its comments are off
+    assert [r.meta["closed_videos"] for r in results[1:]] == [[], []]
 
 
 def test_deleted_video_is_skipped(fake_service) -> None:
