@@ -81,7 +81,8 @@ def make_batch(day: dt.date, rows: int, seed: int) -> pa.Table:
 def store_slice(table: pa.Table, lake_uri: str, now: dt.datetime) -> dict[str, int]:
     day = table.column("ts")[0].as_py().date()
     result = process_and_store(table, PRICES, lake=Lake(lake_uri), warehouse=None, day=day,
-                               batch_key=f"bench-{day}", now=now, run_id="bench", ingested_at=now)
+                               batch_key=f"bench-{day}", now=now, run_id="bench", ingested_at=now,
+                               pipeline="bench")
     return {"rows_in": result.rows_in, "rows_valid": result.rows_valid}
 
 

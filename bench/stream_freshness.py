@@ -82,7 +82,8 @@ def plain(root: Path, days: int, total_events: int) -> float:
         for name, table in result.records.items():
             now = dt.datetime.now(dt.timezone.utc)
             r = process_and_store(table, DATA_DATASETS[name], lake=lake, warehouse=warehouse, day=now.date(),
-                                  batch_key=f"plain-{n}", now=now, run_id=f"plain-{n}", ingested_at=None)
+                                  batch_key=f"plain-{n}", now=now, run_id=f"plain-{n}", ingested_at=None,
+                                  pipeline="stream")
             done += r.rows_in
             n += 1
     return done / (time.perf_counter() - began)

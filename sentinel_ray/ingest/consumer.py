@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.streams import GROUP, Entry, StreamStore
+from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import PipelineRun, utc_now
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.pipeline.transform import BatchResult
@@ -178,10 +179,12 @@ class StreamConsumer:
 
     # -- storing -------------------------------------------------------------------
     def store_batch(self, batch: MicroBatch) -> BatchResult:
+        began = time.perf_counter()
         table = pa.concat_tables([e.table for e in batch.entries], promote_options="permissive")
         now = utc_now()
         result = process_and_store(table, self.ds, lake=self.lake, warehouse=self.warehouse, day=batch.day,
-                                   batch_key=batch.key, now=now, run_id=batch.key, ingested_at=None)
+                                   batch_key=batch.key, now=now, run_id=batch.key, ingested_at=None,
+                                   pipeline="stream")
         if self.record_runs:
             run = PipelineRun("stream", {"dataset": self.ds.name, "entries": len(batch.entries),
                                          "sources": sorted({e.source for e in batch.entries})},
@@ -191,6 +194,9 @@ class StreamConsumer:
         self._hold_at_fault_point("before-ack")
         self._acknowledge(batch)
         self._count(batch, result)
+        # per source: pollers and webhook senders sharing this stream each keep their own counts
+        metrics.record_batch_by_source("stream", self.ds.name, result.valid, result.quarantined,
+                                       time.perf_counter() - began)
         return result
 
     def _hold_at_fault_point(self, point: str) -> None:
@@ -240,6 +246,7 @@ class StreamConsumer:
             except Exception as e:  # noqa: BLE001 - a failing batch stays pending and is retried
                 failures += 1
                 self.stats.errors += 1
+                metrics.record_batch_error("stream", self.ds.name)
                 self.stats.last_error = f"{type(e).__name__}: {e}"[:500]
                 log.warning("%s: batch failed (%s); retrying", self.name, self.stats.last_error)
                 stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))

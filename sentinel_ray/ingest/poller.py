@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.streams import StreamStore
+from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import utc_now
 from sentinel_ray.sources.base import MissingCredentials, Source
 from sentinel_ray.sources.http import AuthError
@@ -59,10 +61,21 @@ class SourcePoller:
 
     async def poll_once(self) -> int:
         """One fetch -> lake raw -> stream. Returns the records published (0: nothing new)."""
-        if self.backpressured():
-            self.stats.state = "waiting"
-            self.stats.backpressure_waits += 1
-            return 0
+        began = time.perf_counter()
+        try:
+            if self.backpressured():
+                self.stats.state = "waiting"
+                self.stats.backpressure_waits += 1
+                metrics.record_backpressure(self.source.name)
+                return 0
+            published = await self._fetch_and_publish()
+        except Exception as e:
+            metrics.record_poll(self.source.name, 0, time.perf_counter() - began, error=type(e).__name__)
+            raise
+        metrics.record_poll(self.source.name, published, time.perf_counter() - began)
+        return published
+
+    async def _fetch_and_publish(self) -> int:
         self.stats.state = "polling"
         cursor = self.store.load_cursor(self.source.name)
         result = await self.source.fetch(cursor)

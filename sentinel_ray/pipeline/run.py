@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sentinel_ray.config import Settings
+from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import PipelineRun, utc_now
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.schemas import DATA_DATASETS
@@ -116,8 +117,11 @@ def backfill_days(batch: dict[str, np.ndarray], *, settings: Settings, source_na
             table = fetched.records.get(name)
             if table is None:
                 continue
+            began = time.perf_counter()
             result = process_and_store(table, ds, lake=lake, warehouse=warehouse, day=day, batch_key=batch_key,
-                                       now=now, run_id=run_id, ingested_at=ingested_at)
+                                       now=now, run_id=run_id, ingested_at=ingested_at, pipeline="backfill")
+            metrics.record_batch("backfill", name, source_name, result.rows_in, result.rows_valid,
+                                 result.rows_quarantined, time.perf_counter() - began)
             out["day"].append(day.isoformat())
             out["dataset"].append(name)
             out["rows_in"].append(result.rows_in)

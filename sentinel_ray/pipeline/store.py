@@ -29,7 +29,7 @@ def process_and_store(
     now: dt.datetime,
     run_id: str,
     ingested_at: dt.datetime | None,
-    pipeline: str = "batch",
+    pipeline: str,
 ) -> BatchResult:
     result = process_batch(table, ds, now=now, run_id=run_id, ingested_at=ingested_at)
     lake.write_curated(ds, result.valid, batch_key=batch_key)

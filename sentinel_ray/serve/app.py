@@ -26,6 +26,7 @@ from ray.serve.handle import DeploymentHandle
 from sentinel_ray.config import Settings
 from sentinel_ray.reference import symbol_table
 from sentinel_ray.schemas import DATA_DATASETS, POSTS
+from sentinel_ray.serve.http_metrics import instrument
 from sentinel_ray.serve.queries import (DEFAULT_WINDOW, MAX_WINDOW, Interval, freshness, posts_mentioning,
                                         price_bars, stock_summaries)
 
@@ -186,6 +187,7 @@ api = FastAPI(
     description="Market-surveillance data for NSE/BSE equities: prices, social mentions, pipeline health.",
     version="0.1.0",
 )
+instrument(api)  # request count and latency per route template, as Ray metrics
 
 
 @api.exception_handler(Exception)

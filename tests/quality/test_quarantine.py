@@ -34,7 +34,7 @@ def test_replay_moves_rows_that_now_pass_once(ray_session, isolated_settings) ->
     first_clock = t + dt.timedelta(minutes=1)  # the clock of the first run: p2, p3 look like the future
     result = process_and_store(pa.Table.from_pylist(rows, schema=POSTS.record_schema), POSTS, lake=lake,
                                warehouse=wh, day=DAY, batch_key="x-batch", now=first_clock, run_id="r1",
-                               ingested_at=None)
+                               ingested_at=None, pipeline="stream")
     assert result.reason_counts() == {"future_timestamp": 2, "text_length": 1, "duplicate": 1}
     listed = list_quarantined(lake, "posts", rule="future_timestamp")
     assert sorted(r["post_id"] for r in listed) == ["p2", "p3"] and listed[0]["batch_date"] == DAY

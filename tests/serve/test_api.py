@@ -217,3 +217,10 @@ def test_pipeline_health_and_runs(api: str, backfilled) -> None:
     runs = requests.get(f"{api}/api/data/pipelines/backfill/runs", params={"limit": 10}).json()
     assert summary.run_id in {r["run_id"] for r in runs}
     assert requests.get(f"{api}/api/data/pipelines/Bad-Name/runs").status_code == 422
+
+
+def test_requests_are_measured_per_route() -> None:
+    from sentinel_ray.serve.app import api
+    from sentinel_ray.serve.http_metrics import RequestMetricsMiddleware
+
+    assert any(m.cls is RequestMetricsMiddleware for m in api.user_middleware)
