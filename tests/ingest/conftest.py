@@ -46,3 +46,29 @@ def expected(settings: Settings, start: dt.date = DAY, end: dt.date = DAY) -> di
     from sentinel_ray.sources.replay import ReplaySource
 
     return ReplaySource.from_settings(settings).expected_counts(start, end)
+
+
+def stored_counts(settings: Settings) -> dict[str, int]:
+    """Rows per dataset in curated, quarantine and the warehouse (-1: warehouse not answering)."""
+    from sentinel_ray.storage.lake import Lake
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    lake = Lake(settings.resolved_lake_uri)
+    wh = connect_warehouse(settings)
+    out = {}
+    for ds in ("prices", "posts"):
+        out[f"{ds}_curated"] = lake.read("curated", ds).num_rows
+        out[f"{ds}_quarantine"] = lake.read("quarantine", ds).num_rows
+        try:
+            out[f"{ds}_warehouse"] = wh.query_rows(f"SELECT count() AS n FROM {{db}}.{ds} FINAL")[0]["n"]
+        except Exception:  # noqa: BLE001 - not created yet, or suspended on purpose
+            out[f"{ds}_warehouse"] = -1
+    return out
+
+
+def expected_counts(settings: Settings) -> dict[str, int]:
+    """What stored_counts must reach for the replay range of `settings`."""
+    exp = expected(settings)
+    return {**{f"{ds}_curated": exp[ds]["valid"] for ds in ("prices", "posts")},
+            **{f"{ds}_quarantine": sum(exp[ds]["rejected"].values()) for ds in ("prices", "posts")},
+            **{f"{ds}_warehouse": exp[ds]["valid"] for ds in ("prices", "posts")}}

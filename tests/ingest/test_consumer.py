@@ -9,7 +9,7 @@ from sentinel_ray.ingest.consumer import StreamConsumer
 from sentinel_ray.ingest.poller import SourcePoller
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import connect_warehouse
-from tests.ingest.conftest import expected, firehose
+from tests.ingest.conftest import expected, expected_counts, firehose, stored_counts
 
 pytestmark = pytest.mark.ray
 
@@ -34,24 +34,6 @@ def _drain(consumer: StreamConsumer) -> None:
         pass
 
 
-def _counts(settings) -> dict[str, int]:
-    lake = Lake(settings.resolved_lake_uri)
-    wh = connect_warehouse(settings)
-    out = {}
-    for ds in ("prices", "posts"):
-        out[f"{ds}_curated"] = lake.read("curated", ds).num_rows
-        out[f"{ds}_quarantine"] = lake.read("quarantine", ds).num_rows
-        out[f"{ds}_warehouse"] = wh.query_rows(f"SELECT count() AS n FROM {{db}}.{ds} FINAL")[0]["n"]
-    return out
-
-
-def _want(settings) -> dict[str, int]:
-    exp = expected(settings)
-    return {**{f"{ds}_curated": exp[ds]["valid"] for ds in ("prices", "posts")},
-            **{f"{ds}_quarantine": sum(exp[ds]["rejected"].values()) for ds in ("prices", "posts")},
-            **{f"{ds}_warehouse": exp[ds]["valid"] for ds in ("prices", "posts")}}
-
-
 def test_a_replay_run_stores_exactly_what_the_source_produced(ray_session, ingest_settings, store) -> None:
     poller = SourcePoller(ingest_settings, firehose(ingest_settings), store=store,
                           lake=Lake(ingest_settings.resolved_lake_uri))
@@ -61,7 +43,7 @@ def test_a_replay_run_stores_exactly_what_the_source_produced(ray_session, inges
     for ds in ("prices", "posts"):
         _drain(_consumer(ingest_settings, store, f"{ds}-0", ds))
         assert store.lag(ds).length == 0 and store.lag(ds).pending == 0
-    assert _counts(ingest_settings) == _want(ingest_settings)
+    assert stored_counts(ingest_settings) == expected_counts(ingest_settings)
     # the poller kept every raw payload
     assert len(Lake(ingest_settings.resolved_lake_uri).list_files("raw")) == poller.stats.raw_payloads
     # a restarted poller resumes from the saved cursor: nothing more to publish
@@ -98,7 +80,7 @@ def test_a_consumer_dying_before_ack_is_taken_over_without_doubles(ray_session, 
     other.store_batch(retaken)
     _drain(other)
     _drain(_consumer(ingest_settings, store, "posts-0", "posts"))
-    assert _counts(ingest_settings) == _want(ingest_settings)
+    assert stored_counts(ingest_settings) == expected_counts(ingest_settings)
     files = Lake(ingest_settings.resolved_lake_uri).list_files("curated", "prices")
     assert len(files) == len(set(files))
 
@@ -134,7 +116,7 @@ def test_warehouse_outage_keeps_the_batch_pending_until_it_recovers(ray_session,
     time.sleep(1.6)
     _drain(consumer)  # picks its own pending batch first
     _drain(_consumer(ingest_settings, store, "posts-0", "posts"))
-    assert _counts(ingest_settings) == _want(ingest_settings)
+    assert stored_counts(ingest_settings) == expected_counts(ingest_settings)
 
 
 def test_backpressure_bound_holds_while_nobody_consumes(ingest_settings, store) -> None:

@@ -13,32 +13,10 @@ import pytest
 
 from sentinel_ray.ingest.supervisor import Supervisor
 from sentinel_ray.storage.lake import Lake
-from sentinel_ray.storage.warehouse import connect_warehouse
-from tests.ingest.conftest import expected
+from tests.ingest.conftest import expected, expected_counts, stored_counts
 
 pytestmark = pytest.mark.ray
 TIMEOUT_S = 120
-
-
-def _counts(settings) -> dict[str, int]:
-    lake = Lake(settings.resolved_lake_uri)
-    wh = connect_warehouse(settings)
-    out = {}
-    for ds in ("prices", "posts"):
-        out[f"{ds}_curated"] = lake.read("curated", ds).num_rows
-        out[f"{ds}_quarantine"] = lake.read("quarantine", ds).num_rows
-        try:
-            out[f"{ds}_warehouse"] = wh.query_rows(f"SELECT count() AS n FROM {{db}}.{ds} FINAL")[0]["n"]
-        except Exception:  # noqa: BLE001 - not created yet, or suspended on purpose
-            out[f"{ds}_warehouse"] = -1
-    return out
-
-
-def _want(settings) -> dict[str, int]:
-    exp = expected(settings)
-    return {**{f"{ds}_curated": exp[ds]["valid"] for ds in ("prices", "posts")},
-            **{f"{ds}_quarantine": sum(exp[ds]["rejected"].values()) for ds in ("prices", "posts")},
-            **{f"{ds}_warehouse": exp[ds]["valid"] for ds in ("prices", "posts")}}
 
 
 def _run(settings, prefix: str, fault: Callable[[Supervisor], None] | None = None) -> dict:
@@ -48,7 +26,7 @@ def _run(settings, prefix: str, fault: Callable[[Supervisor], None] | None = Non
     try:
         if fault is not None:
             fault(sup)
-        want = _want(settings)
+        want = expected_counts(settings)
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
             sup.check()
@@ -56,11 +34,11 @@ def _run(settings, prefix: str, fault: Callable[[Supervisor], None] | None = Non
                 drained = all(sup.store.lag(ds).length == 0 for ds in ("prices", "posts"))
             except Exception:  # noqa: BLE001 - Redis may be restarting in one test
                 drained = False
-            if drained and _counts(settings) == want:
+            if drained and stored_counts(settings) == want:
                 break
             time.sleep(0.5)
         status = sup.status()
-        assert _counts(settings) == want, status
+        assert stored_counts(settings) == want, status
         _assert_no_duplicate_files(settings)
         return status
     finally:
@@ -140,7 +118,7 @@ def test_warehouse_unavailable_for_a_while(ray_session, ingest_settings, prefix)
     settings = ingest_settings.model_copy(update={"replay_chunk_rows": 700, "batch_max_rows": 1_000})
 
     def outage(sup: Supervisor) -> None:
-        _wait_for(lambda: _counts(settings)["prices_warehouse"] > 0, "the first rows in the warehouse")
+        _wait_for(lambda: stored_counts(settings)["prices_warehouse"] > 0, "the first rows in the warehouse")
         ray.get(ray.get_actor(ACTOR_NAME, namespace=RAY_NAMESPACE).suspend.remote(3.0))
 
     status = _run(settings, prefix, outage)
