@@ -57,7 +57,12 @@ def make_batch(day: dt.date, rows: int, seed: int) -> pa.Table:
     step_ms = SESSION_MS // (rows // n_sym + 1)
     start_ms = int(dt.datetime.combine(day, SESSION_START, UTC).timestamp() * 1000)
     ts = start_ms + (idx // n_sym) * step_ms
-    close = rng.uniform(10, 4000, rows).round(2)
+    steps = -(-rows // n_sym)
+    # one random-walk price path per ticker (rows are time-major, ticker-minor), so the
+    # price-jump rule sees realistic series rather than unrelated prices
+    base = rng.uniform(10, 4000, n_sym)
+    path = base * np.exp(np.cumsum(rng.normal(0, 0.001, (steps, n_sym)), axis=0))
+    close = path.reshape(-1)[:rows].round(2)
     open_ = (close * rng.uniform(0.99, 1.01, rows)).round(2)
     high = np.maximum(open_, close) * rng.uniform(1.0, 1.01, rows)
     low = np.minimum(open_, close) * rng.uniform(0.99, 1.0, rows)

@@ -267,9 +267,11 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{row['batch_date']}  {row['reject_reason']:<20} {json.dumps(what, default=str)[:160]}")
         print(f"{len(rows)} rows", file=sys.stderr)
         return 0
+    from sentinel_ray.quality.rules import rules_for
+
     settings = _platform(settings)
     summary = replay_quarantine(Lake(settings.resolved_lake_uri), connect_warehouse(settings), args.dataset,
-                                rule=args.rule, start=args.start, end=args.end)
+                                rule=args.rule, start=args.start, end=args.end, rules=rules_for(settings))
     print(f"quarantine replay {summary.run_id}: {summary.examined:,} rows in {summary.files} files re-validated; "
           f"{summary.requalified:,} moved to curated and the warehouse, {summary.still_quarantined:,} stay "
           f"({', '.join(f'{k}={v}' for k, v in sorted(summary.reasons.items())) or 'none'})")

@@ -31,6 +31,7 @@ from sentinel_ray.ingest.streams import GROUP, Entry, StreamStore
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import PipelineRun, utc_now
 from sentinel_ray.pipeline.store import process_and_store
+from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.pipeline.transform import BatchResult
 from sentinel_ray.schemas import dataset as dataset_named
 from sentinel_ray.storage.lake import Lake
@@ -95,6 +96,7 @@ class StreamConsumer:
         self.key = store.stream_key(dataset)
         store.ensure_group(dataset)
         warehouse.ensure_schema()
+        self.rules = rules_for(settings)
 
     # -- reading -------------------------------------------------------------------
     def next_batch(self, block_s: float | None = None) -> MicroBatch | None:
@@ -184,7 +186,7 @@ class StreamConsumer:
         now = utc_now()
         result = process_and_store(table, self.ds, lake=self.lake, warehouse=self.warehouse, day=batch.day,
                                    batch_key=batch.key, now=now, run_id=batch.key, ingested_at=None,
-                                   pipeline="stream")
+                                   pipeline="stream", rules=self.rules)
         if self.record_runs:
             run = PipelineRun("stream", {"dataset": self.ds.name, "entries": len(batch.entries),
                                          "sources": sorted({e.source for e in batch.entries})},

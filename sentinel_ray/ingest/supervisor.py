@@ -23,6 +23,7 @@ from sentinel_ray.ingest.poller import SourcePoller
 from sentinel_ray.ingest.streams import StreamStore
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.runtime import RAY_NAMESPACE
+from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.schemas import DATA_DATASETS
 from sentinel_ray.sources import make_stream_source
 from sentinel_ray.storage.cache import connect_redis
@@ -91,6 +92,7 @@ class Supervisor:
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
+        rules_for(self.settings)  # a bad rules file fails here, clearly, not in every consumer
         for ds in DATA_DATASETS:
             self.store.ensure_group(ds)
         for source in self.settings.sources_enabled:

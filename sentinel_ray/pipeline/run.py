@@ -21,6 +21,7 @@ from sentinel_ray.config import Settings
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import PipelineRun, utc_now
 from sentinel_ray.pipeline.store import process_and_store
+from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.schemas import DATA_DATASETS
 from sentinel_ray.sources import make_history_source
 from sentinel_ray.sources.base import FetchResult, HistorySource
@@ -104,6 +105,7 @@ def backfill_days(batch: dict[str, np.ndarray], *, settings: Settings, source_na
     source = make_history_source(source_name, settings)
     lake = Lake(settings.resolved_lake_uri)
     warehouse = connect_warehouse(settings)
+    rules = rules_for(settings)
     out: dict[str, list[Any]] = {"day": [], "dataset": [], "rows_in": [], "rows_valid": [],
                                  "rows_quarantined": [], "reasons": []}
     for day_text in batch["day"]:
@@ -119,7 +121,8 @@ def backfill_days(batch: dict[str, np.ndarray], *, settings: Settings, source_na
                 continue
             began = time.perf_counter()
             result = process_and_store(table, ds, lake=lake, warehouse=warehouse, day=day, batch_key=batch_key,
-                                       now=now, run_id=run_id, ingested_at=ingested_at, pipeline="backfill")
+                                       now=now, run_id=run_id, ingested_at=ingested_at, pipeline="backfill",
+                                       rules=rules)
             metrics.record_batch("backfill", name, source_name, result.rows_in, result.rows_valid,
                                  result.rows_quarantined, time.perf_counter() - began)
             out["day"].append(day.isoformat())
@@ -144,7 +147,8 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     import ray
 
     days = date_range(start, end)
-    make_history_source(source_name, settings)  # fail fast on an unknown source, before any work
+    make_history_source(source_name, settings)  # fail fast on an unknown source or bad rules, before any work
+    rules_for(settings)
     warehouse = connect_warehouse(settings)
     warehouse.ensure_schema()
     run = PipelineRun("backfill", {"source": source_name, "start": str(start), "end": str(end)})

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from sentinel_ray.pipeline.transform import BatchResult, process_batch
 from sentinel_ray.quality.metrics import batch_metrics
+from sentinel_ray.quality.rules import QualityRules
 from sentinel_ray.schemas import QUALITY_METRICS, Dataset
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse
@@ -30,8 +31,9 @@ def process_and_store(
     run_id: str,
     ingested_at: dt.datetime | None,
     pipeline: str,
+    rules: QualityRules | None = None,
 ) -> BatchResult:
-    result = process_batch(table, ds, now=now, run_id=run_id, ingested_at=ingested_at)
+    result = process_batch(table, ds, now=now, run_id=run_id, ingested_at=ingested_at, rules=rules)
     lake.write_curated(ds, result.valid, batch_key=batch_key)
     lake.write_quarantine(ds, result.quarantined, day=day, batch_key=batch_key)
     if warehouse is not None:

@@ -1,11 +1,12 @@
 """The one batch transform both drivers call (Ray Data backfills and stream micro-batches).
 
-conform -> normalise -> validate -> split into valid rows and quarantined rows. Bad data
-never raises: it ends up in `quarantined` with a reason.
+conform -> normalise -> validate (the quality rules engine) -> split into valid rows and
+quarantined rows. Bad data never raises: it ends up in `quarantined` with a reason. Rows
+flagged only by `warn` rules stay valid and are counted in `warned`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -13,7 +14,7 @@ import pyarrow.compute as pc
 
 from sentinel_ray import reference
 from sentinel_ray.pipeline.clean import conform, normalise
-from sentinel_ray.pipeline.validate import reject_reasons
+from sentinel_ray.quality.rules import Context, Evaluation, QualityRules, default_rules
 from sentinel_ray.schemas import TIMESTAMP_TYPE, Dataset
 
 REJECT_REASON = "reject_reason"
@@ -23,6 +24,8 @@ REJECT_REASON = "reject_reason"
 class BatchResult:
     valid: pa.Table  # exactly ds.arrow_schema
     quarantined: pa.Table  # exactly ds.quarantine_schema (every column plus reject_reason)
+    warned: dict[str, int] = field(default_factory=dict)  # warn rule name -> valid rows it flagged
+    rows_warned: int = 0  # valid rows flagged by at least one warn rule
 
     @property
     def rows_valid(self) -> int:
@@ -51,19 +54,22 @@ def process_batch(
     run_id: str | None = None,
     ingested_at: datetime | None = None,
     known_tickers: pa.Array | None = None,
+    rules: QualityRules | None = None,
 ) -> BatchResult:
     """Validate and clean one batch of `ds` rows.
 
     `run_id` / `ingested_at`, when given, overwrite those columns: they record this run's
-    lineage, whatever the input said. `source` is kept from the input.
+    lineage, whatever the input said. `source` is kept from the input. `rules` are the
+    quality rules to apply (`quality.rules.rules_for(settings)`); default: the shipped ones.
     """
     if known_tickers is None:
         known_tickers = reference.known_tickers()
     conformed, bad_type = conform(table, ds)
     conformed = normalise(conformed, ds)
     conformed = _stamp_lineage(conformed, run_id, ingested_at)
-    reasons = reject_reasons(conformed, ds, now=now, known_tickers=known_tickers, bad_type=bad_type)
-    return _split(conformed, reasons, ds)
+    ctx = Context(now=now, known_tickers=known_tickers, bad_type=bad_type)
+    evaluation = (rules or default_rules()).for_dataset(ds).evaluate(conformed, ctx)
+    return _split(conformed, evaluation, ds)
 
 
 def _stamp_lineage(table: pa.Table, run_id: str | None, ingested_at: datetime | None) -> pa.Table:
@@ -82,10 +88,12 @@ def _replace(table: pa.Table, name: str, col: pa.Array) -> pa.Table:
     return table.set_column(i, table.schema.field(i), col)
 
 
-def _split(table: pa.Table, reasons: pa.Array, ds: Dataset) -> BatchResult:
+def _split(table: pa.Table, evaluation: Evaluation, ds: Dataset) -> BatchResult:
+    reasons = evaluation.reject_reason
+    warned = {"warned": evaluation.warn_counts, "rows_warned": evaluation.rows_warned}
     if reasons.null_count == len(reasons):  # all valid: no filtering copies at all
-        return BatchResult(table.cast(ds.arrow_schema), ds.quarantine_schema.empty_table())
+        return BatchResult(table.cast(ds.arrow_schema), ds.quarantine_schema.empty_table(), **warned)
     rejected = pc.is_valid(reasons)
     valid = table.filter(pc.invert(rejected))
     quarantined = table.filter(rejected).append_column(REJECT_REASON, reasons.filter(rejected))
-    return BatchResult(valid.cast(ds.arrow_schema), quarantined.cast(ds.quarantine_schema))
+    return BatchResult(valid.cast(ds.arrow_schema), quarantined.cast(ds.quarantine_schema), **warned)

@@ -33,7 +33,8 @@ def batch_metrics(result: BatchResult, ds: Dataset, *, run_id: str, pipeline: st
     for source in _sources(result):
         valid = _of_source(result.valid, source)
         quarantined = _of_source(result.quarantined, source)
-        rows.extend({**m, "source": source} for m in _measure(ds, valid, quarantined, _warned(result, source)))
+        warned, rows_warned = _warned(result, source)
+        rows.extend({**m, "source": source} for m in _measure(ds, valid, quarantined, warned, rows_warned))
     for row in rows:
         row.update(run_id=run_id, pipeline=pipeline, dataset=ds.name, measured_at=measured_at)
     return pa.Table.from_pylist(rows, schema=QUALITY_METRICS.arrow_schema)
@@ -53,13 +54,16 @@ def _of_source(table: pa.Table, source: str) -> pa.Table:
     return table.filter(pc.equal(sources, source))
 
 
-def _warned(result: BatchResult, source: str) -> dict[str, int]:
+def _warned(result: BatchResult, source: str) -> tuple[dict[str, int], int]:
     # warn counts are per batch; they are attributed to the batch's single source, and
     # only reported per source when the batch had one (the common case)
-    return dict(getattr(result, "warned", {}) or {}) if len(_sources(result)) == 1 else {}
+    if len(_sources(result)) != 1:
+        return {}, 0
+    return dict(result.warned), result.rows_warned
 
 
-def _measure(ds: Dataset, valid: pa.Table, quarantined: pa.Table, warned: dict[str, int]) -> list[dict[str, Any]]:
+def _measure(ds: Dataset, valid: pa.Table, quarantined: pa.Table, warned: dict[str, int],
+             rows_warned: int) -> list[dict[str, Any]]:
     rows_valid, rows_quarantined = valid.num_rows, quarantined.num_rows
     rows_in = rows_valid + rows_quarantined
     reasons = _reason_counts(quarantined)
@@ -67,7 +71,7 @@ def _measure(ds: Dataset, valid: pa.Table, quarantined: pa.Table, warned: dict[s
         {"metric": "rows_in", "column": "", "value": rows_in},
         {"metric": "rows_valid", "column": "", "value": rows_valid},
         {"metric": "rows_quarantined", "column": "", "value": rows_quarantined},
-        {"metric": "rows_warned", "column": "", "value": sum(warned.values())},
+        {"metric": "rows_warned", "column": "", "value": rows_warned},
     ]
     out += [{"metric": "rejected", "column": reason, "value": n} for reason, n in sorted(reasons.items())]
     out += [{"metric": "warned", "column": rule, "value": n} for rule, n in sorted(warned.items())]

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from sentinel_ray.monitoring.runs import PipelineRun, utc_now
 from sentinel_ray.pipeline.reasons import Reason
 from sentinel_ray.pipeline.transform import process_batch
+from sentinel_ray.quality.rules import QualityRules
 from sentinel_ray.schemas import dataset as dataset_named
 from sentinel_ray.storage.lake import Lake, partition_day
 from sentinel_ray.storage.warehouse import Warehouse
@@ -68,14 +69,16 @@ class ReplaySummary:
 
 
 def replay_quarantine(lake: Lake, warehouse: Warehouse, dataset: str, *, rule: str | None = None,
-                      start: dt.date | None = None, end: dt.date | None = None) -> ReplaySummary:
+                      start: dt.date | None = None, end: dt.date | None = None,
+                      rules: QualityRules | None = None) -> ReplaySummary:
+    """Re-validate quarantined rows of `dataset` with `rules` (default: the shipped rules)."""
     ds = dataset_named(dataset)
     run = PipelineRun("quarantine_replay", {"dataset": dataset, "rule": rule, "start": start, "end": end})
     run.record(warehouse)
     summary = ReplaySummary(run.run_id, dataset)
     try:
         for path in quarantine_files(lake, dataset, start=start, end=end):
-            _replay_file(lake, warehouse, ds, path, rule, summary)
+            _replay_file(lake, warehouse, ds, path, rule, summary, rules)
     except BaseException as e:
         run.finish(warehouse, error=e)
         raise
@@ -86,7 +89,7 @@ def replay_quarantine(lake: Lake, warehouse: Warehouse, dataset: str, *, rule: s
 
 
 def _replay_file(lake: Lake, warehouse: Warehouse, ds: Any, path: str, rule: str | None,
-                 summary: ReplaySummary) -> None:
+                 summary: ReplaySummary, rules: QualityRules | None) -> None:
     table = lake.read_file(path).cast(ds.quarantine_schema)
     reasons = table.column("reject_reason")
     chosen = pc.invert(pc.is_in(reasons, pa.array(NEVER_REPLAYED)))
@@ -97,7 +100,7 @@ def _replay_file(lake: Lake, warehouse: Warehouse, ds: Any, path: str, rule: str
         return
     key = f"requalified-{hashlib.sha1(lake.read_bytes(path)).hexdigest()[:16]}"
     result = process_batch(candidates.drop_columns(["reject_reason"]), ds, now=utc_now(), run_id=key,
-                           ingested_at=None)
+                           ingested_at=None, rules=rules)
     lake.write_curated(ds, result.valid, batch_key=key)
     warehouse.insert(ds.name, result.valid)
     lake.replace_file(path, pa.concat_tables([kept, result.quarantined.cast(ds.quarantine_schema)]), ds)

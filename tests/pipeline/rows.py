@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from sentinel_ray.schemas import Dataset
+
 UTC = timezone.utc
 NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
 TS = datetime(2024, 1, 2, 4, 0, tzinfo=UTC)  # a Tuesday, 09:30 IST
@@ -29,3 +31,8 @@ def post_row(**overrides: object) -> dict[str, object]:
     }
     row.update(overrides)
     return row
+
+
+def table_of(ds: Dataset, rows: list[dict[str, object]]) -> pa.Table:
+    """Rows as a table of the dataset's columns and types (every column nullable), ready to evaluate."""
+    return pa.Table.from_pylist(rows, schema=ds.record_schema)

@@ -7,7 +7,7 @@ import pyarrow as pa
 from sentinel_ray.pipeline.reasons import Reason
 from sentinel_ray.pipeline.transform import BatchResult, process_batch
 from sentinel_ray.schemas import POSTS, PRICES, Dataset
-from tests.pipeline.rows import UTC, NOW, TS, KNOWN, price_row
+from tests.pipeline.rows import KNOWN, NOW, TS, UTC, price_row
 
 
 def run(table: pa.Table, ds: Dataset = PRICES, **kwargs: object) -> BatchResult:
@@ -131,3 +131,30 @@ def test_filings_are_normalised_validated_and_deduplicated() -> None:
     assert result.valid.column("ticker").to_pylist() == ["RELIANCE", None]
     assert result.reason_counts() == {"duplicate": 1, "unknown_exchange": 1, "missing_field": 1,
                                       "future_timestamp": 1}
+
+
+def test_rules_argument_and_warn_counts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sentinel_ray.quality.rules import load_rules
+
+    path = tmp_path / "rules.yaml"
+    path.write_text("prices:\n"
+                    "  - {name: thin_volume, kind: range, column: volume, min: 100, severity: warn}\n"
+                    "  - {name: negative_volume, min: 5}\n")
+    rows = [price_row(volume=500), price_row(ticker="TCS", volume=50), price_row(ticker="INFY", volume=3),
+            price_row(ticker="ITC", volume=-1)]
+    table = pa.Table.from_pylist(rows, schema=PRICES.record_schema)
+    result = run(table, rules=load_rules(path))
+    assert result.valid.column("ticker").to_pylist() == ["RELIANCE", "TCS"]  # warned rows stay valid
+    assert result.reason_counts() == {"negative_volume": 2}
+    assert result.warned == {"thin_volume": 1} and result.rows_warned == 1
+    default = run(table)  # the shipped rules: no warn rules, volume 3 is fine
+    assert default.reason_counts() == {"negative_volume": 1}
+    assert default.warned == {} and default.rows_warned == 0
+
+
+def test_unit_error_bar_is_quarantined() -> None:
+    closes = [100.0, 100.5, 10_050.0, 100.2, 100.1, 100.3, 100.4]
+    rows = [price_row(ts=TS + timedelta(minutes=i), open=c, high=c, low=c, close=c) for i, c in enumerate(closes)]
+    result = run(pa.Table.from_pylist(rows, schema=PRICES.record_schema))
+    assert result.reason_counts() == {"implausible_price_jump": 1}
+    assert result.quarantined.column("close").to_pylist() == [10_050.0]

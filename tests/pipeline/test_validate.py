@@ -7,9 +7,10 @@ import pytest
 
 from sentinel_ray.pipeline.clean import conform, normalise
 from sentinel_ray.pipeline.reasons import REASON_ORDER, Reason
-from sentinel_ray.pipeline.validate import RULES, reject_reasons
+from sentinel_ray.pipeline.validate import reject_reasons
+from sentinel_ray.quality.rules import default_rules
 from sentinel_ray.schemas import POSTS, PRICES, Dataset
-from tests.pipeline.rows import UTC, NOW, TS, KNOWN, price_row, post_row
+from tests.pipeline.rows import KNOWN, NOW, TS, UTC, post_row, price_row
 
 
 def reasons_for(ds: Dataset, rows: list[dict[str, object]], **raw_columns: pa.Array) -> list[str | None]:
@@ -31,8 +32,14 @@ def posts(*rows: dict[str, object], **raw: pa.Array) -> list[str | None]:
     return reasons_for(POSTS, list(rows), **raw)
 
 
-def test_rules_follow_the_reason_order() -> None:
-    assert tuple(r.reason for r in RULES) == REASON_ORDER
+def test_shipped_rules_follow_the_reason_order() -> None:
+    # stored quarantine data keeps its meaning: same codes, same priority as before the rules engine
+    for ds in ("prices", "posts", "filings"):
+        reasons = [r.reason for r in default_rules()[ds].rules]
+        assert reasons == [r for r in REASON_ORDER if r in reasons], ds
+    assert [r.reason for r in default_rules()["posts"].rules] == [
+        Reason.MISSING_FIELD, Reason.BAD_TYPE, Reason.FUTURE_TIMESTAMP, Reason.TEXT_LENGTH, Reason.DUPLICATE]
+    assert set(REASON_ORDER) - {r.reason for r in default_rules()["prices"].rules} == {Reason.TEXT_LENGTH}
 
 
 def test_clean_rows_are_valid() -> None:
@@ -186,3 +193,18 @@ def test_without_bad_type_mask_and_empty_table() -> None:
     assert out.type == pa.string() and len(out) == 0
     one = pa.Table.from_pylist([price_row(ticker="AAPL")], schema=schema)
     assert reject_reasons(one, PRICES, now=NOW, known_tickers=KNOWN).to_pylist() == [Reason.UNKNOWN_TICKER]
+
+
+def test_future_skew_and_rules_arguments(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sentinel_ray.quality.rules import load_rules
+
+    schema = pa.schema([pa.field(f.name, f.kind.arrow) for f in PRICES.fields])
+    table = pa.Table.from_pylist([price_row(interval="1d", ts=NOW + timedelta(minutes=3)),
+                                  price_row(ticker="AAPL", interval="1d")], schema=schema)
+    assert reject_reasons(table, PRICES, now=NOW, known_tickers=KNOWN).to_pylist() == [None, Reason.UNKNOWN_TICKER]
+    assert reject_reasons(table, PRICES, now=NOW, known_tickers=KNOWN, future_skew=timedelta(minutes=1)
+                          ).to_pylist() == [Reason.FUTURE_TIMESTAMP, Reason.UNKNOWN_TICKER]
+    path = tmp_path / "rules.yaml"
+    path.write_text("prices:\n  - name: unknown_ticker\n    enabled: false\n")
+    assert reject_reasons(table, PRICES, now=NOW, known_tickers=KNOWN, rules=load_rules(path)).to_pylist() == [
+        None, None]

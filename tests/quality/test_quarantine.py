@@ -54,3 +54,25 @@ def test_replay_moves_rows_that_now_pass_once(ray_session, isolated_settings) ->
     runs = wh.query_rows("SELECT rows_valid FROM {db}.pipeline_runs FINAL WHERE pipeline = 'quarantine_replay' "
                          "ORDER BY started_at")
     assert [r["rows_valid"] for r in runs] == [2, 0]
+
+
+def test_replay_after_a_rules_file_change(ray_session, isolated_settings, tmp_path) -> None:
+    from sentinel_ray.quality.rules import rules_for
+
+    lake, wh = Lake(isolated_settings.resolved_lake_uri), connect_warehouse(isolated_settings)
+    wh.ensure_schema()
+    t = dt.datetime(2026, 11, 20, 5, 0, tzinfo=UTC)
+    rows = [_post(1, "gm", t), _post(2, "TCS up", t), _post(3, "ok", t)]
+    process_and_store(pa.Table.from_pylist(rows, schema=POSTS.record_schema), POSTS, lake=lake, warehouse=wh,
+                      day=DAY, batch_key="x-batch", now=t + dt.timedelta(hours=1), run_id="r1", ingested_at=None,
+                      pipeline="stream", rules=rules_for(isolated_settings))
+    assert lake.read("curated", "posts").column("post_id").to_pylist() == ["p2"]
+
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text("posts:\n  - name: text_length\n    min: 2\n")
+    relaxed = isolated_settings.model_copy(update={"quality_rules_file": rules_file})
+    summary = replay_quarantine(lake, wh, "posts", rule="text_length", rules=rules_for(relaxed))
+    assert (summary.examined, summary.requalified) == (2, 2)
+    assert sorted(lake.read("curated", "posts").column("post_id").to_pylist()) == ["p1", "p2", "p3"]
+    assert lake.read("quarantine", "posts").num_rows == 0
+    assert wh.query_rows("SELECT count() AS n FROM {db}.posts FINAL")[0]["n"] == 3
