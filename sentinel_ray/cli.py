@@ -101,10 +101,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         serve.run(build_app(settings), name="sentinel", route_prefix="/")
         base = f"http://{settings.api_host}:{settings.api_port}"
         dashboard = connection.dashboard_url
+        metrics_ports = sorted({(n["NodeManagerAddress"], n.get("MetricsExportPort")) for n in ray.nodes()
+                                if n.get("Alive") and n.get("MetricsExportPort")})
         print(f"\nSentinel Ray is up.\n  API        {base}/api/stocks\n  API docs   {base}/docs\n"
               f"  health     {base}/ready\n  status     sentinel-ray status")
         if dashboard:
             print(f"  Ray dash   {dashboard if '://' in dashboard else 'http://' + dashboard}")
+        for host, port in metrics_ports:
+            print(f"  metrics    http://{host}:{port}/metrics (Prometheus; see docs/monitoring.md)")
         print("Press Ctrl-C to stop.", flush=True)
         if args.exit_after_start:
             return 0

@@ -41,6 +41,7 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         output = "".join(lines)
         assert "Sentinel Ray is up." in output, output[-3000:]
         assert f"http://127.0.0.1:{port}/docs" in output
+        assert "/metrics (Prometheus" in output
         assert "backfill backfill-" in output and "quarantined" in output
         ready = requests.get(f"http://127.0.0.1:{port}/ready", timeout=30)
         assert ready.status_code == 200, ready.text
