@@ -177,11 +177,24 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings_for_job()
         status = ingestion_status()
     except (ConnectionError, RuntimeError, ValueError) as e:
-        print(f"(no running Ray cluster reachable: {e}; reading what the workers last reported to Redis)")
+        print(f"(no running Ray cluster reachable: {e}; reading what the workers last reported to Redis)",
+              file=sys.stderr)
     if status is None:
-        store = stream_store(settings)
-        status = {"pollers": store.statuses("poller"), "consumers": store.statuses("consumer"),
-                  "streams": {ds: store.lag(ds).as_dict() for ds in ("prices", "posts", "filings")}}
+        import ray
+        import redis
+
+        if ray.is_initialized():
+            print(f"(no ingestion supervisor on the Ray cluster at {ray.get_runtime_context().gcs_address}; "
+                  f"set RAY_ADDRESS to the address `sentinel-ray up` printed if that is not the platform's; "
+                  f"reading what the workers last reported to Redis)", file=sys.stderr)
+        try:
+            store = stream_store(settings)
+            status = {"pollers": store.statuses("poller"), "consumers": store.statuses("consumer"),
+                      "streams": {ds: store.lag(ds).as_dict() for ds in ("prices", "posts", "filings")}}
+        except (redis.RedisError, OSError) as e:
+            print(f"sentinel-ray status: no running platform found (Redis at {settings.resolved_redis_url} "
+                  f"does not answer: {e})", file=sys.stderr)
+            return 1
     if args.json:
         print(json.dumps(status, default=str, indent=2))
         return 0

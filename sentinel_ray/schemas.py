@@ -249,9 +249,10 @@ PIPELINE_RUNS = Dataset(
 
 QUALITY_METRICS = Dataset(
     name="quality_metrics",
-    doc="data-quality measurements, one row per (run, dataset, source, metric, column)",
+    doc="data-quality measurements, one row per (run, batch, dataset, source, metric, column)",
     fields=(
         Field("run_id", Kind.SYMBOL, doc="the pipeline run (backfill, stream batch, report) that measured it"),
+        Field("batch", Kind.STRING, doc="the batch within the run (a backfill has one per day)"),
         Field("pipeline", Kind.SYMBOL),
         Field("dataset", Kind.SYMBOL),
         Field("source", Kind.SYMBOL),
@@ -261,7 +262,7 @@ QUALITY_METRICS = Dataset(
         Field("value", Kind.FLOAT),
         Field("measured_at", Kind.TIMESTAMP),
     ),
-    natural_key=("dataset", "source", "metric", "column", "run_id"),
+    natural_key=("dataset", "source", "metric", "column", "run_id", "batch"),
     time_column="measured_at",
     version_column="measured_at",
 )

@@ -38,6 +38,6 @@ def process_and_store(
     lake.write_quarantine(ds, result.quarantined, day=day, batch_key=batch_key)
     if warehouse is not None:
         warehouse.insert(ds.name, result.valid)
-        warehouse.insert(QUALITY_METRICS.name, batch_metrics(result, ds, run_id=run_id, pipeline=pipeline,
-                                                             measured_at=now))
+        metrics = batch_metrics(result, ds, run_id=run_id, batch=batch_key, pipeline=pipeline, measured_at=now)
+        warehouse.insert(QUALITY_METRICS.name, metrics)
     return result

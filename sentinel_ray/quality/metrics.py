@@ -27,7 +27,7 @@ from sentinel_ray.schemas import QUALITY_METRICS, Dataset
 CONSISTENCY_REASONS = (Reason.OHLC_INCONSISTENT.value,)
 
 
-def batch_metrics(result: BatchResult, ds: Dataset, *, run_id: str, pipeline: str,
+def batch_metrics(result: BatchResult, ds: Dataset, *, run_id: str, batch: str, pipeline: str,
                   measured_at: dt.datetime) -> pa.Table:
     rows: list[dict[str, Any]] = []
     for source in _sources(result):
@@ -36,7 +36,7 @@ def batch_metrics(result: BatchResult, ds: Dataset, *, run_id: str, pipeline: st
         warned, rows_warned = _warned(result, source)
         rows.extend({**m, "source": source} for m in _measure(ds, valid, quarantined, warned, rows_warned))
     for row in rows:
-        row.update(run_id=run_id, pipeline=pipeline, dataset=ds.name, measured_at=measured_at)
+        row.update(run_id=run_id, batch=batch, pipeline=pipeline, dataset=ds.name, measured_at=measured_at)
     return pa.Table.from_pylist(rows, schema=QUALITY_METRICS.arrow_schema)
 
 

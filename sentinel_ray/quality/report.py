@@ -80,7 +80,7 @@ def quality_report(warehouse: Warehouse, settings: Settings, *, now: dt.datetime
     agreement = cross_source_agreement(warehouse, settings.quality_agreement_tolerance, since)
     if record and agreement["agreement"] is not None:
         warehouse.insert(QUALITY_METRICS.name, pa.Table.from_pylist([{
-            "run_id": run_id, "pipeline": "quality_report", "dataset": "prices", "source": "nse~yahoo",
+            "run_id": run_id, "batch": "", "pipeline": "quality_report", "dataset": "prices", "source": "nse~yahoo",
             "metric": "agreement", "column": "close", "value": agreement["agreement"], "measured_at": now}],
             schema=QUALITY_METRICS.arrow_schema))
     datasets = {}

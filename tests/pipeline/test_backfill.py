@@ -107,3 +107,14 @@ def test_bad_range_and_source_fail_clearly(backfilled) -> None:
         run_backfill(settings, "replay", dt.date(2026, 11, 5), dt.date(2026, 11, 1))
     with pytest.raises(Exception, match="unknown source 'nope'"):
         run_backfill(settings, "nope", dt.date(2026, 11, 5), dt.date(2026, 11, 5))
+
+
+def test_quality_metrics_of_every_day_add_up_to_the_run(backfilled) -> None:
+    settings, summary, *_ = backfilled
+    rows = connect_warehouse(settings).query_rows(
+        "SELECT dataset, sumIf(value, metric = 'rows_in') AS rows_in, sumIf(value, metric = 'rows_valid') AS valid, "
+        "countDistinct(batch) AS batches FROM {db}.quality_metrics FINAL WHERE run_id = {run:String} "
+        "GROUP BY dataset", {"run": summary.run_id})
+    got = {r["dataset"]: (r["rows_in"], r["valid"]) for r in rows}
+    assert got == {name: (summary.rows_in[name], summary.rows_valid[name]) for name in summary.rows_in}
+    assert all(r["batches"] == summary.days for r in rows if r["dataset"] == "posts")

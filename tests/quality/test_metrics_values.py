@@ -13,7 +13,7 @@ from tests.pipeline.rows import KNOWN, NOW, TS, price_row
 
 def _metrics(rows: list[dict]) -> dict[tuple[str, str, str], float]:
     result = process_batch(pa.Table.from_pylist(rows), PRICES, now=NOW, known_tickers=KNOWN)
-    table = batch_metrics(result, PRICES, run_id="r1", pipeline="test", measured_at=NOW)
+    table = batch_metrics(result, PRICES, run_id="r1", batch="b1", pipeline="test", measured_at=NOW)
     assert table.schema == QUALITY_METRICS.arrow_schema
     assert set(table.column("run_id").to_pylist()) == {"r1"}
     return {(r["source"], r["metric"], r["column"]): r["value"] for r in table.to_pylist()}

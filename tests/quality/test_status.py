@@ -20,7 +20,7 @@ def _metrics(wh, source: str, hours_ago: list[float], rows_in: float, rows_valid
     for i, h in enumerate(hours_ago):
         at = NOW - dt.timedelta(hours=h)
         for metric, value in (("rows_in", rows_in), ("rows_valid", rows_valid)):
-            rows.append({"run_id": f"{source}-{h}-{i}", "pipeline": pipeline, "dataset": "prices", "source": source,
+            rows.append({"run_id": f"{source}-{h}-{i}", "batch": "", "pipeline": pipeline, "dataset": "prices", "source": source,
                          "metric": metric, "column": "", "value": value, "measured_at": at})
     wh.insert("quality_metrics", pa.Table.from_pylist(rows, schema=QUALITY_METRICS.arrow_schema))
 
