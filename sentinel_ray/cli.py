@@ -63,7 +63,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     stopping = threading.Event()
     cleanups: list[tuple[str, Callable[[], None]]] = []
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # Ctrl-C raises KeyboardInterrupt even when the shell started us with SIGINT ignored
+    # (background jobs); SIGTERM is handled once Ray is up (ray.init installs its own handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         redis_server = ensure_redis(settings)
         if redis_server is not None:
@@ -73,6 +75,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         connection = init_ray(settings, include_dashboard=not args.no_dashboard)
         if connection.started_here:
             cleanups.append(("Ray", ray.shutdown))
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         publish_settings(settings)
         print(f"ray        {ray.get_runtime_context().gcs_address} (RAY_ADDRESS for other terminals)", flush=True)
         warehouse = connect_warehouse(settings)
@@ -116,7 +119,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # a second Ctrl-C or SIGTERM must not cut the clean stop short (and leave servers behind)
+        def still_stopping(*_: object) -> None:
+            print("  still stopping, please wait ...", flush=True)
+
+        signal.signal(signal.SIGINT, still_stopping)
+        signal.signal(signal.SIGTERM, still_stopping)
         print("\nstopping ...", flush=True)
         for name, cleanup in reversed(cleanups):
             try:
@@ -124,6 +132,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  stopped {name}", flush=True)
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
                 print(f"  could not stop {name}: {e}", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
 
 
