@@ -145,7 +145,8 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     if settings.warehouse_is_embedded:
         join_or_start_ray(settings)
         settings = settings_for_job()
-    end = dt.datetime.combine(args.end or _yesterday_utc() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    # --end names the last day shown: the window ends at the next midnight (UTC)
+    end = dt.datetime.combine((args.end or _yesterday_utc()) + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
     start = dt.datetime.combine(args.start, dt.time(), dt.timezone.utc) if args.start else end - dt.timedelta(days=1)
     rows = price_bars(connect_warehouse(settings), args.ticker.upper(), start, end, Interval(args.interval))
     for row in rows:

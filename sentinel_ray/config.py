@@ -54,7 +54,7 @@ class Settings(BaseModel):
     sources_enabled: list[str] = Field(default_factory=lambda: ["replay"], description="sources `up` polls")
     poll_interval_s: float = Field(60.0, gt=0, description="seconds between polls of a network source")
     replay_speed: float = Field(60.0, ge=0, description="live replay: simulated seconds per second; 0 = firehose")
-    replay_live_start: dt.date | None = Field(None, description="first day the live replay plays (default yesterday)")
+    replay_live_start: dt.date | None = Field(None, description="first day the live replay plays (default today)")
     replay_live_end: dt.date | None = Field(None, description="last day it plays (default: never stops)")
     replay_chunk_rows: int = Field(20_000, ge=1, description="firehose: rows per poll")
     stream_max_entries: int = Field(2_000, ge=1, description="backpressure: pollers wait while a stream holds more")
@@ -145,7 +145,7 @@ class Settings(BaseModel):
     def redis_is_embedded(self) -> bool:
         return not self.redis_url
 
-    def as_env(self) -> dict[str, str]:
+    def as_env(self, *, include_secrets: bool = True) -> dict[str, str]:
         """These settings as SENTINEL_* variables, for processes started elsewhere (Ray workers, jobs)."""
         env = {}
         for name in type(self).model_fields:
@@ -153,6 +153,8 @@ class Settings(BaseModel):
             if value is None:
                 continue
             if isinstance(value, SecretStr):
+                if not include_secrets:
+                    continue
                 value = value.get_secret_value()
             if name == "data_dir":
                 value = self.resolved_data_dir

@@ -74,7 +74,9 @@ def join_or_start_ray(settings: Settings) -> RayConnection:
 def publish_settings(settings: Settings) -> None:
     from ray.experimental import internal_kv
 
-    internal_kv._internal_kv_put(_KV_KEY, json.dumps(settings.as_env()).encode(), overwrite=True)
+    # no secrets: anything on the cluster can read this store; a job brings its own credentials
+    internal_kv._internal_kv_put(_KV_KEY, json.dumps(settings.as_env(include_secrets=False)).encode(),
+                                 overwrite=True)
 
 
 def settings_for_job(environ: dict[str, str] | None = None) -> Settings:

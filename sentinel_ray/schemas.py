@@ -10,10 +10,11 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import Field as PydanticField
 
 
 class Kind(Enum):
@@ -166,7 +167,9 @@ class Dataset:
         missing or implausible values are the pipeline's to quarantine, so every field is
         optional. Lineage columns are the platform's to set, so they are not accepted."""
         lineage = {f.name for f in INGEST_FIELDS}
-        spec: dict[str, Any] = {f.name: (Optional[f.kind.python], None) for f in self.fields if f.name not in lineage}
+        int64 = Annotated[int, PydanticField(ge=-(2**63), le=2**63 - 1)]  # what the columns can hold
+        spec: dict[str, Any] = {f.name: (Optional[int64 if f.kind is Kind.INT else f.kind.python], None)
+                                for f in self.fields if f.name not in lineage}
         return create_model(f"{self.name.title().replace('_', '')}Intake", __config__=ConfigDict(extra="forbid"),
                             **spec)
 

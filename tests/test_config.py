@@ -65,3 +65,11 @@ def test_cli_reports_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert main(["backfill"]) == 2
     err = capsys.readouterr().err
     assert "configuration error" in err and "SENTINEL_API_PORT" in err
+
+
+def test_published_settings_carry_no_secrets(tmp_path: Path) -> None:
+    s = load_settings({"SENTINEL_DATA_DIR": str(tmp_path), "SENTINEL_X_BEARER_TOKEN": "sekret",
+                       "SENTINEL_API_TOKEN": "tok"})
+    published = s.as_env(include_secrets=False)
+    assert "sekret" not in str(published) and "tok" not in published.values()
+    assert s.as_env()["SENTINEL_X_BEARER_TOKEN"] == "sekret"

@@ -24,7 +24,7 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "RAY_ADDRESS"))}
     env.update({"SENTINEL_DATA_DIR": str(tmp_path / "data"), "SENTINEL_API_PORT": str(port),
                 "SENTINEL_BACKFILL_DAYS": "1", "RAY_USAGE_STATS_ENABLED": "0",
-                "SENTINEL_REPLAY_SPEED": "600"})
+                "SENTINEL_REPLAY_SPEED": "600", "SENTINEL_REPLAY_LIVE_START": "2026-11-05"})
     proc = subprocess.Popen([sys.executable, "-m", "sentinel_ray.cli", "up", "--no-dashboard"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -52,10 +52,12 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         status = _status(address, tmp_path, env)
         assert status["pollers"]["replay"]["actor"] == "alive"
         deadline = time.monotonic() + 60
-        while status["consumers"]["prices-0"]["rows_in"] == 0 and time.monotonic() < deadline:
+        while status["consumers"]["prices-0"]["rows_valid"] < 1000 and time.monotonic() < deadline:
             time.sleep(1)
             status = _status(address, tmp_path, env)
-        assert status["consumers"]["prices-0"]["rows_in"] > 0, status  # live replay rows are flowing
+        prices = status["consumers"]["prices-0"]
+        assert prices["rows_valid"] >= 1000, status  # live replay rows are flowing, and they are valid
+        assert prices["rows_quarantined"] < 0.01 * prices["rows_in"], status
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -93,6 +93,7 @@ class StreamConsumer:
         self.warehouse = warehouse
         self.record_runs = record_runs
         self.stats = ConsumerStats()
+        self._current: MicroBatch | None = None  # the batch being stored, for failure records
         self.key = store.stream_key(dataset)
         store.ensure_group(dataset)
         warehouse.ensure_schema()
@@ -234,9 +235,11 @@ class StreamConsumer:
     # -- running -------------------------------------------------------------------
     def run_once(self) -> int:
         """Read and store at most one micro-batch; the rows it stored (0 when idle)."""
+        self._current = None
         batch = self.next_batch()
         if batch is None:
             return 0
+        self._current = batch
         return self.store_batch(batch).rows_in
 
     def run(self, stop: threading.Event) -> None:
@@ -251,8 +254,22 @@ class StreamConsumer:
                 metrics.record_batch_error("stream", self.ds.name)
                 self.stats.last_error = f"{type(e).__name__}: {e}"[:500]
                 log.warning("%s: batch failed (%s); retrying", self.name, self.stats.last_error)
+                self._record_failure(self.stats.last_error)
                 stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
             self._publish_status()
+
+    def _record_failure(self, error: str) -> None:
+        """Best effort: a failed attempt is a pipeline run of its own (the batch is retried
+        and, when it succeeds, recorded under its key), so health rollups count failures."""
+        batch = self._current
+        if batch is None or not self.record_runs:
+            return
+        try:
+            run = PipelineRun("stream", {"dataset": self.ds.name, "entries": len(batch.entries)},
+                              run_id=f"{batch.key}-failed-{utc_now():%H%M%S%f}", rows_in=batch.rows)
+            run.finish(self.warehouse, error=error)
+        except Exception:  # noqa: BLE001 - the warehouse may be what failed
+            log.debug("%s: could not record the failed run", self.name, exc_info=True)
 
     def _publish_status(self) -> None:
         try:

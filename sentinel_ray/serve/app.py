@@ -101,8 +101,11 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
 def resolve_range(start: dt.datetime | None, end: dt.datetime | None, default: dt.timedelta,
                   maximum: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
     """Fill a missing end (now) or start (end - default), and refuse empty or oversized ranges."""
-    end = _as_utc(end) if end else dt.datetime.now(dt.timezone.utc)
-    start = _as_utc(start) if start else end - default
+    try:
+        end = _as_utc(end) if end else dt.datetime.now(dt.timezone.utc)
+        start = _as_utc(start) if start else end - default
+    except (OverflowError, ValueError):  # e.g. year 1 shifted across a time zone
+        raise HTTPException(422, detail="start/end out of the supported range") from None
     if start >= end:
         raise HTTPException(422, detail=f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
     if end - start > maximum:
@@ -124,8 +127,8 @@ class QueryService:
         return await asyncio.to_thread(stock_summaries, self.warehouse)
 
     async def prices(self, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval,
-                     exchange: str) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(price_bars, self.warehouse, ticker, start, end, interval, exchange)
+                     exchange: str, source: str | None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(price_bars, self.warehouse, ticker, start, end, interval, exchange, source)
 
     async def posts(self, ticker: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict[str, Any]]:
         return await asyncio.to_thread(posts_mentioning, self.warehouse, ticker, start, end, limit)
@@ -190,12 +193,24 @@ api = FastAPI(
 instrument(api)  # request count and latency per route template, as Ray metrics
 
 
-@api.exception_handler(Exception)
+def _backend_errors() -> tuple[type[BaseException], ...]:
+    import redis
+    from ray.exceptions import RayError
+
+    from sentinel_ray.storage.warehouse import WarehouseError
+
+    return (WarehouseError, redis.RedisError, RayError, ConnectionError, TimeoutError)
+
+
 async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # Bad input never reaches here (FastAPI answers 4xx); what does is a backend that is
     # down or failing, which the caller should retry rather than read as a bug.
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse(status_code=503, content={"detail": f"backend unavailable: {type(exc).__name__}"})
+
+
+for _error in _backend_errors():
+    api.add_exception_handler(_error, _storage_unavailable)
 
 
 @serve.deployment(**_DEPLOYMENT_OPTIONS)
@@ -344,10 +359,13 @@ class ApiIngress:
         end: dt.datetime | None = Query(None, description="exclusive; default now"),
         interval: Interval = Query(Interval.MINUTE),
         exchange: str = Query("NSE", pattern="^(NSE|BSE)$"),
+        source: str | None = Query(None, pattern="^[a-z0-9_.-]{1,64}$",
+                                   description="only this source's bars (default: one bar per time, "
+                                               "preferring nse, then yahoo, then replay)"),
     ) -> PriceResponse:
         info = self._symbol(ticker)
         start, end = resolve_range(start, end, DEFAULT_WINDOW[interval], MAX_WINDOW[interval])
-        bars = await self.query.prices.remote(info["symbol"], start, end, interval, exchange)
+        bars = await self.query.prices.remote(info["symbol"], start, end, interval, exchange, source)
         return PriceResponse(ticker=info["symbol"], exchange=exchange, interval=interval, start=start, end=end,
                              bars=bars)
 

@@ -27,29 +27,52 @@ MAX_WINDOW = {Interval.MINUTE: dt.timedelta(days=31), Interval.HOUR: dt.timedelt
 _BUCKET = {Interval.HOUR: "toStartOfHour(ts)", Interval.DAY: "toDateTime64(toStartOfDay(ts, 'Asia/Kolkata'), 3, 'UTC')"}
 
 
+# Several sources may hold the same bar (replay, Yahoo, NSE, webhooks): the source is part
+# of the natural key. Queries show one bar per timestamp, from the first source in this
+# order that has it (others after these, alphabetically), unless the caller names a source.
+SOURCE_PRIORITY = ["nse", "yahoo", "replay"]
+_RANK = "if(indexOf({priority:Array(String)}, source) = 0, 1000, indexOf({priority:Array(String)}, source))"
+
+
+def _one_bar_per_ts(where: str) -> str:
+    """1m bars matching `where`, one per (ticker, exchange, ts), from the preferred source."""
+    return (f"SELECT ticker, exchange, ts, open, high, low, close, volume FROM {{db}}.prices FINAL "
+            f"WHERE interval = '1m' AND {where} ORDER BY ticker, exchange, ts, {_RANK}, source "
+            f"LIMIT 1 BY ticker, exchange, ts")
+
+
 def stock_summaries(warehouse: Warehouse) -> list[dict[str, Any]]:
     return warehouse.query_rows(
-        "SELECT ticker, exchange, argMax(close, ts) AS last_close, max(ts) AS last_ts, count() AS bars "
-        "FROM {db}.prices FINAL WHERE interval = '1m' GROUP BY ticker, exchange ORDER BY ticker, exchange"
-    )
+        f"SELECT ticker, exchange, argMax(close, ts) AS last_close, max(ts) AS last_ts, count() AS bars "
+        f"FROM ({_one_bar_per_ts('1')}) GROUP BY ticker, exchange ORDER BY ticker, exchange",
+        {"priority": SOURCE_PRIORITY})
 
 
 def price_bars(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime,
-               interval: Interval, exchange: str = "NSE") -> list[dict[str, Any]]:
-    params = {"ticker": ticker, "exchange": exchange, "start": start, "end": end}
-    where = ("ticker = {ticker:String} AND exchange = {exchange:String} AND interval = '1m' "
-             "AND ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}")
+               interval: Interval, exchange: str = "NSE", source: str | None = None) -> list[dict[str, Any]]:
+    params = {"ticker": ticker, "exchange": exchange, "start": start, "end": end, "source": source or "",
+              "priority": SOURCE_PRIORITY}
+    where = ("ticker = {ticker:String} AND exchange = {exchange:String} "
+             "AND ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')} "
+             "AND ({source:String} = '' OR source = {source:String})")
+    bars = _one_bar_per_ts(where)
     if interval is Interval.MINUTE:
-        sql = f"SELECT ts, open, high, low, close, volume FROM {{db}}.prices FINAL WHERE {where} ORDER BY ts"
+        sql = f"SELECT ts, open, high, low, close, volume FROM ({bars}) ORDER BY ts"
     else:
         sql = (f"SELECT {_BUCKET[interval]} AS bucket, argMin(open, ts) AS open, max(high) AS high, "
                f"min(low) AS low, argMax(close, ts) AS close, sum(volume) AS volume "
-               f"FROM {{db}}.prices FINAL WHERE {where} GROUP BY bucket ORDER BY bucket")
+               f"FROM ({bars}) GROUP BY bucket ORDER BY bucket")
     rows = warehouse.query_rows(sql, params)
     for row in rows:
         if "bucket" in row:
             row["ts"] = row.pop("bucket")
+        row["ts"] = _utc(row["ts"])
     return rows
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    # the warehouse stores UTC; say so, or JSON clients read the time as their local time
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
 def posts_mentioning(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime,

@@ -19,6 +19,7 @@ import datetime as dt
 import email.utils
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Collection, Mapping, TypeVar
@@ -252,7 +253,7 @@ class HttpClient:
                     response = HttpResponse(resp.status, str(resp.url), resp.headers, body,
                                             dt.datetime.now(dt.timezone.utc))
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                return Retry(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+                return Retry(_describe_error(e))
             self._note_window(response)
             if response.status < 300 or response.status in accept_statuses:
                 return response
@@ -295,6 +296,18 @@ class HttpClient:
             raise FetchError(f"{self.source}: rate limit window used up, it resets in {wait:.0f}s; giving up for now")
         log.info("%s: rate limit window used up, waiting %.0fs for its reset", self.source, wait)
         await self.sleep(wait)
+
+
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:key|api_key|apikey|token|access_token|sig|signature)=)[^&\s'\"]*")
+
+
+def _describe_error(e: BaseException) -> str:
+    """A connection error for logs and status: aiohttp puts the request URL, query string
+    and so any API key included, into some of its messages; keep the class and status only."""
+    if isinstance(e, aiohttp.ClientResponseError):
+        return f"{type(e).__name__} (HTTP {e.status})"
+    text = _SECRET_QUERY.sub(r"\1***", str(e))
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _without_query(url: str) -> str:

@@ -788,8 +788,8 @@ class LiveReplaySource(Source):
     Rows are emitted in time order of their timestamps (clipped into their day, so the
     injected bad rows are emitted too; an injected duplicate shares its original's time
     and so always travels in the same poll as it). With `speed` > 0 a simulated clock
-    runs `speed` times faster than the wall clock from the first day's 09:15 IST; each
-    poll emits what the clock has passed. With `speed` == 0 (firehose) each poll emits up
+    runs `speed` times faster than the wall clock from the first day's 09:15 IST until it
+    catches up with the wall clock, then in real time; each poll emits what it has passed. With `speed` == 0 (firehose) each poll emits up
     to `chunk_rows` rows, as fast as it is called. `end` bounds the run (None: forever).
     """
 
@@ -810,7 +810,9 @@ class LiveReplaySource(Source):
 
     @classmethod
     def from_settings(cls, settings: Any) -> "LiveReplaySource":
-        start = settings.replay_live_start or dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+        # default: today, the day after the history `up` backfills, so no day is both
+        # backfilled and streamed
+        start = settings.replay_live_start or dt.datetime.now(dt.timezone.utc).date()
         return cls(ReplaySource.from_settings(settings), start=start, end=settings.replay_live_end,
                    speed=settings.replay_speed, chunk_rows=settings.replay_chunk_rows)
 
@@ -842,6 +844,9 @@ class LiveReplaySource(Source):
         upto_ms = None
         if self.speed > 0:
             upto_ms = int(cursor["origin_sim_ms"] + (now_s - cursor["origin_wall"]) * 1000 * self.speed)
+            # once the simulated clock has caught up with the real one it runs in real time:
+            # a live feed never delivers events from the future
+            upto_ms = min(upto_ms, int(now_s * 1000))
         tables, last_ms = self._slice(day, cursor.get("emitted_ms"), upto_ms)
         next_cursor = dict(cursor)
         day_end_ms = _day_start_ms(day) + 86_400_000 - 1

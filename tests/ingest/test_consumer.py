@@ -127,3 +127,73 @@ def test_backpressure_bound_holds_while_nobody_consumes(ingest_settings, store) 
         assert store.length("prices") <= settings.stream_max_entries
     assert poller.stats.state == "waiting" and poller.stats.backpressure_waits > 0
     assert store.length("prices") == settings.stream_max_entries
+
+
+def test_live_replay_never_emits_the_future(ingest_settings) -> None:
+    import datetime as dt
+
+    import pyarrow.compute as pc
+
+    from sentinel_ray.sources.replay import LiveReplaySource, ReplaySource
+
+    today = dt.date(2026, 11, 26)
+    now = [dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.timezone.utc).timestamp()]  # 11:30 IST
+    live = LiveReplaySource(ReplaySource.from_settings(ingest_settings), start=today, speed=3600,
+                            clock=lambda: now[0])
+    cursor = None
+    for _ in range(5):  # at 3600x the simulated clock would be hours ahead after a few polls
+        result = asyncio.run(live.fetch(cursor))
+        cursor = result.next_cursor
+        for table in result.records.values():
+            newest = pc.max(table.column("ts")).as_py()
+            assert newest.timestamp() <= now[0], newest
+        now[0] += 10
+    assert cursor["emitted_ms"] <= now[0] * 1000
+
+
+def test_a_failing_batch_is_retried_and_its_failure_recorded(ray_session, ingest_settings, store,
+                                                              monkeypatch) -> None:
+    import threading
+
+    from sentinel_ray.monitoring.runs import pipeline_health
+
+    poller = SourcePoller(ingest_settings, firehose(ingest_settings), store=store,
+                          lake=Lake(ingest_settings.resolved_lake_uri))
+    _poll_all(poller)
+    consumer = _consumer(ingest_settings, store, "prices-0")
+    real_write = consumer.lake.write_curated
+    calls = {"n": 0}
+
+    def flaky_write(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk full")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(consumer.lake, "write_curated", flaky_write)
+    stop = threading.Event()
+    waits = {"n": 0}
+
+    def stop_when_drained(timeout: float) -> bool:  # the backoff wait: end the loop once drained
+        waits["n"] += 1
+        if store.lag("prices").length == 0 or waits["n"] > 50:
+            stop.set()
+        return stop.is_set()
+
+    monkeypatch.setattr(stop, "wait", stop_when_drained)
+    monkeypatch.setattr(consumer, "run_once", _stop_when_idle(consumer.run_once, stop))
+    consumer.run(stop)
+    assert consumer.stats.errors == 1 and "disk full" in consumer.stats.last_error
+    assert store.lag("prices").length == 0
+    health = {h["pipeline"]: h for h in pipeline_health(connect_warehouse(ingest_settings))}
+    assert health["stream"]["failed"] == 1 and "disk full" in health["stream"]["last_error"]
+
+
+def _stop_when_idle(run_once, stop):
+    def wrapped() -> int:
+        stored = run_once()
+        if not stored:
+            stop.set()
+        return stored
+
+    return wrapped

@@ -224,3 +224,46 @@ def test_requests_are_measured_per_route() -> None:
     from sentinel_ray.serve.http_metrics import RequestMetricsMiddleware
 
     assert any(m.cls is RequestMetricsMiddleware for m in api.user_middleware)
+
+
+@pytest.mark.parametrize("path, params", [
+    ("/api/stocks/TCS/prices", {"start": "0001-01-01T00:00:00+05:00", "end": "2026-11-06"}),
+    ("/api/stocks/TCS/prices", {"end": "0001-01-01"}),
+])
+def test_extreme_dates_are_a_422_not_a_5xx(api: str, path: str, params: dict) -> None:
+    assert requests.get(f"{api}{path}", params=params).status_code == 422
+
+
+def test_webhook_out_of_range_numbers_are_a_422(api: str) -> None:
+    body = {"records": [{"platform": "x", "post_id": "big", "text": "hello there", "engagement": 10 ** 20}]}
+    response = requests.post(f"{api}/ingest/posts", json=body, headers=TOKEN)
+    assert response.status_code == 422 and "engagement" in response.text
+
+
+def test_two_sources_of_the_same_bars_are_not_counted_twice(api: str, backfilled) -> None:
+    """Runs last in this module: it adds Yahoo bars for INFY beside the replay's."""
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    settings, *_ = backfilled
+    params = {"start": "2026-11-05", "end": "2026-11-06"}
+    replay = requests.get(f"{api}/api/stocks/INFY/prices", params=params).json()["bars"]
+    wh = connect_warehouse(settings)
+    table = wh.query_arrow("SELECT * FROM {db}.prices FINAL WHERE ticker = 'INFY' AND toDate(ts) = '2026-11-05'")
+    yahoo = table.set_column(table.schema.get_field_index("source"), "source",
+                             pa.array(["yahoo"] * table.num_rows))
+    yahoo = yahoo.set_column(yahoo.schema.get_field_index("close"), "close",
+                             pa.compute.add(yahoo.column("close"), 0.05))
+    wh.insert("prices", yahoo)
+
+    both = requests.get(f"{api}/api/stocks/INFY/prices", params=params).json()["bars"]
+    assert len(both) == len(replay)  # one bar per minute, not two
+    assert all(abs(b["close"] - r["close"] - 0.05) < 1e-6 for b, r in zip(both, replay))  # Yahoo is preferred
+    hourly = requests.get(f"{api}/api/stocks/INFY/prices", params={**params, "interval": "1h"}).json()["bars"]
+    assert sum(b["volume"] for b in hourly) == sum(b["volume"] for b in replay)  # volume not doubled
+    only_replay = requests.get(f"{api}/api/stocks/INFY/prices", params={**params, "source": "replay"}).json()
+    assert [b["close"] for b in only_replay["bars"]] == [b["close"] for b in replay]
+    assert both[0]["ts"].endswith(("Z", "+00:00"))  # times say they are UTC
+    stocks = {s["ticker"]: s for s in requests.get(f"{api}/api/stocks").json()}
+    [distinct] = wh.query_rows("SELECT uniqExact(ts) AS n FROM {db}.prices FINAL WHERE ticker = 'INFY' "
+                               "AND interval = '1m'")
+    assert stocks["INFY"]["bars"] == distinct["n"]  # every minute once, whichever sources have it

@@ -240,3 +240,14 @@ def test_with_retries_is_the_one_retry_loop() -> None:
 
     with pytest.raises(AuthError, match="HTTP 401"):  # what an attempt raises is not retried
         asyncio.run(run("svc: /c", refused))
+
+
+def test_connection_errors_never_carry_query_secrets() -> None:
+    import aiohttp
+
+    from sentinel_ray.sources.http import _describe_error
+
+    err = aiohttp.TooManyRedirects(request_info=None, history=(), status=302,
+                                   message="redirects: https://x/api?part=a&key=SECRET123")
+    assert "SECRET123" not in _describe_error(err)
+    assert "SECRET123" not in _describe_error(OSError("GET https://x/search?q=t&api_key=SECRET123 failed"))
