@@ -6,6 +6,7 @@ the latest state of a run is what `FINAL` reads.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -53,6 +54,14 @@ class PipelineRun:
 
     def record(self, warehouse: Warehouse) -> None:
         warehouse.insert(PIPELINE_RUNS.name, self.as_table())
+
+    def fail_quietly(self, warehouse: Warehouse, error: BaseException) -> None:
+        """Record a failure without hiding it: when the warehouse is what failed, recording
+        fails too, and the caller's original error must still be the one raised."""
+        try:
+            self.finish(warehouse, error=error)
+        except Exception:  # noqa: BLE001 - see docstring
+            logging.getLogger(__name__).warning("could not record failed run %s", self.run_id, exc_info=True)
 
     def finish(self, warehouse: Warehouse, *, error: BaseException | str | None = None) -> None:
         self.ended_at = utc_now()

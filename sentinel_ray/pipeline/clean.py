@@ -243,107 +243,12 @@ def _set(table: pa.Table, name: str, col: Column) -> pa.Table:
 
 
 def dedup_mask(table: pa.Table, ds: Dataset) -> pa.Array:
-    """True for rows whose natural key appeared in an earlier row (the first is kept).
+    """True for rows whose natural key appeared in an earlier row (the first is kept); rows
+    with a null key part are never marked. The same check the quality rules' `unique` kind
+    runs (there: among the rows that pass the other rules)."""
+    from datetime import datetime, timezone
 
-    Rows with a null key part are never marked: they are rejected as missing_field anyway.
-    """
-    n = table.num_rows
-    if n < 2:
-        return pa.array(np.zeros(n, dtype=bool))
-    keys = list(ds.natural_key)
-    packed = _packed_key(table, keys)
-    duplicate = _later_occurrences(packed) if packed is not None else _later_occurrences_grouped(table, keys)
-    if duplicate is None:
-        return pa.array(np.zeros(n, dtype=bool))
-    has_null_key = _any_null(table, keys)
-    if has_null_key is not None:
-        duplicate &= ~has_null_key
-    return pa.array(duplicate)
+    from sentinel_ray.quality.rules import Context, UniqueRule
 
-
-def _packed_key(table: pa.Table, keys: list[str]) -> pa.Array | None:
-    """The whole natural key as one int64 per row (mixed radix of per-column codes).
-
-    One hash pass over an int64 column is several times cheaper than hashing the
-    multi-column (string) key. None when the codes would not fit in 63 bits.
-    """
-    packed: np.ndarray | None = None
-    capacity = 1
-    for name in keys:
-        coded = _column_codes(_single_chunk(table.column(name)))
-        if coded is None:  # one value in every row: adds nothing to the key
-            continue
-        codes, cardinality = coded
-        capacity *= cardinality
-        if capacity >= 2**63:
-            return None
-        packed = codes if packed is None else packed * cardinality + codes
-    return pa.array(packed if packed is not None else np.zeros(table.num_rows, dtype=np.int64))
-
-
-def _column_codes(col: pa.Array) -> tuple[np.ndarray, int] | None:
-    """Dense non-negative int64 codes for a key column and how many codes it may use.
-
-    Null gets a code of its own so a null-key row never collides with a real key.
-    """
-    if col.null_count == 0 and pc.all(pc.equal(col, col[0])).as_py():
-        return None
-    if pa.types.is_integer(col.type) or pa.types.is_timestamp(col.type):
-        ints = pc.cast(col, pa.int64())
-        lo, hi = (v.as_py() for v in pc.min_max(ints).values())
-        if lo is None:  # all null
-            return None
-        null_code = hi - lo + 1
-        return _filled(pc.subtract(ints, lo), null_code), null_code + 1
-    encoded = pc.dictionary_encode(col)
-    null_code = len(encoded.dictionary)
-    return _filled(pc.cast(encoded.indices, pa.int64()), null_code), null_code + 1
-
-
-def _filled(codes: pa.Array, null_code: int) -> np.ndarray:
-    return (pc.fill_null(codes, null_code) if codes.null_count else codes).to_numpy()
-
-
-def _later_occurrences(packed: pa.Array) -> np.ndarray | None:
-    # A stable sort keeps equal keys in row order, so in each run of equal keys the first
-    # is the earliest row and the rest are the repeats. Sorting beats hashing here: batches
-    # usually arrive in time order, which timsort exploits, and a hash table of a million
-    # distinct keys costs more than the sort.
-    keys = packed.to_numpy()
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    repeat = sorted_keys[1:] == sorted_keys[:-1]
-    if not repeat.any():
-        return None  # all keys unique: the common case
-    duplicate = np.zeros(len(keys), dtype=bool)
-    duplicate[order[1:][repeat]] = True
-    return duplicate
-
-
-def _later_occurrences_grouped(table: pa.Table, keys: list[str]) -> np.ndarray | None:
-    """Slower general path (keys too wide to pack): first row index per key group."""
-    n = table.num_rows
-    indexed = table.select(keys).append_column("__row", pa.array(np.arange(n, dtype=np.int64)))
-    first = indexed.group_by(keys, use_threads=False).aggregate([("__row", "min")])
-    if first.num_rows == n:
-        return None
-    duplicate = np.ones(n, dtype=bool)
-    duplicate[first.column("__row_min").to_numpy()] = False
-    return duplicate
-
-
-def _single_chunk(col: pa.ChunkedArray) -> pa.Array:
-    # One dictionary per column: per-chunk encodings would give the same value different codes.
-    if col.num_chunks == 1:
-        return col.chunk(0)
-    return col.combine_chunks() if col.num_chunks else pa.array([], col.type)
-
-
-def _any_null(table: pa.Table, columns: list[str]) -> np.ndarray | None:
-    cols = [table.column(c) for c in columns if table.column(c).null_count]
-    if not cols:
-        return None
-    mask = pc.is_null(cols[0])
-    for c in cols[1:]:
-        mask = pc.or_(mask, pc.is_null(c))
-    return _as_bool_array(mask, table.num_rows).to_numpy(zero_copy_only=False)
+    rule = UniqueRule(name="duplicate", dataset=ds.name, columns=list(ds.natural_key))
+    return rule.mask(table, Context(now=datetime.now(timezone.utc)))

@@ -163,7 +163,7 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
             .take_all()
         )
     except BaseException as e:
-        run.finish(warehouse, error=e)
+        run.fail_quietly(warehouse, e)
         raise
     _merge_replaced_rows(warehouse, days)
     summary = _summarise(rows, run.run_id, source_name, start, end, len(days), time.perf_counter() - began)

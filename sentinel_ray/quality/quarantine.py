@@ -80,7 +80,7 @@ def replay_quarantine(lake: Lake, warehouse: Warehouse, dataset: str, *, rule: s
         for path in quarantine_files(lake, dataset, start=start, end=end):
             _replay_file(lake, warehouse, ds, path, rule, summary, rules)
     except BaseException as e:
-        run.finish(warehouse, error=e)
+        run.fail_quietly(warehouse, e)
         raise
     run.rows_in, run.rows_valid, run.rows_quarantined = (summary.examined, summary.requalified,
                                                          summary.still_quarantined)

@@ -93,6 +93,6 @@ def freshness(warehouse: Warehouse, datasets: list[str]) -> list[dict[str, Any]]
         rows.extend(warehouse.query_rows(
             f"SELECT {{name:String}} AS dataset, source, max(ingested_at) AS newest_ingested_at, "
             f"max(ts) AS newest_event_ts, dateDiff('millisecond', max(ingested_at), now64(3)) / 1000 AS age_s, "
-            f"count() AS rows FROM {{db}}.`{name}` GROUP BY source ORDER BY source",
+            f"count() AS rows FROM {{db}}.`{name}` FINAL GROUP BY source ORDER BY source",
             {"name": name}))
     return rows

@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sentinel_ray.pipeline import clean
 from sentinel_ray.pipeline.clean import conform, dedup_mask, normalise
 from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE
 from tests.pipeline.rows import UTC, TS, price_row
@@ -216,31 +215,28 @@ def test_dedup_of_posts_and_empty_and_chunked_tables() -> None:
     assert dedup_mask(chunked, PRICES).to_pylist() == [False, True, False]
 
 
-def test_packed_and_grouped_dedup_agree() -> None:
+def test_dedup_matches_a_plain_python_dedup() -> None:
     rng = np.random.default_rng(7)
     n = 2000
     tickers = np.array(["RELIANCE", "TCS", "INFY", None], dtype=object)[rng.integers(0, 4, n)]
     minutes = rng.integers(0, 50, n)
-    table = typed_prices([
-        price_row(ticker=t, ts=TS + timedelta(minutes=int(m)), source=("replay", "yahoo")[i % 2])
-        for i, (t, m) in enumerate(zip(tickers, minutes))
-    ])
-    keys = list(PRICES.natural_key)
-    packed = clean._later_occurrences(clean._packed_key(table, keys))
-    grouped = clean._later_occurrences_grouped(table, keys)
-    assert packed is not None and grouped is not None
-    # the grouped path does not exclude null keys itself; compare on complete keys only
-    complete = np.array([t is not None for t in tickers])
-    assert (packed[complete] == grouped[complete]).all()
-    assert packed[complete].sum() > 0
+    rows = [price_row(ticker=t, ts=TS + timedelta(minutes=int(m)), source=("replay", "yahoo")[i % 2])
+            for i, (t, m) in enumerate(zip(tickers, minutes))]
+    seen: set[tuple] = set()
+    expected = []
+    for row in rows:
+        key = tuple(row[k] for k in PRICES.natural_key)
+        expected.append(None not in key and key in seen)
+        seen.add(key)
+    assert dedup_mask(typed_prices(rows), PRICES).to_pylist() == expected
+    assert sum(expected) > 0
 
 
-def test_keys_too_wide_to_pack_fall_back_to_grouping() -> None:
+def test_keys_with_many_distinct_values() -> None:
     far = datetime(2200, 1, 1, tzinfo=UTC)
     rows = [price_row(ticker=f"T{i}", ts=TS if i % 2 else far) for i in range(300)] + [price_row(ticker="T1")]
     rows += [price_row(source=f"s{i}", exchange=f"E{i}", interval=f"{i}m") for i in range(300)]
     table = typed_prices(rows)
-    assert clean._packed_key(table, list(PRICES.natural_key)) is None
     mask = dedup_mask(table, PRICES).to_pylist()
     assert mask[300] is True
     assert sum(mask) == 1
