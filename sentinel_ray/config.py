@@ -8,6 +8,7 @@ at start with a `ConfigError` that names the setting and where it came from.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,11 @@ class Settings(BaseModel):
     ingest_on_up: bool = Field(True, description="`up` runs pollers and consumers continuously")
     sources_enabled: list[str] = Field(default_factory=lambda: ["replay"], description="sources `up` polls")
     poll_interval_s: float = Field(60.0, gt=0, description="seconds between polls of a network source")
+    # YouTube's daily quota (10,000 units; a poll costs ~150) allows a poll every ~25 min;
+    # feeds and filings change slowly
+    poll_intervals: dict[str, float] = Field(
+        default_factory=lambda: {"youtube": 1800.0, "rss": 300.0, "filings": 300.0},
+        description="per-source seconds between polls, overriding poll_interval_s")
     replay_speed: float = Field(60.0, ge=0, description="live replay: simulated seconds per second; 0 = firehose")
     replay_live_start: dt.date | None = Field(None, description="first day the live replay plays (default today)")
     replay_live_end: dt.date | None = Field(None, description="last day it plays (default: never stops)")
@@ -100,6 +106,28 @@ class Settings(BaseModel):
         if isinstance(v, str):
             return [item.strip() for item in v.split(",") if item.strip()]
         return v
+
+    @field_validator("poll_intervals", mode="before")
+    @classmethod
+    def _json_mapping(cls, v: Any) -> Any:
+        # from the environment as JSON: SENTINEL_POLL_INTERVALS='{"youtube": 3600}'
+        if isinstance(v, str):
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"must be a JSON object like {{\"youtube\": 1800}} ({e.msg})") from None
+        return v
+
+    @field_validator("poll_intervals")
+    @classmethod
+    def _positive_intervals(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, seconds in v.items() if seconds <= 0]
+        if bad:
+            raise ValueError(f"intervals must be positive: {', '.join(bad)}")
+        return v
+
+    def poll_interval_for(self, source: str) -> float:
+        return self.poll_intervals.get(source, self.poll_interval_s)
 
     @field_validator("warehouse_dsn")
     @classmethod
@@ -160,6 +188,8 @@ class Settings(BaseModel):
                 value = self.resolved_data_dir
             if isinstance(value, list):
                 value = ",".join(value)
+            if isinstance(value, dict):
+                value = json.dumps(value)
             env[env_name(name)] = str(value)
         return env
 

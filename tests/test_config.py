@@ -73,3 +73,14 @@ def test_published_settings_carry_no_secrets(tmp_path: Path) -> None:
     published = s.as_env(include_secrets=False)
     assert "sekret" not in str(published) and "tok" not in published.values()
     assert s.as_env()["SENTINEL_X_BEARER_TOKEN"] == "sekret"
+
+
+def test_per_source_poll_intervals(tmp_path: Path) -> None:
+    s = load_settings({"SENTINEL_POLL_INTERVALS": '{"youtube": 3600, "x": 120}', "SENTINEL_POLL_INTERVAL_S": "30"})
+    assert (s.poll_interval_for("youtube"), s.poll_interval_for("x"), s.poll_interval_for("nse")) == (3600, 120, 30)
+    assert load_settings(s.as_env()).poll_intervals == {"youtube": 3600, "x": 120}
+    assert load_settings({}).poll_interval_for("youtube") == 1800  # the quota allows no more by default
+    with pytest.raises(ConfigError, match="'poll_intervals'.*JSON object"):
+        load_settings({"SENTINEL_POLL_INTERVALS": "youtube=3600"})
+    with pytest.raises(ConfigError, match="must be positive: x"):
+        load_settings({"SENTINEL_POLL_INTERVALS": '{"x": 0}'})

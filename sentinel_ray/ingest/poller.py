@@ -52,7 +52,7 @@ class SourcePoller:
         self.stats = PollerStats()
         # a source may know its own pace (the live replay); network sources use the setting
         own_pace = getattr(source, "poll_interval_s", None)
-        self.interval_s = float(settings.poll_interval_s if own_pace is None else own_pace)
+        self.interval_s = float(settings.poll_interval_for(source.name) if own_pace is None else own_pace)
         for ds in source.datasets:
             store.ensure_group(ds)
 
