@@ -59,9 +59,19 @@ def price_bars(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.da
     if interval is Interval.MINUTE:
         sql = f"SELECT ts, open, high, low, close, volume FROM ({bars}) ORDER BY ts"
     else:
-        sql = (f"SELECT {_BUCKET[interval]} AS bucket, argMin(open, ts) AS open, max(high) AS high, "
-               f"min(low) AS low, argMax(close, ts) AS close, sum(volume) AS volume "
-               f"FROM ({bars}) GROUP BY bucket ORDER BY bucket")
+        rolled = (f"SELECT {_BUCKET[interval]} AS bucket, argMin(open, ts) AS open, max(high) AS high, "
+                  f"min(low) AS low, argMax(close, ts) AS close, sum(volume) AS volume "
+                  f"FROM ({bars}) GROUP BY bucket")
+        sql = f"{rolled} ORDER BY bucket"
+        if interval is Interval.DAY:
+            # an exchange's own daily bar (NSE, Yahoo) is the official one: prefer it to the
+            # roll-up of 1m bars for the days that have it
+            official = (f"SELECT {_BUCKET[interval]} AS bucket, open, high, low, close, volume "
+                        f"FROM {{db}}.prices FINAL WHERE interval = '1d' AND {where} "
+                        f"ORDER BY bucket, {_RANK}, source LIMIT 1 BY bucket")
+            sql = (f"SELECT bucket, open, high, low, close, volume FROM ("
+                   f"SELECT *, 0 AS preference FROM ({official}) UNION ALL SELECT *, 1 AS preference FROM ({rolled})"
+                   f") ORDER BY bucket, preference LIMIT 1 BY bucket")
     rows = warehouse.query_rows(sql, params)
     for row in rows:
         if "bucket" in row:

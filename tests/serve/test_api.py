@@ -267,3 +267,25 @@ def test_two_sources_of_the_same_bars_are_not_counted_twice(api: str, backfilled
     [distinct] = wh.query_rows("SELECT uniqExact(ts) AS n FROM {db}.prices FINAL WHERE ticker = 'INFY' "
                                "AND interval = '1m'")
     assert stocks["INFY"]["bars"] == distinct["n"]  # every minute once, whichever sources have it
+
+
+def test_official_daily_bars_are_preferred_to_roll_ups(api: str, backfilled) -> None:
+    """Runs last: adds an NSE daily bar for TCS on 2026-11-05 (00:00 IST = 18:30 UTC the day before)."""
+    import datetime as dt
+
+    from sentinel_ray.schemas import PRICES
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    settings, *_ = backfilled
+    params = {"start": "2026-11-01", "end": "2026-11-12", "interval": "1d"}
+    before = requests.get(f"{api}/api/stocks/TCS/prices", params=params).json()["bars"]
+    session = dt.datetime(2026, 11, 4, 18, 30, tzinfo=dt.timezone.utc)
+    official = {"ticker": "TCS", "exchange": "NSE", "interval": "1d", "ts": session, "open": 1.0, "high": 3.0,
+                "low": 0.5, "close": 2.0, "volume": 123, "source": "nse", "run_id": "t",
+                "ingested_at": dt.datetime.now(dt.timezone.utc)}
+    connect_warehouse(settings).insert("prices", pa.Table.from_pylist([official], schema=PRICES.arrow_schema))
+    after = requests.get(f"{api}/api/stocks/TCS/prices", params=params).json()["bars"]
+    assert len(after) == len(before)
+    day = next(b for b in after if b["ts"].startswith("2026-11-04T18:30"))
+    assert (day["open"], day["close"], day["volume"]) == (1.0, 2.0, 123)
+    assert [b for b in after if b is not day] == [b for b in before if not b["ts"].startswith("2026-11-04T18:30")]
