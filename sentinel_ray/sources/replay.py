@@ -13,6 +13,8 @@ Records tables use the dataset's column names, order and Arrow types, but every 
 is nullable (`Dataset.record_schema`): the
 injected bad rows hold nulls in required columns, which is exactly what validation
 must find.
+
+For continuous ingestion the same market is played live by `replay_live.LiveReplaySource`.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import pyarrow.compute as pc  # noqa: F401 - reference.symbols() relies on it be
 from sentinel_ray import reference
 from sentinel_ray.pipeline.reasons import Reason
 from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE
-from sentinel_ray.sources.base import FetchResult, HistorySource, RawPayload, Source
+from sentinel_ray.sources.base import FetchResult, HistorySource, RawPayload
 
 # --- calendar -----------------------------------------------------------------------
 
@@ -86,7 +88,7 @@ def next_trading_day(day: dt.date) -> dt.date:
     return nxt
 
 
-def _day_start_ms(day: dt.date) -> int:
+def day_start_ms(day: dt.date) -> int:
     return (day - dt.date(1970, 1, 1)).days * MS_PER_DAY
 
 
@@ -145,7 +147,7 @@ class Episode:
     promo_posts: int
 
     def bar_ms(self, bar: int) -> int:
-        return _day_start_ms(self.day) + SESSION_OPEN_MS + bar * MS_PER_MIN
+        return day_start_ms(self.day) + SESSION_OPEN_MS + bar * MS_PER_MIN
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -353,7 +355,7 @@ class ReplaySource(HistorySource):
         promo_posts = int(rng.integers(15, 41))
         if not happens:
             return None
-        pump_ms = _day_start_ms(day) + SESSION_OPEN_MS + pump_bar * MS_PER_MIN
+        pump_ms = day_start_ms(day) + SESSION_OPEN_MS + pump_bar * MS_PER_MIN
         return Episode(
             ticker=ticker,
             day=day,
@@ -411,7 +413,7 @@ class ReplaySource(HistorySource):
         high = np.maximum(np.maximum(open_, close), _to_tick(np.maximum(open_, close) * np.exp(wicks[:, 0] * wick), np.ceil))
         low = np.minimum(np.minimum(open_, close), _to_tick(np.minimum(open_, close) * np.exp(-wicks[:, 1] * wick), np.floor))
         low = np.maximum(low, TICK)
-        ts = _day_start_ms(day) + SESSION_OPEN_MS + np.arange(t, dtype=np.int64) * MS_PER_MIN
+        ts = day_start_ms(day) + SESSION_OPEN_MS + np.arange(t, dtype=np.int64) * MS_PER_MIN
         return {
             "ticker": np.repeat(np.array(self.symbols, dtype=object), t),
             "ts": np.tile(ts, n_sym),
@@ -477,7 +479,7 @@ class ReplaySource(HistorySource):
         """Good posts of the day, sorted by time, as Python lists (texts are built per post)."""
         trading = is_trading_day(day)
         n_regular = self.posts_per_day if trading else self.posts_per_day // 3
-        day_ms = _day_start_ms(day)
+        day_ms = day_start_ms(day)
         # Chatter follows the market: most posts in session hours on trading days,
         # in IST daytime (02:30-18:30 UTC) otherwise.
         lo, hi, busy = (SESSION_OPEN_MS, SESSION_CLOSE_MS, 0.65) if trading else (150 * MS_PER_MIN, 1110 * MS_PER_MIN, 0.8)
@@ -558,9 +560,9 @@ class ReplaySource(HistorySource):
         prices = _prices_table(price_cols, price_masks, lineage)
         posts_table = _posts_table(posts, lineage)
         raw = [
-            RawPayload(self.name, PRICES.name, ingested_at, _ndjson(prices), "application/x-ndjson",
+            RawPayload(self.name, PRICES.name, ingested_at, to_ndjson(prices), "application/x-ndjson",
                        f"replay://{PRICES.name}/{day.isoformat()}"),
-            RawPayload(self.name, POSTS.name, ingested_at, _ndjson(posts_table), "application/x-ndjson",
+            RawPayload(self.name, POSTS.name, ingested_at, to_ndjson(posts_table), "application/x-ndjson",
                        f"replay://{POSTS.name}/{day.isoformat()}"),
         ]
         return FetchResult(
@@ -760,7 +762,7 @@ def _iso_ist(ts: pa.ChunkedArray) -> np.ndarray:
     return np.char.add(np.datetime_as_string(local, unit="ms").astype(str), "+05:30").astype(object)
 
 
-def _ndjson(table: pa.Table) -> bytes:
+def to_ndjson(table: pa.Table) -> bytes:
     """The body the simulated service sends: one JSON object per record."""
     if table.num_rows == 0:
         return b""
@@ -777,110 +779,3 @@ def _ndjson(table: pa.Table) -> bytes:
 # Kept importable for callers that only need the parser's view of a body.
 def parse_ndjson(body: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.decode("utf-8").splitlines() if line.strip()]
-
-
-# --- streaming: the replay played live (or as a firehose) ---------------------------
-
-
-class LiveReplaySource(Source):
-    """The replay market played as a live feed, for continuous ingestion.
-
-    Rows are emitted in time order of their timestamps (clipped into their day, so the
-    injected bad rows are emitted too; an injected duplicate shares its original's time
-    and so always travels in the same poll as it). With `speed` > 0 a simulated clock
-    runs `speed` times faster than the wall clock from the first day's 09:15 IST until it
-    catches up with the wall clock, then in real time; each poll emits what it has passed. With `speed` == 0 (firehose) each poll emits up
-    to `chunk_rows` rows, as fast as it is called. `end` bounds the run (None: forever).
-    """
-
-    name = "replay"
-    datasets = ("prices", "posts")
-
-    def __init__(self, replay: ReplaySource, *, start: dt.date, end: dt.date | None = None, speed: float = 60.0,
-                 chunk_rows: int = 20_000, clock: Any = None) -> None:
-        import time
-
-        self.replay = replay
-        self.start, self.end = start, end
-        self.speed = float(speed)
-        self.chunk_rows = int(chunk_rows)
-        self.clock = clock or time.time
-        self.poll_interval_s = 1.0 if self.speed > 0 else 0.0
-        self._day_cache: tuple[dt.date, dict[str, tuple[pa.Table, np.ndarray]]] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "LiveReplaySource":
-        # default: today, the day after the history `up` backfills, so no day is both
-        # backfilled and streamed
-        start = settings.replay_live_start or dt.datetime.now(dt.timezone.utc).date()
-        return cls(ReplaySource.from_settings(settings), start=start, end=settings.replay_live_end,
-                   speed=settings.replay_speed, chunk_rows=settings.replay_chunk_rows)
-
-    def _day(self, day: dt.date) -> dict[str, tuple[pa.Table, np.ndarray]]:
-        """The day's rows per dataset in emission order, with their emission times (ms)."""
-        if self._day_cache is None or self._day_cache[0] != day:
-            result = self.replay.generate_day(day, run_id="", ingested_at=dt.datetime.now(dt.timezone.utc))
-            start_ms = _day_start_ms(day)
-            end_ms = start_ms + 86_400_000 - 1
-            ordered = {}
-            for name, table in result.records.items():
-                ts = table.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-                ts = np.where(np.isnan(ts.astype(float)), start_ms, ts) if table.column("ts").null_count else ts
-                emit = np.clip(ts.astype(np.int64), start_ms, end_ms)
-                order = np.argsort(emit, kind="stable")
-                ordered[name] = (table.take(pa.array(order)), emit[order])
-            self._day_cache = (day, ordered)
-        return self._day_cache[1]
-
-    async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
-        now_s = self.clock()
-        cursor = dict(cursor or {"day": self.start.isoformat(), "emitted_ms": None})
-        if self.speed > 0 and "origin_wall" not in cursor:
-            cursor["origin_wall"] = now_s
-            cursor["origin_sim_ms"] = _day_start_ms(self.start) + (3 * 60 + 45) * 60_000  # 09:15 IST
-        day = dt.date.fromisoformat(cursor["day"])
-        if self.end is not None and day > self.end:
-            return FetchResult([], {}, cursor, {"done": True})
-        upto_ms = None
-        if self.speed > 0:
-            upto_ms = int(cursor["origin_sim_ms"] + (now_s - cursor["origin_wall"]) * 1000 * self.speed)
-            # once the simulated clock has caught up with the real one it runs in real time:
-            # a live feed never delivers events from the future
-            upto_ms = min(upto_ms, int(now_s * 1000))
-        tables, last_ms = self._slice(day, cursor.get("emitted_ms"), upto_ms)
-        next_cursor = dict(cursor)
-        day_end_ms = _day_start_ms(day) + 86_400_000 - 1
-        if last_ms is not None:
-            next_cursor["emitted_ms"] = last_ms
-        exhausted = (upto_ms is not None and upto_ms > day_end_ms and last_ms is None) or \
-                    (upto_ms is None and last_ms is None)
-        if exhausted:  # this day is fully emitted: the next poll starts the next day
-            next_cursor.update(day=(day + dt.timedelta(days=1)).isoformat(), emitted_ms=None)
-        received = dt.datetime.now(dt.timezone.utc)
-        raw, records = [], {}
-        for name, table in tables.items():
-            if table.num_rows == 0:
-                continue
-            stamp = pa.array(np.full(table.num_rows, int(received.timestamp() * 1000)), TIMESTAMP_TYPE)
-            table = table.set_column(table.schema.get_field_index("ingested_at"), "ingested_at", stamp)
-            records[name] = table
-            raw.append(RawPayload(self.name, name, received, _ndjson(table), "application/x-ndjson",
-                                  f"replay-live://{name}/{day.isoformat()}"))
-        return FetchResult(raw, records, next_cursor, {"day": day.isoformat()})
-
-    def _slice(self, day: dt.date, after_ms: int | None, upto_ms: int | None) -> tuple[dict[str, pa.Table], int | None]:
-        """Rows emitted after `after_ms`, up to `upto_ms` (live) or `chunk_rows` (firehose)."""
-        ordered = self._day(day)
-        lo_ms = -1 if after_ms is None else after_ms
-        if upto_ms is None:  # firehose: the first chunk_rows rows by time, never splitting equal times
-            merged = np.sort(np.concatenate([e[e > lo_ms] for _, e in ordered.values()]), kind="stable")
-            if merged.size == 0:
-                return {}, None
-            upto_ms = int(merged[min(self.chunk_rows, merged.size) - 1])
-        out, last = {}, None
-        for name, (table, emit) in ordered.items():
-            lo, hi = np.searchsorted(emit, lo_ms, "right"), np.searchsorted(emit, upto_ms, "right")
-            if hi > lo:
-                out[name] = table.slice(lo, hi - lo)
-                last = max(last or 0, int(emit[hi - 1]))
-        return out, last
