@@ -82,6 +82,9 @@ async def check_source(name: str, settings: Settings, timeout_s: float = CHECK_T
                                         f"{type(e).__name__}: {e}")
     finally:
         await _close_quietly(source)
+    if not result.raw:  # nothing was even asked: e.g. no channels or feeds configured
+        return CheckResult(name, True, "ok, but nothing to fetch: check what it is set to watch "
+                                       "(e.g. telegram_channels, rss_feeds, watch_tickers)")
     rows = ", ".join(f"{ds}={t.num_rows}" for ds, t in result.records.items()) or "no records"
     return CheckResult(name, True, f"ok: {len(result.raw)} payloads, {rows}")
 

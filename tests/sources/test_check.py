@@ -153,3 +153,8 @@ def test_cli_sources_check(bare_environment: pytest.MonkeyPatch, fake_service,
     assert main(["sources", "check", "rss", "x"]) == 1  # one failure fails the command
     out = capsys.readouterr().out.splitlines()
     assert out[1].split()[:4] == ["x", "FAIL", "not", "configured:"] and "SENTINEL_X_BEARER_TOKEN" in out[1]
+
+
+def test_a_source_watching_nothing_says_so() -> None:
+    result = asyncio.run(check_source("telegram", Settings(telegram_channels=[])))
+    assert result.ok and "nothing to fetch" in result.summary
