@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from sentinel_ray.ingest.supervisor import Supervisor
 from sentinel_ray.storage.lake import Lake
+from tests.fakes.net import free_port
 from tests.ingest.conftest import expected, expected_counts, stored_counts
 
 pytestmark = pytest.mark.ray
@@ -141,9 +141,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
 
     from sentinel_ray.storage.cache import redis_ok
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     args = [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--appendonly", "yes",
             "--appendfsync", "always", "--save", ""]

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+
+from tests.fakes.net import serve_locally
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.responses import PlainTextResponse
@@ -91,10 +91,6 @@ def test_a_failing_metrics_backend_does_not_fail_requests(monkeypatch) -> None:
 
 
 # -- on Ray Serve: a replica records, the node's metrics endpoint exports -------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -110,19 +106,8 @@ def served(ray_session: None) -> Iterator[str]:
         async def posts(self, ticker: str) -> dict[str, str]:
             return {"ticker": ticker}
 
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
-    serve.run(Ingress.bind(), name="metrics-test", route_prefix="/")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/plain/ready", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    yield base
-    serve.shutdown()
+    with serve_locally(Ingress.bind(), name="metrics-test", ready_path="/plain/ready") as base:
+        yield base
 
 
 @pytest.mark.ray

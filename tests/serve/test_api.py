@@ -1,7 +1,6 @@
 """The HTTP API on Ray Serve, over real HTTP on 127.0.0.1, backed by the backfilled warehouse."""
 from __future__ import annotations
 
-import socket
 import time
 from typing import Iterator
 
@@ -10,35 +9,20 @@ import pyarrow.compute  # noqa: F401 - pa.compute below
 import pytest
 import requests
 
+from tests.fakes.net import serve_locally
+
 pytestmark = pytest.mark.ray
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def api(backfilled) -> Iterator[str]:
-    from ray import serve
-
     from sentinel_ray.serve.app import build_app
 
     settings, *_ = backfilled
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
-    serve.run(build_app(settings), name="sentinel-test", route_prefix="/")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    yield base
-    serve.shutdown()
+    with serve_locally(build_app(settings), name="sentinel-test", ready_path="/health") as base:
+        yield base
 
 
 def test_health_and_ready(api: str) -> None:

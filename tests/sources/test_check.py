@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from sentinel_ray.cli import main
 from sentinel_ray.config import Settings
 from sentinel_ray.sources import SOURCE_NAMES
 from sentinel_ray.sources.check import CheckResult, check_source, list_sources, quick_settings
+from tests.fakes.net import free_port
 from tests.fakes.server import Reply
 from tests.sources.helpers import payloads
 
@@ -25,11 +25,7 @@ def check(name: str, settings: Settings, timeout_s: float = 5.0) -> CheckResult:
     return asyncio.run(check_source(name, settings, timeout_s))
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on: bound to learn a free one, then closed."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+closed_port = free_port  # bound to learn a free one, then closed: nothing listens there
 
 
 # --- list ---------------------------------------------------------------------------------------
