@@ -62,7 +62,7 @@ def main() -> None:
     from sentinel_ray.config import Settings
     from sentinel_ray.pipeline.run import run_backfill
     from sentinel_ray.serve.app import ApiIngress, HealthService, QueryService
-    from sentinel_ray.storage.cache import EmbeddedRedis
+    from sentinel_ray.storage.redis import EmbeddedRedis
 
     work = Path(tempfile.mkdtemp(prefix="sentinel-api-bench-"))
     with socket.socket() as s:

@@ -32,22 +32,12 @@ import numpy as np
 import pyarrow as pa
 
 from sentinel_ray.pipeline.clean import conform
-from sentinel_ray.quality.rules import (
-    AllowedRule,
-    Context,
-    CrossFieldRule,
-    FreshnessRule,
-    NotNullRule,
-    PriceJumpRule,
-    RangeRule,
-    SessionRule,
-    UniqueRule,
-    default_rules,
-)
+from sentinel_ray.quality.rules import (AllowedRule, Context, CrossFieldRule, FreshnessRule, NotNullRule,
+    PriceJumpRule, RangeRule, SessionRule, UniqueRule, default_rules)
+from sentinel_ray.market import SESSION_OPEN_MS
 from sentinel_ray.schemas import PRICES
 
 UTC = dt.timezone.utc
-SESSION_OPEN_MS = (3 * 60 + 45) * 60_000  # 09:15 IST
 SESSION_BARS = 375
 MS_PER_DAY = 86_400_000
 FIRST_DAY = dt.date(2026, 6, 1)  # a Monday

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sentinel_ray.sources.posts import posts_table  # what every social/news adapter ends with
+from sentinel_ray import market
+from sentinel_ray.sources.posts import posts_table
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
@@ -188,10 +189,10 @@ def case_nse(mod: Any, real: Path) -> Case:
     def run() -> int:
         bars = mod._Bars()
         updated, ohlcv = mod.quote_bar(mod.quote_record(json.loads(quote), "HDFCBANK"))
-        bars.add("HDFCBANK", mod.session_start(mod.ist_date(updated)), ohlcv, NOW)
+        bars.add("HDFCBANK", market.ist_midnight_utc(market.ist_date(updated)), ohlcv, NOW)
         for row in mod.history_rows(json.loads(history), "HDFCBANK"):
             day, ohlcv = mod.history_bar(row)
-            bars.add("HDFCBANK", mod.session_start(day), ohlcv, NOW)
+            bars.add("HDFCBANK", market.ist_midnight_utc(day), ohlcv, NOW)
         return bars.table().num_rows
     return Case("nse", "parse", what, run)
 

@@ -130,7 +130,7 @@ def main() -> None:
     import ray
 
     from sentinel_ray.sources.replay import ReplaySource
-    from sentinel_ray.storage.cache import EmbeddedRedis
+    from sentinel_ray.storage.redis import EmbeddedRedis
 
     work = Path(tempfile.mkdtemp(prefix="sentinel-stream-bench-"))
     try:

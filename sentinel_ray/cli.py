@@ -58,7 +58,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.pipeline.run import run_backfill
     from sentinel_ray.runtime import init_ray, publish_settings
     from sentinel_ray.serve.app import build_app
-    from sentinel_ray.storage.cache import ensure_redis
+    from sentinel_ray.storage.redis import ensure_redis
     from sentinel_ray.storage.warehouse import connect_warehouse, stop_embedded_warehouse
 
     stopping = threading.Event()
@@ -282,7 +282,8 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from sentinel_ray.quality.quarantine import list_quarantined, replay_quarantine
+    from sentinel_ray.pipeline.quarantine_replay import replay_quarantine
+    from sentinel_ray.quality.quarantine import list_quarantined
     from sentinel_ray.storage.lake import Lake
     from sentinel_ray.storage.warehouse import connect_warehouse
 

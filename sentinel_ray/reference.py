@@ -8,7 +8,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-EXCHANGES: tuple[str, ...] = ("NSE", "BSE")
 SYMBOLS_FILE = "nse_symbols.csv"
 
 

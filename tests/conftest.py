@@ -30,7 +30,7 @@ def base_settings(data_dir: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def embedded_redis(base_settings: Settings) -> Iterator[str]:
-    from sentinel_ray.storage.cache import ensure_redis
+    from sentinel_ray.storage.redis import ensure_redis
 
     server = ensure_redis(base_settings)
     yield base_settings.resolved_redis_url

@@ -80,6 +80,6 @@ def _status(address: str, cwd: Path, env: dict[str, str]) -> dict:
 
 
 def _answers(tmp_path: Path) -> bool:
-    from sentinel_ray.storage.cache import redis_ok
+    from sentinel_ray.storage.redis import redis_ok
 
     return redis_ok(f"unix://{tmp_path / 'data' / 'redis' / 'redis.sock'}")

@@ -29,10 +29,10 @@ import pyarrow as pa
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.streams import GROUP, Entry, StreamStore
 from sentinel_ray.monitoring import metrics
-from sentinel_ray.monitoring.runs import PipelineRun, utc_now
+from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.quality.rules import rules_for
-from sentinel_ray.pipeline.transform import BatchResult
+from sentinel_ray.records import BatchResult, utc_now
 from sentinel_ray.schemas import dataset as dataset_named
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse

@@ -18,8 +18,8 @@ from typing import Any
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.streams import StreamStore
 from sentinel_ray.monitoring import metrics
-from sentinel_ray.monitoring.runs import utc_now
-from sentinel_ray.sources.base import MissingCredentials, Source
+from sentinel_ray.records import MissingCredentials, utc_now
+from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import AuthError
 from sentinel_ray.storage.lake import Lake
 

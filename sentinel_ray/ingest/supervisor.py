@@ -22,12 +22,12 @@ from sentinel_ray.ingest.consumer import StreamConsumer
 from sentinel_ray.ingest.poller import SourcePoller
 from sentinel_ray.ingest.streams import StreamStore
 from sentinel_ray.monitoring import metrics
-from sentinel_ray.runtime import RAY_NAMESPACE
 from sentinel_ray.quality.rules import rules_for
+from sentinel_ray.runtime import RAY_NAMESPACE
 from sentinel_ray.schemas import DATA_DATASETS
 from sentinel_ray.sources import make_stream_source
-from sentinel_ray.storage.cache import connect_redis
 from sentinel_ray.storage.lake import Lake
+from sentinel_ray.storage.redis import connect_redis
 from sentinel_ray.storage.warehouse import connect_warehouse
 
 log = logging.getLogger(__name__)

@@ -6,20 +6,17 @@ the latest state of a run is what `FINAL` reads.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import json
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
+from sentinel_ray.records import utc_now
 from sentinel_ray.schemas import PIPELINE_RUNS
 from sentinel_ray.storage.warehouse import Warehouse
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def new_run_id(pipeline: str) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sentinel_ray.market import SUFFIX_EXCHANGE
 from sentinel_ray.schemas import FILINGS, POSTS, PRICES, Dataset
 
 Column = pa.Array | pa.ChunkedArray
@@ -25,8 +26,6 @@ _TS_RE = (
     r"(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)$"
 )
 _INT64_LIMIT = 9.2e18  # just inside int64's range, so the float -> int cast never overflows
-# Yahoo Finance spells exchange membership as a ticker suffix.
-_SUFFIX_EXCHANGE = {".NS": "NSE", ".BO": "BSE"}
 
 
 def conform(table: pa.Table, ds: Dataset) -> tuple[pa.Table, pa.Array]:
@@ -199,7 +198,7 @@ def normalise(table: pa.Table, ds: Dataset) -> pa.Table:
 def _normalise_prices(table: pa.Table) -> pa.Table:
     ticker = _upper_trimmed(table.column("ticker"))
     exchange = _upper_trimmed(table.column("exchange"))
-    for suffix, name in _SUFFIX_EXCHANGE.items():
+    for suffix, name in SUFFIX_EXCHANGE.items():
         has_suffix = pc.fill_null(pc.ends_with(ticker, suffix), False)
         if not pc.any(has_suffix).as_py():
             continue
@@ -240,15 +239,3 @@ def _upper_trimmed(col: Column) -> Column:
 def _set(table: pa.Table, name: str, col: Column) -> pa.Table:
     i = table.schema.get_field_index(name)
     return table.set_column(i, table.schema.field(i), col)
-
-
-def dedup_mask(table: pa.Table, ds: Dataset) -> pa.Array:
-    """True for rows whose natural key appeared in an earlier row (the first is kept); rows
-    with a null key part are never marked. The same check the quality rules' `unique` kind
-    runs (there: among the rows that pass the other rules)."""
-    from datetime import datetime, timezone
-
-    from sentinel_ray.quality.rules import Context, UniqueRule
-
-    rule = UniqueRule(name="duplicate", dataset=ds.name, columns=list(ds.natural_key))
-    return rule.mask(table, Context(now=datetime.now(timezone.utc)))

@@ -19,12 +19,13 @@ import numpy as np
 
 from sentinel_ray.config import Settings
 from sentinel_ray.monitoring import metrics
-from sentinel_ray.monitoring.runs import PipelineRun, utc_now
+from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.quality.rules import rules_for
+from sentinel_ray.records import FetchResult, utc_now
 from sentinel_ray.schemas import DATA_DATASETS
 from sentinel_ray.sources import make_history_source
-from sentinel_ray.sources.base import FetchResult, HistorySource
+from sentinel_ray.sources.base import HistorySource
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse, connect_warehouse
 

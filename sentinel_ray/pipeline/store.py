@@ -11,9 +11,10 @@ import datetime as dt
 
 import pyarrow as pa
 
-from sentinel_ray.pipeline.transform import BatchResult, process_batch
+from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.metrics import batch_metrics
 from sentinel_ray.quality.rules import QualityRules
+from sentinel_ray.records import BatchResult
 from sentinel_ray.schemas import QUALITY_METRICS, Dataset
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse

@@ -6,7 +6,6 @@ flagged only by `warn` rules stay valid and are counted in `warned`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -15,35 +14,8 @@ import pyarrow.compute as pc
 from sentinel_ray import reference
 from sentinel_ray.pipeline.clean import conform, normalise
 from sentinel_ray.quality.rules import Context, Evaluation, QualityRules, default_rules
+from sentinel_ray.records import REJECT_REASON, BatchResult
 from sentinel_ray.schemas import TIMESTAMP_TYPE, Dataset
-
-REJECT_REASON = "reject_reason"
-
-
-@dataclass
-class BatchResult:
-    valid: pa.Table  # exactly ds.arrow_schema
-    quarantined: pa.Table  # exactly ds.quarantine_schema (every column plus reject_reason)
-    warned: dict[str, int] = field(default_factory=dict)  # warn rule name -> valid rows it flagged
-    rows_warned: int = 0  # valid rows flagged by at least one warn rule
-
-    @property
-    def rows_valid(self) -> int:
-        return self.valid.num_rows
-
-    @property
-    def rows_quarantined(self) -> int:
-        return self.quarantined.num_rows
-
-    @property
-    def rows_in(self) -> int:
-        return self.rows_valid + self.rows_quarantined
-
-    def reason_counts(self) -> dict[str, int]:
-        if not self.rows_quarantined:
-            return {}
-        counts = pc.value_counts(self.quarantined.column(REJECT_REASON))
-        return {c["values"].as_py(): c["counts"].as_py() for c in counts}
 
 
 def process_batch(

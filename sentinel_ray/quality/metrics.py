@@ -20,8 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sentinel_ray.pipeline.reasons import Reason
-from sentinel_ray.pipeline.transform import BatchResult
+from sentinel_ray.records import BatchResult, Reason
 from sentinel_ray.schemas import QUALITY_METRICS, Dataset
 
 CONSISTENCY_REASONS = (Reason.OHLC_INCONSISTENT.value,)

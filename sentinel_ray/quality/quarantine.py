@@ -1,30 +1,18 @@
-"""Working with quarantined rows: list them, and re-run them after a rule change.
+"""Reading quarantined rows: which files hold them, and the rows themselves.
 
-`replay_quarantine` re-validates quarantined rows with the current rules. Rows that now
-pass go to curated and the warehouse; the rest stay quarantined (with today's reason).
-Exactly once: each quarantine file is rewritten without the rows that moved, and the
-curated file they moved to is named after the quarantine file's content, so a replay
-interrupted half-way repeats the same move into the same file, and a second replay finds
-nothing left to move. Duplicates are never moved: their original is already curated.
+Re-running them after a rule change is the pipeline's job (`pipeline/quarantine_replay.py`).
 """
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from sentinel_ray.monitoring.runs import PipelineRun, utc_now
-from sentinel_ray.pipeline.reasons import Reason
-from sentinel_ray.pipeline.transform import process_batch
-from sentinel_ray.quality.rules import QualityRules
-from sentinel_ray.schemas import dataset as dataset_named
+from sentinel_ray.records import Reason
 from sentinel_ray.storage.lake import Lake, partition_day
-from sentinel_ray.storage.warehouse import Warehouse
 
+# Duplicates are never re-run: their original is already curated.
 NEVER_REPLAYED = (Reason.DUPLICATE.value,)
 
 
@@ -52,61 +40,3 @@ def list_quarantined(lake: Lake, dataset: str, *, rule: str | None = None, start
         if len(out) >= limit:
             break
     return out
-
-
-@dataclass
-class ReplaySummary:
-    run_id: str
-    dataset: str
-    files: int = 0
-    examined: int = 0
-    requalified: int = 0
-    still_quarantined: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)  # of the rows that stay
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
-def replay_quarantine(lake: Lake, warehouse: Warehouse, dataset: str, *, rule: str | None = None,
-                      start: dt.date | None = None, end: dt.date | None = None,
-                      rules: QualityRules | None = None) -> ReplaySummary:
-    """Re-validate quarantined rows of `dataset` with `rules` (default: the shipped rules)."""
-    ds = dataset_named(dataset)
-    run = PipelineRun("quarantine_replay", {"dataset": dataset, "rule": rule, "start": start, "end": end})
-    run.record(warehouse)
-    summary = ReplaySummary(run.run_id, dataset)
-    try:
-        for path in quarantine_files(lake, dataset, start=start, end=end):
-            _replay_file(lake, warehouse, ds, path, rule, summary, rules)
-    except BaseException as e:
-        run.fail_quietly(warehouse, e)
-        raise
-    run.rows_in, run.rows_valid, run.rows_quarantined = (summary.examined, summary.requalified,
-                                                         summary.still_quarantined)
-    run.finish(warehouse)
-    return summary
-
-
-def _replay_file(lake: Lake, warehouse: Warehouse, ds: Any, path: str, rule: str | None,
-                 summary: ReplaySummary, rules: QualityRules | None) -> None:
-    table = lake.read_file(path).cast(ds.quarantine_schema)
-    reasons = table.column("reject_reason")
-    chosen = pc.invert(pc.is_in(reasons, pa.array(NEVER_REPLAYED)))
-    if rule is not None:
-        chosen = pc.and_(chosen, pc.equal(reasons, rule))
-    candidates, kept = table.filter(chosen), table.filter(pc.invert(chosen))
-    if candidates.num_rows == 0:
-        return
-    key = f"requalified-{hashlib.sha1(lake.read_bytes(path)).hexdigest()[:16]}"
-    result = process_batch(candidates.drop_columns(["reject_reason"]), ds, now=utc_now(), run_id=key,
-                           ingested_at=None, rules=rules)
-    lake.write_curated(ds, result.valid, batch_key=key)
-    warehouse.insert(ds.name, result.valid)
-    lake.replace_file(path, pa.concat_tables([kept, result.quarantined.cast(ds.quarantine_schema)]), ds)
-    summary.files += 1
-    summary.examined += candidates.num_rows
-    summary.requalified += result.rows_valid
-    summary.still_quarantined += result.rows_quarantined
-    for reason, n in result.reason_counts().items():
-        summary.reasons[reason] = summary.reasons.get(reason, 0) + n

@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from sentinel_ray.config import Settings
 from sentinel_ray.monitoring.runs import pipeline_health
-from sentinel_ray.quality.status import record_alerts, recent_alerts, source_statuses
+from sentinel_ray.quality.status import recent_alerts, record_alerts, source_statuses
+from sentinel_ray.market import EXCHANGE_TZ
 from sentinel_ray.schemas import DATA_DATASETS, QUALITY_METRICS
 from sentinel_ray.storage.warehouse import Warehouse
 
@@ -21,7 +22,7 @@ STATUS_ORDER = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 def cross_source_agreement(warehouse: Warehouse, tolerance: float, since: dt.datetime) -> dict[str, Any]:
     """NSE's official daily close vs Yahoo's for the same ticker and trading day."""
     [row] = warehouse.query_rows(
-        "WITH daily AS (SELECT source, ticker, toDate(ts, 'Asia/Kolkata') AS day, argMax(close, ts) AS close "
+        "WITH daily AS (SELECT source, ticker, toDate(ts, '" + EXCHANGE_TZ + "') AS day, argMax(close, ts) AS close "
         "  FROM {db}.prices FINAL WHERE interval = '1d' AND source IN ('nse', 'yahoo') "
         "  AND ts >= {since:DateTime64(3, 'UTC')} GROUP BY source, ticker, day) "
         "SELECT count() AS pairs, countIf(abs(n.close - y.close) <= {tol:Float64} * y.close) AS agreeing "

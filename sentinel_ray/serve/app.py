@@ -13,9 +13,8 @@ platform published (or SENTINEL_* variables).
 import asyncio
 import datetime as dt
 import logging
-from typing import Any
-
 import secrets
+from typing import Any
 
 from fastapi import Body, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -27,8 +26,15 @@ from sentinel_ray.config import Settings
 from sentinel_ray.reference import symbol_table
 from sentinel_ray.schemas import DATA_DATASETS, POSTS
 from sentinel_ray.serve.http_metrics import instrument
-from sentinel_ray.serve.queries import (DEFAULT_WINDOW, MAX_WINDOW, Interval, freshness, posts_mentioning,
-                                        price_bars, stock_summaries)
+from sentinel_ray.serve.queries import (
+    DEFAULT_WINDOW,
+    MAX_WINDOW,
+    Interval,
+    freshness,
+    posts_mentioning,
+    price_bars,
+    stock_summaries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +152,7 @@ class HealthService:
         self.lake = Lake(settings.resolved_lake_uri)
 
     def ready(self) -> dict[str, bool]:
-        from sentinel_ray.storage.cache import redis_ok
+        from sentinel_ray.storage.redis import redis_ok
 
         return {"redis": redis_ok(self.redis_url), "warehouse": self.warehouse.ping(), "lake": self.lake.ping()}
 
@@ -197,7 +203,7 @@ def _backend_errors() -> tuple[type[BaseException], ...]:
     import redis
     from ray.exceptions import RayError
 
-    from sentinel_ray.storage.warehouse import WarehouseError
+    from sentinel_ray.records import WarehouseError
 
     return (WarehouseError, redis.RedisError, RayError, ConnectionError, TimeoutError)
 
@@ -218,7 +224,7 @@ for _error in _backend_errors():
 class ApiIngress:
     def __init__(self, query: DeploymentHandle, health: DeploymentHandle, settings: Settings) -> None:
         from sentinel_ray.ingest.streams import StreamStore
-        from sentinel_ray.storage.cache import connect_redis
+        from sentinel_ray.storage.redis import connect_redis
 
         self.query = query
         self.health = health

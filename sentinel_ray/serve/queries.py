@@ -5,6 +5,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
+from sentinel_ray.market import EXCHANGE_TZ
 from sentinel_ray.storage.warehouse import Warehouse
 
 
@@ -24,7 +25,7 @@ MAX_WINDOW = {Interval.MINUTE: dt.timedelta(days=31), Interval.HOUR: dt.timedelt
 # 1h and 1d bars are rolled up from 1m bars at query time over FINAL, so re-inserted
 # rows never count twice (an insert-time materialized view would see both copies).
 # Daily bars follow the Indian trading day.
-_BUCKET = {Interval.HOUR: "toStartOfHour(ts)", Interval.DAY: "toDateTime64(toStartOfDay(ts, 'Asia/Kolkata'), 3, 'UTC')"}
+_BUCKET = {Interval.HOUR: "toStartOfHour(ts)", Interval.DAY: f"toDateTime64(toStartOfDay(ts, '{EXCHANGE_TZ}'), 3, 'UTC')"}
 
 
 # Several sources may hold the same bar (replay, Yahoo, NSE, webhooks): the source is part

@@ -4,14 +4,15 @@ from __future__ import annotations
 import importlib
 
 from sentinel_ray.config import Settings
-from sentinel_ray.sources.base import HistorySource, Source, SourceError
+from sentinel_ray.records import SourceError
+from sentinel_ray.sources.base import HistorySource, Source
 
 # name -> "module:Class"; one module per source.
 SOURCE_CLASSES: dict[str, str] = {
     "replay": "sentinel_ray.sources.replay:ReplaySource",
     "yahoo": "sentinel_ray.sources.yahoo:YahooSource",
     "nse": "sentinel_ray.sources.nse:NseSource",
-    "filings": "sentinel_ray.sources.bse_filings:FilingsSource",
+    "filings": "sentinel_ray.sources.filings:FilingsSource",
     "reddit": "sentinel_ray.sources.reddit:RedditSource",
     "x": "sentinel_ray.sources.x:XSource",
     "telegram": "sentinel_ray.sources.telegram:TelegramSource",

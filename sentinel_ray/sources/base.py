@@ -8,48 +8,9 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
-
-@dataclass(frozen=True)
-class RawPayload:
-    """One response exactly as received, kept for the lake's raw zone."""
-
-    source: str
-    dataset: str
-    received_at: dt.datetime
-    body: bytes
-    content_type: str = "application/json"
-    request: str = ""  # what was asked (URL without secrets, or a description), for audit
-
-    @classmethod
-    def of(cls, source: str, dataset: str, response: Any) -> "RawPayload":
-        """From an http.HttpResponse (query strings dropped: they may hold keys)."""
-        return cls(source, dataset, response.received_at, response.body, response.content_type,
-                   response.url.split("?", 1)[0])
-
-
-@dataclass
-class FetchResult:
-    raw: list[RawPayload]
-    records: dict[str, pa.Table]  # dataset name -> table in that dataset's Arrow schema
-    next_cursor: dict[str, Any] | None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def rows(self, dataset: str) -> int:
-        table = self.records.get(dataset)
-        return 0 if table is None else table.num_rows
-
-
-class SourceError(RuntimeError):
-    """A source failed in a way retrying will not fix (bad credentials, bad config)."""
-
-
-class MissingCredentials(SourceError):
-    pass
+from sentinel_ray.records import FetchResult, MissingCredentials
 
 
 def require_secrets(source: str, settings: Any, *names: str) -> dict[str, str]:

@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass
 
 from sentinel_ray.config import Settings, env_name
+from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources import SOURCE_NAMES, source_class
-from sentinel_ray.sources.base import MissingCredentials, Source, SourceError
+from sentinel_ray.sources.base import Source
 
 log = logging.getLogger(__name__)
 

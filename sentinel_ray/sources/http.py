@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Collection, Mapping, TypeVar
 
 import aiohttp
 
-from sentinel_ray.sources.base import SourceError
+from sentinel_ray.records import SourceError
 
 log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]

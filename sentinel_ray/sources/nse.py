@@ -36,13 +36,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
 
+from sentinel_ray.market import ist_date, ist_midnight_utc, parse_ist, split_suffix
+from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES
-from sentinel_ray.sources.base import FetchResult, HistorySource, RawPayload, SourceError
+from sentinel_ray.sources.base import HistorySource
 from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse
 
 log = logging.getLogger(__name__)
 
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
 DEFAULT_BASE_URL = "https://www.nseindia.com"
 QUOTE_PATH = "/api/NextApi/apiClient/GetQuoteApi"
 HISTORY_PATH = "/api/historical/cm/equity"
@@ -66,25 +67,7 @@ API_HEADERS = {
 Clock = Callable[[], dt.datetime]
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 # --- times --------------------------------------------------------------------------
-
-
-def parse_ist(text: str, fmt: str) -> dt.datetime:
-    """An IST wall-clock string (NSE and BSE print no offset) as an aware UTC datetime."""
-    return dt.datetime.strptime(text.strip(), fmt).replace(tzinfo=IST).astimezone(dt.timezone.utc)
-
-
-def session_start(day: dt.date) -> dt.datetime:
-    """00:00 IST of a session date, in UTC: the `ts` of that session's daily bar."""
-    return dt.datetime(day.year, day.month, day.day, tzinfo=IST).astimezone(dt.timezone.utc)
-
-
-def ist_date(moment: dt.datetime) -> dt.date:
-    return moment.astimezone(IST).date()
 
 
 def iso_utc(moment: dt.datetime) -> str:
@@ -127,9 +110,7 @@ def nse_symbols(tickers: Sequence[str]) -> list[str]:
     (NSE quotes the company whichever exchange the entry names), de-duplicated in order."""
     out: list[str] = []
     for ticker in tickers:
-        symbol = ticker.strip().upper()
-        for suffix in (".NS", ".BO"):
-            symbol = symbol.removesuffix(suffix)
+        symbol, _ = split_suffix(ticker.strip().upper())
         if symbol and symbol not in out:
             out.append(symbol)
     return out
@@ -334,7 +315,7 @@ class NseSource(HistorySource):
                 continue
             if (last and day <= last) or day > today:
                 continue
-            bars.add(symbol, session_start(day), ohlcv, response.received_at)
+            bars.add(symbol, ist_midnight_utc(day), ohlcv, response.received_at)
             newest = max(newest, day) if newest else day
         if newest:
             seen[symbol] = newest.isoformat()
@@ -360,7 +341,7 @@ class NseSource(HistorySource):
             # Before the first trade of a session NSE shows zeros; that is no bar yet.
             meta["untraded"].append(symbol)
             return
-        ts = session_start(ist_date(updated))
+        ts = ist_midnight_utc(ist_date(updated))
         # After the close the same poll may already hold NSE's official bar of this
         # session (from history): one row per key per batch, and the official one wins.
         if (symbol, ts) not in bars.keys:
@@ -382,7 +363,7 @@ class NseSource(HistorySource):
                         meta["skipped"] += 1
                         continue
                     if session == day:
-                        bars.add(symbol, session_start(session), ohlcv, ingested_at, run_id)
+                        bars.add(symbol, ist_midnight_utc(session), ohlcv, ingested_at, run_id)
         finally:
             # A backfill runs each day in its own event loop (asyncio.run); an aiohttp
             # session must not outlive its loop, so close it and handshake afresh next day.
@@ -395,5 +376,4 @@ class NseSource(HistorySource):
                                   referer_path=f"/get-quotes/equity?symbol={symbol}")
 
 
-__all__ = ["IST", "NseSession", "NseSource", "exchange_http_client", "json_body", "parse_ist", "public_raw",
-           "session_start", "utc_now"]
+__all__ = ["NseSession", "NseSource", "exchange_http_client", "json_body", "public_raw"]

@@ -34,10 +34,21 @@ import prawcore
 import requests
 from prawcore import exceptions as pce
 
+from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError, require_secrets
-from sentinel_ray.sources.http import (AuthError, FetchError, HttpResponse, HttpStatusError, Retry, RetryPolicy,
-                                       Sleep, TokenBucket, retry_after_seconds, with_retries)
+from sentinel_ray.sources.base import Source, require_secrets
+from sentinel_ray.sources.http import (
+    AuthError,
+    FetchError,
+    HttpResponse,
+    HttpStatusError,
+    Retry,
+    RetryPolicy,
+    Sleep,
+    TokenBucket,
+    retry_after_seconds,
+    with_retries,
+)
 from sentinel_ray.sources.posts import PostItem, posts_table
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import json
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,9 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc  # noqa: F401 - reference.symbols() relies on it being imported
 
 from sentinel_ray import reference
-from sentinel_ray.pipeline.reasons import Reason
+from sentinel_ray.market import (MS_PER_DAY, MS_PER_MIN, SESSION_BARS, SESSION_CLOSE_MS, SESSION_OPEN_MS,
+                                 is_trading_day, next_trading_day)
+from sentinel_ray.records import FetchResult, RawPayload, Reason
 from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE
-from sentinel_ray.sources.base import FetchResult, HistorySource, RawPayload
+from sentinel_ray.sources.base import HistorySource
 
 # --- calendar -----------------------------------------------------------------------
 
@@ -44,48 +45,11 @@ EPOCH = dt.date(2020, 1, 1)
 # ... and is precomputed up to here (about 6,000 days, a few hundred KB per instance).
 HORIZON = dt.date(2036, 12, 31)
 
-# NSE cash-market trading holidays that fall on weekdays. Only dates published in the
-# NSE holiday circulars are listed; 2026 has only its fixed-date holidays because the
-# lunar-calendar ones were not certain when this was written. An unlisted holiday just
-# becomes a simulated trading day.
-NSE_HOLIDAYS: frozenset[dt.date] = frozenset(
-    dt.date.fromisoformat(d)
-    for d in (
-        # 2024
-        "2024-01-22", "2024-01-26", "2024-03-08", "2024-03-25", "2024-03-29", "2024-04-11",
-        "2024-04-17", "2024-05-01", "2024-05-20", "2024-06-17", "2024-07-17", "2024-08-15",
-        "2024-10-02", "2024-11-01", "2024-11-15", "2024-11-20", "2024-12-25",
-        # 2025
-        "2025-02-26", "2025-03-14", "2025-03-31", "2025-04-10", "2025-04-14", "2025-04-18",
-        "2025-05-01", "2025-08-15", "2025-08-27", "2025-10-02", "2025-10-21", "2025-10-22",
-        "2025-11-05", "2025-12-25",
-        # 2026 (fixed-date only)
-        "2026-01-26", "2026-05-01", "2026-10-02", "2026-12-25",
-    )
-)
-
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
-MS_PER_MIN = 60_000
-MS_PER_DAY = 86_400_000
-SESSION_OPEN_MS = (3 * 60 + 45) * MS_PER_MIN  # 09:15 IST as ms after 00:00 UTC
-SESSION_BARS = 375  # 09:15 .. 15:29 IST bar opens
-SESSION_CLOSE_MS = SESSION_OPEN_MS + SESSION_BARS * MS_PER_MIN
 TICK = 0.05
 FUTURE_SHIFT_DAYS = 3650  # a "future" bad row: same wall time ten years on
 
 # Independent random streams per day, so adding draws to one never shifts another.
 _STREAM_EPISODE, _STREAM_BARS, _STREAM_POSTS, _STREAM_BAD, _STREAM_SYMBOL, _STREAM_WALK, _STREAM_GAP = range(7)
-
-
-def is_trading_day(day: dt.date) -> bool:
-    return day.weekday() < 5 and day not in NSE_HOLIDAYS
-
-
-def next_trading_day(day: dt.date) -> dt.date:
-    nxt = day + dt.timedelta(days=1)
-    while not is_trading_day(nxt):
-        nxt += dt.timedelta(days=1)
-    return nxt
 
 
 def day_start_ms(day: dt.date) -> int:
@@ -774,8 +738,3 @@ def to_ndjson(table: pa.Table) -> bytes:
     # pandas escapes every '/' ('https:\/\/'); legal JSON, but no real service sends it.
     body = body.replace("\\/", "/")
     return body.encode("utf-8") if body.endswith("\n") else (body + "\n").encode("utf-8")
-
-
-# Kept importable for callers that only need the parser's view of a body.
-def parse_ndjson(body: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in body.decode("utf-8").splitlines() if line.strip()]

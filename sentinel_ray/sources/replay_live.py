@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from sentinel_ray.market import SESSION_OPEN_MS
+from sentinel_ray.records import FetchResult, RawPayload
 from sentinel_ray.schemas import TIMESTAMP_TYPE
-from sentinel_ray.sources.base import FetchResult, RawPayload, Source
+from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.replay import ReplaySource, day_start_ms, to_ndjson
 
 
@@ -68,7 +70,7 @@ class LiveReplaySource(Source):
         cursor = dict(cursor or {"day": self.start.isoformat(), "emitted_ms": None})
         if self.speed > 0 and "origin_wall" not in cursor:
             cursor["origin_wall"] = now_s
-            cursor["origin_sim_ms"] = day_start_ms(self.start) + (3 * 60 + 45) * 60_000  # 09:15 IST
+            cursor["origin_sim_ms"] = day_start_ms(self.start) + SESSION_OPEN_MS
         day = dt.date.fromisoformat(cursor["day"])
         if self.end is not None and day > self.end:
             return FetchResult([], {}, cursor, {"done": True})

@@ -32,8 +32,9 @@ from typing import Any, Mapping, Sequence
 
 import feedparser
 
+from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError
+from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import HttpClient
 from sentinel_ray.sources.posts import PostItem, posts_table
 

@@ -24,8 +24,9 @@ from typing import Any, Sequence
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError
+from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import HttpClient, HttpResponse
 from sentinel_ray.sources.posts import PostItem, posts_table
 

@@ -27,8 +27,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError, require_secrets
+from sentinel_ray.sources.base import Source, require_secrets
 from sentinel_ray.sources.http import HttpClient, HttpResponse, HttpStatusError
 from sentinel_ray.sources.posts import PostItem, posts_table
 from sentinel_ray.sources.tickers import company_names

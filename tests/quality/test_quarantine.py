@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from sentinel_ray.pipeline.store import process_and_store
-from sentinel_ray.quality.quarantine import list_quarantined, replay_quarantine
+from sentinel_ray.pipeline.quarantine_replay import replay_quarantine
+from sentinel_ray.quality.quarantine import list_quarantined
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import connect_warehouse

@@ -11,18 +11,8 @@ import pytest
 
 from sentinel_ray.config import Settings
 from sentinel_ray.pipeline.clean import conform
-from sentinel_ray.quality.rules import (
-    Context,
-    Evaluation,
-    QualityRules,
-    RulesError,
-    RuleSet,
-    build_rule,
-    default_rules,
-    evaluate,
-    load_rules,
-    rules_for,
-)
+from sentinel_ray.quality.rules import (Context, Evaluation, QualityRules, RulesError, RuleSet, build_rule,
+    default_rules, evaluate, load_rules, rules_for)
 from sentinel_ray.schemas import FILINGS, POSTS, PRICES, Dataset
 from tests.pipeline.rows import KNOWN, NOW, TS, UTC, post_row, price_row, table_of
 
@@ -143,8 +133,7 @@ def test_freshness_future_and_max_age() -> None:
     assert fails({"name": "f", "kind": "freshness", "max_future": "5m"}, rows) == [1]
     assert fails({"name": "s", "kind": "freshness", "max_age": "30d"}, rows) == [2]
     assert fails({"name": "f", "kind": "freshness", "max_future": 300, "max_age": "30d"}, rows) == [1, 2]
-    skewed = Context(now=NOW, future_skew=timedelta(minutes=3))  # the legacy knob wins over the rule's
-    assert fails({"name": "f", "kind": "freshness", "max_future": "5m"}, rows, ctx=skewed) == [0, 1]
+    assert fails({"name": "f", "kind": "freshness", "max_future": "3m"}, rows) == [0, 1]
     # naive `now` means UTC
     assert fails({"name": "f", "kind": "freshness", "max_future": "5m"}, rows,
                  ctx=Context(now=NOW.replace(tzinfo=None))) == [1]

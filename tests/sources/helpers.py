@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from sentinel_ray.sources.base import FetchResult, Source
+from sentinel_ray.records import FetchResult
+from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import HttpClient, RetryPolicy
 from tests.fakes.server import Reply
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "fakes" / "payloads"
 UTC = dt.timezone.utc
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
 class RecordingSleep:

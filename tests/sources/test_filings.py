@@ -9,12 +9,13 @@ import pytest
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import FILINGS
 from sentinel_ray.sources import make_source
-from sentinel_ray.sources.base import SourceError
-from sentinel_ray.sources.bse_filings import (BSE_ANNOUNCEMENTS_PATH, NSE_ANNOUNCEMENTS_PATH, FilingsSource,
-                                              normalise_company, ticker_for_company)
+from sentinel_ray.records import SourceError
+from sentinel_ray.sources.filings import (BSE_ANNOUNCEMENTS_PATH, NSE_ANNOUNCEMENTS_PATH, FilingsSource,
+    normalise_company, ticker_for_company)
 from sentinel_ray.sources.http import AuthError, FetchError
 from tests.fakes.server import Reply
-from tests.sources.helpers import IST, UTC, RecordingSleep, fast_client, fetch_once as run, payloads
+from sentinel_ray.market import IST
+from tests.sources.helpers import UTC, RecordingSleep, fast_client, fetch_once as run, payloads
 
 EVENING = dt.datetime(2025, 4, 1, 12, 15, tzinfo=UTC)  # 17:45 IST
 payload = payloads("filings")

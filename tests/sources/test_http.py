@@ -10,7 +10,7 @@ import pytest
 
 from sentinel_ray.config import Settings
 from sentinel_ray.sources.http import (AuthError, FetchError, HttpClient, HttpStatusError, Retry, RetryPolicy,
-                                       TokenBucket, reset_wait_seconds, retry_after_seconds, with_retries)
+    TokenBucket, reset_wait_seconds, retry_after_seconds, with_retries)
 from tests.fakes.server import Reply
 from tests.sources.helpers import RecordingSleep
 

@@ -10,11 +10,13 @@ import pytest
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources import make_source
-from sentinel_ray.sources.base import SourceError
+from sentinel_ray.records import SourceError
 from sentinel_ray.sources.http import AuthError, FetchError
-from sentinel_ray.sources.nse import HISTORY_PATH, QUOTE_PATH, NseSource, nse_symbols, parse_ist
+from sentinel_ray.sources.nse import HISTORY_PATH, QUOTE_PATH, NseSource, nse_symbols
+from sentinel_ray.market import parse_ist
 from tests.fakes.server import Reply
-from tests.sources.helpers import IST, UTC, RecordingSleep, fast_client, fetch_once as run, payloads
+from sentinel_ray.market import IST
+from tests.sources.helpers import UTC, RecordingSleep, fast_client, fetch_once as run, payloads
 
 MORNING = dt.datetime(2025, 2, 3, 5, 40, tzinfo=UTC)  # 11:10 IST, Monday
 UA = "Mozilla/5.0 (X11; Linux x86_64) sentinel-ray/test"

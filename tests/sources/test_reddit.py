@@ -9,7 +9,7 @@ import pytest
 
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.sources.base import MissingCredentials, SourceError
+from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError, RetryPolicy
 from sentinel_ray.sources.reddit import RedditSource
 from tests.fakes.server import Reply

@@ -13,12 +13,8 @@ import pytest
 
 from sentinel_ray import reference
 from sentinel_ray.schemas import POSTS, PRICES
-from sentinel_ray.sources.replay import (
-    NSE_HOLIDAYS,
-    SESSION_BARS,
-    ReplaySource,
-    is_trading_day,
-)
+from sentinel_ray.market import MS_PER_DAY, MS_PER_MIN, NSE_HOLIDAYS, SESSION_BARS, SESSION_OPEN_MS, is_trading_day
+from sentinel_ray.sources.replay import ReplaySource
 
 UTC = dt.timezone.utc
 INGESTED = dt.datetime(2025, 6, 1, tzinfo=UTC)
@@ -105,7 +101,7 @@ def test_trading_day_has_375_bars_per_symbol_within_session(source: ReplaySource
     assert len(keys) == len(source.symbols) * SESSION_BARS
     ms = _ms(good.column("ts"))
     day_start = int(dt.datetime(2025, 3, 5, tzinfo=UTC).timestamp() * 1000)
-    assert ms.min() == day_start + (3 * 60 + 45) * 60_000  # 09:15 IST
+    assert ms.min() == day_start + SESSION_OPEN_MS  # 09:15 IST
     assert ms.max() == day_start + (9 * 60 + 59) * 60_000  # 15:29 IST, the last bar open
     assert set(trading.records["prices"].column("exchange").to_pylist()) == {"NSE"}
     assert set(trading.records["prices"].column("interval").to_pylist()) == {"1m"}
@@ -145,7 +141,7 @@ def test_base_prices_are_plausible(trading) -> None:
 
 def test_volume_is_u_shaped(trading) -> None:
     good = _good_prices(trading.records["prices"])
-    minute = (_ms(good.column("ts")) % 86_400_000 - (3 * 60 + 45) * 60_000) // 60_000
+    minute = (_ms(good.column("ts")) % MS_PER_DAY - SESSION_OPEN_MS) // MS_PER_MIN
     volume = good.column("volume").to_numpy().astype(float)
     # normalise per symbol so large-volume small caps do not dominate
     tickers = good.column("ticker").to_numpy(zero_copy_only=False)
@@ -231,26 +227,16 @@ def test_expected_counts_sum_over_days(source: ReplaySource) -> None:
         assert counts["rows"] == counts["valid"] + sum(counts["rejected"].values())
 
 
-def _validator():
-    from sentinel_ray.pipeline import clean, validate
-
-    return clean, validate
-
-
 @pytest.mark.parametrize("name", ["prices", "posts"])
 def test_pipeline_validation_agrees_with_ground_truth(trading, name: str) -> None:
-    clean, validate = _validator()
+    from sentinel_ray.pipeline.transform import process_batch
+
     ds = {"prices": PRICES, "posts": POSTS}[name]
-    table, bad_type = clean.conform(trading.records[name], ds)
-    table = clean.normalise(table, ds)
-    reasons = validate.reject_reasons(
-        table, ds, now=dt.datetime(2026, 1, 1, tzinfo=UTC),
-        known_tickers=reference.known_tickers(), bad_type=bad_type,
-    )
-    found = {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()}
+    result = process_batch(trading.records[name], ds, now=dt.datetime(2026, 1, 1, tzinfo=UTC),
+                           known_tickers=reference.known_tickers())
     expected = trading.meta["expected"][name]
-    assert found.pop(None) == expected["valid"]
-    assert found == expected["rejected"]
+    assert result.rows_valid == expected["valid"]
+    assert result.reason_counts() == expected["rejected"]
 
 
 # --- episodes ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.sources.base import SourceError
+from sentinel_ray.records import SourceError
 from sentinel_ray.sources.http import AuthError, FetchError
 from sentinel_ray.sources.rss import RssSource, html_to_text, parse_feed
 from tests.fakes.server import Reply

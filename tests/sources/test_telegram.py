@@ -9,7 +9,7 @@ import pytest
 
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.sources.base import SourceError
+from sentinel_ray.records import SourceError
 from sentinel_ray.sources.http import AuthError
 from sentinel_ray.sources.telegram import TelegramSource, parse_page, parse_views
 from tests.fakes.server import Reply

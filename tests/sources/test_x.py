@@ -13,7 +13,7 @@ import yaml
 
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.sources.base import MissingCredentials, SourceError
+from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
 from sentinel_ray.sources.x import MAX_QUERY_LENGTH, RATE_LIMIT_HEADERS, SEARCH_PATH, XSource, build_queries
 from tests.fakes.server import Reply

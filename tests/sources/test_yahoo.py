@@ -14,11 +14,12 @@ import pytest
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources import make_source
-from sentinel_ray.sources.base import SourceError
+from sentinel_ray.records import SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, RetryPolicy
 from sentinel_ray.sources.yahoo import YahooSource, YahooSymbol
 from tests.fakes.server import Reply
-from tests.sources.helpers import IST, UTC, RecordingSleep, fetch_once as run, payloads
+from sentinel_ray.market import IST
+from tests.sources.helpers import UTC, RecordingSleep, fetch_once as run, payloads
 
 AFTER_CLOSE = dt.datetime(2025, 2, 3, 10, 30, tzinfo=UTC)  # 16:00 IST on Monday 2025-02-03
 CHART = "/v8/finance/chart/RELIANCE.NS"

@@ -14,16 +14,10 @@ from aiohttp import web
 
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.sources.base import MissingCredentials, SourceError
+from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
-from sentinel_ray.sources.youtube import (
-    YouTubeSource,
-    _explain,
-    error_reason,
-    parse_comment_threads,
-    search_queries,
-    search_terms,
-)
+from sentinel_ray.sources.youtube import (YouTubeSource, _explain, error_reason, parse_comment_threads,
+    search_queries, search_terms)
 from tests.fakes.server import Reply
 from tests.sources.helpers import RecordingSleep, fast_client, payloads, poll_chain, polls as poll, rows
 

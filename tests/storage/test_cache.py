@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from sentinel_ray.storage.cache import EmbeddedRedis, connect_redis, redis_ok
+from sentinel_ray.storage.redis import EmbeddedRedis, connect_redis, redis_ok
 
 
 def test_embedded_redis_starts_persists_and_stops(tmp_path: Path) -> None:

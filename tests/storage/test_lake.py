@@ -4,7 +4,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from sentinel_ray.schemas import PRICES
-from sentinel_ray.sources.base import RawPayload
+from sentinel_ray.records import RawPayload
 from sentinel_ray.storage.lake import Lake
 
 UTC = dt.timezone.utc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -18,14 +18,12 @@ from sentinel_ray.quality.rules.arrays import bool_numpy, int_numpy, or_optional
 class Context:
     """What rules may look at besides the table.
 
-    `bad_type` is `clean.conform`'s per-row mask of unreadable values. `future_skew`, when
-    given, replaces every freshness rule's `max_future` (the legacy `reject_reasons` knob).
+    `bad_type` is `clean.conform`'s per-row mask of unreadable values.
     """
 
     now: datetime
     known_tickers: pa.Array | None = None
     bad_type: pa.Array | None = None
-    future_skew: timedelta | None = None
     # Set while a RuleSet evaluates: rows rejected by the rules that ran before (numpy bool).
     rejected: np.ndarray | None = None
     _keys: dict[tuple[str, ...], "SortedKeys"] = field(default_factory=dict, init=False, repr=False)

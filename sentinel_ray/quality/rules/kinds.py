@@ -2,7 +2,6 @@
 cross_field, freshness, session) and `unique` over the rows other rules kept."""
 from __future__ import annotations
 
-from datetime import time, timedelta
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -10,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ConfigDict, Field, model_validator
 
-from sentinel_ray import reference
+from sentinel_ray import market
 from sentinel_ray.quality.rules.arrays import Mask, any_of, definite, int_numpy, single_chunk, valid_numpy
 from sentinel_ray.quality.rules.base import NUMBER_KINDS, STRING_KINDS, Rule, require, symbol_columns
 from sentinel_ray.quality.rules.context import Context
@@ -124,7 +123,7 @@ class AllowedRule(Rule):
             return pa.array(self.values, pa.string())
         if self.values_from == "known_tickers":
             return ctx.tickers()
-        return pa.array(reference.EXCHANGES, pa.string())
+        return pa.array(market.EXCHANGES, pa.string())
 
     def _mask(self, table: pa.Table, ctx: Context) -> Mask:
         allowed = self.value_set(ctx)
@@ -261,7 +260,7 @@ class FreshnessRule(Rule):
     def _mask(self, table: pa.Table, ctx: Context) -> Mask:
         now = ctx.now_utc
         fails = []
-        future = ctx.future_skew if ctx.future_skew is not None and self.max_future is not None else self.max_future
+        future = self.max_future
         for name in self.columns:
             col = table.column(name)
             if future is not None:
@@ -283,10 +282,10 @@ class SessionRule(Rule):
 
     kind: Literal["session"] = "session"
     columns: list[str] = Field(default_factory=lambda: ["ts"], min_length=1)
-    open: Clock = time(9, 15)
-    close: Clock = time(15, 30)
-    utc_offset: UtcOffset = timedelta(hours=5, minutes=30)
-    weekdays: list[Weekday] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    open: Clock = market.SESSION_OPEN
+    close: Clock = market.SESSION_CLOSE
+    utc_offset: UtcOffset = market.IST_OFFSET
+    weekdays: list[Weekday] = Field(default_factory=lambda: list(market.TRADING_WEEKDAYS))
 
     def _mask(self, table: pa.Table, ctx: Context) -> Mask:
         open_ms = (self.open.hour * 60 + self.open.minute) * 60_000 + self.open.second * 1000

@@ -35,12 +35,22 @@ from typing import Any, Callable, Mapping
 import pyarrow as pa
 
 from sentinel_ray import reference
+from sentinel_ray.market import EXCHANGES, ist_date, parse_ist
+from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import FILINGS
-from sentinel_ray.sources.base import FetchResult, RawPayload, Source, SourceError
+from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import HttpClient, HttpResponse
-from sentinel_ray.sources.nse import (DEFAULT_BASE_URL as NSE_BASE_URL, NSE_DATE, NSE_DATETIME, NseSession,
-                                      exchange_http_client, from_iso, ist_date, iso_utc, json_body, parse_ist,
-                                      public_raw, utc_now)
+from sentinel_ray.sources.nse import DEFAULT_BASE_URL as NSE_BASE_URL
+from sentinel_ray.sources.nse import (
+    NSE_DATE,
+    NSE_DATETIME,
+    NseSession,
+    exchange_http_client,
+    from_iso,
+    iso_utc,
+    json_body,
+    public_raw,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +63,6 @@ NSE_ANNOUNCEMENTS_PAGE = "/companies-listing/corporate-filings-announcements"
 BSE_DATE = "%Y%m%d"
 BSE_HEADERS = {"Accept": "application/json, text/plain, */*", "Accept-Language": "en-US,en;q=0.9",
                "Origin": BSE_SITE, "Referer": BSE_SITE + "/"}
-EXCHANGES = ("NSE", "BSE")
 
 Clock = Callable[[], dt.datetime]
 

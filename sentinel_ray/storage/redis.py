@@ -14,10 +14,7 @@ from pathlib import Path
 import redis
 
 from sentinel_ray.config import Settings
-
-
-class RedisUnavailable(RuntimeError):
-    pass
+from sentinel_ray.records import RedisUnavailable
 
 
 def connect_redis(url: str, *, timeout_s: float = 5.0) -> redis.Redis:
