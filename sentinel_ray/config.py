@@ -33,6 +33,8 @@ class Settings(BaseModel):
     warehouse_database: str = Field("sentinel", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     lake_uri: str = Field("", description="local path or pyarrow filesystem URI (s3://...); default <data_dir>/lake")
     redis_url: str = Field("", description="redis://, rediss:// or unix://; empty starts an embedded Redis")
+    redis_key_prefix: str = Field("sentinel", pattern=r"^[A-Za-z0-9_.-]+$",
+                                  description="prefix of every Redis key the platform writes (streams, cursors, cache)")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     api_token: SecretStr | None = Field(None, description="token for write and admin endpoints")
