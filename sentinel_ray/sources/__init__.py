@@ -44,7 +44,7 @@ def make_history_source(name: str, settings: Settings) -> HistorySource:
 def make_stream_source(name: str, settings: Settings) -> Source:
     """The source as a poller drives it: the replay plays live instead of day by day."""
     if name == "replay":
-        from sentinel_ray.sources.replay_live import LiveReplaySource
+        from sentinel_ray.sources.replay import LiveReplaySource
 
         return LiveReplaySource.from_settings(settings)
     return make_source(name, settings)

@@ -36,8 +36,7 @@ def store(ingest_settings: Settings, prefix: str):
 
 
 def firehose(settings: Settings, start: dt.date = DAY, end: dt.date = DAY):
-    from sentinel_ray.sources.replay import ReplaySource
-    from sentinel_ray.sources.replay_live import LiveReplaySource
+    from sentinel_ray.sources.replay import LiveReplaySource, ReplaySource
 
     return LiveReplaySource(ReplaySource.from_settings(settings), start=start, end=end, speed=0,
                             chunk_rows=settings.replay_chunk_rows)

@@ -134,8 +134,7 @@ def test_live_replay_never_emits_the_future(ingest_settings) -> None:
 
     import pyarrow.compute as pc
 
-    from sentinel_ray.sources.replay import ReplaySource
-    from sentinel_ray.sources.replay_live import LiveReplaySource
+    from sentinel_ray.sources.replay import LiveReplaySource, ReplaySource
 
     today = dt.date(2026, 11, 26)
     now = [dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.timezone.utc).timestamp()]  # 11:30 IST

@@ -3,16 +3,19 @@ what a poller drives when the replay source streams (`sources.make_stream_source
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from sentinel_ray.market import SESSION_OPEN_MS
+from sentinel_ray.market import MS_PER_DAY, SESSION_OPEN_MS
 from sentinel_ray.records import FetchResult, RawPayload
 from sentinel_ray.schemas import TIMESTAMP_TYPE
 from sentinel_ray.sources.base import Source
-from sentinel_ray.sources.replay import ReplaySource, day_start_ms, to_ndjson
+from sentinel_ray.sources.replay.simulator import day_start_ms
+from sentinel_ray.sources.replay.source import ReplaySource
+from sentinel_ray.sources.replay.wire import to_ndjson
 
 
 class LiveReplaySource(Source):
@@ -31,8 +34,6 @@ class LiveReplaySource(Source):
 
     def __init__(self, replay: ReplaySource, *, start: dt.date, end: dt.date | None = None, speed: float = 60.0,
                  chunk_rows: int = 20_000, clock: Any = None) -> None:
-        import time
-
         self.replay = replay
         self.start, self.end = start, end
         self.speed = float(speed)
@@ -54,7 +55,7 @@ class LiveReplaySource(Source):
         if self._day_cache is None or self._day_cache[0] != day:
             result = self.replay.generate_day(day, run_id="", ingested_at=dt.datetime.now(dt.timezone.utc))
             start_ms = day_start_ms(day)
-            end_ms = start_ms + 86_400_000 - 1
+            end_ms = start_ms + MS_PER_DAY - 1
             ordered = {}
             for name, table in result.records.items():
                 ts = table.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -82,7 +83,7 @@ class LiveReplaySource(Source):
             upto_ms = min(upto_ms, int(now_s * 1000))
         tables, last_ms = self._slice(day, cursor.get("emitted_ms"), upto_ms)
         next_cursor = dict(cursor)
-        day_end_ms = day_start_ms(day) + 86_400_000 - 1
+        day_end_ms = day_start_ms(day) + MS_PER_DAY - 1
         if last_ms is not None:
             next_cursor["emitted_ms"] = last_ms
         exhausted = (upto_ms is not None and upto_ms > day_end_ms and last_ms is None) or \

@@ -1,0 +1,64 @@
+"""A simulated day's columns as the datasets' records tables, lineage columns included.
+
+Column names, order and Arrow types are the dataset's, but every field is nullable
+(`Dataset.record_schema`): the injected bad rows hold nulls in required columns, which
+is exactly what validation must find.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE
+
+
+def prices_table(cols: dict[str, np.ndarray], masks: dict[str, np.ndarray], lineage: dict[str, Any]) -> pa.Table:
+    n = len(cols["ts"])
+
+    def num(name: str, typ: pa.DataType) -> pa.Array:
+        mask = masks.get(name)
+        return pa.array(cols[name], typ, mask=mask if mask is not None and mask.any() else None)
+
+    arrays = [
+        pa.array(cols["ticker"], pa.string()),
+        pa.array(np.full(n, "NSE", dtype=object), pa.string()),
+        pa.array(np.full(n, "1m", dtype=object), pa.string()),
+        _timestamps(cols["ts"]),
+        num("open", pa.float64()),
+        num("high", pa.float64()),
+        num("low", pa.float64()),
+        num("close", pa.float64()),
+        num("volume", pa.int64()),
+        *_lineage(n, lineage),
+    ]
+    return pa.Table.from_arrays(arrays, schema=PRICES.record_schema)
+
+
+def posts_table(posts: dict[str, list[Any]], lineage: dict[str, Any]) -> pa.Table:
+    n = len(posts["ts"])
+    arrays = [
+        pa.array(posts["platform"], pa.string()),
+        pa.array(posts["post_id"], pa.string()),
+        pa.array(posts["author"], pa.string()),
+        pa.array(posts["text"], pa.string()),
+        _timestamps(np.array(posts["ts"], dtype=np.int64)),
+        pa.array(posts["url"], pa.string()),
+        pa.array(posts["engagement"], pa.int64()),
+        pa.array(posts["tickers"], pa.list_(pa.string())),
+        *_lineage(n, lineage),
+    ]
+    return pa.Table.from_arrays(arrays, schema=POSTS.record_schema)
+
+
+def _timestamps(ms: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(ms, dtype=np.int64), type=pa.int64()).cast(TIMESTAMP_TYPE)
+
+
+def _lineage(n: int, lineage: dict[str, Any]) -> list[pa.Array]:
+    return [
+        pa.array(np.full(n, lineage["source"], dtype=object), pa.string()),
+        pa.array(np.full(n, lineage["run_id"], dtype=object), pa.string()),
+        _timestamps(np.full(n, lineage["ingested_ms"], dtype=np.int64)),
+    ]
