@@ -1,8 +1,9 @@
 """Stream consumers: micro-batches from Redis Streams through the pipeline into storage.
 
-A consumer reads its dataset's stream through the consumer group, gathers entries into a
-micro-batch (by rows or by time, whichever comes first), runs the same pipeline functions
-as the backfill (`process_and_store`), and only then acknowledges (XACK) and deletes them.
+A consumer reads its dataset's stream through the consumer group (each protocol step is a
+`StreamStore` method), gathers entries into a micro-batch (by rows or by time, whichever
+comes first), runs the same pipeline functions as the backfill (`process_and_store`), and
+only then acknowledges (XACK) and deletes them.
 
 Nothing lost, nothing doubled, even when a consumer dies mid-batch:
 - Before writing anything, the batch's entry ids are saved as a manifest under a key
@@ -27,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from sentinel_ray.config import Settings
-from sentinel_ray.ingest.streams import GROUP, Entry, StreamStore
+from sentinel_ray.ingest.streams import Entry, StreamStore
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.store import process_and_store
@@ -94,7 +95,6 @@ class StreamConsumer:
         self.record_runs = record_runs
         self.stats = ConsumerStats()
         self._current: MicroBatch | None = None  # the batch being stored, for failure records
-        self.key = store.stream_key(dataset)
         store.ensure_group(dataset)
         warehouse.ensure_schema()
         self.rules = rules_for(settings)
@@ -103,49 +103,32 @@ class StreamConsumer:
     def next_batch(self, block_s: float | None = None) -> MicroBatch | None:
         """My own pending entries first, then entries a dead consumer left, then new ones."""
         for _ in range(2):
-            mine = self._read("0", count=READ_COUNT * 10)
+            mine = self.store.read_pending(self.ds.name, self.name, count=READ_COUNT * 10)
             if mine:
                 return self._batch_from_pending(mine)
             if not self._claim_abandoned():
                 break
         return self._new_batch(self.settings.batch_max_wait_s if block_s is None else block_s)
 
-    def _read(self, start: str, *, count: int, block_ms: int | None = None) -> list[Entry]:
-        reply = self.store.redis.xreadgroup(GROUP, self.name, {self.key: start}, count=count, block=block_ms)
-        entries: list[Entry] = []
-        for _stream, items in reply or []:
-            for entry_id, fields in items:
-                if fields:  # an id whose entry was deleted comes back without fields
-                    entries.append(Entry.from_redis(entry_id, fields))
-                else:
-                    self.store.redis.xack(self.key, GROUP, entry_id)
-        return entries
-
     def _claim_abandoned(self) -> bool:
-        min_idle_ms = int(self.settings.claim_idle_s * 1000)
-        claimed = self.store.redis.xautoclaim(self.key, GROUP, self.name, min_idle_ms, "0-0",
-                                              count=READ_COUNT * 10, justid=True)
+        claimed = self.store.claim_idle(self.ds.name, self.name, min_idle_s=self.settings.claim_idle_s,
+                                        count=READ_COUNT * 10)
         if claimed:
-            log.warning("%s: took over %d entries left pending by another consumer", self.name, len(claimed))
+            log.warning("%s: took over %d entries left pending by another consumer", self.name, claimed)
         return bool(claimed)
 
     def _batch_from_pending(self, pending: list[Entry]) -> MicroBatch:
-        batch_of = self.store.batch_of_key(self.ds.name)
-        keys = self.store.redis.hmget(batch_of, [e.id for e in pending])
-        first_key = keys[0].decode() if keys[0] else None
+        keys = self.store.batch_keys_of(self.ds.name, [e.id for e in pending])
+        first_key = keys[0]
         if first_key is None:
             # read but never registered: nothing was written for these, start a new batch
             fresh = [e for e, k in zip(pending, keys) if k is None]
             return self._register(self._take_rows(fresh))
-        manifest = self.store.redis.get(self.store.manifest_key(first_key))
-        ids = manifest.decode().split(",") if manifest else [e.id for e, k in zip(pending, keys) if k == keys[0]]
+        ids = self.store.load_manifest(first_key) or [e.id for e, k in zip(pending, keys) if k == first_key]
         by_id = {e.id: e for e in pending}
         missing = [i for i in ids if i not in by_id]
         if missing:  # parts of the batch still pending under another (dead) consumer
-            for entry_id, fields in self.store.redis.xclaim(self.key, GROUP, self.name, 0, missing):
-                if fields:
-                    entry = Entry.from_redis(entry_id, fields)
-                    by_id[entry.id] = entry
+            by_id.update((e.id, e) for e in self.store.claim(self.ds.name, self.name, missing))
         entries = [by_id[i] for i in ids if i in by_id]
         log.info("%s: re-processing batch %s (%d entries)", self.name, first_key, len(entries))
         return MicroBatch(first_key, self.ds.name, entries)
@@ -167,17 +150,14 @@ class StreamConsumer:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
-            got = self._read(">", count=READ_COUNT, block_ms=remaining_ms)
+            got = self.store.read_new(self.ds.name, self.name, count=READ_COUNT, block_ms=remaining_ms)
             entries.extend(got)
             rows += sum(e.rows for e in got)
         return self._register(entries) if entries else None
 
     def _register(self, entries: list[Entry]) -> MicroBatch:
         key = f"{self.ds.name}-{entries[0].id}"
-        pipe = self.store.redis.pipeline(transaction=True)
-        pipe.set(self.store.manifest_key(key), ",".join(e.id for e in entries))
-        pipe.hset(self.store.batch_of_key(self.ds.name), mapping={e.id: key for e in entries})
-        pipe.execute()
+        self.store.save_manifest(self.ds.name, key, [e.id for e in entries])
         return MicroBatch(key, self.ds.name, entries)
 
     # -- storing -------------------------------------------------------------------
@@ -208,19 +188,13 @@ class StreamConsumer:
         Lets a test or an operator freeze a consumer after its writes and before its XACK,
         then kill it, to prove a dead consumer's batch is taken over without loss or doubles.
         """
-        key = f"{self.store.prefix}:fault:{point}"
-        while self.store.redis.exists(key):
+        while self.store.fault_held(point):
             self.store.set_status("consumer", self.name, {"dataset": self.ds.name, "state": f"held at {point}",
                                                           "pid": os.getpid()})
             time.sleep(0.05)
 
     def _acknowledge(self, batch: MicroBatch) -> None:
-        pipe = self.store.redis.pipeline(transaction=True)
-        pipe.xack(self.key, GROUP, *batch.ids)
-        pipe.xdel(self.key, *batch.ids)
-        pipe.hdel(self.store.batch_of_key(self.ds.name), *batch.ids)
-        pipe.delete(self.store.manifest_key(batch.key))
-        pipe.execute()
+        self.store.acknowledge(self.ds.name, batch.key, batch.ids)
 
     def _count(self, batch: MicroBatch, result: BatchResult) -> None:
         now_ms = time.time() * 1000

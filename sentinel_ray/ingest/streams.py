@@ -5,7 +5,8 @@ stream (columnar, so consumers never parse rows one by one), plus who sent it an
 
 A poll's entries and the source's new cursor are written in one MULTI/EXEC: either both
 land or neither, so a poller that dies between the two cannot emit the same records
-twice. Consumers read through one consumer group per stream; see consumer.py.
+twice. Consumers read through one consumer group per stream: the group protocol (read,
+take over, batch manifests, acknowledge) is here; what a micro-batch is, is in consumer.py.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import redis
+
+from sentinel_ray.config import Settings
 
 GROUP = "pipeline"
 
@@ -71,9 +74,10 @@ class StreamLag:
 class StreamStore:
     """Key layout under one prefix, so tests and several platforms can share a Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "sentinel") -> None:
+    def __init__(self, client: redis.Redis, prefix: str | None = None) -> None:
         self.redis = client
-        self.prefix = prefix
+        # callers that have settings pass settings.redis_key_prefix; None keeps the one default
+        self.prefix = Settings.model_fields["redis_key_prefix"].default if prefix is None else prefix
 
     # -- keys ------------------------------------------------------------------
     def stream_key(self, dataset: str) -> str:
@@ -90,6 +94,9 @@ class StreamStore:
 
     def status_key(self, kind: str, name: str) -> str:
         return f"{self.prefix}:status:{kind}:{name}"
+
+    def fault_key(self, point: str) -> str:
+        return f"{self.prefix}:fault:{point}"  # chaos drills: exists while consumers hold at `point`
 
     # -- writing -----------------------------------------------------------------
     def ensure_group(self, dataset: str) -> None:
@@ -119,6 +126,71 @@ class StreamStore:
     def load_cursor(self, source: str) -> dict[str, Any] | None:
         raw = self.redis.get(self.cursor_key(source))
         return None if raw is None else json.loads(raw)
+
+    # -- consuming (one group per stream; `consumer` names the group member) ----------------
+    def read_pending(self, dataset: str, consumer: str, *, count: int) -> list[Entry]:
+        """Entries delivered to `consumer` and not yet acknowledged (what it held when it died)."""
+        return self._read_group(dataset, consumer, "0", count=count, block_ms=None)
+
+    def read_new(self, dataset: str, consumer: str, *, count: int, block_ms: int) -> list[Entry]:
+        """Entries never delivered to any consumer, waiting up to `block_ms` for the first."""
+        return self._read_group(dataset, consumer, ">", count=count, block_ms=block_ms)
+
+    def _read_group(self, dataset: str, consumer: str, start: str, *, count: int,
+                    block_ms: int | None) -> list[Entry]:
+        key = self.stream_key(dataset)
+        reply = self.redis.xreadgroup(GROUP, consumer, {key: start}, count=count, block=block_ms)
+        entries: list[Entry] = []
+        for _stream, items in reply or []:
+            for entry_id, fields in items:
+                if fields:  # an id whose entry was deleted comes back without fields
+                    entries.append(Entry.from_redis(entry_id, fields))
+                else:
+                    self.redis.xack(key, GROUP, entry_id)
+        return entries
+
+    def claim_idle(self, dataset: str, consumer: str, *, min_idle_s: float, count: int) -> int:
+        """Move to `consumer` entries pending elsewhere for `min_idle_s` (XAUTOCLAIM); how many.
+
+        The claimed entries join `consumer`'s pending list: read them with `read_pending`.
+        """
+        claimed = self.redis.xautoclaim(self.stream_key(dataset), GROUP, consumer, int(min_idle_s * 1000), "0-0",
+                                        count=count, justid=True)
+        return len(claimed)
+
+    def claim(self, dataset: str, consumer: str, ids: list[str]) -> list[Entry]:
+        """Take these entries over now, however briefly idle (XCLAIM): the rest of a batch being resumed."""
+        claimed = self.redis.xclaim(self.stream_key(dataset), GROUP, consumer, 0, ids)
+        return [Entry.from_redis(entry_id, fields) for entry_id, fields in claimed if fields]
+
+    def save_manifest(self, dataset: str, batch_key: str, ids: list[str]) -> None:
+        """Record a micro-batch before anything is written for it: its entry ids, and each id's batch."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.manifest_key(batch_key), ",".join(ids))
+        pipe.hset(self.batch_of_key(dataset), mapping={i: batch_key for i in ids})
+        pipe.execute()
+
+    def batch_keys_of(self, dataset: str, ids: list[str]) -> list[str | None]:
+        """The manifest each entry was registered under (None: never registered)."""
+        keys = self.redis.hmget(self.batch_of_key(dataset), ids)
+        return [k.decode() if k else None for k in keys]
+
+    def load_manifest(self, batch_key: str) -> list[str] | None:
+        raw = self.redis.get(self.manifest_key(batch_key))
+        return raw.decode().split(",") if raw else None
+
+    def acknowledge(self, dataset: str, batch_key: str, ids: list[str]) -> None:
+        """After the writes: XACK and delete the entries and drop the batch's manifest, atomically."""
+        key = self.stream_key(dataset)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(key, GROUP, *ids)
+        pipe.xdel(key, *ids)
+        pipe.hdel(self.batch_of_key(dataset), *ids)
+        pipe.delete(self.manifest_key(batch_key))
+        pipe.execute()
+
+    def fault_held(self, point: str) -> bool:
+        return bool(self.redis.exists(self.fault_key(point)))
 
     # -- observing -----------------------------------------------------------------
     def length(self, dataset: str) -> int:

@@ -35,16 +35,22 @@ SUPERVISOR_NAME = "sentinel-supervisor"
 CHECK_EVERY_S = 5.0
 
 
-def stream_store(settings: Settings, prefix: str = "sentinel") -> StreamStore:
+def with_key_prefix(settings: Settings, prefix: str | None) -> Settings:
+    """`settings` with `prefix` as its Redis key prefix (None: as configured); tests and benches isolate keys."""
+    return settings if prefix is None else settings.model_copy(update={"redis_key_prefix": prefix})
+
+
+def stream_store(settings: Settings, prefix: str | None = None) -> StreamStore:
     # generous timeouts: a stream read blocks up to batch_max_wait_s on the socket
-    return StreamStore(connect_redis(settings.resolved_redis_url, timeout_s=30.0), prefix)
+    return StreamStore(connect_redis(settings.resolved_redis_url, timeout_s=30.0),
+                       with_key_prefix(settings, prefix).redis_key_prefix)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class PollerActor:
-    def __init__(self, settings: Settings, source_name: str, prefix: str = "sentinel") -> None:
+    def __init__(self, settings: Settings, source_name: str) -> None:
         self.poller = SourcePoller(settings, make_stream_source(source_name, settings),
-                                   store=stream_store(settings, prefix), lake=Lake(settings.resolved_lake_uri))
+                                   store=stream_store(settings), lake=Lake(settings.resolved_lake_uri))
         self._stop: asyncio.Event | None = None
 
     async def run(self) -> str:
@@ -62,8 +68,8 @@ class PollerActor:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=4)
 class ConsumerActor:
-    def __init__(self, settings: Settings, dataset: str, name: str, prefix: str = "sentinel") -> None:
-        self.consumer = StreamConsumer(settings, dataset, name, store=stream_store(settings, prefix),
+    def __init__(self, settings: Settings, dataset: str, name: str) -> None:
+        self.consumer = StreamConsumer(settings, dataset, name, store=stream_store(settings),
                                        lake=Lake(settings.resolved_lake_uri), warehouse=connect_warehouse(settings))
         self._stop = threading.Event()
 
@@ -81,10 +87,11 @@ class ConsumerActor:
 class Supervisor:
     """Owns the ingestion actors. Used inside the supervisor actor (and directly in tests)."""
 
-    def __init__(self, settings: Settings, prefix: str = "sentinel") -> None:
-        self.settings = settings
-        self.prefix = prefix
-        self.store = stream_store(settings, prefix)
+    def __init__(self, settings: Settings, prefix: str | None = None) -> None:
+        # the actors get these settings, so every store they open uses the same key prefix
+        self.settings = with_key_prefix(settings, prefix)
+        self.prefix = self.settings.redis_key_prefix
+        self.store = stream_store(self.settings)
         self.pollers: dict[str, Any] = {}
         self.consumers: dict[str, Any] = {}
         self.runs: dict[str, Any] = {}  # actor name -> ObjectRef of its run() call
@@ -103,13 +110,13 @@ class Supervisor:
 
     def _start_poller(self, source: str) -> None:
         handle = PollerActor.options(name=f"{self.prefix}-poller-{source}", namespace=RAY_NAMESPACE,
-                                     get_if_exists=True).remote(self.settings, source, self.prefix)
+                                     get_if_exists=True).remote(self.settings, source)
         self.pollers[source] = handle
         self.runs[f"poller:{source}"] = handle.run.remote()
 
     def _start_consumer(self, dataset: str, name: str) -> None:
         handle = ConsumerActor.options(name=f"{self.prefix}-consumer-{name}", namespace=RAY_NAMESPACE,
-                                       get_if_exists=True).remote(self.settings, dataset, name, self.prefix)
+                                       get_if_exists=True).remote(self.settings, dataset, name)
         self.consumers[name] = handle
         self.runs[f"consumer:{name}"] = handle.run.remote()
 
@@ -182,8 +189,8 @@ class Supervisor:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
 class SupervisorActor:
-    def __init__(self, settings: Settings, prefix: str = "sentinel") -> None:
-        self.supervisor = Supervisor(settings, prefix)
+    def __init__(self, settings: Settings) -> None:
+        self.supervisor = Supervisor(settings)
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -204,10 +211,10 @@ class SupervisorActor:
         self.supervisor.stop()
 
 
-def start_ingestion(settings: Settings, prefix: str = "sentinel") -> Any:
+def start_ingestion(settings: Settings) -> Any:
     """Create (or find) the supervisor actor and start everything it supervises."""
     handle = SupervisorActor.options(name=SUPERVISOR_NAME, namespace=RAY_NAMESPACE, lifetime="detached",
-                                     get_if_exists=True).remote(settings, prefix)
+                                     get_if_exists=True).remote(settings)
     ray.get(handle.start.remote())
     handle.watch.remote()
     return handle
