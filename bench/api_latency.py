@@ -61,7 +61,7 @@ def main() -> None:
 
     from sentinel_ray.config import Settings
     from sentinel_ray.pipeline.run import run_backfill
-    from sentinel_ray.serve.app import ApiIngress, HealthService, QueryService
+    from sentinel_ray.serve.deployments import ApiIngress, OperationsService, QueryService
     from sentinel_ray.storage.redis import EmbeddedRedis
 
     work = Path(tempfile.mkdtemp(prefix="sentinel-api-bench-"))
@@ -80,7 +80,8 @@ def main() -> None:
             def opt(d):  # noqa: ANN001, ANN202 - a deployment with either option set
                 return d if options is None else d.options(**options)
 
-            app = opt(ApiIngress).bind(opt(QueryService).bind(settings), opt(HealthService).bind(settings), settings)
+            app = opt(ApiIngress).bind(opt(QueryService).bind(settings), opt(OperationsService).bind(settings),
+                                       settings)
             serve.run(app, name="bench", route_prefix="/")
             asyncio.run(load(f"http://127.0.0.1:{port}", 2.0, args.concurrency))  # warm up
             rps, p50, p99, errors = asyncio.run(load(f"http://127.0.0.1:{port}", args.seconds, args.concurrency))

@@ -20,7 +20,7 @@ from tests.monitoring.conftest import total
 
 
 def _api() -> FastAPI:
-    """A small app shaped like serve/app.py: path parameters, a 4xx, a backend failure turned 503."""
+    """A small app shaped like serve/routes.py: path parameters, a 4xx, a backend failure turned 503."""
     app = instrument(FastAPI())
 
     @app.exception_handler(Exception)
@@ -102,7 +102,7 @@ def served(ray_session: None) -> Iterator[str]:
     @serve.deployment(ray_actor_options={"num_cpus": 0})
     @serve.ingress(api)
     class Ingress:
-        @api.get("/api/stocks/{ticker}/posts")  # a method route, as in serve/app.py's ApiIngress
+        @api.get("/api/stocks/{ticker}/posts")  # a method route, as in serve/routes.py's ApiIngress
         async def posts(self, ticker: str) -> dict[str, str]:
             return {"ticker": ticker}
 

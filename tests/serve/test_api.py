@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def api(backfilled) -> Iterator[str]:
-    from sentinel_ray.serve.app import build_app
+    from sentinel_ray.serve.deployments import build_app
 
     settings, *_ = backfilled
     with serve_locally(build_app(settings), name="sentinel-test", ready_path="/health") as base:
@@ -204,8 +204,8 @@ def test_pipeline_health_and_runs(api: str, backfilled) -> None:
 
 
 def test_requests_are_measured_per_route() -> None:
-    from sentinel_ray.serve.app import api
     from sentinel_ray.serve.http_metrics import RequestMetricsMiddleware
+    from sentinel_ray.serve.routes import api
 
     assert any(m.cls is RequestMetricsMiddleware for m in api.user_middleware)
 

@@ -15,9 +15,10 @@ def test_serve_config_is_valid_and_points_at_the_app() -> None:
     builder = getattr(__import__(module, fromlist=[attr]), attr)
     assert callable(builder)
     names = {d.name for d in app.deployments}
-    from sentinel_ray.serve import app as serve_app
+    from sentinel_ray.serve import deployments
 
-    assert names == {serve_app.ApiIngress.name, serve_app.QueryService.name, serve_app.HealthService.name}
+    assert names == {deployments.ApiIngress.name, deployments.QueryService.name,
+                     deployments.OperationsService.name}
 
 
 def test_cluster_yaml_parses() -> None:
