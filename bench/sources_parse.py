@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sentinel_ray import market
+from sentinel_ray.config import YahooSettings
 from sentinel_ray.sources.posts import posts_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,8 +249,9 @@ def case_yahoo(mod: Any, real: Path) -> Case:
     loop.run_until_complete(site.start())
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     cache = tempfile.TemporaryDirectory(prefix="bench-yfinance-")
-    source = mod.YahooSource(["RELIANCE.NS"], base_url=f"http://127.0.0.1:{port}", intervals=("1d",),
-                             rate_per_s=1e6, burst=1_000_000, cache_dir=cache.name, clock=lambda: NOW)
+    settings = YahooSettings(tickers=["RELIANCE.NS"], base_url=f"http://127.0.0.1:{port}")
+    source = mod.YahooSource(settings, intervals=("1d",), rate_per_s=1e6, burst=1_000_000, cache_dir=cache.name,
+                             clock=lambda: NOW)
 
     def run() -> int:
         n = 0

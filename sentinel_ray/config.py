@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -71,7 +71,8 @@ class Settings(BaseModel):
     batch_max_wait_s: float = Field(0.5, gt=0, description="... or what arrived within this many seconds")
     claim_idle_s: float = Field(30.0, gt=0, description="entries pending this long are taken from a dead consumer")
 
-    # -- sources (base URLs are settings so tests and proxies can point the real clients elsewhere)
+    # -- sources (base URLs are settings so tests and proxies can point the real clients elsewhere).
+    # Each adapter reads these through its own typed view below (`NseSettings`, ...).
     http_timeout_s: float = Field(20.0, gt=0, le=300)
     http_max_attempts: int = Field(5, ge=1, le=20)
     http_user_agent: str = "Mozilla/5.0 (X11; Linux x86_64) sentinel-ray/0.1 (+market surveillance research)"
@@ -194,6 +195,108 @@ class Settings(BaseModel):
                 value = json.dumps(value)
             env[env_name(name)] = str(value)
         return env
+
+
+# --- per-source settings -----------------------------------------------------------------
+#
+# What each source adapter reads, typed once, under the adapter's own names. Every field is
+# one of the flat settings above (`_setting` names it), whose env var (`SENTINEL_NSE_BASE_URL`),
+# YAML key, checks and default are written there only. `NseSettings.of(settings)` is the
+# platform's view; tests build one directly: `NseSettings(base_url=server.url)`.
+
+def _setting(flat: str) -> Any:
+    """A per-source field that is the flat setting `flat`, with that setting's default."""
+    field = Settings.model_fields[flat]
+    return Field(default_factory=lambda: field.get_default(call_default_factory=True), validation_alias=flat,
+                 description=field.description)
+
+
+class SourceSettings(BaseModel):
+    """The settings every network source reads; subclasses add their own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    timeout_s: float = _setting("http_timeout_s")
+    max_attempts: int = _setting("http_max_attempts")
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        """This source's view of the platform settings."""
+        return cls(**{name: getattr(settings, cls.setting_name(name)) for name in cls.model_fields})
+
+    @classmethod
+    def setting_name(cls, field: str) -> str:
+        """The flat setting behind `field` (its env var is `env_name` of it)."""
+        alias = cls.model_fields[field].validation_alias
+        assert isinstance(alias, str), f"{cls.__name__}.{field} names no setting"
+        return alias
+
+    @classmethod
+    def secret_fields(cls) -> dict[str, str]:
+        """This source's secrets (SecretStr fields): field -> flat setting. It cannot start without them."""
+        return {name: cls.setting_name(name) for name, f in cls.model_fields.items()
+                if SecretStr in getattr(f.annotation, "__args__", (f.annotation,))}
+
+    @classmethod
+    def credentials(cls) -> tuple[str, ...]:
+        """The flat settings of this source's secrets (`Source.credentials`)."""
+        return tuple(cls.secret_fields().values())
+
+
+class HttpSourceSettings(SourceSettings):
+    """A source that sends its own requests, with the platform's User-Agent."""
+
+    user_agent: str = _setting("http_user_agent")
+
+
+class YahooSettings(SourceSettings):
+    # no user_agent: yfinance's curl session presents Chrome's fingerprint and headers
+    base_url: str = _setting("yahoo_base_url")
+    tickers: list[str] = _setting("watch_tickers")
+
+
+class NseSettings(HttpSourceSettings):
+    base_url: str = _setting("nse_base_url")
+    tickers: list[str] = _setting("watch_tickers")
+
+
+class FilingsSettings(HttpSourceSettings):
+    nse_base_url: str = _setting("nse_base_url")
+    bse_base_url: str = _setting("bse_base_url")
+    page_cap: int = _setting("page_cap")
+
+
+class RedditSettings(HttpSourceSettings):
+    client_id: SecretStr | None = _setting("reddit_client_id")
+    client_secret: SecretStr | None = _setting("reddit_client_secret")
+    subreddits: list[str] = _setting("reddit_subreddits")
+    base_url: str = _setting("reddit_base_url")
+    oauth_url: str = _setting("reddit_oauth_url")
+    page_cap: int = _setting("page_cap")
+
+
+class XSettings(HttpSourceSettings):
+    bearer_token: SecretStr | None = _setting("x_bearer_token")
+    tickers: list[str] = _setting("watch_tickers")
+    base_url: str = _setting("x_base_url")
+    page_cap: int = _setting("page_cap")
+
+
+class TelegramSettings(HttpSourceSettings):
+    channels: list[str] = _setting("telegram_channels")
+    base_url: str = _setting("telegram_base_url")
+    page_cap: int = _setting("page_cap")
+
+
+class YouTubeSettings(HttpSourceSettings):
+    api_key: SecretStr | None = _setting("youtube_api_key")
+    tickers: list[str] = _setting("watch_tickers")
+    base_url: str = _setting("youtube_base_url")
+    page_cap: int = _setting("page_cap")
+
+
+class RssSettings(HttpSourceSettings):
+    feeds: list[str] = _setting("rss_feeds")
 
 
 def env_name(setting: str) -> str:

@@ -84,3 +84,25 @@ def test_per_source_poll_intervals(tmp_path: Path) -> None:
         load_settings({"SENTINEL_POLL_INTERVALS": "youtube=3600"})
     with pytest.raises(ConfigError, match="must be positive: x"):
         load_settings({"SENTINEL_POLL_INTERVALS": '{"x": 0}'})
+
+
+def test_source_settings_read_the_flat_settings_and_their_env_vars() -> None:
+    from sentinel_ray.config import NseSettings, RedditSettings, Settings, YouTubeSettings
+
+    s = load_settings({"SENTINEL_REDDIT_BASE_URL": "http://proxy:1", "SENTINEL_REDDIT_SUBREDDITS": "a, b",
+                       "SENTINEL_HTTP_USER_AGENT": "UA/2", "SENTINEL_PAGE_CAP": "3",
+                       "SENTINEL_REDDIT_CLIENT_ID": "id"})
+    reddit = RedditSettings.of(s)
+    assert (reddit.base_url, reddit.subreddits, reddit.user_agent, reddit.page_cap) == ("http://proxy:1", ["a", "b"],
+                                                                                        "UA/2", 3)
+    assert reddit.client_id is not None and reddit.client_id.get_secret_value() == "id"
+    assert RedditSettings.credentials() == ("reddit_client_id", "reddit_client_secret")
+    # built directly, every field not given is the flat setting's one default
+    defaults = Settings()
+    direct = NseSettings(base_url="http://127.0.0.1:9")
+    assert direct.base_url == "http://127.0.0.1:9" and direct.tickers == defaults.watch_tickers
+    assert (direct.user_agent, direct.timeout_s, direct.max_attempts) == (
+        defaults.http_user_agent, defaults.http_timeout_s, defaults.http_max_attempts)
+    assert YouTubeSettings().base_url == defaults.youtube_base_url and YouTubeSettings().api_key is None
+    with pytest.raises(ValueError, match="bse_base_url"):
+        NseSettings(bse_base_url="http://elsewhere")  # not an NSE setting

@@ -19,7 +19,8 @@ spike and a chatter burst tell news-driven moves apart from pumps.
   them to AttachHis/ after some days).
 
 Cursor per exchange: the newest dissemination time emitted and the ids emitted at exactly
-that time, so a poll never re-emits and never misses an item sharing the boundary second.
+that time (an `Incremental` mark), so a poll never re-emits and never misses an item
+sharing the boundary second.
 BSE's pages are walked newest first until a page reaches what the cursor has already
 seen, the last page, or `page_cap` pages.
 """
@@ -35,12 +36,13 @@ from typing import Any, Callable, Mapping
 import pyarrow as pa
 
 from sentinel_ray import reference
+from sentinel_ray.config import FilingsSettings
 from sentinel_ray.market import EXCHANGES, ist_date, parse_ist
 from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import FILINGS
 from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import HttpClient, HttpResponse
-from sentinel_ray.sources.nse import DEFAULT_BASE_URL as NSE_BASE_URL
+from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.nse import (
     NSE_DATE,
     NSE_DATETIME,
@@ -51,10 +53,10 @@ from sentinel_ray.sources.nse import (
     json_body,
     public_raw,
 )
+from sentinel_ray.sources.paging import Pager
 
 log = logging.getLogger(__name__)
 
-BSE_BASE_URL = "https://api.bseindia.com"
 BSE_SITE = "https://www.bseindia.com"  # BSE's API checks that requests come from its site
 BSE_ANNOUNCEMENTS_PATH = "/BseIndiaAPI/api/AnnSubCategoryGetData/w"
 BSE_ATTACHMENT_URL = BSE_SITE + "/xml-data/corpfiling/AttachLive/"
@@ -79,35 +81,7 @@ class Filing:
     attachment_url: str | None
 
 
-@dataclass
-class Boundary:
-    """Where an exchange's stream was left: newest time emitted and the ids at that time."""
-
-    ts: dt.datetime | None = None
-    ids: set[str] = field(default_factory=set)
-
-    @classmethod
-    def load(cls, value: Mapping[str, Any] | None) -> "Boundary":
-        if not value:
-            return cls()
-        return cls(from_iso(value["ts"]), set(value.get("ids", [])))
-
-    def dump(self) -> dict[str, Any] | None:
-        return None if self.ts is None else {"ts": iso_utc(self.ts), "ids": sorted(self.ids)}
-
-    def is_new(self, filing: Filing) -> bool:
-        if self.ts is None:
-            return True
-        return filing.ts > self.ts or (filing.ts == self.ts and filing.filing_id not in self.ids)
-
-    def advanced(self, filings: list[Filing]) -> "Boundary":
-        if not filings:
-            return self
-        newest = max(f.ts for f in filings)
-        ids = {f.filing_id for f in filings if f.ts == newest}
-        if newest == self.ts:
-            ids |= self.ids
-        return Boundary(newest, ids)
+Mark = Incremental[dt.datetime]  # where an exchange's stream was left (filing ts, filing ids at it)
 
 
 # --- parsing --------------------------------------------------------------------------
@@ -217,9 +191,24 @@ class _Batch:
     pages: int = 0
     truncated: bool = False
 
-    def keep(self, filing: Filing, response: HttpResponse) -> None:
-        self.filings.append(filing)
-        self.received.append(response.received_at)
+    def take(self, items: list[Any], parse: Callable[[Mapping[str, Any]], Filing], response: HttpResponse,
+             mark: Mark) -> bool:
+        """Keep the filings among `items` past `mark` (unreadable ones are counted as skipped);
+        True when some were not (they were emitted before)."""
+        reached_seen = False
+        for item in items:
+            try:
+                filing = parse(item)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                self.skipped += 1
+                continue
+            if mark.is_new(filing.ts, filing.filing_id):
+                self.filings.append(filing)
+                self.received.append(response.received_at)
+                mark.emit(filing.ts, filing.filing_id)
+            else:
+                reached_seen = True
+        return reached_seen
 
 
 class FilingsSource(Source):
@@ -232,27 +221,20 @@ class FilingsSource(Source):
 
     name = "filings"
     datasets = (FILINGS.name,)
-    credentials = ()
+    settings_class = FilingsSettings
 
-    def __init__(self, *, nse_base_url: str = NSE_BASE_URL, bse_base_url: str = BSE_BASE_URL,
-                 nse_http: HttpClient | None = None, bse_http: HttpClient | None = None, page_cap: int = 10,
-                 exchanges: tuple[str, ...] = EXCHANGES, clock: Clock = utc_now) -> None:
+    def __init__(self, settings: FilingsSettings, *, nse_http: HttpClient | None = None,
+                 bse_http: HttpClient | None = None, exchanges: tuple[str, ...] = EXCHANGES,
+                 clock: Clock = utc_now) -> None:
         unknown = set(exchanges) - set(EXCHANGES)
         if unknown or not exchanges:
             raise SourceError(f"filings: exchanges must be among {EXCHANGES}, got {exchanges}")
-        self.nse = NseSession(nse_http or HttpClient(f"{self.name}/nse", rate_per_s=1.0), nse_base_url)
-        self.bse_http = bse_http or HttpClient(f"{self.name}/bse", rate_per_s=1.0)
-        self.bse_base_url = bse_base_url.rstrip("/")
-        self.page_cap = page_cap
+        self.nse = NseSession(nse_http or exchange_http_client(settings, f"{self.name}/nse"), settings.nse_base_url)
+        self.bse_http = bse_http or exchange_http_client(settings, f"{self.name}/bse", rate_per_s=2.0, burst=2)
+        self.bse_base_url = settings.bse_base_url.rstrip("/")
+        self.page_cap = settings.page_cap
         self.exchanges = exchanges
         self.clock = clock
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "FilingsSource":
-        return cls(nse_base_url=settings.nse_base_url, bse_base_url=settings.bse_base_url,
-                   nse_http=exchange_http_client(settings, f"{cls.name}/nse"),
-                   bse_http=exchange_http_client(settings, f"{cls.name}/bse", rate_per_s=2.0, burst=2),
-                   page_cap=settings.page_cap)
 
     async def close(self) -> None:
         await self.nse.close()
@@ -267,15 +249,15 @@ class FilingsSource(Source):
         errors: dict[str, SourceError] = {}
         next_cursor = dict(cursor)
         for exchange in self.exchanges:
-            boundary = Boundary.load(cursor.get(exchange))
+            mark: Mark = Incremental.load(cursor.get(exchange), decode=from_iso)
             try:
-                batch = await fetchers[exchange](boundary)
+                batch = await fetchers[exchange](mark)
             except SourceError as e:
                 log.warning("filings: %s failed: %s", exchange, e)
                 errors[exchange] = e
                 continue
             batches[exchange] = batch
-            advanced = boundary.advanced(batch.filings).dump()
+            advanced = mark.dump(encode=iso_utc)
             if advanced is not None:
                 next_cursor[exchange] = advanced
         if errors and not batches:
@@ -290,13 +272,13 @@ class FilingsSource(Source):
                            records={FILINGS.name: filings_table(filings, received)},
                            next_cursor=next_cursor or None, meta=meta)
 
-    def _window(self, boundary: Boundary) -> tuple[dt.date, dt.date]:
+    def _window(self, mark: Mark) -> tuple[dt.date, dt.date]:
         today = ist_date(self.clock())
-        start = ist_date(boundary.ts) if boundary.ts else today
+        start = ist_date(mark.start_value) if mark.start_value else today
         return min(start, today), today
 
-    async def _nse(self, boundary: Boundary) -> _Batch:
-        start, end = self._window(boundary)
+    async def _nse(self, mark: Mark) -> _Batch:
+        start, end = self._window(mark)
         params = {"index": "equities", "from_date": start.strftime(NSE_DATE), "to_date": end.strftime(NSE_DATE)}
         response = await self.nse.get(NSE_ANNOUNCEMENTS_PATH, params, referer_path=NSE_ANNOUNCEMENTS_PAGE)
         batch = _Batch(raw=[public_raw(self.name, FILINGS.name, response)], pages=1)
@@ -305,51 +287,45 @@ class FilingsSource(Source):
             items = items["data"]  # some NSE listings wrap their rows; accept both shapes
         if not isinstance(items, list):
             raise SourceError(f"filings: NSE announcements are a {type(items).__name__}, expected a list")
-        for item in items:
-            try:
-                filing = nse_filing(item)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                batch.skipped += 1
-                continue
-            if boundary.is_new(filing):
-                batch.keep(filing, response)
+        batch.take(items, nse_filing, response, mark)
         return batch
 
-    async def _bse(self, boundary: Boundary) -> _Batch:
-        start, end = self._window(boundary)
+    async def _bse(self, mark: Mark) -> _Batch:
+        start, end = self._window(mark)
         batch = _Batch()
         page_size = 0
-        for page in range(1, self.page_cap + 1):
+
+        async def page(number: int | None) -> tuple[int, HttpResponse, Any, list[Any]]:
+            assert number is not None
             response = await self.bse_http.get(
                 self.bse_base_url + BSE_ANNOUNCEMENTS_PATH, headers=BSE_HEADERS,
-                params={"pageno": page, "strCat": "-1", "subcategory": "-1", "strPrevDate": start.strftime(BSE_DATE),
-                        "strToDate": end.strftime(BSE_DATE), "strScrip": "", "strSearch": "P", "strType": "C"})
+                params={"pageno": number, "strCat": "-1", "subcategory": "-1",
+                        "strPrevDate": start.strftime(BSE_DATE), "strToDate": end.strftime(BSE_DATE),
+                        "strScrip": "", "strSearch": "P", "strType": "C"})
             batch.raw.append(public_raw(self.name, FILINGS.name, response))
-            batch.pages = page
-            doc = json_body(response, self.name, f"BSE announcements page {page}")
+            doc = json_body(response, self.name, f"BSE announcements page {number}")
             rows = doc.get("Table") if isinstance(doc, dict) else None
             if not isinstance(rows, list):
-                raise SourceError(f"filings: BSE announcements page {page} has no 'Table' list")
-            reached_seen = False
-            for item in rows:
-                try:
-                    filing = bse_filing(item)
-                except (KeyError, TypeError, ValueError, AttributeError):
-                    batch.skipped += 1
-                    continue
-                if boundary.is_new(filing):
-                    batch.keep(filing, response)
-                else:
-                    reached_seen = True  # newest first: every later page is older still
-            page_size = page_size or len(rows)
-            total = _bse_total_rows(doc)
-            if not rows or reached_seen or (total is not None and page * page_size >= total):
-                return batch
-        batch.truncated = True
-        log.warning("filings: BSE has more than %d pages of new announcements since %s; the older ones beyond "
-                    "the page cap are skipped (raise page_cap or poll more often)", self.page_cap, start)
-        return batch
+                raise SourceError(f"filings: BSE announcements page {number} has no 'Table' list")
+            return number, response, doc, rows
 
+        def next_page(fetched: tuple[int, HttpResponse, Any, list[Any]]) -> int | None:
+            number, _, doc, rows = fetched
+            total = _bse_total_rows(doc)
+            return None if not rows or (total is not None and number * page_size >= total) else number + 1
+
+        pages = Pager(page, next_page, limit=self.page_cap, first=1)
+        async for _, response, _, rows in pages:
+            reached_seen = batch.take(rows, bse_filing, response, mark)
+            page_size = page_size or len(rows)
+            if reached_seen:
+                break  # newest first: every later page is older still
+        batch.pages = pages.pages
+        if pages.truncated:
+            batch.truncated = True
+            log.warning("filings: BSE has more than %d pages of new announcements since %s; the older ones beyond "
+                        "the page cap are skipped (raise page_cap or poll more often)", self.page_cap, start)
+        return batch
 
 def _bse_total_rows(doc: Mapping[str, Any]) -> int | None:
     """How many announcements BSE says the query matches (Table1[0].ROWCNT), if it says."""

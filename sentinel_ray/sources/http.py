@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable, Collection, Mapping, TypeVar
 
 import aiohttp
 
+from sentinel_ray.config import HttpSourceSettings
 from sentinel_ray.records import SourceError
 
 log = logging.getLogger(__name__)
@@ -207,13 +208,13 @@ class HttpClient:
         self.requests_made = 0
 
     @classmethod
-    def from_settings(cls, source: str, settings: Any, *, rate_per_s: float, burst: int = 1,
+    def from_settings(cls, source: str, settings: HttpSourceSettings, *, rate_per_s: float, burst: int = 1,
                       headers: Mapping[str, str] | None = None, **options: Any) -> "HttpClient":
-        """A client with the platform's timeout, attempts and User-Agent (`settings`), the
-        source's own rate, and any further `headers` (Accept, ...) or options."""
-        return cls(source, rate_per_s=rate_per_s, burst=burst, timeout_s=settings.http_timeout_s,
-                   retry=RetryPolicy(max_attempts=settings.http_max_attempts),
-                   headers={"User-Agent": settings.http_user_agent, **(headers or {})}, **options)
+        """A client with the source's timeout, attempts and User-Agent (`settings`), its own
+        rate, and any further `headers` (Accept, ...) or options."""
+        return cls(source, rate_per_s=rate_per_s, burst=burst, timeout_s=settings.timeout_s,
+                   retry=RetryPolicy(max_attempts=settings.max_attempts),
+                   headers={"User-Agent": settings.user_agent, **(headers or {})}, **options)
 
     @property
     def session(self) -> aiohttp.ClientSession:

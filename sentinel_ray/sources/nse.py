@@ -5,7 +5,7 @@ www.nseindia.com has no official public API; its web pages call JSON endpoints u
 cookies it sets (`nsit`, `nseappid`, Akamai's `bm_*`), and that send browser-like
 headers with a Referer from the site. `NseSession` does that handshake once, keeps the
 cookies in the HttpClient's jar, and handshakes once more when the API answers 401/403
-(the cookies expire after some minutes) before giving up. `bse_filings.py` reuses it for
+(the cookies expire after some minutes) before giving up. `filings.py` reuses it for
 NSE's corporate announcements.
 
 Endpoints (formats as recorded in NseIndiaApi's samples):
@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
 
+from sentinel_ray.config import HttpSourceSettings, NseSettings
 from sentinel_ray.market import ist_date, ist_midnight_utc, parse_ist, split_suffix
 from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES
@@ -44,7 +45,6 @@ from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://www.nseindia.com"
 QUOTE_PATH = "/api/NextApi/apiClient/GetQuoteApi"
 HISTORY_PATH = "/api/historical/cm/equity"
 SERIES = "EQ"  # the normal rolling-settlement equity series every watched ticker trades in
@@ -78,7 +78,7 @@ def from_iso(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-# --- plumbing shared with bse_filings -------------------------------------------------
+# --- plumbing shared with filings ------------------------------------------------------
 
 
 def json_body(response: HttpResponse, source: str, what: str) -> Any:
@@ -99,7 +99,7 @@ def public_raw(source: str, dataset: str, response: HttpResponse) -> RawPayload:
     return RawPayload(source, dataset, response.received_at, response.body, response.content_type, response.url)
 
 
-def exchange_http_client(settings: Any, source: str, *, rate_per_s: float = NSE_RATE_PER_S,
+def exchange_http_client(settings: HttpSourceSettings, source: str, *, rate_per_s: float = NSE_RATE_PER_S,
                          burst: int = NSE_BURST) -> HttpClient:
     """An HttpClient for the exchanges' websites, polite by default."""
     return HttpClient.from_settings(source, settings, rate_per_s=rate_per_s, burst=burst)
@@ -125,7 +125,7 @@ class NseSession:
     refusal is an AuthError (NSE blocks some networks and clients outright).
     """
 
-    def __init__(self, http: HttpClient, base_url: str = DEFAULT_BASE_URL, *, warmup_path: str = "/") -> None:
+    def __init__(self, http: HttpClient, base_url: str, *, warmup_path: str = "/") -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.warmup_path = warmup_path
@@ -251,25 +251,19 @@ class NseSource(HistorySource):
 
     name = "nse"
     datasets = (PRICES.name,)
-    credentials = ()
+    settings_class = NseSettings
 
-    def __init__(self, symbols: Sequence[str], *, base_url: str = DEFAULT_BASE_URL, http: HttpClient | None = None,
-                 clock: Clock = utc_now, history_days: int = 7,
-                 history_every: dt.timedelta = dt.timedelta(hours=1)) -> None:
-        self.symbols = nse_symbols(symbols)
-        self.http = http or HttpClient(self.name, rate_per_s=NSE_RATE_PER_S, burst=NSE_BURST)
-        self.nse = NseSession(self.http, base_url)
+    def __init__(self, settings: NseSettings, *, http: HttpClient | None = None, clock: Clock = utc_now,
+                 history_days: int = 7, history_every: dt.timedelta = dt.timedelta(hours=1)) -> None:
+        self.symbols = nse_symbols(settings.tickers)
+        self.http = http or exchange_http_client(settings, self.name)
+        self.nse = NseSession(self.http, settings.base_url)
         self.clock = clock
         self.history_days = history_days  # how far back the first poll reads history
         self.history_every = history_every
         # In memory, not in the cursor: it is a politeness throttle, not a position (a
         # restarted poller simply checks history once at start).
         self._history_checked_at: dt.datetime | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "NseSource":
-        return cls(settings.watch_tickers, base_url=settings.nse_base_url,
-                   http=exchange_http_client(settings, cls.name))
 
     async def close(self) -> None:
         await self.nse.close()

@@ -27,13 +27,14 @@ import datetime as dt
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import praw
 import prawcore
 import requests
 from prawcore import exceptions as pce
 
+from sentinel_ray.config import RedditSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source, require_secrets
@@ -49,6 +50,8 @@ from sentinel_ray.sources.http import (
     retry_after_seconds,
     with_retries,
 )
+from sentinel_ray.sources.incremental import Incremental
+from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.posts import PostItem, posts_table
 
 log = logging.getLogger(__name__)
@@ -199,18 +202,17 @@ class RedditSource(Source):
     name = "reddit"
     platform = "reddit"
     datasets = (POSTS.name,)
-    credentials = ("reddit_client_id", "reddit_client_secret")
+    settings_class = RedditSettings
 
-    def __init__(self, client_id: str, client_secret: str, subreddits: Sequence[str], *,
-                 base_url: str = "https://www.reddit.com", oauth_url: str = "https://oauth.reddit.com",
-                 user_agent: str = "sentinel-ray/0.1 (market surveillance research)", page_cap: int = 10,
-                 timeout_s: float = 20.0, retry: RetryPolicy | None = None, rate_per_s: float = 1.0,
+    def __init__(self, settings: RedditSettings, *, retry: RetryPolicy | None = None,
+                 rate_per_s: float = 1.0,  # Reddit allows 100 requests a minute per client id; stay well under
                  burst: int = 5, sleep: Sleep = asyncio.sleep, seed: int | None = None) -> None:
-        self.client_id, self.client_secret = client_id, client_secret
-        self.subreddits = list(subreddits)
-        self.base_url, self.oauth_url = base_url.rstrip("/"), oauth_url.rstrip("/")
-        self.user_agent, self.page_cap, self.timeout_s = user_agent, page_cap, timeout_s
-        self.retry = retry or RetryPolicy()
+        secrets = require_secrets(self.name, settings)
+        self.client_id, self.client_secret = secrets["client_id"], secrets["client_secret"]
+        self.subreddits = list(settings.subreddits)
+        self.base_url, self.oauth_url = settings.base_url.rstrip("/"), settings.oauth_url.rstrip("/")
+        self.user_agent, self.page_cap, self.timeout_s = settings.user_agent, settings.page_cap, settings.timeout_s
+        self.retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
         self.sleep = sleep
         self._bucket = TokenBucket(rate_per_s, burst)
         self._rng = random.Random(seed)
@@ -218,15 +220,6 @@ class RedditSource(Source):
         self._session: requests.Session | None = None
         self._captured: list[HttpResponse] = []
         self.requests_made = 0
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "RedditSource":
-        secrets = require_secrets(cls.name, settings, *cls.credentials)
-        return cls(secrets["reddit_client_id"], secrets["reddit_client_secret"], settings.reddit_subreddits,
-                   base_url=settings.reddit_base_url, oauth_url=settings.reddit_oauth_url,
-                   user_agent=settings.http_user_agent, page_cap=settings.page_cap, timeout_s=settings.http_timeout_s,
-                   retry=RetryPolicy(max_attempts=settings.http_max_attempts),
-                   rate_per_s=1.0)  # Reddit allows 100 requests a minute per client id; stay well under
 
     # ---- praw --------------------------------------------------------------------
 
@@ -280,41 +273,35 @@ class RedditSource(Source):
                            raw: list[RawPayload], meta: dict[str, Any]) -> dict[str, Any] | None:
         """New items of one listing since `state` ({"ts": newest created_utc, "ids": fullnames at it})."""
         path = f"r/{subreddit}/{STREAMS[stream]}"
-        since = state["ts"] if state else None
-        seen_at_since = set(state["ids"]) if state else set()
-        emitted: list[_Item] = []
-        emitted_ids: set[str] = set()
-        after: str | None = None
-        reached_cursor = False
-        for _ in range(self.page_cap):
-            params: dict[str, Any] = {"limit": PAGE_SIZE}
-            if after:
-                params["after"] = after
-            payload, response = await self._get(path, params)
+        mark: Incremental[float] = Incremental.load(state)
+
+        async def page(after: str | None) -> tuple[list[Any], str | None, HttpResponse]:
+            payload, response = await self._get(path, {"limit": PAGE_SIZE, **({"after": after} if after else {})})
             raw.append(RawPayload.of(self.name, POSTS.name, response))
-            children, after = _listing(payload, path)
+            return *_listing(payload, path), response
+
+        pages = Pager(page, lambda listing: listing[1], limit=self.page_cap)
+        async for children, _, response in pages:
+            reached_cursor = False
             for child in children:
                 item = _item(child)
                 if item is None:
                     meta["skipped"] += 1
                     continue
-                if since is not None and item.ts < since:
+                if mark.is_older(item.ts):
                     reached_cursor = True  # newest first: everything further down was emitted before
                     break
-                if (since is not None and item.ts == since and item.post_id in seen_at_since) \
-                        or item.post_id in emitted_ids:  # listings shift while paging: a repeat is possible
-                    continue
-                emitted.append(item)
-                emitted_ids.add(item.post_id)
+                if not mark.is_new(item.ts, item.post_id) or item.post_id in mark.emitted_ids:
+                    continue  # emitted before; or a repeat, as listings shift while paging
+                mark.emit(item.ts, item.post_id)
                 posts.append(_post(item, response.received_at))
-            if reached_cursor or after is None:
+            if reached_cursor:
                 break
-        else:
-            if since is not None:
-                log.warning("reddit: %s: page cap %d reached before the previous poll's newest item; "
-                            "older new items are not fetched", path, self.page_cap)
-                meta["truncated"].append(path)
-        return _next_state(state, emitted)
+        if pages.truncated and mark.start_value is not None:
+            log.warning("reddit: %s: page cap %d reached before the previous poll's newest item; "
+                        "older new items are not fetched", path, self.page_cap)
+            meta["truncated"].append(path)
+        return mark.dump() if mark.moved else state
 
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
         """Every subreddit's new submissions and comments since `cursor`.
@@ -348,15 +335,4 @@ class RedditSource(Source):
 
     async def close(self) -> None:
         self._drop_client()
-
-
-def _next_state(state: dict[str, Any] | None, emitted: list[_Item]) -> dict[str, Any] | None:
-    """The listing's cursor after emitting `emitted` (unchanged when nothing was)."""
-    if not emitted:
-        return state
-    newest = max(item.ts for item in emitted)
-    ids = {item.post_id for item in emitted if item.ts == newest}
-    if state and state["ts"] == newest:
-        ids |= set(state["ids"])
-    return {"ts": newest, "ids": sorted(ids)}
 

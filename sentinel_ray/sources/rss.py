@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import feedparser
 
+from sentinel_ray.config import RssSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source
@@ -238,19 +239,14 @@ class RssSource(Source):
 
     name = "rss"
     datasets = (POSTS.name,)
-    credentials = ()
+    settings_class = RssSettings
 
-    def __init__(self, feeds: Sequence[str], *, http: HttpClient | None = None) -> None:
-        self.feeds = list(dict.fromkeys(f.strip() for f in feeds if f.strip()))
+    def __init__(self, settings: RssSettings, *, http: HttpClient | None = None) -> None:
+        self.feeds = list(dict.fromkeys(f.strip() for f in settings.feeds if f.strip()))
         if not self.feeds:
             raise SourceError("rss: no feeds configured (set rss_feeds)")
-        self.http = http or HttpClient(self.name, rate_per_s=RATE_PER_S, burst=BURST, headers={"Accept": ACCEPT})
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "RssSource":
-        http = HttpClient.from_settings(cls.name, settings, rate_per_s=RATE_PER_S, burst=BURST,
-                                        headers={"Accept": ACCEPT})
-        return cls(settings.rss_feeds, http=http)
+        self.http = http or HttpClient.from_settings(self.name, settings, rate_per_s=RATE_PER_S, burst=BURST,
+                                                     headers={"Accept": ACCEPT})
 
     async def close(self) -> None:
         await self.http.close()

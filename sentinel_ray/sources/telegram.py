@@ -20,14 +20,17 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from sentinel_ray.config import TelegramSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import HttpClient, HttpResponse
+from sentinel_ray.sources.incremental import Incremental
+from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.posts import PostItem, posts_table
 
 log = logging.getLogger(__name__)
@@ -160,20 +163,13 @@ class TelegramSource(Source):
     name = "telegram"
     platform = "telegram"
     datasets = (POSTS.name,)
-    credentials = ()
+    settings_class = TelegramSettings
 
-    def __init__(self, channels: Sequence[str], *, base_url: str = "https://t.me", page_cap: int = 10,
-                 http: HttpClient | None = None) -> None:
-        self.channels = [c.strip().lstrip("@") for c in channels if c.strip()]
-        self.base_url = base_url.rstrip("/")
-        self.page_cap = page_cap
-        self.http = http or HttpClient(self.name, rate_per_s=RATE_PER_S, burst=BURST)
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "TelegramSource":
-        http = HttpClient.from_settings(cls.name, settings, rate_per_s=RATE_PER_S, burst=BURST)
-        return cls(settings.telegram_channels, base_url=settings.telegram_base_url, page_cap=settings.page_cap,
-                   http=http)
+    def __init__(self, settings: TelegramSettings, *, http: HttpClient | None = None) -> None:
+        self.channels = [c.strip().lstrip("@") for c in settings.channels if c.strip()]
+        self.base_url = settings.base_url.rstrip("/")
+        self.page_cap = settings.page_cap
+        self.http = http or HttpClient.from_settings(self.name, settings, rate_per_s=RATE_PER_S, burst=BURST)
 
     async def _page(self, channel: str, after: int | None) -> tuple[Page, HttpResponse]:
         response = await self.http.get(f"{self.base_url}/s/{channel}",
@@ -183,27 +179,32 @@ class TelegramSource(Source):
     async def _poll_channel(self, channel: str, last_id: int | None, posts: list[PostItem], raw: list[RawPayload],
                             meta: dict[str, Any]) -> int | None:
         """Posts newer than `last_id` (the newest page when None); returns the newest id seen."""
-        newest = last_id
-        for _ in range(self.page_cap):
-            page, response = await self._page(channel, newest)
-            raw.append(RawPayload.of(self.name, POSTS.name, response))
-            meta["skipped"] += page.malformed
-            fresh = [m for m in page.messages if newest is None or m.message_id > newest]
+        mark: Incremental[int] = Incremental(last_id)
+
+        async def page(after: int | None) -> tuple[Page, HttpResponse]:
+            fetched = await self._page(channel, after)
+            raw.append(RawPayload.of(self.name, POSTS.name, fetched[1]))
+            return fetched
+
+        # oldest first: the next page is the one after the newest post seen
+        pages = Pager(page, lambda fetched: mark.last_value if fetched[0].has_newer else None, limit=self.page_cap,
+                      first=last_id)
+        async for listing, response in pages:
+            meta["skipped"] += listing.malformed
+            fresh = [m for m in listing.messages if mark.last_value is None or m.message_id > mark.last_value]
             for message in fresh:
                 if message.text is None:
                     meta["skipped"] += 1
                 else:
                     posts.append(message.post(response.received_at))
-            if not fresh:
-                break
-            # textless posts advance the cursor too: they are not worth asking for again
-            newest = max(m.message_id for m in fresh)
-            if last_id is None or not page.has_newer:
-                break  # the first poll starts from the newest page; otherwise this was the last page
-        else:
+                # textless posts advance the cursor too: they are not worth asking for again
+                mark.emit(message.message_id)
+            if not fresh or last_id is None:
+                break  # nothing newer; or the first poll, which starts from the newest page
+        if pages.truncated:
             log.info("telegram: %s: page cap %d reached; the next poll continues after %s", channel,
-                     self.page_cap, newest)
-        return newest
+                     self.page_cap, mark.last_value)
+        return mark.last_value
 
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
         """New posts of every channel since `cursor` = {"last_id": {<channel>: <newest message id seen>}}."""

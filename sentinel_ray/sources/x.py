@@ -27,10 +27,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from sentinel_ray.config import XSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source, require_secrets
 from sentinel_ray.sources.http import HttpClient, HttpResponse, HttpStatusError
+from sentinel_ray.sources.incremental import Incremental
+from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.posts import PostItem, posts_table
 from sentinel_ray.sources.tickers import company_names
 
@@ -164,22 +167,16 @@ class XSource(Source):
     name = "x"
     platform = "x"
     datasets = (POSTS.name,)
-    credentials = ("x_bearer_token",)
+    settings_class = XSettings
 
-    def __init__(self, bearer_token: str, tickers: Sequence[str], *, base_url: str = "https://api.x.com",
-                 page_cap: int = 10, max_query_length: int = MAX_QUERY_LENGTH, http: HttpClient | None = None) -> None:
-        self.bearer_token = bearer_token
-        self.base_url = base_url.rstrip("/")
-        self.queries = build_queries(tickers, max_query_length)
-        self.page_cap = page_cap
-        self.http = http or HttpClient(self.name, rate_per_s=RATE_PER_S, burst=BURST, **RATE_LIMIT_HEADERS)
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "XSource":
-        secrets = require_secrets(cls.name, settings, *cls.credentials)
-        http = HttpClient.from_settings(cls.name, settings, rate_per_s=RATE_PER_S, burst=BURST, **RATE_LIMIT_HEADERS)
-        return cls(secrets["x_bearer_token"], settings.watch_tickers, base_url=settings.x_base_url,
-                   page_cap=settings.page_cap, http=http)
+    def __init__(self, settings: XSettings, *, max_query_length: int = MAX_QUERY_LENGTH,
+                 http: HttpClient | None = None) -> None:
+        self.bearer_token = require_secrets(self.name, settings)["bearer_token"]
+        self.base_url = settings.base_url.rstrip("/")
+        self.queries = build_queries(settings.tickers, max_query_length)
+        self.page_cap = settings.page_cap
+        self.http = http or HttpClient.from_settings(self.name, settings, rate_per_s=RATE_PER_S, burst=BURST,
+                                                     **RATE_LIMIT_HEADERS)
 
     async def _search(self, params: dict[str, Any]) -> HttpResponse:
         return await self.http.get(f"{self.base_url}{SEARCH_PATH}", params=params,
@@ -188,9 +185,10 @@ class XSource(Source):
     async def _poll_query(self, query: str, since_id: str | None, posts: list[PostItem], seen: set[str],
                           raw: list[RawPayload], meta: dict[str, Any]) -> str | None:
         """Posts matching `query` newer than `since_id`; returns the query's next since_id."""
-        newest = since_id
-        next_token: str | None = None
-        for page_no in range(self.page_cap):
+        # X compares ids as numbers; since_id is exclusive, so the mark needs no boundary ids
+        mark: Incremental[int] = Incremental(int(since_id) if since_id else None)
+
+        async def page(next_token: str | None) -> tuple[HttpResponse, _Page]:
             params = {"query": query, "max_results": 100, "tweet.fields": TWEET_FIELDS,
                       "expansions": "author_id", "user.fields": "username"}
             if since_id:
@@ -199,29 +197,28 @@ class XSource(Source):
                 params["next_token"] = next_token
             response = await self._search(params)
             raw.append(RawPayload.of(self.name, POSTS.name, response))
-            page = _parse_page(response.body, SEARCH_PATH)
-            for tweet in page.tweets:
+            return response, _parse_page(response.body, SEARCH_PATH)
+
+        pages = Pager(page, lambda fetched: fetched[1].next_token, limit=self.page_cap)
+        async for response, listing in pages:
+            for tweet in listing.tweets:
                 tweet_id = tweet.get("id") if isinstance(tweet, dict) else None
                 if tweet_id in seen:  # the same post can match two of the split queries
                     continue
-                post = _post(tweet, page.users, response.received_at)
+                post = _post(tweet, listing.users, response.received_at)
                 if post is None:
                     meta["skipped"] += 1
                     continue
                 posts.append(post)
                 seen.add(post.post_id)
-                newest = _max_id(newest, post.post_id)
-            if page_no == 0 and page.newest_id:
-                newest = _max_id(newest, page.newest_id)
-            next_token = page.next_token
-            if not next_token:
-                break
-        else:
-            if since_id is not None:
-                log.warning("x: page cap %d reached for query %r before since_id; older new posts are not fetched",
-                            self.page_cap, query)
-                meta["truncated"].append(query)
-        return newest
+                mark.emit(int(post.post_id))
+            if pages.pages == 1 and listing.newest_id and listing.newest_id.isdigit():
+                mark.emit(int(listing.newest_id))
+        if pages.truncated and since_id is not None:
+            log.warning("x: page cap %d reached for query %r before since_id; older new posts are not fetched",
+                        self.page_cap, query)
+            meta["truncated"].append(query)
+        return str(mark.last_value) if mark.moved else since_id
 
     async def _poll_query_or_restart(self, query: str, since_id: str | None, posts: list[PostItem], seen: set[str],
                                      raw: list[RawPayload], meta: dict[str, Any]) -> str | None:
@@ -254,8 +251,3 @@ class XSource(Source):
     async def close(self) -> None:
         await self.http.close()
 
-
-def _max_id(a: str | None, b: Any) -> str | None:
-    if not isinstance(b, str) or not b.isdigit():
-        return a
-    return b if a is None or int(b) > int(a) else a

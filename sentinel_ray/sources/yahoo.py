@@ -11,8 +11,8 @@ How it drives yfinance, and why:
 
 - yfinance talks through a session we give it: a curl_cffi session impersonating Chrome
   (what yfinance itself uses; Yahoo turns away clients that do not look like a browser),
-  subclassed so that every exchange is recorded. The raw zone gets the chart response
-  bodies byte for byte from that record, and the status, headers or exception of the
+  subclassed so that every call is recorded (`RecordedCall`). The raw zone gets the chart
+  response bodies byte for byte from that record, and the status, headers or exception of the
   last chart request decide retry, backoff and errors, because yfinance logs HTTP
   failures and returns an empty frame rather than raising.
 - `base_url` (settings.yahoo_base_url) points yfinance elsewhere (a proxy, a test server):
@@ -71,6 +71,7 @@ from yfinance.data import YfData
 from yfinance.exceptions import YFPricesMissingError, YFRateLimitError
 from yfinance.scrapers.history import PriceHistory
 
+from sentinel_ray.config import YahooSettings
 from sentinel_ray.market import DAILY_BAR_FINAL_AFTER, EXCHANGE_TZ, YAHOO_SUFFIX, split_suffix
 from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES, TIMESTAMP_TYPE
@@ -98,7 +99,6 @@ except ImportError:  # pragma: no cover - yfinance falls back the same way
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://query2.finance.yahoo.com"
 CHART_PATH = "/v8/finance/chart/"
 INTERVALS = ("1m", "1d")
 STEP = {"1m": dt.timedelta(minutes=1), "1d": dt.timedelta(days=1)}
@@ -146,8 +146,8 @@ class YahooSymbol:
 
 
 @dataclass(frozen=True)
-class Exchange:
-    """One request yfinance made and what came back (or the exception it raised)."""
+class RecordedCall:
+    """One HTTP request yfinance made and what came back (or the exception it raised)."""
 
     method: str
     url: str
@@ -174,15 +174,15 @@ class Exchange:
 
 
 class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined]
-    """The session yfinance uses: records every exchange, rebases Yahoo URLs onto `base_url`,
+    """The session yfinance uses: records every call, rebases Yahoo URLs onto `base_url`,
     and keeps every request within the current call's time budget (`deadline`)."""
 
-    def __init__(self, base_url: str = DEFAULT_BASE_URL, **options: Any) -> None:
+    def __init__(self, base_url: str, **options: Any) -> None:
         super().__init__(**{**_SESSION_OPTIONS, **options})
         base = urlsplit(base_url.rstrip("/"))
         # Against Yahoo itself nothing is rewritten: fc.yahoo.com and friends must stay.
         self.rebase_to = None if _is_yahoo_host(base.hostname) else base
-        self.exchanges: list[Exchange] = []
+        self.calls: list[RecordedCall] = []
         self.deadline: float | None = None  # time.monotonic() by which the current call must be done
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
@@ -191,10 +191,10 @@ class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined
             kwargs["timeout"] = self._timeout_within_budget(kwargs.get("timeout"))
             response = super().request(method, url, *args, **kwargs)
         except Exception as e:
-            self.exchanges.append(Exchange(method, url, None, {}, b"", utc_now(), f"{type(e).__name__}: {e}"))
+            self.calls.append(RecordedCall(method, url, None, {}, b"", utc_now(), f"{type(e).__name__}: {e}"))
             raise
         headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
-        self.exchanges.append(Exchange(method, url, response.status_code, headers, response.content, utc_now()))
+        self.calls.append(RecordedCall(method, url, response.status_code, headers, response.content, utc_now()))
         return response
 
     def _timeout_within_budget(self, requested: Any) -> Any:
@@ -237,7 +237,7 @@ def _close_when_idle(session: RecordingSession) -> None:
 @dataclass
 class _Call:
     frame: pd.DataFrame | None
-    exchanges: list[Exchange]
+    calls: list[RecordedCall]
     error: BaseException | None
 
 
@@ -278,7 +278,7 @@ def bars_table(frame: pd.DataFrame | None, symbol: YahooSymbol, interval: str, k
     return pa.Table.from_pydict(cols, schema=PRICES.record_schema)
 
 
-def check_chart_body(chart: Exchange, symbol: YahooSymbol) -> None:
+def check_chart_body(chart: RecordedCall, symbol: YahooSymbol) -> None:
     """A 2xx chart body must be Yahoo's chart JSON; anything else is a clear SourceError."""
     try:
         doc = json.loads(chart.body)
@@ -303,34 +303,32 @@ class YahooSource(HistorySource):
 
     name = "yahoo"
     datasets = (PRICES.name,)
-    credentials = ()
+    settings_class = YahooSettings
 
-    def __init__(self, symbols: Sequence[str], *, base_url: str = DEFAULT_BASE_URL, timeout_s: float = 20.0,
-                 retry: RetryPolicy | None = None, rate_per_s: float = YAHOO_RATE_PER_S, burst: int = YAHOO_BURST,
-                 intervals: Sequence[str] = INTERVALS, cache_dir: str | Path | None = None,
-                 sleep: Sleep = asyncio.sleep, clock: Clock = utc_now, seed: int | None = None) -> None:
-        self.symbols = list(dict.fromkeys(YahooSymbol.parse(s) for s in symbols))
+    def __init__(self, settings: YahooSettings, *, retry: RetryPolicy | None = None,
+                 rate_per_s: float = YAHOO_RATE_PER_S, burst: int = YAHOO_BURST, intervals: Sequence[str] = INTERVALS,
+                 cache_dir: str | Path | None = None, sleep: Sleep = asyncio.sleep, clock: Clock = utc_now,
+                 seed: int | None = None) -> None:
+        self.symbols = list(dict.fromkeys(YahooSymbol.parse(s) for s in settings.tickers))
         bad = [i for i in intervals if i not in INTERVALS]
         if bad:
             raise SourceError(f"yahoo: intervals must be among {INTERVALS}, got {bad}")
         self.intervals = tuple(intervals)
-        self.base_url = base_url
-        self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.base_url = settings.base_url
+        self.timeout_s = settings.timeout_s
+        self.retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
         self.cache_dir = str(cache_dir) if cache_dir else None
         self.sleep, self.clock = sleep, clock
         self._bucket = TokenBucket(rate_per_s, burst)
         self._rng = random.Random(seed)
-        self._session = RecordingSession(base_url)
+        self._session = RecordingSession(self.base_url)
         self.requests_made = 0
 
     @classmethod
     def from_settings(cls, settings: Any) -> "YahooSource":
         # No HttpClient and no custom User-Agent: yfinance's curl session presents Chrome's
         # TLS fingerprint with Chrome's headers, and a mismatched User-Agent gets refused.
-        return cls(settings.watch_tickers, base_url=settings.yahoo_base_url, timeout_s=settings.http_timeout_s,
-                   retry=RetryPolicy(max_attempts=settings.http_max_attempts),
-                   cache_dir=settings.resolved_data_dir / "yfinance")
+        return cls(YahooSettings.of(settings), cache_dir=settings.resolved_data_dir / "yfinance")
 
     async def close(self) -> None:
         session, self._session = self._session, RecordingSession(self.base_url)  # usable again after close
@@ -417,14 +415,14 @@ class YahooSource(HistorySource):
 
     # -- one chart, with retries -----------------------------------------------------------
     async def _chart(self, symbol: YahooSymbol, interval: str,
-                     window: Mapping[str, Any]) -> tuple[pd.DataFrame | None, Exchange]:
-        """yfinance's frame for one symbol and interval plus the chart exchange it came from;
+                     window: Mapping[str, Any]) -> tuple[pd.DataFrame | None, RecordedCall]:
+        """yfinance's frame for one symbol and interval plus the recorded chart call it came from;
         frame None when Yahoo knows no such symbol (404)."""
 
-        async def attempt() -> tuple[pd.DataFrame | None, Exchange] | Retry:
+        async def attempt() -> tuple[pd.DataFrame | None, RecordedCall] | Retry:
             call = await asyncio.to_thread(self._history_blocking, symbol.yahoo, interval, dict(window))
-            self.requests_made += len(call.exchanges)
-            chart = next((x for x in reversed(call.exchanges) if x.is_chart), None)
+            self.requests_made += len(call.calls)
+            chart = next((x for x in reversed(call.calls) if x.is_chart), None)
             if chart is None:
                 raise SourceError(f"yahoo: yfinance made no chart request for {symbol.yahoo}"
                                   + (f" ({call.error!r})" if call.error else ""))
@@ -457,7 +455,7 @@ class YahooSource(HistorySource):
             if self.cache_dir:
                 _use_cache_dir(self.cache_dir)
             YfData.cache_get.cache_clear()
-            session.exchanges = []
+            session.calls = []
             session.deadline = time.monotonic() + self.timeout_s
             frame, error = None, None
             try:
@@ -466,10 +464,10 @@ class YahooSource(HistorySource):
                                         back_adjust=False, repair=False, keepna=False, rounding=False,
                                         timeout=self.timeout_s, **window)
             except (YFRateLimitError, YFPricesMissingError):
-                pass  # the recorded exchange says what happened
-            except Exception as e:  # noqa: BLE001 - handed to the caller with the exchange
+                pass  # the recorded call says what happened
+            except Exception as e:  # noqa: BLE001 - handed to the caller with the recorded calls
                 error = e
             finally:
                 session.deadline = None
-            return _Call(frame, list(session.exchanges), error)
+            return _Call(frame, list(session.calls), error)
 

@@ -24,7 +24,6 @@ query strings (http.py) and the raw payloads record the request without it.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import html
@@ -33,19 +32,21 @@ import logging
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from sentinel_ray.config import YouTubeSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source, require_secrets
 from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse, HttpStatusError
+from sentinel_ray.sources.incremental import Incremental
+from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.posts import PostItem, posts_table
 from sentinel_ray.sources.tickers import company_names, ticker_index
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "youtube"
-DEFAULT_BASE_URL = "https://www.googleapis.com/youtube/v3"
 WATCH_URL = "https://www.youtube.com/watch?v="
 SEARCH_PAGE_SIZE = 50  # the API's maximum for search.list
 COMMENTS_PAGE_SIZE = 100  # the API's maximum for commentThreads.list
@@ -259,25 +260,14 @@ class TrackedVideo:
             out["closed"] = self.closed
         return out
 
-    def is_new(self, comment: Comment) -> bool:
-        if self.newest is None:
-            return True
-        newest = parse_time(self.newest)
-        return comment.published > newest or (comment.published == newest
-                                               and comment.comment_id not in self.ids_at_newest)
+    def mark(self) -> Incremental[dt.datetime]:
+        """Where its comments were left: the newest publish time emitted, and the comment ids at it."""
+        return Incremental(parse_time(self.newest) if self.newest else None, self.ids_at_newest)
 
-    def advance(self, emitted: Sequence[Comment]) -> None:
-        """Move the high-water mark past the comments just emitted."""
-        if not emitted:
-            return
-        top = max(c.published for c in emitted)
-        previous = parse_time(self.newest) if self.newest else None
-        if previous is not None and previous > top:
-            return
-        at_top = [c.comment_id for c in emitted if c.published == top]
-        if previous == top:
-            at_top = list(dict.fromkeys([*self.ids_at_newest, *at_top]))
-        self.newest, self.ids_at_newest = iso(top), at_top
+    def advance(self, mark: Incremental[dt.datetime]) -> None:
+        """Keep the mark after this poll's comments (unchanged when none were new)."""
+        if mark.moved:
+            self.newest, self.ids_at_newest = iso(mark.last_value), mark.last_ids  # type: ignore[arg-type]
 
 
 @dataclass
@@ -317,32 +307,24 @@ class YouTubeSource(Source):
 
     name = "youtube"
     datasets = (POSTS.name,)
-    credentials = ("youtube_api_key",)
+    settings_class = YouTubeSettings
 
-    def __init__(self, api_key: str, terms: Sequence[str], *, base_url: str = DEFAULT_BASE_URL,
-                 page_cap: int = 10, http: HttpClient | None = None, max_tracked_videos: int = 50,
+    def __init__(self, settings: YouTubeSettings, *, terms: Sequence[str] | None = None,
+                 http: HttpClient | None = None, max_tracked_videos: int = 50,
                  lookback: dt.timedelta = dt.timedelta(days=1), overlap: dt.timedelta = dt.timedelta(hours=1),
                  clock: Any = None) -> None:
-        if not api_key:
-            raise SourceError("youtube: an API key is needed")
-        self.queries = search_queries(list(terms))
+        """`terms`: what to search for (default: `search_terms` of the settings' tickers)."""
+        self._key = require_secrets(self.name, settings)["api_key"]
+        self.queries = search_queries(list(search_terms(settings.tickers) if terms is None else terms))
         if not self.queries:
             raise SourceError("youtube: no search terms (set watch_tickers)")
-        self._key = api_key
-        self.base_url = base_url.rstrip("/")
-        self.page_cap = page_cap
+        self.base_url = settings.base_url.rstrip("/")
+        self.page_cap = settings.page_cap
         self.max_tracked_videos = max_tracked_videos
         self.lookback, self.overlap = lookback, overlap
-        self.http = http or HttpClient(self.name, rate_per_s=RATE_PER_S, burst=BURST)
+        self.http = http or HttpClient.from_settings(self.name, settings, rate_per_s=RATE_PER_S, burst=BURST,
+                                                     headers={"Accept": "application/json"})
         self._now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "YouTubeSource":
-        secrets = require_secrets(cls.name, settings, *cls.credentials)
-        http = HttpClient.from_settings(cls.name, settings, rate_per_s=RATE_PER_S, burst=BURST,
-                                        headers={"Accept": "application/json"})
-        return cls(secrets["youtube_api_key"], search_terms(settings.watch_tickers),
-                   base_url=settings.youtube_base_url, page_cap=settings.page_cap, http=http)
 
     async def close(self) -> None:
         await self.http.close()
@@ -384,9 +366,12 @@ class YouTubeSource(Source):
                       # the API takes whole seconds; flooring only widens the window (deduplicated)
                       "publishedAfter": since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                       "maxResults": SEARCH_PAGE_SIZE}
-            async for page in self._pages("search", params, raw, meta, parse_search):
+            pages = self._pages("search", params, raw, meta, parse_search)
+            async for page in pages:
                 for video in page.items:
                     found.setdefault(video.video_id, video)
+            if pages.truncated:
+                meta["truncated"].append(f"search:{query}")
         return found
 
     # -- step 2: comments -----------------------------------------------------------------
@@ -394,15 +379,15 @@ class YouTubeSource(Source):
     async def _new_comments(self, video: TrackedVideo, raw: list[RawPayload], meta: dict[str, Any]) -> list[Comment]:
         params = {"part": "snippet", "videoId": video.video_id, "order": "time",
                   "maxResults": COMMENTS_PAGE_SIZE, "textFormat": "plainText"}
+        mark = video.mark()
         emitted: list[Comment] = []
+        pages = self._pages("commentThreads", params, raw, meta, parse_comment_threads)
         try:
-            async with contextlib.aclosing(self._pages("commentThreads", params, raw, meta,
-                                                       parse_comment_threads)) as pages:
-                async for page in pages:
-                    fresh = [c for c in page.items if video.is_new(c)]
-                    emitted.extend(fresh)
-                    if len(fresh) < len(page.items):
-                        break  # order=time: the rest is older than what earlier polls emitted
+            async for page in pages:
+                fresh = [c for c in page.items if mark.is_new(c.published, c.comment_id)]
+                emitted.extend(fresh)
+                if len(fresh) < len(page.items):
+                    break  # order=time: the rest is older than what earlier polls emitted
         except _VideoClosed as e:
             # one video's comments being off (or the video gone) must not fail the poll
             log.info("youtube: comments of video %s cannot be read (%s); not asking again", video.video_id, e.reason)
@@ -410,9 +395,13 @@ class YouTubeSource(Source):
             meta["closed_videos"].append({"video_id": video.video_id, "reason": e.reason})
             video.closed = e.reason
             return []
+        if pages.truncated:
+            meta["truncated"].append(f"commentThreads:{video.video_id}")
         # a comment may come twice when pages shift while new comments arrive
         emitted = list({c.comment_id: c for c in emitted}.values())
-        video.advance(emitted)
+        for comment in emitted:
+            mark.emit(comment.published, comment.comment_id)
+        video.advance(mark)
         return emitted
 
     def _track(self, state: YouTubeCursor, found: Mapping[str, Video]) -> list[TrackedVideo]:
@@ -438,24 +427,19 @@ class YouTubeSource(Source):
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    async def _pages(self, endpoint: str, params: dict[str, Any], raw: list[RawPayload], meta: dict[str, Any],
-                     parse: Callable[[bytes, dt.datetime], Page]) -> AsyncIterator[Page]:
+    def _pages(self, endpoint: str, params: dict[str, Any], raw: list[RawPayload], meta: dict[str, Any],
+               parse: Callable[[bytes, dt.datetime], Page]) -> Pager[str, Page]:
         """Parsed pages of one list call, following nextPageToken up to `page_cap` pages."""
-        token: str | None = None
-        seen_tokens: set[str] = set()
-        for _ in range(self.page_cap):
+
+        async def page(token: str | None) -> Page:
             page_params = {**params, **({"pageToken": token} if token else {})}
             response = await self._get(endpoint, page_params)
             raw.append(self._raw(endpoint, page_params, response))
-            page = parse(response.body, response.received_at)
-            meta["skipped"] += page.skipped
-            yield page
-            token = page.next_page_token
-            if token is None or token in seen_tokens:
-                return
-            seen_tokens.add(token)
-        if token is not None:
-            meta["truncated"].append(f"{endpoint}:{params.get('videoId') or params.get('q')}")
+            parsed = parse(response.body, response.received_at)
+            meta["skipped"] += parsed.skipped
+            return parsed
+
+        return Pager(page, lambda parsed: parsed.next_page_token, limit=self.page_cap, stop_on_repeat=True)
 
     async def _get(self, endpoint: str, params: Mapping[str, Any]) -> HttpResponse:
         url = f"{self.base_url}/{endpoint}"

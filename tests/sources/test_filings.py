@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sentinel_ray.config import Settings
+from sentinel_ray.config import FilingsSettings, Settings
 from sentinel_ray.schemas import FILINGS
 from sentinel_ray.sources import make_source
 from sentinel_ray.records import SourceError
@@ -45,8 +45,9 @@ def make(fake, *, exchanges=("NSE", "BSE"), page_cap: int = 10, now=EVENING, att
     def client(name: str):
         return fast_client(name, sleep, timeout_s=timeout_s, max_attempts=attempts, headers={"User-Agent": "UA/t"})
 
-    source = FilingsSource(nse_base_url=fake.url, bse_base_url=fake.url, nse_http=client("filings/nse"),
-                           bse_http=client("filings/bse"), page_cap=page_cap, exchanges=exchanges, clock=lambda: now)
+    settings = FilingsSettings(nse_base_url=fake.url, bse_base_url=fake.url, page_cap=page_cap)
+    source = FilingsSource(settings, nse_http=client("filings/nse"), bse_http=client("filings/bse"),
+                           exchanges=exchanges, clock=lambda: now)
     return source, sleep
 
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from sentinel_ray.config import Settings
+from sentinel_ray.config import HttpSourceSettings, Settings
 from sentinel_ray.sources.http import (AuthError, FetchError, HttpClient, HttpStatusError, Retry, RetryPolicy,
     TokenBucket, reset_wait_seconds, retry_after_seconds, with_retries)
 from tests.fakes.server import Reply
@@ -166,7 +166,7 @@ def test_reset_wait_seconds() -> None:
 
 
 def test_from_settings_takes_the_platform_settings() -> None:
-    settings = Settings(http_timeout_s=7, http_max_attempts=2, http_user_agent="UA/1")
+    settings = HttpSourceSettings.of(Settings(http_timeout_s=7, http_max_attempts=2, http_user_agent="UA/1"))
     client = HttpClient.from_settings("src", settings, rate_per_s=0.5, burst=3, headers={"Accept": "text/xml"},
                                       reset_header="x-reset")
     assert (client.source, client.rate_per_s, client.burst, client.timeout_s) == ("src", 0.5, 3, 7)

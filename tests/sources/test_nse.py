@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sentinel_ray.config import Settings
+from sentinel_ray.config import NseSettings, Settings
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources import make_source
 from sentinel_ray.records import SourceError
@@ -53,7 +53,9 @@ def make(fake, symbols=("RELIANCE",), now=MORNING, attempts: int = 4, timeout_s:
     sleep = RecordingSleep()
     http = fast_client("nse", sleep, timeout_s=timeout_s, max_attempts=attempts, headers={"User-Agent": UA})
     clock = Clock(now)
-    return NseSource(symbols, base_url=fake.url, http=http, clock=clock, history_every=history_every), sleep, clock
+    source = NseSource(NseSettings(tickers=list(symbols), base_url=fake.url), http=http, clock=clock,
+                       history_every=history_every)
+    return source, sleep, clock
 
 
 def rows(result) -> list[dict]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sentinel_ray.config import Settings
+from sentinel_ray.config import RedditSettings, Settings
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError, RetryPolicy
@@ -42,13 +42,13 @@ def serve(fake, new: Any = new_pages, comments: Any = None) -> None:
     fake.route("GET", COMMENTS, comments or ok(body("comments.json")))
 
 
-def source(fake, **kw: Any) -> tuple[RedditSource, RecordingSleep]:
+def source(fake, *, timeout_s: float = 2.0, page_cap: int = 10) -> tuple[RedditSource, RecordingSleep]:
     sleep = RecordingSleep()
-    kw.setdefault("retry", RetryPolicy(max_attempts=3, base_delay_s=1.0))
-    kw.setdefault("timeout_s", 2.0)
-    return RedditSource("app-id", "app-secret", [SUB], base_url=fake.url, oauth_url=fake.url,
-                        user_agent="linux:sentinel-ray-test:0.1 (by /u/sentinel)", rate_per_s=1000, burst=1000,
-                        sleep=sleep, seed=1, **kw), sleep
+    settings = RedditSettings(client_id="app-id", client_secret="app-secret", subreddits=[SUB], base_url=fake.url,
+                              oauth_url=fake.url, user_agent="linux:sentinel-ray-test:0.1 (by /u/sentinel)",
+                              timeout_s=timeout_s, page_cap=page_cap)
+    return RedditSource(settings, retry=RetryPolicy(max_attempts=3, base_delay_s=1.0), rate_per_s=1000, burst=1000,
+                        sleep=sleep, seed=1), sleep
 
 
 def test_happy_path_submissions_and_comments(fake_service) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from sentinel_ray.config import Settings
+from sentinel_ray.config import RssSettings, Settings
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import SourceError
 from sentinel_ray.sources.http import AuthError, FetchError
@@ -60,7 +60,7 @@ def serve_all(service: Any) -> dict[str, Publisher]:
 def make_source(service: Any, paths: list[str], sleep: RecordingSleep | None = None, timeout_s: float = 5.0,
                 max_attempts: int = 4) -> RssSource:
     http = fast_client("rss", sleep, timeout_s=timeout_s, max_attempts=max_attempts, base_delay_s=0.5, seed=5)
-    return RssSource([service.url + p for p in paths], http=http)
+    return RssSource(RssSettings(feeds=[service.url + p for p in paths]), http=http)
 
 
 # --- happy path -------------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_from_settings_needs_no_credentials() -> None:
     assert source.http.headers["Accept"].startswith("application/rss+xml")
     asyncio.run(source.close())
     with pytest.raises(SourceError, match="no feeds configured"):
-        RssSource([])
+        RssSource(RssSettings(feeds=[]))
 
 
 def test_parse_feed_without_content_type_is_not_malformed() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sentinel_ray.config import Settings
+from sentinel_ray.config import Settings, TelegramSettings
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import SourceError
 from sentinel_ray.sources.http import AuthError
@@ -31,11 +31,12 @@ def channel_pages(request) -> Reply:
 
 
 def source(fake, *steps: Any, channels: list[str] | None = None, path: str = PATH, timeout_s: float = 2.0,
-           **kw: Any) -> tuple[TelegramSource, RecordingSleep]:
+           page_cap: int = 10) -> tuple[TelegramSource, RecordingSleep]:
     fake.route("GET", path, *(steps or (channel_pages,)))
     sleep = RecordingSleep()
     http = fast_client("telegram", sleep, timeout_s=timeout_s)
-    return TelegramSource(channels or [CHANNEL], base_url=fake.url, http=http, **kw), sleep
+    settings = TelegramSettings(channels=channels or [CHANNEL], base_url=fake.url, page_cap=page_cap)
+    return TelegramSource(settings, http=http), sleep
 
 
 def test_happy_path_first_poll_reads_the_newest_page(fake_service) -> None:

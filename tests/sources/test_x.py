@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sentinel_ray.config import Settings
+from sentinel_ray.config import Settings, XSettings
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
@@ -35,12 +35,13 @@ def paged(request) -> Reply:
 
 
 def source(fake, *steps: Any, tickers: list[str] = TICKERS, timeout_s: float = 2.0, clock=time.time,
-           **kw: Any) -> tuple[XSource, RecordingSleep]:
+           page_cap: int = 10, **kw: Any) -> tuple[XSource, RecordingSleep]:
     """The adapter on a fast client configured as the adapter's own (X's rate-limit headers), at `fake`."""
     fake.route("GET", SEARCH_PATH, *(steps or (paged,)))
     sleep = RecordingSleep()
     http = fast_client("x", sleep, timeout_s=timeout_s, clock=clock, **RATE_LIMIT_HEADERS)
-    return XSource("AAAA-test-bearer", tickers, base_url=fake.url, http=http, **kw), sleep
+    settings = XSettings(bearer_token="AAAA-test-bearer", tickers=tickers, base_url=fake.url, page_cap=page_cap)
+    return XSource(settings, http=http, **kw), sleep
 
 
 def test_happy_path(fake_service) -> None:

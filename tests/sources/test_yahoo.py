@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pytest
 
-from sentinel_ray.config import Settings
+from sentinel_ray.config import Settings, YahooSettings
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources import make_source
 from sentinel_ray.records import SourceError
@@ -49,9 +49,9 @@ def make(fake, tmp_path: Path, *, symbols=("RELIANCE.NS",), intervals=("1m",), n
          attempts: int = 4, timeout_s: float = 5.0) -> tuple[YahooSource, RecordingSleep]:
     sleep = RecordingSleep()
     clock = now if callable(now) else (lambda: now)
-    source = YahooSource(symbols, base_url=fake.url, intervals=intervals, timeout_s=timeout_s,
-                         retry=RetryPolicy(max_attempts=attempts, base_delay_s=1.0), rate_per_s=1000, burst=1000,
-                         cache_dir=tmp_path / "yfinance", sleep=sleep, clock=clock, seed=1)
+    settings = YahooSettings(tickers=list(symbols), base_url=fake.url, timeout_s=timeout_s)
+    source = YahooSource(settings, intervals=intervals, retry=RetryPolicy(max_attempts=attempts, base_delay_s=1.0),
+                         rate_per_s=1000, burst=1000, cache_dir=tmp_path / "yfinance", sleep=sleep, clock=clock, seed=1)
     return source, sleep
 
 

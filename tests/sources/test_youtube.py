@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from aiohttp import web
 
-from sentinel_ray.config import Settings
+from sentinel_ray.config import Settings, YouTubeSettings
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
@@ -73,8 +73,9 @@ class FakeYouTube:
 def make_source(fake: FakeYouTube, sleep: RecordingSleep | None = None, **kw: Any) -> YouTubeSource:
     http = fast_client("youtube", sleep, timeout_s=kw.pop("timeout_s", 5.0), max_attempts=kw.pop("max_attempts", 4),
                        base_delay_s=0.5, seed=3)
-    return YouTubeSource(KEY, kw.pop("terms", ['"Reliance Industries"', "RELIANCE", "SUZLON"]),
-                         base_url=fake.base_url, http=http, clock=lambda: NOW, **kw)
+    settings = YouTubeSettings(api_key=KEY, base_url=fake.base_url, page_cap=kw.pop("page_cap", 10))
+    return YouTubeSource(settings, terms=kw.pop("terms", ['"Reliance Industries"', "RELIANCE", "SUZLON"]),
+                         http=http, clock=lambda: NOW, **kw)
 
 
 # --- happy path, pagination, parsing ----------------------------------------------------------
