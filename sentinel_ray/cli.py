@@ -6,12 +6,11 @@ import datetime as dt
 import json
 import logging
 import os
-import signal
 import sys
-import threading
-from typing import Callable, Sequence
+from typing import Sequence
 
 from sentinel_ray.config import ConfigError, Settings, load_settings
+from sentinel_ray.runtime import join_platform
 
 log = logging.getLogger("sentinel_ray")
 
@@ -36,12 +35,10 @@ def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.pipeline.run import run_backfill
-    from sentinel_ray.runtime import join_or_start_ray, settings_for_job
 
     end = args.end or _yesterday_utc()
     start = args.start or end - dt.timedelta(days=2)
-    join_or_start_ray(settings)
-    settings = settings_for_job()
+    settings = join_platform(settings, needs_ray=True)
     print(f"backfill: source={args.source} {start}..{end} -> lake {settings.resolved_lake_uri}, "
           f"warehouse {settings.resolved_warehouse_dsn}", flush=True)
     summary = run_backfill(settings, args.source, start, end)
@@ -51,100 +48,40 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    import ray
-    from ray import serve
+    from sentinel_ray.lifecycle import Platform  # imports Ray and the whole platform: only `up` pays for it
 
-    from sentinel_ray.pipeline.run import run_backfill
-    from sentinel_ray.runtime import init_ray, publish_settings
-    from sentinel_ray.serve.app import build_app
-    from sentinel_ray.storage.redis import ensure_redis
-    from sentinel_ray.storage.warehouse import connect_warehouse, stop_embedded_warehouse
-
-    stopping = threading.Event()
-    cleanups: list[tuple[str, Callable[[], None]]] = []
-    # Ctrl-C raises KeyboardInterrupt even when the shell started us with SIGINT ignored
-    # (background jobs); SIGTERM is handled once Ray is up (ray.init installs its own handler).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        redis_server = ensure_redis(settings)
-        if redis_server is not None:
-            cleanups.append(("embedded Redis", redis_server.stop))
-        print(f"redis      {settings.resolved_redis_url}", flush=True)
-
-        connection = init_ray(settings, include_dashboard=not args.no_dashboard)
-        if connection.started_here:
-            cleanups.append(("Ray", ray.shutdown))
-        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-        publish_settings(settings)
-        print(f"ray        {ray.get_runtime_context().gcs_address} (RAY_ADDRESS for other terminals)", flush=True)
-        warehouse = connect_warehouse(settings)
-        if settings.warehouse_is_embedded:
-            cleanups.append(("embedded warehouse", stop_embedded_warehouse))
-        warehouse.ensure_schema()
-        print(f"warehouse  {settings.resolved_warehouse_dsn}\nlake       {settings.resolved_lake_uri}", flush=True)
-
-        days = settings.backfill_days if args.days is None else args.days
-        if days > 0:
-            end = _yesterday_utc()
-            summary = run_backfill(settings, "replay", end - dt.timedelta(days=days - 1), end)
-            print(summary.render(), flush=True)
-
-        if settings.ingest_on_up and not args.no_ingest:
-            from sentinel_ray.ingest.supervisor import start_ingestion, stop_ingestion
-
-            start_ingestion(settings)
-            cleanups.append(("ingestion", stop_ingestion))
-            print(f"ingestion  pollers {', '.join(settings.sources_enabled) or 'none'} -> Redis Streams -> "
-                  f"{settings.consumers_per_dataset} consumer(s) per dataset", flush=True)
-
-        serve.start(http_options={"host": settings.api_host, "port": settings.api_port},
-                    logging_config={"enable_access_log": False})
-        cleanups.append(("Ray Serve", serve.shutdown))
-        serve.run(build_app(settings), name="sentinel", route_prefix="/")
-        base = f"http://{settings.api_host}:{settings.api_port}"
-        dashboard = connection.dashboard_url
-        metrics_ports = sorted({(n["NodeManagerAddress"], n.get("MetricsExportPort")) for n in ray.nodes()
-                                if n.get("Alive") and n.get("MetricsExportPort")})
-        print(f"\nSentinel Ray is up.\n  API        {base}/api/stocks\n  API docs   {base}/docs\n"
-              f"  health     {base}/ready\n  status     sentinel-ray status")
-        if dashboard:
-            print(f"  Ray dash   {dashboard if '://' in dashboard else 'http://' + dashboard}")
-        for host, port in metrics_ports:
-            print(f"  metrics    http://{host}:{port}/metrics (Prometheus; see docs/monitoring.md)")
-        print("Press Ctrl-C to stop.", flush=True)
-        if args.exit_after_start:
-            return 0
-        stopping.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        # a second Ctrl-C or SIGTERM must not cut the clean stop short (and leave servers behind)
-        def still_stopping(*_: object) -> None:
-            print("  still stopping, please wait ...", flush=True)
-
-        signal.signal(signal.SIGINT, still_stopping)
-        signal.signal(signal.SIGTERM, still_stopping)
-        print("\nstopping ...", flush=True)
-        for name, cleanup in reversed(cleanups):
-            try:
-                cleanup()
-                print(f"  stopped {name}", flush=True)
-            except Exception as e:  # noqa: BLE001 - keep stopping the rest
-                print(f"  could not stop {name}: {e}", file=sys.stderr, flush=True)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    days = settings.backfill_days if args.days is None else args.days
+    end = _yesterday_utc()
+    backfill = (end - dt.timedelta(days=days - 1), end) if days > 0 else None
+    with Platform(settings, dashboard=not args.no_dashboard, backfill=backfill,
+                  ingest=settings.ingest_on_up and not args.no_ingest, say=_say, warn=_warn) as platform:
+        up = platform.start()
+        _say(f"\nSentinel Ray is up.\n  API        {up.api}/api/stocks\n  API docs   {up.api}/docs\n"
+             f"  health     {up.api}/ready\n  status     sentinel-ray status")
+        if up.ray_dashboard:
+            _say(f"  Ray dash   {up.ray_dashboard}")
+        for url in up.metrics:
+            _say(f"  metrics    {url} (Prometheus; see docs/monitoring.md)")
+        _say("Press Ctrl-C to stop.")
+        if not args.exit_after_start:
+            platform.wait()
     return 0
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
-    from sentinel_ray.runtime import join_or_start_ray, settings_for_job
     from sentinel_ray.serve.queries import Interval, price_bars
     from sentinel_ray.storage.warehouse import connect_warehouse
 
-    if settings.warehouse_is_embedded:
-        join_or_start_ray(settings)
-        settings = settings_for_job()
+    settings = join_platform(settings)
     # --end names the last day shown: the window ends at the next midnight (UTC)
     end = dt.datetime.combine((args.end or _yesterday_utc()) + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
     start = dt.datetime.combine(args.start, dt.time(), dt.timezone.utc) if args.start else end - dt.timedelta(days=1)
@@ -180,12 +117,10 @@ def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Ingestion state from the running platform's supervisor (or, without Ray, from Redis)."""
     from sentinel_ray.ingest.supervisor import ingestion_status, stream_store
-    from sentinel_ray.runtime import join_ray, settings_for_job
 
     status = None
     try:
-        join_ray()
-        settings = settings_for_job()
+        settings = join_platform(settings, needs_ray=True, start_ray=False)
         status = ingestion_status()
     except (ConnectionError, RuntimeError, ValueError) as e:
         print(f"(no running Ray cluster reachable: {e}; reading what the workers last reported to Redis)",
@@ -227,22 +162,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _platform(settings: Settings) -> Settings:
-    """Settings of the running platform when joining one (embedded warehouse needs its actor)."""
-    from sentinel_ray.runtime import join_or_start_ray, settings_for_job
-
-    if settings.warehouse_is_embedded:
-        join_or_start_ray(settings)
-        return settings_for_job()
-    return settings
-
-
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.quality.report import quality_report, to_html, to_json
     from sentinel_ray.storage.lake import Lake
     from sentinel_ray.storage.warehouse import connect_warehouse
 
-    settings = _platform(settings)
+    settings = join_platform(settings)
     warehouse = connect_warehouse(settings)
     warehouse.ensure_schema()
     report = quality_report(warehouse, settings, window=dt.timedelta(hours=args.hours))
@@ -287,8 +212,9 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.storage.lake import Lake
     from sentinel_ray.storage.warehouse import connect_warehouse
 
+    settings = join_platform(settings)
     if args.action == "list":
-        rows = list_quarantined(Lake(_platform(settings).resolved_lake_uri), args.dataset, rule=args.rule,
+        rows = list_quarantined(Lake(settings.resolved_lake_uri), args.dataset, rule=args.rule,
                                 start=args.start, end=args.end, limit=args.limit)
         for row in rows:
             what = {k: v for k, v in row.items() if k not in ("reject_reason", "batch_date", "run_id", "ingested_at")
@@ -298,7 +224,6 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from sentinel_ray.quality.rules import rules_for
 
-    settings = _platform(settings)
     summary = replay_quarantine(Lake(settings.resolved_lake_uri), connect_warehouse(settings), args.dataset,
                                 rule=args.rule, start=args.start, end=args.end, rules=rules_for(settings))
     print(f"quarantine replay {summary.run_id}: {summary.examined:,} rows in {summary.files} files re-validated; "

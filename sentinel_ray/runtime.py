@@ -71,6 +71,21 @@ def join_or_start_ray(settings: Settings) -> RayConnection:
         return init_ray(settings, include_dashboard=False)
 
 
+def join_platform(settings: Settings, *, needs_ray: bool = False, start_ray: bool = True) -> Settings:
+    """The running platform's settings, with this driver on its Ray cluster when it needs one.
+
+    A command needs Ray for work of its own (`needs_ray`) or to reach the embedded
+    warehouse, whose only owner is an actor on the platform's cluster. Without a running
+    cluster a local one is started, unless `start_ray` is False (then ConnectionError)."""
+    if not (needs_ray or settings.warehouse_is_embedded):
+        return settings
+    if start_ray:
+        join_or_start_ray(settings)
+    else:
+        join_ray()
+    return settings_for_job()
+
+
 def publish_settings(settings: Settings) -> None:
     from ray.experimental import internal_kv
 

@@ -1,0 +1,129 @@
+"""The platform on one machine: started part by part, stopped in reverse order, once.
+
+`sentinel-ray up` is the user: Redis, Ray, the warehouse, an optional replay backfill,
+ingestion and the Serve API come up in that order, and whatever came up is stopped on
+the way out (Ctrl-C, SIGTERM, a failed start or the end of the command), even when a
+second signal arrives while stopping.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import ray
+from ray import serve
+
+from sentinel_ray.config import Settings
+from sentinel_ray.ingest.supervisor import start_ingestion, stop_ingestion
+from sentinel_ray.pipeline.run import run_backfill
+from sentinel_ray.runtime import init_ray, publish_settings
+from sentinel_ray.serve.deployments import build_app
+from sentinel_ray.storage.redis import ensure_redis
+from sentinel_ray.storage.warehouse import connect_warehouse, stop_embedded_warehouse
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the started platform answers."""
+
+    api: str  # base URL of the HTTP API
+    ray_dashboard: str | None
+    metrics: list[str]  # one Prometheus scrape URL per live Ray node
+
+
+class Platform:
+    """Use as a context manager: leaving it stops what `start` started, and Ctrl-C is a
+    clean stop rather than an error."""
+
+    def __init__(self, settings: Settings, *, dashboard: bool = True, backfill: tuple[dt.date, dt.date] | None = None,
+                 ingest: bool = True, say: Say, warn: Say) -> None:
+        self.settings = settings
+        self._dashboard = dashboard
+        self._backfill = backfill
+        self._ingest = ingest
+        self._say = say  # progress, one line at a time
+        self._warn = warn  # what could not be stopped
+        self._stopping = threading.Event()
+        self._cleanups: list[tuple[str, Callable[[], None]]] = []
+
+    def start(self) -> Endpoints:
+        settings, say = self.settings, self._say
+        # Ctrl-C raises KeyboardInterrupt even when the shell started us with SIGINT ignored
+        # (background jobs); SIGTERM is handled once Ray is up (ray.init installs its own handler).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        redis_server = ensure_redis(settings)
+        if redis_server is not None:
+            self._cleanups.append(("embedded Redis", redis_server.stop))
+        say(f"redis      {settings.resolved_redis_url}")
+
+        connection = init_ray(settings, include_dashboard=self._dashboard)
+        if connection.started_here:
+            self._cleanups.append(("Ray", ray.shutdown))
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+        publish_settings(settings)
+        say(f"ray        {ray.get_runtime_context().gcs_address} (RAY_ADDRESS for other terminals)")
+        warehouse = connect_warehouse(settings)
+        if settings.warehouse_is_embedded:
+            self._cleanups.append(("embedded warehouse", stop_embedded_warehouse))
+        warehouse.ensure_schema()
+        say(f"warehouse  {settings.resolved_warehouse_dsn}\nlake       {settings.resolved_lake_uri}")
+
+        if self._backfill is not None:
+            say(run_backfill(settings, "replay", *self._backfill).render())
+
+        if self._ingest:
+            start_ingestion(settings)
+            self._cleanups.append(("ingestion", stop_ingestion))
+            say(f"ingestion  pollers {', '.join(settings.sources_enabled) or 'none'} -> Redis Streams -> "
+                f"{settings.consumers_per_dataset} consumer(s) per dataset")
+
+        serve.start(http_options={"host": settings.api_host, "port": settings.api_port},
+                    logging_config={"enable_access_log": False})
+        self._cleanups.append(("Ray Serve", serve.shutdown))
+        serve.run(build_app(settings), name="sentinel", route_prefix="/")
+        dashboard = connection.dashboard_url
+        metrics_ports = sorted({(n["NodeManagerAddress"], n.get("MetricsExportPort")) for n in ray.nodes()
+                                if n.get("Alive") and n.get("MetricsExportPort")})
+        return Endpoints(
+            api=f"http://{settings.api_host}:{settings.api_port}",
+            ray_dashboard=(dashboard if "://" in dashboard else "http://" + dashboard) if dashboard else None,
+            metrics=[f"http://{host}:{port}/metrics" for host, port in metrics_ports],
+        )
+
+    def wait(self) -> None:
+        """Until SIGTERM (Ctrl-C raises KeyboardInterrupt)."""
+        self._stopping.wait()
+
+    def stop(self) -> None:
+        """Stop what was started, newest first; a part that fails to stop does not keep the rest running."""
+        # a second Ctrl-C or SIGTERM must not cut the clean stop short (and leave servers behind)
+        def still_stopping(*_: object) -> None:
+            self._say("  still stopping, please wait ...")
+
+        signal.signal(signal.SIGINT, still_stopping)
+        signal.signal(signal.SIGTERM, still_stopping)
+        self._say("\nstopping ...")
+        while self._cleanups:
+            name, cleanup = self._cleanups.pop()
+            try:
+                cleanup()
+                self._say(f"  stopped {name}")
+            except Exception as e:  # noqa: BLE001 - keep stopping the rest
+                self._warn(f"  could not stop {name}: {e}")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        self.stop()
+        return exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
