@@ -249,6 +249,12 @@ class HttpSourceSettings(SourceSettings):
     user_agent: str = _setting("http_user_agent")
 
 
+class PagedSourceSettings(HttpSourceSettings):
+    """A source that follows pages, up to `page_cap` per poll."""
+
+    page_cap: int = _setting("page_cap")
+
+
 class YahooSettings(SourceSettings):
     # no user_agent: yfinance's curl session presents Chrome's fingerprint and headers
     base_url: str = _setting("yahoo_base_url")
@@ -260,39 +266,34 @@ class NseSettings(HttpSourceSettings):
     tickers: list[str] = _setting("watch_tickers")
 
 
-class FilingsSettings(HttpSourceSettings):
+class FilingsSettings(PagedSourceSettings):
     nse_base_url: str = _setting("nse_base_url")
     bse_base_url: str = _setting("bse_base_url")
-    page_cap: int = _setting("page_cap")
 
 
-class RedditSettings(HttpSourceSettings):
+class RedditSettings(PagedSourceSettings):
     client_id: SecretStr | None = _setting("reddit_client_id")
     client_secret: SecretStr | None = _setting("reddit_client_secret")
     subreddits: list[str] = _setting("reddit_subreddits")
     base_url: str = _setting("reddit_base_url")
     oauth_url: str = _setting("reddit_oauth_url")
-    page_cap: int = _setting("page_cap")
 
 
-class XSettings(HttpSourceSettings):
+class XSettings(PagedSourceSettings):
     bearer_token: SecretStr | None = _setting("x_bearer_token")
     tickers: list[str] = _setting("watch_tickers")
     base_url: str = _setting("x_base_url")
-    page_cap: int = _setting("page_cap")
 
 
-class TelegramSettings(HttpSourceSettings):
+class TelegramSettings(PagedSourceSettings):
     channels: list[str] = _setting("telegram_channels")
     base_url: str = _setting("telegram_base_url")
-    page_cap: int = _setting("page_cap")
 
 
-class YouTubeSettings(HttpSourceSettings):
+class YouTubeSettings(PagedSourceSettings):
     api_key: SecretStr | None = _setting("youtube_api_key")
     tickers: list[str] = _setting("watch_tickers")
     base_url: str = _setting("youtube_base_url")
-    page_cap: int = _setting("page_cap")
 
 
 class RssSettings(HttpSourceSettings):
