@@ -38,6 +38,9 @@ class Settings(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     api_token: SecretStr | None = Field(None, description="token for write and admin endpoints")
+    webhook_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description=(
+        "largest POST /ingest/{dataset} body in bytes; a larger one is a 413, from its Content-Length before "
+        "it is read, or as soon as a chunked body passes it"))
     backfill_days: int = Field(3, ge=0, le=3650, description="days of replay history `up` loads")
     replay_seed: int = 42
     replay_bad_rate: float = Field(0.002, ge=0.0, le=0.5)

@@ -11,13 +11,12 @@ import secrets
 from typing import Any
 
 import redis
-from fastapi import Body, FastAPI, Header, HTTPException, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
+from starlette.requests import ClientDisconnect
 
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest import webhook
@@ -26,7 +25,15 @@ from sentinel_ray.records import WarehouseError
 from sentinel_ray.reference import symbol_table
 from sentinel_ray.schemas import DATA_DATASETS
 from sentinel_ray.serve.http_metrics import instrument
-from sentinel_ray.serve.models import IntakeResponse, PostsResponse, PriceResponse, ReadyResponse, StockSummary
+from sentinel_ray.serve.models import (
+    ErrorResponse,
+    IntakeRequest,
+    IntakeResponse,
+    PostsResponse,
+    PriceResponse,
+    ReadyResponse,
+    StockSummary,
+)
 from sentinel_ray.serve.queries import DEFAULT_WINDOW, MAX_WINDOW, Interval
 from sentinel_ray.storage.redis import connect_redis
 
@@ -81,6 +88,30 @@ def resolve_range(start: dt.datetime | None, end: dt.datetime | None, default: d
     return start, end
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with a 413 once it is known to pass `limit` bytes: by its
+    Content-Length before any of it is read, else (chunked) as soon as the bytes read pass it."""
+    too_large = HTTPException(413, detail=f"body larger than {limit} bytes: send fewer records per request")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise HTTPException(400, detail="Content-Length must be a number of bytes") from None
+        if length > limit:
+            raise too_large
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise HTTPException(400, detail="the client disconnected before the body ended") from None
+    return b"".join(chunks)
+
+
 # The ingress is applied here, where the routes are defined, not in deployments.py: a
 # replica imports this module to unpickle the route methods, and the import must turn
 # them into class-based views again (else FastAPI reads `self` as a query parameter).
@@ -92,6 +123,7 @@ class ApiRoutes:
         self.symbols = _known_symbols()
         self.api_token = settings.api_token.get_secret_value() if settings.api_token else ""
         self.streams = StreamStore(connect_redis(settings.resolved_redis_url), settings.redis_key_prefix)
+        self.max_body_bytes: int = settings.webhook_max_body_bytes
 
     def _require_token(self, authorization: str | None) -> None:
         if not self.api_token:
@@ -174,29 +206,38 @@ class ApiRoutes:
 
     # -- webhook intake ----------------------------------------------------------
     @api.post("/ingest/{dataset}", tags=["ingest"], status_code=202, response_model=IntakeResponse,
-              responses={401: {"description": "missing or wrong token"}, 422: {"description": "malformed body"}})
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": IntakeRequest.model_json_schema(),
+                  "example": {"source": "telegram-bot", "records": [
+                      {"platform": "telegram", "post_id": "chan/1", "text": "$SUZLON target 80",
+                       "ts": "2026-11-26T05:00:00Z", "tickers": ["SUZLON"]}]}}}}},
+              responses={status: {"model": ErrorResponse, "description": description} for status, description in (
+                  (401, "missing or wrong token"), (413, "body larger than the configured maximum"),
+                  (415, "body is not JSON"), (422, "malformed body: the record and field are named"),
+                  (503, "write endpoints disabled, or the stream unavailable"))})
     async def ingest(
         self,
-        dataset: str = Path(..., pattern=_DATASET_PATTERN),
-        body: dict[str, Any] = Body(..., examples=[{"source": "telegram-bot", "records": [
-            {"platform": "telegram", "post_id": "chan/1", "text": "$SUZLON target 80", "ts": "2026-11-26T05:00:00Z",
-             "tickers": ["SUZLON"]}]}]),
+        request: Request,
+        dataset: str = Path(..., description="prices, posts or filings",
+                            json_schema_extra={"enum": list(DATA_DATASETS)}),
         authorization: str | None = Header(None),
     ) -> IntakeResponse:
-        """Push records into the same stream the pollers feed (token required). Records with bad
-        values are accepted and quarantined by the pipeline; a body of the wrong shape is a 422."""
+        """Push records into the same stream the pollers feed (token required). Records with
+        implausible values are accepted and quarantined by the pipeline; a body of the wrong
+        shape, or a value that cannot be stored (wrong type, NaN, lone surrogate), is a 422
+        naming the record and field; a body over the configured size is a 413."""
         self._require_token(authorization)
-        source, records = body.get("source", "webhook"), body.get("records")
-        if not isinstance(source, str) or not source.strip() or len(source) > 64:
-            raise HTTPException(422, detail="'source' must be a non-empty string of at most 64 characters")
-        if not isinstance(records, list) or not records:
-            raise HTTPException(422, detail="'records' must be a non-empty list of objects")
-        if len(records) > webhook.MAX_RECORDS:
-            raise HTTPException(422, detail=f"at most {webhook.MAX_RECORDS} records per request")
+        if dataset not in DATA_DATASETS:
+            raise HTTPException(422, detail=f"unknown dataset {dataset[:40]!r}: one of {', '.join(DATA_DATASETS)}")
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+            raise HTTPException(415, detail="send the body as JSON (Content-Type: application/json)")
+        raw = await _read_body(request, self.max_body_bytes)
         try:
-            intake = webhook.publish_records(self.streams, dataset, source.strip(), records)
-        except ValidationError as e:
-            raise RequestValidationError(e.errors(include_url=False)) from None
+            source, records = webhook.parse_body(raw)
+            intake = webhook.publish_records(self.streams, dataset, source, records)
+        except webhook.IntakeError as e:
+            raise HTTPException(e.status_code, detail=str(e)) from None
         return IntakeResponse(dataset=intake.dataset, accepted=intake.accepted, entry_id=intake.entry_id)
 
     # -- stocks ------------------------------------------------------------------

@@ -1,8 +1,12 @@
 """The HTTP API on Ray Serve, over real HTTP on 127.0.0.1, backed by the backfilled warehouse."""
 from __future__ import annotations
 
+import http.client
+import json
+import socket
 import time
-from typing import Iterator
+from typing import Iterable, Iterator
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute below
@@ -133,6 +137,128 @@ def test_webhook_rejects_unknown_datasets_and_non_json(api: str) -> None:
     assert response.status_code == 422
 
 
+def _post(api: str, raw: bytes, dataset: str = "posts", content_type: str = "application/json") -> requests.Response:
+    return requests.post(f"{api}/ingest/{dataset}", data=raw, headers={**TOKEN, "Content-Type": content_type})
+
+
+def _body(*records, source: str = "fuzz-bot") -> bytes:
+    """JSON as Python writes it: lone surrogates escaped (\\ud800), NaN and Infinity allowed."""
+    return json.dumps({"source": source, "records": list(records)}).encode()
+
+
+def _max_body_bytes(backfilled) -> int:
+    settings, *_ = backfilled
+    return getattr(settings, "webhook_max_body_bytes", 8 * 1024 * 1024)
+
+
+def _stream_entries(backfilled, dataset: str, source: str) -> list:
+    """The entries of `dataset`'s stream that `source` pushed (consuming them does not delete them)."""
+    from sentinel_ray.ingest.streams import Entry, StreamStore
+    from sentinel_ray.storage.redis import connect_redis
+
+    settings, *_ = backfilled
+    streams = StreamStore(connect_redis(settings.resolved_redis_url), settings.redis_key_prefix)
+    entries = [Entry.from_redis(i, f) for i, f in streams.redis.xrange(streams.stream_key(dataset))]
+    return [e for e in entries if e.source == source]
+
+
+def _raw_request(api: str, head: str, body: Iterable[bytes] = ()) -> tuple[int, dict]:
+    """Send a request by hand (headers, then `body` as given, never finished by us) and read the answer."""
+    url = urlparse(api)
+    with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
+        sock.sendall(head.encode())
+        for part in body:
+            sock.sendall(part)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
+@pytest.mark.parametrize("field", ["text", "author"])
+def test_webhook_lone_surrogate_is_a_422_naming_the_record_and_field(api: str, backfilled, field: str) -> None:
+    records = [{**r, "post_id": f"sur-{field}/{i}"} for i, r in enumerate(WEBHOOK_POSTS * 2)]
+    records[3][field] = "pump \ud800 now"
+    response = _post(api, _body(*records, source="surrogate-bot"))
+    assert response.status_code == 422, response.text
+    assert response.json() == {"detail": f"records[3].{field}: not valid Unicode (lone surrogate)"}
+    assert _stream_entries(backfilled, "posts", "surrogate-bot") == []  # nothing of the body is kept
+
+
+def test_webhook_body_over_the_limit_is_a_413_before_it_is_read(api: str, backfilled) -> None:
+    limit = _max_body_bytes(backfilled)
+    head = ("POST /ingest/posts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test-token\r\n"
+            "Content-Type: application/json\r\n")
+    # Content-Length says too much: answered with none of the body sent.
+    status, body = _raw_request(api, head + f"Content-Length: {limit + 1}\r\n\r\n")
+    assert status == 413 and body == {"detail": f"body larger than {limit} bytes: send fewer records per request"}
+    # Chunked, no Content-Length: cut off once the bytes pass the limit; the body never even ends.
+    payload = (b'{"records": [{"text": "' + b"x" * limit)[:limit + 1]  # passes the limit at its last byte
+    step = 1024 * 1024
+    chunks = [b"%x\r\n%s\r\n" % (len(payload[i:i + step]), payload[i:i + step]) for i in range(0, limit + 1, step)]
+    status, body = _raw_request(api, head + "Transfer-Encoding: chunked\r\n\r\n", chunks)
+    assert status == 413 and body["detail"].startswith("body larger than")
+    # A huge string through requests (Content-Length set): the same 413.
+    huge = _body({"platform": "x", "post_id": "huge", "text": "x" * (limit + 1)}, source="huge-bot")
+    response = _post(api, huge)
+    assert response.status_code == 413, response.text[:300]
+    # A chunked body under the limit is read whole and accepted.
+    chunked = iter([_body({**WEBHOOK_POSTS[0], "post_id": "chunk/1"}, source="chunk-bot")])
+    response = requests.post(f"{api}/ingest/posts", data=chunked, headers={**TOKEN, "Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+    assert [e.rows for e in _stream_entries(backfilled, "posts", "chunk-bot")] == [1]
+    assert _stream_entries(backfilled, "posts", "huge-bot") == []
+
+
+DEEP = b"[" * 50_000 + b"]" * 50_000
+POST = {"platform": "telegram", "post_id": "fuzz/bad", "text": "hello there", "ts": "2026-11-06T05:00:00Z"}
+MALFORMED: list[tuple[str, bytes, str]] = [  # dataset, body, Content-Type
+    *[("posts", raw, "application/json") for raw in (
+        b"", b"{not json", b"[]", b"null", b'"records"', b"123", b"{}", DEEP, b'{"records": ' + DEEP + b"}",
+        b'{"records": [{"text": "\xff\xfe"}]}', b'{"records": [' + b"9" * 5000 + b"]}", b'{"records": NaN}',
+        _body(), _body(source=""), _body(POST, source=5), _body(POST, source="s" * 65),
+        _body(POST, source="bot\ud800"), json.dumps({"records": "x"}).encode(), json.dumps({"records": {}}).encode(),
+        _body(1, 2), _body([]), _body(None), _body("text"),
+        _body({**POST, "text": "\ud800"}), _body({**POST, "author": "\udfff"}), _body({**POST, "post_id": "\udc00"}),
+        _body({**POST, "tickers": ["SUZLON", "\ud800"]}), _body({**POST, "\ud800": 1}),
+        _body({**POST, "engagement": float("nan")}), _body({**POST, "engagement": float("inf")}),
+        _body({**POST, "engagement": float("-inf")}), _body({**POST, "engagement": 2**63}),
+        _body({**POST, "engagement": -(2**63) - 1}), _body({**POST, "engagement": 1.5}),
+        _body({**POST, "engagement": "many"}), _body({**POST, "text": 123}), _body({**POST, "text": {"a": [1]}}),
+        _body({**POST, "tickers": "SUZLON"}), _body({**POST, "tickers": json.loads(DEEP[:800] + DEEP[-800:])}),
+        _body({**POST, "ts": "0001-01-01T00:00:00+05:00"}), _body({**POST, "ts": "9999-12-31T23:59:59-05:00"}),
+        _body({**POST, "ts": 1e20}), _body({**POST, "ts": True}), _body({**POST, "ts": "yesterday"}),
+        _body({**POST, "likes": 3}), _body({**POST, "ingested_at": "2026-11-06T05:00:00Z"}),
+        _body(*[{}] * 10_001),
+    )],
+    ("posts", _body(POST), "text/plain"),
+    ("posts", _body(POST), "application/x-www-form-urlencoded"),
+    ("pipeline_runs", _body(POST), "application/json"),
+    ("nope", _body(POST), "application/json"),
+    ("POSTS", _body(POST), "application/json"),
+    ("prices", _body({"ticker": "TCS", "close": float("nan")}), "application/json"),
+    ("prices", _body({"ticker": "TCS", "volume": 2**63}), "application/json"),
+    ("filings", _body({"exchange": "NSE", "subject": "\ud800"}), "application/json"),
+]
+
+
+def test_webhook_fuzz_never_a_500_and_only_the_good_posts_are_kept(api: str, backfilled) -> None:
+    good = [{**r, "post_id": f"fuzz/{i}"} for i, r in enumerate(WEBHOOK_POSTS)]
+    statuses = []
+    for n, (dataset, raw, content_type) in enumerate(MALFORMED):
+        if n in (10, 30):  # good posts between the bad ones
+            assert _post(api, _body(*good[:2] if n == 10 else good[2:])).status_code == 202
+        response = _post(api, raw, dataset, content_type)
+        assert 400 <= response.status_code < 500, (n, response.status_code, response.text[:300])
+        body = response.json()
+        assert list(body) == ["detail"] and isinstance(body["detail"], str) and len(body["detail"]) < 2000, n
+        statuses.append(response.status_code)
+    assert set(statuses) == {415, 422}
+    entries = _stream_entries(backfilled, "posts", "fuzz-bot")
+    assert [e.rows for e in entries] == [2, 1]
+    assert [pid for e in entries for pid in e.table.column("post_id").to_pylist()] == ["fuzz/0", "fuzz/1", "fuzz/2"]
+    assert _stream_entries(backfilled, "prices", "fuzz-bot") == _stream_entries(backfilled, "filings", "fuzz-bot") == []
+
+
 def test_webhook_records_reach_the_warehouse_through_the_stream(api: str, backfilled) -> None:
     from sentinel_ray.ingest.supervisor import Supervisor
     from sentinel_ray.storage.lake import Lake
@@ -142,6 +268,9 @@ def test_webhook_records_reach_the_warehouse_through_the_stream(api: str, backfi
     consumers = Supervisor(settings.model_copy(update={"sources_enabled": [], "batch_max_wait_s": 0.2}))
     consumers.start()
     try:
+        for bad in ({"text": "\ud800"}, {"engagement": float("nan")}, {"ts": "9999-12-31T23:59:59-05:00"}):
+            refused = [*WEBHOOK_POSTS, {**WEBHOOK_POSTS[0], "post_id": "hook/bad", **bad}]
+            assert _post(api, _body(*refused, source="tg-bot")).status_code == 422  # none of these rows is kept
         response = requests.post(f"{api}/ingest/posts", json={"source": "tg-bot", "records": WEBHOOK_POSTS},
                                  headers=TOKEN)
         assert response.status_code == 202, response.text
