@@ -78,6 +78,8 @@ class Settings(BaseModel):
     # Each adapter reads these through its own typed view below (`NseSettings`, ...).
     http_timeout_s: float = Field(20.0, gt=0, le=300)
     http_max_attempts: int = Field(5, ge=1, le=20)
+    max_server_wait_s: float = Field(300.0, gt=0, description=(
+        "a server-asked wait (Retry-After, rate-limit reset) longer than this fails the poll with a clear error"))
     http_user_agent: str = "Mozilla/5.0 (X11; Linux x86_64) sentinel-ray/0.1 (+market surveillance research)"
     watch_tickers: list[str] = Field(default_factory=lambda: ["RELIANCE", "TCS", "HDFCBANK", "INFY", "ITC",
                                                               "SUZLON", "YESBANK", "IDEA"],
@@ -221,6 +223,7 @@ class SourceSettings(BaseModel):
 
     timeout_s: float = _setting("http_timeout_s")
     max_attempts: int = _setting("http_max_attempts")
+    max_server_wait_s: float = _setting("max_server_wait_s")
 
     @classmethod
     def of(cls, settings: Settings) -> Self:

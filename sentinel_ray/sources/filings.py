@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Mapping
@@ -54,6 +55,7 @@ from sentinel_ray.sources.nse import (
     public_raw,
 )
 from sentinel_ray.sources.paging import Pager
+from sentinel_ray.sources.parsing import RECORD_ERRORS, clean_text, http_url, in_range, note_unparseable
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +90,22 @@ Mark = Incremental[dt.datetime]  # where an exchange's stream was left (filing t
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None  # a container or a flag is no text ("{}" as a company name)
+    text = clean_text(str(value)).strip()
     return text or None
 
 
 def nse_filing(item: Mapping[str, Any]) -> Filing:
     """One NSE announcement. Raises KeyError/ValueError/TypeError when id or time is unreadable."""
     when = _text(item.get("exchdisstime")) or _text(item.get("an_dt"))
-    ts = parse_ist(when, NSE_DATETIME) if when else parse_ist(item["sort_date"], "%Y-%m-%d %H:%M:%S")
+    ts = in_range(parse_ist(when, NSE_DATETIME) if when else parse_ist(item["sort_date"], "%Y-%m-%d %H:%M:%S"))
     filing_id = _text(item["seq_id"])
     if filing_id is None:
         raise ValueError("no seq_id")
     symbol = _text(item.get("symbol"))
     return Filing("NSE", filing_id, symbol.upper() if symbol else None, _text(item.get("sm_name")),
-                  _text(item.get("desc")), _text(item.get("attchmntText")), ts, _text(item.get("attchmntFile")))
+                  _text(item.get("desc")), _text(item.get("attchmntText")), ts, http_url(item.get("attchmntFile")))
 
 
 def _bse_time(text: str) -> dt.datetime:
@@ -111,7 +113,10 @@ def _bse_time(text: str) -> dt.datetime:
     # millisecond, the precision the table stores, so cursor and rows compare alike.
     head, _, frac = text.strip().partition(".")
     moment = parse_ist(head, "%Y-%m-%dT%H:%M:%S")
-    return moment + dt.timedelta(milliseconds=int((frac + "000")[:3])) if frac else moment
+    millis = (frac + "000")[:3]
+    if frac and not (millis.isascii() and millis.isdigit()):
+        raise ValueError(f"unreadable fraction of a second: {frac[:10]!r}")
+    return in_range(moment + dt.timedelta(milliseconds=int(millis)) if frac else moment)
 
 
 def bse_filing(item: Mapping[str, Any]) -> Filing:
@@ -124,9 +129,9 @@ def bse_filing(item: Mapping[str, Any]) -> Filing:
         raise ValueError("no NEWSID")
     company = _text(item.get("SLONGNAME"))
     attachment = _text(item.get("ATTACHMENTNAME"))
+    url = http_url(BSE_ATTACHMENT_URL + urllib.parse.quote(attachment, safe="/._-")) if attachment else None
     return Filing("BSE", filing_id, ticker_for_company(company), company, _text(item.get("NEWSSUB")),
-                  _text(item.get("HEADLINE")) or _text(item.get("MORE")), _bse_time(when),
-                  BSE_ATTACHMENT_URL + attachment if attachment else None)
+                  _text(item.get("HEADLINE")) or _text(item.get("MORE")), _bse_time(when), url)
 
 
 _NAME_NOISE = re.compile(r"[^A-Z0-9 ]+")
@@ -188,6 +193,7 @@ class _Batch:
     received: list[dt.datetime] = field(default_factory=list)
     raw: list[RawPayload] = field(default_factory=list)
     skipped: int = 0
+    unparseable: list[dict[str, Any]] = field(default_factory=list)
     pages: int = 0
     truncated: bool = False
 
@@ -196,11 +202,14 @@ class _Batch:
         """Keep the filings among `items` past `mark` (unreadable ones are counted as skipped);
         True when some were not (they were emitted before)."""
         reached_seen = False
-        for item in items:
+        for position, item in enumerate(items):
             try:
                 filing = parse(item)
-            except (KeyError, TypeError, ValueError, AttributeError):
+            except RECORD_ERRORS as e:
                 self.skipped += 1
+                notes: dict[str, Any] = {}
+                note_unparseable(notes, len(self.raw) - 1, position, e)
+                self.unparseable.extend(notes["unparseable"])
                 continue
             if mark.is_new(filing.ts, filing.filing_id):
                 self.filings.append(filing)
@@ -264,11 +273,18 @@ class FilingsSource(Source):
             raise next(iter(errors.values()))
         filings = [f for b in batches.values() for f in b.filings]
         received = [r for b in batches.values() for r in b.received]
+        raw, unparseable, offset = [], [], 0
+        for b in batches.values():
+            unparseable.extend({**u, "payload": u["payload"] + offset} for u in b.unparseable)
+            raw.extend(b.raw)
+            offset += len(b.raw)
         meta = {"skipped": sum(b.skipped for b in batches.values()),
                 "pages": {ex: b.pages for ex, b in batches.items()},
                 "truncated": [ex for ex, b in batches.items() if b.truncated],
                 "errors": {ex: str(e) for ex, e in errors.items()}}
-        return FetchResult(raw=[p for b in batches.values() for p in b.raw],
+        if unparseable:
+            meta["unparseable"] = unparseable
+        return FetchResult(raw=raw,
                            records={FILINGS.name: filings_table(filings, received)},
                            next_cursor=next_cursor or None, meta=meta)
 

@@ -152,7 +152,7 @@ async def with_retries(what: str, attempt: Callable[[], Awaitable[T | Retry]], *
 def reset_wait_seconds(value: str | None, now: float) -> float | None:
     """Seconds until a rate-limit window given as epoch seconds reopens (`x-rate-limit-reset`),
     with one second of margin (the header is whole seconds); None when absent or unreadable."""
-    if not value or not value.strip().isdigit():
+    if not value or not value.strip().isascii() or not value.strip().isdigit():
         return None
     return max(0.0, float(value.strip()) - now + 1.0)
 
@@ -162,11 +162,11 @@ def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> fl
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is True too, and float() refuses it
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
@@ -213,7 +213,8 @@ class HttpClient:
         """A client with the source's timeout, attempts and User-Agent (`settings`), its own
         rate, and any further `headers` (Accept, ...) or options."""
         return cls(source, rate_per_s=rate_per_s, burst=burst, timeout_s=settings.timeout_s,
-                   retry=RetryPolicy(max_attempts=settings.max_attempts),
+                   retry=RetryPolicy(max_attempts=settings.max_attempts,
+                                     max_retry_after_s=settings.max_server_wait_s),
                    headers={"User-Agent": settings.user_agent, **(headers or {})}, **options)
 
     @property

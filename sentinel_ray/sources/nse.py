@@ -42,6 +42,7 @@ from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources.base import HistorySource
 from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse
+from sentinel_ray.sources.parsing import RECORD_ERRORS, PayloadError, count, in_range, loads_json, note_unparseable, number
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,10 @@ def json_body(response: HttpResponse, source: str, what: str) -> Any:
     """The response's JSON, or a SourceError saying what came instead (NSE and BSE answer
     blocked or broken requests with HTML pages and status 200)."""
     try:
-        return json.loads(response.body)
-    except ValueError:
+        return loads_json(response.body, f"{source}: {what}")
+    except PayloadError as e:
+        if response.body.lstrip()[:1] in (b"{", b"[") and "not JSON" not in str(e):
+            raise SourceError(f"{source}: {what} from {response.url.split('?', 1)[0]} cannot be read: {e}") from None
         head = response.body[:80].decode("utf-8", errors="replace")
         raise SourceError(f"{source}: {what} from {response.url.split('?', 1)[0]} is not JSON "
                           f"({response.content_type}, starts {head!r})") from None
@@ -189,13 +192,8 @@ class _Bars:
 
 
 def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, str):  # NSE prints some numbers as strings ("1,234.50")
-        value = value.replace(",", "").strip()
-        if not value or value == "-":
-            return None
-    return float(value)
+    # NSE prints some numbers as strings ("1,234.50"); NaN, Unicode digits and the like raise
+    return number(value)
 
 
 def quote_record(doc: Any, symbol: str) -> dict[str, Any] | None:
@@ -214,13 +212,12 @@ def quote_bar(quote: Mapping[str, Any]) -> tuple[dt.datetime, tuple[float, float
     """(last update time UTC, OHLCV of the session so far). Raises KeyError/TypeError/ValueError
     when a field is missing or unreadable."""
     meta, trade, book = quote["metaData"], quote["tradeInfo"], quote.get("orderBook") or {}
-    updated = parse_ist(quote["lastUpdateTime"], NSE_DATETIME)
+    updated = in_range(parse_ist(quote["lastUpdateTime"], NSE_DATETIME))
     last = _number(book.get("lastPrice")) or _number(trade.get("lastPrice"))
     # closePrice stays 0 until the session's official close is computed (15:30 IST).
     close = _number(meta.get("closePrice")) or last
-    volume = _number(trade.get("totalTradedVolume"))
-    ohlcv = (_number(meta["open"]), _number(meta["dayHigh"]), _number(meta["dayLow"]), close,
-             None if volume is None else int(volume))
+    volume = count(_number(trade.get("totalTradedVolume")))
+    ohlcv = (_number(meta["open"]), _number(meta["dayHigh"]), _number(meta["dayLow"]), close, volume)
     return updated, ohlcv  # type: ignore[return-value]
 
 
@@ -236,9 +233,13 @@ def history_rows(doc: Any, symbol: str) -> list[Any]:
 def history_bar(row: Mapping[str, Any]) -> tuple[dt.date, tuple[float, float, float, float, int]]:
     """(session date, OHLCV) of one CH_* row. Raises KeyError/TypeError/ValueError when unreadable."""
     day = dt.date.fromisoformat(str(row["CH_TIMESTAMP"])[:10])
-    ohlcv = (float(row["CH_OPENING_PRICE"]), float(row["CH_TRADE_HIGH_PRICE"]), float(row["CH_TRADE_LOW_PRICE"]),
-             float(row["CH_CLOSING_PRICE"]), int(row["CH_TOT_TRADED_QTY"]))
-    return day, ohlcv
+    in_range(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc))
+    prices = [_number(row[k]) for k in ("CH_OPENING_PRICE", "CH_TRADE_HIGH_PRICE", "CH_TRADE_LOW_PRICE",
+                                         "CH_CLOSING_PRICE")]
+    volume = count(row["CH_TOT_TRADED_QTY"])
+    if any(p is None for p in prices) or volume is None:
+        raise ValueError("a price or the volume is missing or out of range")
+    return day, (*prices, volume)  # type: ignore[return-value]
 
 
 # --- the source -----------------------------------------------------------------------
@@ -301,11 +302,12 @@ class NseSource(HistorySource):
         response = await self._history(symbol, start, today)
         raw.append(public_raw(self.name, PRICES.name, response))
         newest = last
-        for row in history_rows(json_body(response, self.name, f"history for {symbol}"), symbol):
+        for position, row in enumerate(history_rows(json_body(response, self.name, f"history for {symbol}"), symbol)):
             try:
                 day, ohlcv = history_bar(row)
-            except (KeyError, TypeError, ValueError):
+            except RECORD_ERRORS as e:
                 meta["skipped"] += 1
+                note_unparseable(meta, len(raw) - 1, position, e)
                 continue
             if (last and day <= last) or day > today:
                 continue
@@ -326,8 +328,9 @@ class NseSource(HistorySource):
             return
         try:
             updated, ohlcv = quote_bar(quote)
-        except (KeyError, TypeError, ValueError):
+        except RECORD_ERRORS as e:
             meta["skipped"] += 1
+            note_unparseable(meta, len(raw) - 1, 0, e)
             return
         if symbol in seen and updated <= from_iso(seen[symbol]):
             return  # the same snapshot as last poll: nothing new to say
@@ -350,11 +353,13 @@ class NseSource(HistorySource):
             for symbol in self.symbols:
                 response = await self._history(symbol, day, day)
                 raw.append(public_raw(self.name, PRICES.name, response))
-                for row in history_rows(json_body(response, self.name, f"history for {symbol}"), symbol):
+                rows = history_rows(json_body(response, self.name, f"history for {symbol}"), symbol)
+                for position, row in enumerate(rows):
                     try:
                         session, ohlcv = history_bar(row)
-                    except (KeyError, TypeError, ValueError):
+                    except RECORD_ERRORS as e:
                         meta["skipped"] += 1
+                        note_unparseable(meta, len(raw) - 1, position, e)
                         continue
                     if session == day:
                         bars.add(symbol, ist_midnight_utc(session), ohlcv, ingested_at, run_id)

@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,16 @@ from sentinel_ray.sources.http import (
 )
 from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.paging import Pager
+from sentinel_ray.sources.parsing import (
+    MAX_PAYLOAD_BYTES,
+    RECORD_ERRORS,
+    PayloadError,
+    count,
+    epoch_seconds,
+    loads_json,
+    note_unparseable,
+    optional_text,
+)
 from sentinel_ray.sources.posts import PostItem, posts_table
 
 log = logging.getLogger(__name__)
@@ -68,20 +80,79 @@ class _TransportError(pce.PrawcoreException):
     which prawcore would retry itself with blocking sleeps."""
 
 
+class _Unreadable(pce.PrawcoreException):
+    """A body that cannot be read (too big, too deep, not JSON): a SourceError, not retried."""
+
+
+class _WaitTooLong(pce.PrawcoreException):
+    """Reddit's rate-limit headers ask for a wait beyond the cap: prawcore would sleep it in a thread."""
+
+
+_LIMIT_HEADERS = ("x-ratelimit-remaining", "x-ratelimit-used", "x-ratelimit-reset")
+
+
+def _read_body(response: Any, deadline: float) -> None:
+    """Read a streamed body under a total time and size bound (requests' timeout is per read:
+    a trickled body would never time out)."""
+    chunks, size = [], 0
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_PAYLOAD_BYTES:
+                raise _Unreadable(f"body larger than {MAX_PAYLOAD_BYTES:,} bytes")
+            if time.monotonic() > deadline:
+                raise _TransportError("the body took longer than the timeout to arrive")
+    except requests.RequestException as e:
+        raise _TransportError(f"{type(e).__name__}: {e}") from None
+    finally:
+        response.close()
+    response._content = b"".join(chunks)  # what requests' own .content does once read
+    response._content_consumed = True
+
+
+def _checked_limits(headers: Any, max_wait_s: float) -> None:
+    """Drop rate-limit headers prawcore cannot read (it would raise on NaN or 1e999), and refuse a
+    window reset further away than `max_wait_s` (prawcore would sleep it, blocking)."""
+    values = [headers.get(h) for h in _LIMIT_HEADERS]
+    if values[0] is None:
+        return
+    try:
+        remaining, used, reset = float(values[0]), int(values[1]), int(values[2])
+        if not math.isfinite(remaining) or used < 0 or reset < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        for h in _LIMIT_HEADERS:
+            headers.pop(h, None)
+        return
+    if remaining < 1 and reset > max_wait_s:
+        raise _WaitTooLong(f"rate limit window used up, it resets in {reset}s (more than {max_wait_s:.0f}s)")
+
+
 class _Requestor(prawcore.Requestor):
     """prawcore's requestor with our timeout, no hidden retries, and a copy of each API response."""
 
-    def __init__(self, *args: Any, sink: list[HttpResponse], timeout_s: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sink: list[HttpResponse], timeout_s: float, max_wait_s: float = 300.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, timeout=timeout_s, **kwargs)
         self.sink = sink
+        self.max_wait_s = max_wait_s
 
     def request(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.timeout
         try:
             # prawcore passes its module default timeout on API calls; ours wins.
-            response = super().request(*args, timeout=self.timeout, **kwargs)
+            response = super().request(*args, timeout=self.timeout, stream=True, **kwargs)
         except pce.RequestException as e:
             raise _TransportError(f"{type(e.original_exception).__name__}: {e.original_exception}") from None
+        _read_body(response, deadline)
+        _checked_limits(response.headers, self.max_wait_s)
         status = response.status_code
+        if 200 <= status < 300:
+            try:
+                loads_json(response.content, "reddit response")  # prawcore's response.json() has no bounds
+            except PayloadError as e:
+                raise _Unreadable(str(e)) from None
         if status in (401, 403):
             # Raised here, not by prawcore: prawcore would retry a 401 after a blocking sleep, and
             # its mapping fails with KeyError on a 401 that lacks a www-authenticate header.
@@ -125,6 +196,10 @@ def _classify(exc: Exception, where: str) -> _Verdict:
         return _Verdict(True, FetchError(f"reddit: {where}: HTTP {exc.response.status_code}"))
     if isinstance(exc, _TransportError):
         return _Verdict(True, FetchError(f"reddit: {where}: {exc}"))
+    if isinstance(exc, _WaitTooLong):
+        return _Verdict(False, FetchError(f"reddit: {where}: {exc}; giving up for now"))
+    if isinstance(exc, _Unreadable):
+        return _Verdict(False, SourceError(f"reddit: {where}: the response cannot be read: {exc}"))
     if isinstance(exc, pce.BadJSON):
         return _Verdict(False, SourceError(f"reddit: {where}: the response is not JSON: "
                                            f"{exc.response.content[:200]!r}"))
@@ -150,7 +225,7 @@ class _Item:
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2 ** 53 else None
 
 
 def _item(child: Any) -> _Item | None:
@@ -159,16 +234,19 @@ def _item(child: Any) -> _Item | None:
         return None
     kind, data = child.get("kind"), child["data"]
     created, item_id = data.get("created_utc"), data.get("id")
-    if not isinstance(created, (int, float)) or not isinstance(item_id, str) or kind not in ("t3", "t1"):
+    if not isinstance(created, (int, float)) or isinstance(created, bool) or not isinstance(item_id, str) \
+            or kind not in ("t3", "t1"):
         return None
-    author = data.get("author")
-    author = author if isinstance(author, str) and author != "[deleted]" else None
-    permalink = data.get("permalink")
+    epoch_seconds(created)  # ValueError when not a real time (Infinity, year 1, 1970): the record is unparseable
+    author = optional_text(data.get("author"))
+    author = author if author != "[deleted]" else None
+    permalink = optional_text(data.get("permalink"))
     url = PUBLIC_URL + permalink if isinstance(permalink, str) and permalink.startswith("/") else None
     if kind == "t3":
         title, body = data.get("title"), data.get("selftext") or ""
         if not isinstance(title, str) or not isinstance(body, str):
             return None
+        title, body = optional_text(title) or "", optional_text(body) or ""
         # raw_json=1 means Reddit sends the text unescaped: it is used as is.
         text = title if body in _GONE_TEXT or not body.strip() else f"{title}\n\n{body}"
         score, comments = _int(data.get("score")), _int(data.get("num_comments"))
@@ -178,11 +256,16 @@ def _item(child: Any) -> _Item | None:
         if not isinstance(text, str):
             return None
         engagement = _int(data.get("score"))
-    return _Item(data.get("name") or f"{kind}_{item_id}", author, text, float(created), url, engagement)
+    name = data.get("name")
+    post_id = optional_text(name if isinstance(name, str) and name else f"{kind}_{item_id}")
+    if post_id is None:
+        return None
+    # a net-downvoted post has a negative score: no engagement to speak of, not a negative count
+    return _Item(post_id, author, optional_text(text) or "", float(created), url, count(engagement))
 
 
 def _post(item: _Item, received_at: dt.datetime) -> PostItem:
-    return PostItem(item.post_id, item.author, item.text, dt.datetime.fromtimestamp(item.ts, dt.timezone.utc),
+    return PostItem(item.post_id, item.author, item.text, epoch_seconds(item.ts),
                     item.url, item.engagement, received_at)
 
 
@@ -212,7 +295,8 @@ class RedditSource(Source):
         self.subreddits = list(settings.subreddits)
         self.base_url, self.oauth_url = settings.base_url.rstrip("/"), settings.oauth_url.rstrip("/")
         self.user_agent, self.page_cap, self.timeout_s = settings.user_agent, settings.page_cap, settings.timeout_s
-        self.retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
+        self.retry = retry or RetryPolicy(max_attempts=settings.max_attempts,
+                                          max_retry_after_s=settings.max_server_wait_s)
         self.sleep = sleep
         self._bucket = TokenBucket(rate_per_s, burst)
         self._rng = random.Random(seed)
@@ -233,7 +317,8 @@ class RedditSource(Source):
                 check_for_updates=False,  # no PyPI look-up from a poller
                 check_for_async=False,  # praw runs in a worker thread (asyncio.to_thread), never on the loop
                 requestor_class=_Requestor,
-                requestor_kwargs={"sink": self._captured, "timeout_s": self.timeout_s, "session": self._session})
+                requestor_kwargs={"sink": self._captured, "timeout_s": self.timeout_s, "session": self._session,
+                                  "max_wait_s": self.retry.max_retry_after_s})
             # With a client secret and no user credentials praw runs application-only, read-only.
             assert self._reddit.read_only
         return self._reddit
@@ -253,7 +338,7 @@ class RedditSource(Source):
             self.requests_made += 1
             try:
                 return await asyncio.to_thread(self._get_blocking, path, params)
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
                 # prawcore reads the token answer with plain dict access: a malformed one lands here
                 raise SourceError(f"reddit: {where}: unexpected answer ({type(e).__name__}: {e})") from None
             except Exception as e:  # noqa: BLE001 - classified below, unknown ones re-raised
@@ -283,8 +368,13 @@ class RedditSource(Source):
         pages = Pager(page, lambda listing: listing[1], limit=self.page_cap)
         async for children, _, response in pages:
             reached_cursor = False
-            for child in children:
-                item = _item(child)
+            for position, child in enumerate(children):
+                try:
+                    item = _item(child)
+                except RECORD_ERRORS as e:
+                    meta["skipped"] += 1
+                    note_unparseable(meta, len(raw) - 1, position, e)
+                    continue
                 if item is None:
                     meta["skipped"] += 1
                     continue

@@ -37,6 +37,16 @@ from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import HttpClient
+from sentinel_ray.sources.parsing import (
+    RECORD_ERRORS,
+    PayloadError,
+    check_size,
+    clean_text,
+    http_url,
+    in_range,
+    off_loop,
+    optional_text,
+)
 from sentinel_ray.sources.posts import PostItem, posts_table
 
 log = logging.getLogger(__name__)
@@ -66,6 +76,10 @@ class ParsedFeed:
 
 def parse_feed(body: bytes, feed_url: str, received_at: dt.datetime, content_type: str | None = None) -> ParsedFeed:
     """An RSS/Atom document -> posts. SourceError when nothing at all could be read from it."""
+    try:
+        check_size(body, f"rss: feed {feed_url}")
+    except PayloadError as e:
+        raise SourceError(str(e)) from None
     headers = {"content-location": feed_url}
     if content_type:
         headers["content-type"] = content_type
@@ -79,10 +93,13 @@ def parse_feed(body: bytes, feed_url: str, received_at: dt.datetime, content_typ
     if not doc.entries and (problem or not doc.get("version")):
         raise SourceError(f"rss: feed {feed_url} is not a readable RSS/Atom document "
                           f"({problem or 'no feed element found'}): {body[:80]!r}")
-    feed_title = html_to_text(doc.feed.get("title", "")) or None
+    feed_title = optional_text(html_to_text(doc.feed.get("title", "") or ""))
     posts, skipped, undated = [], 0, 0
     for entry in doc.entries:
-        post = entry_post(entry, feed_title, received_at)
+        try:
+            post = entry_post(entry, feed_title, received_at)
+        except RECORD_ERRORS:
+            post = None
         if post is None:
             skipped += 1
             continue
@@ -93,20 +110,24 @@ def parse_feed(body: bytes, feed_url: str, received_at: dt.datetime, content_typ
 
 def entry_post(entry: Mapping[str, Any], feed_title: str | None, received_at: dt.datetime) -> PostItem | None:
     """One feedparser entry -> a post, or None when it has no text to speak of."""
-    title = html_to_text(entry.get("title") or "")
-    summary = html_to_text(_summary_html(entry))
+    title = html_to_text(_str(entry.get("title")))
+    summary = html_to_text(_str(_summary_html(entry)))
     text = title if not summary or summary == title else (f"{title}\n{summary}" if title else summary)
     if not text:
         return None
     ts = entry_time(entry)
-    link = entry.get("link") or None
-    post_id = entry.get("id") or link
+    link = http_url(entry.get("link"))  # javascript:, data: and relative links are no link
+    post_id = optional_text(entry.get("id")) or optional_text(entry.get("link"))
     if not post_id:
-        stamp = entry.get("published") or entry.get("updated") or ""
+        stamp = clean_text(_str(entry.get("published") or entry.get("updated")))
         post_id = "sha1:" + hashlib.sha1(f"{title}\n{stamp}".encode()).hexdigest()
-    author = html_to_text(entry.get("author") or "") or feed_title
+    author = html_to_text(_str(entry.get("author"))) or feed_title
     # feeds carry no engagement counts
-    return PostItem(str(post_id).strip(), author, text, ts, link, None, received_at)
+    return PostItem(post_id, author, text, ts, link, None, received_at)
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _summary_html(entry: Mapping[str, Any]) -> str:
@@ -126,8 +147,11 @@ def entry_time(entry: Mapping[str, Any]) -> dt.datetime | None:
         # dict.get: FeedParserDict.get("updated_parsed") would fall back to the published date, with a warning
         parsed = dict.get(entry, key) if isinstance(entry, dict) else entry.get(key)
         if parsed:
-            # feedparser has already converted the date to UTC (struct_time)
-            return dt.datetime.fromtimestamp(calendar.timegm(parsed), dt.timezone.utc)
+            # feedparser has already converted the date to UTC (struct_time); year 1 or 9999 is no date
+            try:
+                return in_range(dt.datetime.fromtimestamp(calendar.timegm(parsed), dt.timezone.utc))
+            except (ValueError, OverflowError, OSError, TypeError):
+                return None
     return None
 
 
@@ -177,11 +201,12 @@ class _TextOnly(HTMLParser):
 def html_to_text(value: str) -> str:
     """An HTML fragment (or plain text) -> one line of plain text."""
     if "<" not in value and "&" not in value:
-        return " ".join(value.split())
+        return clean_text(" ".join(value.split()))
     parser = _TextOnly()
     parser.feed(value)
     parser.close()
-    return " ".join("".join(parser.parts).split())
+    # char refs like &#xD800; come out as lone surrogates
+    return clean_text(" ".join("".join(parser.parts).split()))
 
 
 # --- cursor -------------------------------------------------------------------------------
@@ -315,7 +340,8 @@ class RssSource(Source):
         if response.status == 304:
             return FeedPoll(url, state, not_modified=True)
         headers = response.headers  # HttpClient's: names in any case
-        parsed = parse_feed(response.body, url, response.received_at, headers.get("Content-Type"))
+        # feedparser takes seconds on big or deeply nested documents: off the event loop
+        parsed = await off_loop(parse_feed, response.body, url, response.received_at, headers.get("Content-Type"))
         validators = FeedState(headers.get("ETag"), headers.get("Last-Modified"), state.newest, state.seen)
         return FeedPoll(url, validators, RawPayload.of(self.name, POSTS.name, response), parsed)
 

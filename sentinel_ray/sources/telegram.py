@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,16 @@ from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import HttpClient, HttpResponse
 from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.paging import Pager
+from sentinel_ray.sources.parsing import (
+    RECORD_ERRORS,
+    PayloadError,
+    check_size,
+    clean_text,
+    count,
+    in_range,
+    note_unparseable,
+    off_loop,
+)
 from sentinel_ray.sources.posts import PostItem, posts_table
 
 log = logging.getLogger(__name__)
@@ -38,6 +49,7 @@ log = logging.getLogger(__name__)
 PUBLIC_URL = "https://t.me"
 _SPACE = re.compile(r"[ \t\r\n\f\v]+")  # HTML collapses these; \xa0 (&nbsp;) stays
 _VIEWS = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMB]?)\s*$", re.IGNORECASE)
+_CHANNEL = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # what Telegram allows in a public channel name
 _SCALE = {"": 1, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
 # The preview is a public web page: stay gentle, one request every two seconds.
 RATE_PER_S, BURST = 0.5, 2
@@ -71,6 +83,7 @@ class Page:
     malformed: int  # message blocks that could not be read
     has_newer: bool  # the page links to newer posts
     before: int | None  # the id to ask `?before=` for older posts, when the page links to them
+    unparseable: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (block position, error)
 
 
 def parse_views(value: str | None) -> int | None:
@@ -78,7 +91,7 @@ def parse_views(value: str | None) -> int | None:
     match = _VIEWS.match(value or "")
     if not match:
         return None
-    return round(float(match.group(1)) * _SCALE[match.group(2).upper()])
+    return count(round(float(match.group(1)) * _SCALE[match.group(2).upper()]))
 
 
 def _visible_text(node: LexborNode) -> str:
@@ -89,7 +102,7 @@ def _visible_text(node: LexborNode) -> str:
             parts.append(_SPACE.sub(" ", child.text_content or ""))
         elif child.tag == "br":
             parts.append("\n")
-    lines = "".join(parts).replace("\xa0", " ").split("\n")
+    lines = clean_text("".join(parts)).replace("\xa0", " ").split("\n")
     return "\n".join(line.strip() for line in lines).strip()
 
 
@@ -119,13 +132,15 @@ def _message(block: LexborNode) -> Message | None:
     post = block.attributes.get("data-post") or ""
     channel, _, raw_id = post.partition("/")
     time_node = block.css_first(".tgme_widget_message_date time[datetime]")
-    if not channel or not raw_id.isdigit() or time_node is None:
+    if not channel or not raw_id.isascii() or not raw_id.isdigit() or time_node is None:
         return None
+    if not _CHANNEL.match(channel) or int(raw_id) >= 2 ** 53:
+        raise ValueError(f"not a channel post: {post[:60]!r}")
     try:
         ts = dt.datetime.fromisoformat(time_node.attributes.get("datetime") or "")
     except ValueError:
         return None
-    ts = ts.astimezone(dt.timezone.utc) if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+    ts = in_range(ts.astimezone(dt.timezone.utc) if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc))
     views = block.css_first(".tgme_widget_message_views")
     forwarded = block.css_first(".tgme_widget_message_forwarded_from_name")
     return Message(channel, int(raw_id), _message_text(block), ts,
@@ -134,7 +149,12 @@ def _message(block: LexborNode) -> Message | None:
 
 
 def parse_page(body: bytes | str, where: str = "page") -> Page:
-    """The posts of one preview page, oldest first. SourceError if it is not a channel preview."""
+    """The posts of one preview page, oldest first. SourceError if it is not a channel preview
+    (or larger than a payload may be)."""
+    try:
+        check_size(body, f"telegram: {where}")
+    except PayloadError as e:
+        raise SourceError(str(e)) from None
     tree = LexborHTMLParser(body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body)
     blocks = tree.css("div.tgme_widget_message")
     if not blocks and tree.css_first(".tgme_channel_history") is None:
@@ -142,9 +162,13 @@ def parse_page(body: bytes | str, where: str = "page") -> Page:
         raise SourceError(f"telegram: {where}: not a public channel preview page (no posts, no channel history; "
                           f"title {title.text().strip() if title is not None else None!r}): a private or "
                           f"unknown channel, or a changed page layout")
-    messages, malformed = [], 0
-    for block in blocks:
-        message = _message(block)
+    messages, malformed, unparseable = [], 0, []
+    for position, block in enumerate(blocks):
+        try:
+            message = _message(block)
+        except RECORD_ERRORS as e:
+            unparseable.append((position, f"{type(e).__name__}: {str(e)[:200]}"))
+            message = None
         if message is None:
             malformed += 1
         else:
@@ -154,7 +178,8 @@ def parse_page(body: bytes | str, where: str = "page") -> Page:
                  or tree.css_first('link[rel="next"]') is not None)
     older = tree.css_first("a.tme_messages_more[data-before]")
     before = (older.attributes.get("data-before") or "") if older is not None else ""
-    return Page(messages, malformed, has_newer, int(before) if before.isdigit() else None)
+    readable = before.isascii() and before.isdigit() and int(before) < 2 ** 53
+    return Page(messages, malformed, has_newer, int(before) if readable else None, unparseable)
 
 
 class TelegramSource(Source):
@@ -174,7 +199,8 @@ class TelegramSource(Source):
     async def _page(self, channel: str, after: int | None) -> tuple[Page, HttpResponse]:
         response = await self.http.get(f"{self.base_url}/s/{channel}",
                                        params={"after": after} if after is not None else None)
-        return parse_page(response.body, f"/s/{channel}"), response
+        # big or deeply nested pages take seconds to parse: off the event loop
+        return await off_loop(parse_page, response.body, f"/s/{channel}"), response
 
     async def _poll_channel(self, channel: str, last_id: int | None, posts: list[PostItem], raw: list[RawPayload],
                             meta: dict[str, Any]) -> int | None:
@@ -191,6 +217,8 @@ class TelegramSource(Source):
                       first=last_id)
         async for listing, response in pages:
             meta["skipped"] += listing.malformed
+            for position, error in listing.unparseable:
+                note_unparseable(meta, len(raw) - 1, position, error)
             fresh = [m for m in listing.messages if mark.last_value is None or m.message_id > mark.last_value]
             for message in fresh:
                 if message.text is None:

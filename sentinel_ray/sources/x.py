@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -34,6 +34,15 @@ from sentinel_ray.sources.base import Source, require_secrets
 from sentinel_ray.sources.http import HttpClient, HttpResponse, HttpStatusError
 from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.paging import Pager
+from sentinel_ray.sources.parsing import (
+    RECORD_ERRORS,
+    PayloadError,
+    count,
+    in_range,
+    loads_json,
+    note_unparseable,
+    optional_text,
+)
 from sentinel_ray.sources.posts import PostItem, posts_table
 from sentinel_ray.sources.tickers import company_names
 
@@ -49,6 +58,7 @@ TWITTER_EPOCH_MS = 1_288_834_974_657  # snowflake ids carry their creation time 
 RATE_LIMIT_HEADERS = {"reset_header": "x-rate-limit-reset", "remaining_header": "x-rate-limit-remaining"}
 # App-only recent search allows 450 requests per 15 minutes: 0.5/s stays under it.
 RATE_PER_S, BURST = 0.5, 3
+re_username = re.compile(r"^[A-Za-z0-9_]{1,50}$")
 
 
 def _search_terms(tickers: Sequence[str]) -> list[list[str]]:
@@ -88,8 +98,11 @@ def build_queries(tickers: Sequence[str], max_length: int = MAX_QUERY_LENGTH) ->
 
 
 def _snowflake_time(tweet_id: str) -> dt.datetime:
+    """The creation time a snowflake id carries; ValueError when that is not a real time."""
     ms = (int(tweet_id) >> 22) + TWITTER_EPOCH_MS
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    if not 0 < ms < 2 ** 53:
+        raise ValueError(f"id {tweet_id[:30]} carries no real time")
+    return in_range(dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc))
 
 
 @dataclass
@@ -102,9 +115,9 @@ class _Page:
 
 def _parse_page(body: bytes, where: str) -> _Page:
     try:
-        payload = json.loads(body)
-    except ValueError:
-        raise SourceError(f"x: {where}: the response is not JSON: {body[:200]!r}") from None
+        payload = loads_json(body, f"x: {where}")
+    except PayloadError as e:
+        raise SourceError(f"x: {where}: the response is not JSON: {body[:200]!r} ({str(e)[:200]})") from None
     if not isinstance(payload, dict):
         raise SourceError(f"x: {where}: expected a JSON object, got {type(payload).__name__}")
     data = payload.get("data", [])
@@ -117,7 +130,9 @@ def _parse_page(body: bytes, where: str) -> _Page:
         problems = payload.get("errors") or payload
         raise SourceError(f"x: {where}: neither data nor meta in the answer: {str(problems)[:300]}")
     users = {}
-    for user in (payload.get("includes") or {}).get("users") or []:
+    includes = payload.get("includes") if isinstance(payload.get("includes"), dict) else {}
+    listed = includes.get("users") if isinstance(includes.get("users"), list) else []
+    for user in listed:
         if isinstance(user, dict) and isinstance(user.get("id"), str) and isinstance(user.get("username"), str):
             users[user["id"]] = user["username"]
     newest, token = meta.get("newest_id"), meta.get("next_token")
@@ -132,14 +147,16 @@ def _post(tweet: Any, users: dict[str, str], received_at: dt.datetime) -> PostIt
     note = tweet.get("note_tweet")
     if isinstance(note, dict) and isinstance(note.get("text"), str):
         text = note["text"]  # `text` of a long post is cut at 280 characters; the note holds all of it
-    if not isinstance(tweet_id, str) or not tweet_id.isdigit() or not isinstance(text, str):
+    if not isinstance(tweet_id, str) or not tweet_id.isascii() or not tweet_id.isdigit() or not isinstance(text, str):
         return None
     ts = _created_at(tweet.get("created_at")) or _snowflake_time(tweet_id)
-    author_id = tweet.get("author_id") if isinstance(tweet.get("author_id"), str) else None
-    username = users.get(author_id) if author_id else None
+    author_id = optional_text(tweet.get("author_id"))
+    username = optional_text(users.get(author_id)) if author_id else None
+    if username is not None and not re_username.match(username):
+        username = None  # a link is built from it: only what X allows in a handle
     url = f"{PUBLIC_URL}/{username}/status/{tweet_id}" if username else f"{PUBLIC_URL}/i/web/status/{tweet_id}"
     # X escapes &, < and > in post text
-    return PostItem(tweet_id, username or author_id, html.unescape(text), ts, url,
+    return PostItem(tweet_id, username or author_id, optional_text(html.unescape(text)) or "", ts, url,
                     _engagement(tweet.get("public_metrics")), received_at)
 
 
@@ -148,17 +165,17 @@ def _created_at(value: Any) -> dt.datetime | None:
         return None
     try:
         ts = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+        return in_range(ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc))
+    except (ValueError, OverflowError):
+        return None  # the id's own time stands in
 
 
 def _engagement(metrics: Any) -> int | None:
     if not isinstance(metrics, dict):
         return None
     counts = [metrics.get(k) for k in ("like_count", "reply_count", "retweet_count", "quote_count")]
-    counts = [c for c in counts if isinstance(c, int)]
-    return sum(counts) if counts else None
+    counts = [c for c in (count(c) for c in counts) if c is not None]
+    return count(sum(counts)) if counts else None
 
 
 class XSource(Source):
@@ -201,18 +218,23 @@ class XSource(Source):
 
         pages = Pager(page, lambda fetched: fetched[1].next_token, limit=self.page_cap)
         async for response, listing in pages:
-            for tweet in listing.tweets:
+            for position, tweet in enumerate(listing.tweets):
                 tweet_id = tweet.get("id") if isinstance(tweet, dict) else None
-                if tweet_id in seen:  # the same post can match two of the split queries
+                if isinstance(tweet_id, str) and tweet_id in seen:  # the same post can match two split queries
                     continue
-                post = _post(tweet, listing.users, response.received_at)
+                try:
+                    post = _post(tweet, listing.users, response.received_at)
+                except RECORD_ERRORS as e:
+                    note_unparseable(meta, len(raw) - 1, position, e)
+                    post = None
                 if post is None:
                     meta["skipped"] += 1
                     continue
                 posts.append(post)
                 seen.add(post.post_id)
                 mark.emit(int(post.post_id))
-            if pages.pages == 1 and listing.newest_id and listing.newest_id.isdigit():
+            if pages.pages == 1 and listing.newest_id and listing.newest_id.isascii() and listing.newest_id.isdigit() \
+                    and int(listing.newest_id) < 2 ** 63:
                 mark.emit(int(listing.newest_id))
         if pages.truncated and since_id is not None:
             log.warning("x: page cap %d reached for query %r before since_id; older new posts are not fetched",

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import random
 import threading
@@ -76,6 +75,7 @@ from sentinel_ray.market import DAILY_BAR_FINAL_AFTER, EXCHANGE_TZ, YAHOO_SUFFIX
 from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES, TIMESTAMP_TYPE
 from sentinel_ray.sources.base import HistorySource
+from sentinel_ray.sources.parsing import EARLIEST, MAX_COUNT, PayloadError, latest_allowed, loads_json
 from sentinel_ray.sources.http import (
     RETRY_STATUSES,
     AuthError,
@@ -250,9 +250,17 @@ def _frame_ms(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _column(frame: pd.DataFrame, name: str, keep: np.ndarray) -> np.ndarray:
+    """A numeric column of the kept rows; what is not a finite number becomes NaN (null in the table)."""
     if name not in frame.columns:
         return np.full(int(keep.sum()), np.nan)
-    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)[keep]
+    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)[keep]
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def _real_times(ms: np.ndarray) -> np.ndarray:
+    """Rows whose bar time is a real one (1990 to tomorrow): Yahoo's zeros and sentinels are no bars."""
+    lo, hi = int(EARLIEST.timestamp() * 1000), int(latest_allowed().timestamp() * 1000)
+    return (ms >= lo) & (ms <= hi)
 
 
 def bars_table(frame: pd.DataFrame | None, symbol: YahooSymbol, interval: str, keep: np.ndarray | None,
@@ -261,8 +269,10 @@ def bars_table(frame: pd.DataFrame | None, symbol: YahooSymbol, interval: str, k
     if frame is None or frame.empty:
         return PRICES.record_schema.empty_table()
     keep = np.ones(len(frame), dtype=bool) if keep is None else keep
+    keep = keep & _real_times(_frame_ms(frame))
     n = int(keep.sum())
-    volume = _column(frame, "Volume", keep)
+    volume = np.rint(_column(frame, "Volume", keep))
+    volume = np.where((volume >= 0) & (volume < MAX_COUNT), volume, np.nan)  # 2^63-1 is no volume
     cols = {
         "ticker": pa.array([symbol.ticker] * n, pa.string()),
         "exchange": pa.array([symbol.exchange] * n, pa.string()),
@@ -270,7 +280,7 @@ def bars_table(frame: pd.DataFrame | None, symbol: YahooSymbol, interval: str, k
         "ts": pa.array(_frame_ms(frame)[keep], pa.int64()).cast(TIMESTAMP_TYPE),
         **{name.lower(): pa.array(_column(frame, name, keep), pa.float64(), from_pandas=True)
            for name in ("Open", "High", "Low", "Close")},
-        "volume": pa.array(np.rint(volume), pa.float64(), from_pandas=True).cast(pa.int64()),
+        "volume": pa.array(volume, pa.float64(), from_pandas=True).cast(pa.int64()),
         "source": pa.array([YahooSource.name] * n, pa.string()),
         "run_id": pa.array([run_id] * n, pa.string()),
         "ingested_at": pa.array([ingested_at] * n, TIMESTAMP_TYPE),
@@ -281,8 +291,8 @@ def bars_table(frame: pd.DataFrame | None, symbol: YahooSymbol, interval: str, k
 def check_chart_body(chart: RecordedCall, symbol: YahooSymbol) -> None:
     """A 2xx chart body must be Yahoo's chart JSON; anything else is a clear SourceError."""
     try:
-        doc = json.loads(chart.body)
-    except ValueError:
+        doc = loads_json(chart.body, f"yahoo: chart of {symbol.yahoo}")
+    except PayloadError:
         head = chart.body[:80].decode("utf-8", errors="replace")
         raise SourceError(f"yahoo: chart of {symbol.yahoo} is not JSON (starts {head!r})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("chart"), dict):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import html
-import json
 import logging
 import re
 import urllib.parse
@@ -41,6 +40,14 @@ from sentinel_ray.sources.base import Source, require_secrets
 from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse, HttpStatusError
 from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.paging import Pager
+from sentinel_ray.sources.parsing import (
+    RECORD_ERRORS,
+    PayloadError,
+    count,
+    in_range,
+    loads_json,
+    optional_text,
+)
 from sentinel_ray.sources.posts import PostItem, posts_table
 from sentinel_ray.sources.tickers import company_names, ticker_index
 
@@ -93,7 +100,7 @@ def parse_search(body: bytes, received_at: dt.datetime) -> Page:
             continue
         try:
             videos.append(_video(item, received_at))
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except RECORD_ERRORS:
             skipped += 1
     return Page(videos, _token(doc), skipped)
 
@@ -105,15 +112,15 @@ def parse_comment_threads(body: bytes, received_at: dt.datetime) -> Page:
     for item in _items(doc, "commentThreads"):
         try:
             comments.append(_comment(item, received_at))
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except RECORD_ERRORS:
             skipped += 1
     return Page(comments, _token(doc), skipped)
 
 
 def _load(body: bytes, endpoint: str) -> dict[str, Any]:
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = loads_json(body, f"youtube: {endpoint}")
+    except PayloadError as e:
         raise SourceError(f"youtube: {endpoint} answered something that is not JSON ({e}): "
                           f"{body[:120]!r}") from None
     if not isinstance(doc, dict):
@@ -136,16 +143,16 @@ def _token(doc: dict[str, Any]) -> str | None:
 def _video(item: dict[str, Any], received_at: dt.datetime) -> Video:
     video_id = item["id"]["videoId"]
     snippet = item["snippet"]
-    if not isinstance(video_id, str) or not video_id:
+    if not isinstance(video_id, str) or not _ID.match(video_id):
         raise ValueError("no videoId")
     published = parse_time(snippet["publishedAt"])
     # search.list returns titles and descriptions HTML-escaped ("&#39;", "&amp;")
-    title = html.unescape(snippet.get("title") or "").strip()
-    description = html.unescape(snippet.get("description") or "").strip()
+    title = optional_text(html.unescape(snippet.get("title") or "")) or ""
+    description = optional_text(html.unescape(snippet.get("description") or "")) or ""
     text = f"{title}\n{description}" if description else title
     if not text:
         raise ValueError("video without title or description")
-    channel = html.unescape(snippet.get("channelTitle") or "") or None
+    channel = optional_text(html.unescape(snippet.get("channelTitle") or ""))
     post = PostItem(f"video:{video_id}", channel, text, published, WATCH_URL + video_id, None, received_at)
     return Video(video_id, published, post)
 
@@ -156,20 +163,26 @@ def _comment(item: dict[str, Any], received_at: dt.datetime) -> Comment:
     snippet = top["snippet"]
     comment_id = top.get("id") or item["id"]
     video_id = snippet.get("videoId") or thread["videoId"]
-    if not isinstance(comment_id, str) or not comment_id or not isinstance(video_id, str):
+    if not isinstance(comment_id, str) or not _ID.match(comment_id) or not isinstance(video_id, str) \
+            or not _ID.match(video_id):
         raise ValueError("no comment or video id")
     # textOriginal is what the author typed; textDisplay is HTML when textFormat=html
     text = snippet.get("textOriginal") or html_to_text(snippet.get("textDisplay") or "")
-    if not text.strip():
+    text = optional_text(text)
+    if not text:
         raise ValueError("comment without text")
     published = parse_time(snippet["publishedAt"])
-    engagement = int(snippet.get("likeCount") or 0) + int(thread.get("totalReplyCount") or 0)
+    likes, replies = snippet.get("likeCount") or 0, thread.get("totalReplyCount") or 0
+    if count(likes) is None or count(replies) is None:
+        raise ValueError(f"unreadable counts: {str(likes)[:20]!r}, {str(replies)[:20]!r}")
+    engagement = count(count(likes) + count(replies))  # type: ignore[operator]
     url = f"{WATCH_URL}{video_id}&lc={comment_id}"
-    post = PostItem(comment_id, snippet.get("authorDisplayName") or None, text, published, url, engagement,
+    post = PostItem(comment_id, optional_text(snippet.get("authorDisplayName")), text, published, url, engagement,
                     received_at)
     return Comment(comment_id, published, post)
 
 
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")  # video and comment ids: they go into links and queries
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]+>")
 
@@ -184,7 +197,7 @@ def parse_time(value: str) -> dt.datetime:
     when = dt.datetime.fromisoformat(value)
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc)
+    return in_range(when.astimezone(dt.timezone.utc))
 
 
 def iso(when: dt.datetime) -> str:
@@ -470,7 +483,7 @@ def error_reason(error: AuthError | HttpStatusError) -> str | None:
     """
     text = error.body.decode("utf-8", "replace")
     try:
-        doc = json.loads(text)
+        doc = loads_json(text, "youtube error")
         errors = doc["error"].get("errors") or []
         if errors and isinstance(errors[0], dict) and errors[0].get("reason"):
             return str(errors[0]["reason"])
