@@ -31,6 +31,8 @@ def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=_date, help="first UTC day, YYYY-MM-DD (default: end - 2 days)")
     parser.add_argument("--end", type=_date, help="last UTC day, inclusive (default: yesterday)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object too")
+    parser.add_argument("--force", action="store_true",
+                        help="redo days an earlier backfill of this source finished (default: skip them)")
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,7 +43,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     settings = join_platform(settings, needs_ray=True)
     print(f"backfill: source={args.source} {start}..{end} -> lake {settings.resolved_lake_uri}, "
           f"warehouse {settings.resolved_warehouse_dsn}", flush=True)
-    summary = run_backfill(settings, args.source, start, end)
+    summary = run_backfill(settings, args.source, start, end, force=args.force,
+                           progress=lambda p: print(p.render(), flush=True))
     print(summary.render(), flush=True)
     if args.json:
         print(json.dumps(summary.as_dict()), flush=True)
@@ -116,7 +119,7 @@ def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Ingestion state from the running platform's supervisor (or, without Ray, from Redis)."""
-    from sentinel_ray.ingest.supervisor import ingestion_status, stream_store
+    from sentinel_ray.ingest.supervisor import ingestion_status, reported_status
 
     status = None
     try:
@@ -134,9 +137,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                   f"set RAY_ADDRESS to the address `sentinel-ray up` printed if that is not the platform's; "
                   f"reading what the workers last reported to Redis)", file=sys.stderr)
         try:
-            store = stream_store(settings)
-            status = {"pollers": store.statuses("poller"), "consumers": store.statuses("consumer"),
-                      "streams": {ds: store.lag(ds).as_dict() for ds in ("prices", "posts", "filings")}}
+            status = reported_status(settings)
         except (redis.RedisError, OSError) as e:
             print(f"sentinel-ray status: no running platform found (Redis at {settings.resolved_redis_url} "
                   f"does not answer: {e})", file=sys.stderr)
@@ -153,12 +154,42 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for name, c in sorted(status["consumers"].items()):
         print(f"  {name:<10} {c.get('actor', '-'):<8} batches {c.get('batches', 0):>6}  rows {c.get('rows_in', 0):>9,}"
               f"  quarantined {c.get('rows_quarantined', 0):>6,}  freshness p50/p99 {c.get('freshness_p50_s')}/"
-              f"{c.get('freshness_p99_s')} s  errors {c.get('errors', 0)}  last error: {c.get('last_error') or '-'}")
+              f"{c.get('freshness_p99_s')} s  errors {c.get('errors', 0)}  restarts {c.get('restarts', 0)}  "
+              f"dead letters {c.get('dead_letters', 0)}  last error: {c.get('last_error') or '-'}")
     print("streams")
     for name, lag in sorted(status["streams"].items()):
         age = lag.get("oldest_pending_age_s")
         print(f"  {name:<10} length {lag['length']:>6}  pending {lag['pending']:>6}  "
               f"oldest pending {'-' if age is None else f'{age:.1f}s'}  consumers {lag['consumers']}")
+    print("dead letters")
+    for name, dl in sorted((status.get("dead_letters") or {}).items()):
+        last = (f"last: {dl.get('last_error_type')} ({dl.get('last_error_kind')}) at {dl.get('last_at')}: "
+                f"{(dl.get('last_error') or '')[:120]}") if dl.get("last_error") else "last: -"
+        print(f"  {name:<10} waiting {dl.get('waiting', 0)} ({dl.get('rows_waiting', 0):,} rows)  "
+              f"total {dl.get('entries_total', 0)} in {dl.get('batches_total', 0)} batches  "
+              f"replayed {dl.get('replayed_total', 0)}  {last}")
+    return 0
+
+
+def cmd_deadletters(args: argparse.Namespace, settings: Settings) -> int:
+    """List or replay the batches consumers set aside after errors a retry cannot fix (Redis only)."""
+    from sentinel_ray.ingest.supervisor import dead_letters, replay_dead_letters
+
+    if args.action == "list":
+        rows = dead_letters(settings, args.dataset, count=args.limit)
+        if args.json:
+            print(json.dumps(rows, default=str, indent=2))
+            return 0
+        if not rows:
+            print(f"no dead letters for {args.dataset}")
+        for r in rows:
+            print(f"{r.get('id')}  from {r.get('original_id')}  source {r.get('source', '-')}  rows {r.get('rows', '-')}  "
+                  f"{r.get('error_type')} ({r.get('error_kind')}) by {r.get('consumer')} at {r.get('failed_at')}: "
+                  f"{(r.get('error') or '')[:200]}")
+        return 0
+    replayed = replay_dead_letters(settings, args.dataset, args.id or None)
+    print(f"replayed {len(replayed)} dead letter(s) of {args.dataset} into its stream; the running consumers store "
+          f"them (fix the cause first, or they come back)")
     return 0
 
 
@@ -266,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="state of pollers, consumers and streams of the running platform")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    dead = sub.add_parser("deadletters", help="list or replay stream batches set aside after errors a retry cannot fix")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("dataset", choices=["prices", "posts", "filings"])
+    dead.add_argument("--id", action="append", help="replay only these dead-letter ids (repeatable)")
+    dead.add_argument("--limit", type=int, default=100, help="list at most this many")
+    dead.add_argument("--json", action="store_true")
+    dead.set_defaults(func=cmd_deadletters)
 
     sources = sub.add_parser("sources", help="list the data sources, or check them (config + one live fetch)")
     sources.add_argument("action", choices=["list", "check"])

@@ -70,6 +70,8 @@ class Settings(BaseModel):
     replay_chunk_rows: int = Field(20_000, ge=1, description="firehose: rows per poll")
     stream_max_entries: int = Field(2_000, ge=1, description="backpressure: pollers wait while a stream holds more")
     consumers_per_dataset: int = Field(1, ge=1, le=64)
+    dead_letter_after_failures: int = Field(5, ge=1, description=(
+        "failures of unknown kind before a stream batch is dead-lettered; terminal errors are at once"))
     batch_max_rows: int = Field(50_000, ge=1, description="micro-batch: at most this many rows ...")
     batch_max_wait_s: float = Field(0.5, gt=0, description="... or what arrived within this many seconds")
     claim_idle_s: float = Field(30.0, gt=0, description="entries pending this long are taken from a dead consumer")

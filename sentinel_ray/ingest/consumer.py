@@ -13,6 +13,13 @@ Nothing lost, nothing doubled, even when a consumer dies mid-batch:
   list first; others XAUTOCLAIM after `claim_idle_s`). Entries that belong to a manifest
   are processed again as exactly that batch, so the same files are rewritten rather than
   new ones added, and the warehouse's ReplacingMergeTree absorbs the re-insert.
+
+A failed batch stays pending and is retried, unless a retry cannot help: on a terminal
+error (`records.classify`), or after `dead_letter_after_failures` failures whose kind is
+unknown, what its attempts wrote is removed (its lake files, its warehouse rows) and its
+entries move to the dead-letter stream, acknowledged in the same atomic step. An entry
+that cannot even be decoded goes there as soon as it is read. Replayed dead letters are
+new entries: they are stored once, under a new batch key.
 """
 from __future__ import annotations
 
@@ -33,7 +40,8 @@ from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.quality.rules import rules_for
-from sentinel_ray.records import BatchResult, utc_now
+from sentinel_ray.records import BatchResult, ErrorKind, classify, utc_now
+from sentinel_ray.schemas import QUALITY_METRICS
 from sentinel_ray.schemas import dataset as dataset_named
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse
@@ -72,6 +80,9 @@ class ConsumerStats:
     errors: int = 0
     last_error: str | None = None
     last_batch_at: str | None = None
+    dead_letters: int = 0  # entries this consumer moved to the dead-letter stream
+    dead_letter_rows: int = 0
+    last_dead_letter: str | None = None  # the error that sent them there
     # seconds from entering the stream to being stored (queryable), one per entry
     freshness_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
@@ -80,7 +91,9 @@ class ConsumerStats:
         p = (lambda q: round(fresh[min(len(fresh) - 1, int(q * len(fresh)))], 3) if fresh else None)
         return {"batches": self.batches, "rows_in": self.rows_in, "rows_valid": self.rows_valid,
                 "rows_quarantined": self.rows_quarantined, "errors": self.errors, "last_error": self.last_error,
-                "last_batch_at": self.last_batch_at, "freshness_p50_s": p(0.5), "freshness_p99_s": p(0.99)}
+                "last_batch_at": self.last_batch_at, "freshness_p50_s": p(0.5), "freshness_p99_s": p(0.99),
+                "dead_letters": self.dead_letters, "dead_letter_rows": self.dead_letter_rows,
+                "last_dead_letter": self.last_dead_letter}
 
 
 class StreamConsumer:
@@ -95,6 +108,7 @@ class StreamConsumer:
         self.record_runs = record_runs
         self.stats = ConsumerStats()
         self._current: MicroBatch | None = None  # the batch being stored, for failure records
+        self.dead_letter_after = settings.dead_letter_after_failures
         store.ensure_group(dataset)
         warehouse.ensure_schema()
         self.rules = rules_for(settings)
@@ -103,7 +117,7 @@ class StreamConsumer:
     def next_batch(self, block_s: float | None = None) -> MicroBatch | None:
         """My own pending entries first, then entries a dead consumer left, then new ones."""
         for _ in range(2):
-            mine = self.store.read_pending(self.ds.name, self.name, count=READ_COUNT * 10)
+            mine = self._decodable(self.store.read_pending(self.ds.name, self.name, count=READ_COUNT * 10))
             if mine:
                 return self._batch_from_pending(mine)
             if not self._claim_abandoned():
@@ -128,7 +142,7 @@ class StreamConsumer:
         by_id = {e.id: e for e in pending}
         missing = [i for i in ids if i not in by_id]
         if missing:  # parts of the batch still pending under another (dead) consumer
-            by_id.update((e.id, e) for e in self.store.claim(self.ds.name, self.name, missing))
+            by_id.update((e.id, e) for e in self._decodable(self.store.claim(self.ds.name, self.name, missing)))
         entries = [by_id[i] for i in ids if i in by_id]
         log.info("%s: re-processing batch %s (%d entries)", self.name, first_key, len(entries))
         return MicroBatch(first_key, self.ds.name, entries)
@@ -150,10 +164,21 @@ class StreamConsumer:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
-            got = self.store.read_new(self.ds.name, self.name, count=READ_COUNT, block_ms=remaining_ms)
+            got = self._decodable(self.store.read_new(self.ds.name, self.name, count=READ_COUNT,
+                                                      block_ms=remaining_ms))
             entries.extend(got)
             rows += sum(e.rows for e in got)
         return self._register(entries) if entries else None
+
+    def _decodable(self, entries: list[Entry]) -> list[Entry]:
+        """The entries that decoded; the others go to the dead-letter stream now (no retry decodes them)."""
+        good = [e for e in entries if e.poison is None]
+        for e in entries:
+            if e.poison is not None:
+                log.error("%s: entry %s cannot be decoded (%s: %s); dead-lettered", self.name, e.id,
+                          type(e.poison).__name__, e.poison)
+                self._set_aside(None, [e], e.poison, ErrorKind.TERMINAL, attempts=1)
+        return good
 
     def _register(self, entries: list[Entry]) -> MicroBatch:
         key = f"{self.ds.name}-{entries[0].id}"
@@ -223,14 +248,68 @@ class StreamConsumer:
                 self.run_once()
                 failures = 0
             except Exception as e:  # noqa: BLE001 - a failing batch stays pending and is retried
-                failures += 1
-                self.stats.errors += 1
-                metrics.record_batch_error("stream", self.ds.name)
-                self.stats.last_error = f"{type(e).__name__}: {e}"[:500]
-                log.warning("%s: batch failed (%s); retrying", self.name, self.stats.last_error)
-                self._record_failure(self.stats.last_error)
-                stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                if self.handle_failure(e):
+                    failures = 0  # set aside: the next batch owes this one no backoff
+                else:
+                    failures += 1
+                    stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
             self._publish_status()
+
+    def handle_failure(self, error: Exception) -> bool:
+        """Count and record a failed attempt at the current batch; dead-letter the batch when
+        no retry will help. True when it was dead-lettered (else it stays pending)."""
+        self.stats.errors += 1
+        metrics.record_batch_error("stream", self.ds.name)
+        self.stats.last_error = f"{type(error).__name__}: {error}"[:500]
+        self._record_failure(self.stats.last_error)
+        kind, batch = classify(error), self._current
+        if batch is None or kind is ErrorKind.TRANSIENT:
+            log.warning("%s: batch failed (%s); retrying", self.name, self.stats.last_error)
+            return False
+        try:
+            attempts = self.store.count_failure(self.ds.name, batch.key)
+            if kind is ErrorKind.UNKNOWN and attempts < self.dead_letter_after:
+                log.warning("%s: batch %s failed (%s, %d of %d before it is set aside); retrying", self.name,
+                            batch.key, self.stats.last_error, attempts, self.dead_letter_after)
+                return False
+            self._undo_writes(batch)
+            self._set_aside(batch.key, batch.entries, error, kind, attempts=attempts)
+        except Exception as e:  # noqa: BLE001 - the batch stays pending: the next attempt tries again
+            log.warning("%s: batch %s failed (%s) and could not be dead-lettered (%s: %s); retrying", self.name,
+                        batch.key, self.stats.last_error, type(e).__name__, e)
+            return False
+        self._current = None
+        return True
+
+    def _undo_writes(self, batch: MicroBatch) -> None:
+        """Remove what the batch's attempts wrote (every write is named by its key), so that its
+        rows are only in the dead letters and a replay, under a new key, stores them once."""
+        name = f"part-{batch.key}.parquet"  # stream batch keys are file-name safe: dataset and entry id
+        for zone in ("curated", "quarantine"):
+            schema = self.ds.arrow_schema if zone == "curated" else self.ds.quarantine_schema
+            for path in self.lake.list_files(zone, self.ds.name):
+                if path.rsplit("/", 1)[-1] == name:
+                    self.lake.replace_file(path, schema.empty_table(), self.ds)  # empty: removed
+        try:
+            for table in (self.ds.name, QUALITY_METRICS.name):
+                where, params = f"FROM {{db}}.`{table}` WHERE run_id = {{run:String}}", {"run": batch.key}
+                # a DELETE is a mutation, slow even when it matches nothing: a refused insert left no rows
+                if self.warehouse.query_rows(f"SELECT count() AS n {where}", params)[0]["n"]:
+                    self.warehouse.command(f"DELETE {where}", params)
+        except Exception as e:  # noqa: BLE001 - a replay re-inserts the same keys: ReplacingMergeTree absorbs it
+            log.warning("%s: rows of dead-lettered batch %s stay in the warehouse until it is replayed (%s)",
+                        self.name, batch.key, e)
+
+    def _set_aside(self, batch_key: str | None, entries: list[Entry], error: Exception, kind: ErrorKind, *,
+                   attempts: int) -> None:
+        moved = set(self.store.dead_letter(self.ds.name, batch_key, [e.id for e in entries], error=error, kind=kind,
+                                           consumer=self.name, attempts=attempts))
+        rows = sum(e.rows for e in entries if e.id in moved)
+        self.stats.dead_letters += len(moved)
+        self.stats.dead_letter_rows += rows
+        self.stats.last_dead_letter = f"{type(error).__name__}: {error}"[:500]
+        log.error("%s: %d entries (%d rows) dead-lettered after %d attempt(s): %s", self.name, len(moved), rows,
+                  attempts, self.stats.last_dead_letter)
 
     def _record_failure(self, error: str) -> None:
         """Best effort: a failed attempt is a pipeline run of its own (the batch is retried

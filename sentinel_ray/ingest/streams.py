@@ -6,13 +6,20 @@ stream (columnar, so consumers never parse rows one by one), plus who sent it an
 A poll's entries and the source's new cursor are written in one MULTI/EXEC: either both
 land or neither, so a poller that dies between the two cannot emit the same records
 twice. Consumers read through one consumer group per stream: the group protocol (read,
-take over, batch manifests, acknowledge) is here; what a micro-batch is, is in consumer.py.
+take over, batch manifests, acknowledge, dead letters) is here; what a micro-batch is, is
+in consumer.py.
+
+Dead letters: entries whose batch failed in a way no retry fixes move to
+`<prefix>:deadletter:<dataset>`, each with its payload fields unchanged plus why
+(`DEAD_LETTER_FIELDS`), and leave the stream in the same atomic step (a Lua script, so
+only entries this XACK took off the pending list are moved: a batch two consumers hold at
+once is moved, or stored, once). `replay_dead_letters` moves them back, atomically again.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -20,8 +27,80 @@ import pyarrow.ipc as ipc
 import redis
 
 from sentinel_ray.config import Settings
+from sentinel_ray.records import ErrorKind, utc_now
 
 GROUP = "pipeline"
+# what a dead-letter entry carries besides the original entry's fields (source, rows, created_ms, arrow)
+DEAD_LETTER_FIELDS = ("original_id", "batch_key", "error_type", "error", "error_kind", "consumer", "failed_at",
+                      "attempts")
+
+# KEYS: stream, dead-letter stream, batch-of hash, failures hash, dead-letter stats, manifest
+# ARGV: group, batch key ('' for none), error_type, error, error_kind, consumer, failed_at, attempts, ids...
+_DEAD_LETTER = """
+local moved, rows = {}, 0
+for i = 9, #ARGV do
+  local id = ARGV[i]
+  local entry = redis.call('XRANGE', KEYS[1], id, id)
+  if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
+    if #entry == 1 then
+      local fields = entry[1][2]
+      for j = 1, #fields, 2 do
+        if fields[j] == 'rows' then rows = rows + (tonumber(fields[j + 1]) or 0) end
+      end
+      local meta = {'original_id', id, 'batch_key', ARGV[2], 'error_type', ARGV[3], 'error', ARGV[4],
+                    'error_kind', ARGV[5], 'consumer', ARGV[6], 'failed_at', ARGV[7], 'attempts', ARGV[8]}
+      for j = 1, #meta do fields[#fields + 1] = meta[j] end
+      redis.call('XADD', KEYS[2], '*', unpack(fields))
+      moved[#moved + 1] = id
+    end
+    redis.call('XDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[3], id)
+  end
+end
+if ARGV[2] ~= '' then
+  redis.call('DEL', KEYS[6])
+  redis.call('HDEL', KEYS[4], ARGV[2])
+end
+if #moved > 0 then
+  redis.call('HINCRBY', KEYS[5], 'entries', #moved)
+  redis.call('HINCRBY', KEYS[5], 'rows', rows)
+  redis.call('HINCRBY', KEYS[5], 'batches', 1)
+  redis.call('HSET', KEYS[5], 'last_error_type', ARGV[3], 'last_error', ARGV[4], 'last_error_kind', ARGV[5],
+             'last_at', ARGV[7])
+end
+return moved
+"""
+
+# KEYS: dead-letter stream, stream, dead-letter stats. ARGV: dead-letter ids. Returns the new stream ids.
+_REPLAY = """
+local meta = {original_id = 1, batch_key = 1, error_type = 1, error = 1, error_kind = 1, consumer = 1,
+              failed_at = 1, attempts = 1}
+local added, rows = {}, 0
+for i = 1, #ARGV do
+  local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+  if #entry == 1 then
+    local fields, payload = entry[1][2], {}
+    for j = 1, #fields, 2 do
+      if not meta[fields[j]] then
+        payload[#payload + 1] = fields[j]
+        payload[#payload + 1] = fields[j + 1]
+        if fields[j] == 'rows' then rows = rows + (tonumber(fields[j + 1]) or 0) end
+      end
+    end
+    added[#added + 1] = redis.call('XADD', KEYS[2], '*', unpack(payload))
+    redis.call('XDEL', KEYS[1], ARGV[i])
+  end
+end
+if #added > 0 then
+  redis.call('HINCRBY', KEYS[3], 'replayed_entries', #added)
+  redis.call('HINCRBY', KEYS[3], 'replayed_rows', rows)
+end
+return added
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def encode_table(table: pa.Table) -> bytes:
@@ -41,17 +120,29 @@ class Entry:
     source: str
     rows: int
     created_ms: int  # when the poller (or webhook) put it in the stream
-    table: pa.Table
+    table: pa.Table | None  # None only for a poisoned entry
+    poison: Exception | None = field(default=None, compare=False)  # why it could not be decoded
 
     @classmethod
     def from_redis(cls, entry_id: bytes | str, fields: dict[bytes, bytes]) -> "Entry":
         return cls(
-            id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+            id=_text(entry_id),
             source=fields[b"source"].decode(),
             rows=int(fields[b"rows"]),
             created_ms=int(fields[b"created_ms"]),
             table=decode_table(fields[b"arrow"]),
         )
+
+    @classmethod
+    def read(cls, entry_id: bytes | str, fields: dict[bytes, bytes]) -> "Entry":
+        """`from_redis`, or, when the fields cannot be decoded, a poisoned entry: no retry will
+        decode it, so the consumer dead-letters it rather than fail on it forever."""
+        try:
+            return cls.from_redis(entry_id, fields)
+        except Exception as e:  # noqa: BLE001 - any decoding failure is this entry's, not the stream's
+            rows = fields.get(b"rows", b"")
+            return cls(_text(entry_id), _text(fields.get(b"source", b"")), int(rows) if rows.isdigit() else 0, 0,
+                       None, poison=e)
 
     @property
     def stream_ms(self) -> int:
@@ -97,6 +188,18 @@ class StreamStore:
 
     def fault_key(self, point: str) -> str:
         return f"{self.prefix}:fault:{point}"  # chaos drills: exists while consumers hold at `point`
+
+    def dead_letter_key(self, dataset: str) -> str:
+        return f"{self.prefix}:deadletter:{dataset}"  # stream of entries set aside, with why
+
+    def dead_letter_stats_key(self, dataset: str) -> str:
+        return f"{self.prefix}:deadletter-stats:{dataset}"  # hash: totals and the last error
+
+    def failures_key(self, dataset: str) -> str:
+        return f"{self.prefix}:failures:{dataset}"  # hash: batch key -> failed attempts (unknown errors)
+
+    def restarts_key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}:restarts:{kind}:{name}"  # how often that actor was restarted
 
     # -- writing -----------------------------------------------------------------
     def ensure_group(self, dataset: str) -> None:
@@ -144,7 +247,7 @@ class StreamStore:
         for _stream, items in reply or []:
             for entry_id, fields in items:
                 if fields:  # an id whose entry was deleted comes back without fields
-                    entries.append(Entry.from_redis(entry_id, fields))
+                    entries.append(Entry.read(entry_id, fields))
                 else:
                     self.redis.xack(key, GROUP, entry_id)
         return entries
@@ -161,7 +264,7 @@ class StreamStore:
     def claim(self, dataset: str, consumer: str, ids: list[str]) -> list[Entry]:
         """Take these entries over now, however briefly idle (XCLAIM): the rest of a batch being resumed."""
         claimed = self.redis.xclaim(self.stream_key(dataset), GROUP, consumer, 0, ids)
-        return [Entry.from_redis(entry_id, fields) for entry_id, fields in claimed if fields]
+        return [Entry.read(entry_id, fields) for entry_id, fields in claimed if fields]
 
     def save_manifest(self, dataset: str, batch_key: str, ids: list[str]) -> None:
         """Record a micro-batch before anything is written for it: its entry ids, and each id's batch."""
@@ -187,7 +290,76 @@ class StreamStore:
         pipe.xdel(key, *ids)
         pipe.hdel(self.batch_of_key(dataset), *ids)
         pipe.delete(self.manifest_key(batch_key))
+        pipe.hdel(self.failures_key(dataset), batch_key)
         pipe.execute()
+
+    def count_failure(self, dataset: str, batch_key: str) -> int:
+        """One more failed attempt at this batch; how many so far (cleared when it is acknowledged)."""
+        return int(self.redis.hincrby(self.failures_key(dataset), batch_key, 1))
+
+    # -- dead letters --------------------------------------------------------------
+    def dead_letter(self, dataset: str, batch_key: str | None, ids: list[str], *, error: BaseException,
+                    kind: ErrorKind, consumer: str, attempts: int = 1) -> list[str]:
+        """Move these pending entries to the dead-letter stream and acknowledge them, with the
+        batch's manifest dropped, atomically. Returns the ids moved: only entries still pending
+        (one another consumer acknowledged meanwhile was stored, and stays so)."""
+        keys = [self.stream_key(dataset), self.dead_letter_key(dataset), self.batch_of_key(dataset),
+                self.failures_key(dataset), self.dead_letter_stats_key(dataset), self.manifest_key(batch_key or "")]
+        args = [GROUP, batch_key or "", type(error).__name__, str(error)[:2_000], kind.value, consumer,
+                utc_now().isoformat(), attempts, *ids]
+        return [_text(i) for i in self.redis.eval(_DEAD_LETTER, len(keys), *keys, *args)]
+
+    def dead_letters(self, dataset: str, *, count: int = 100) -> list[dict[str, Any]]:
+        """The oldest `count` dead letters: id, where they came from, why (no payload)."""
+        out = []
+        for entry_id, fields in self.redis.xrange(self.dead_letter_key(dataset), count=count):
+            out.append({"id": _text(entry_id), "source": _text(fields.get(b"source", b"")),
+                        "rows": int(fields.get(b"rows") or 0),
+                        **{name: _text(fields.get(name.encode(), b"")) for name in DEAD_LETTER_FIELDS}})
+        return out
+
+    def replay_dead_letters(self, dataset: str, ids: list[str] | None = None) -> list[str]:
+        """Move dead letters (these, or all there are now) back to the stream, each exactly once:
+        appended as new entries and deleted from the dead-letter stream in one atomic step.
+        Returns the new stream ids."""
+        key = self.dead_letter_key(dataset)
+        keys = [key, self.stream_key(dataset), self.dead_letter_stats_key(dataset)]
+        if ids is not None:
+            return [_text(i) for i in self.redis.eval(_REPLAY, len(keys), *keys, *ids)] if ids else []
+        newest = self.redis.xrevrange(key, count=1)  # not past what is there now: replays may fail again
+        if not newest:
+            return []
+        added: list[str] = []
+        while chunk := [_text(i) for i, _ in self.redis.xrange(key, max=newest[0][0], count=500)]:
+            added += [_text(i) for i in self.redis.eval(_REPLAY, len(keys), *keys, *chunk)]
+        return added
+
+    def dead_letter_summary(self, dataset: str) -> dict[str, Any]:
+        """What `status` shows per dataset: dead letters waiting, their rows, totals, the last error."""
+        stats = {_text(k): _text(v) for k, v in self.redis.hgetall(self.dead_letter_stats_key(dataset)).items()}
+        number = (lambda name: int(stats.get(name) or 0))
+        return {"waiting": int(self.redis.xlen(self.dead_letter_key(dataset))),
+                "rows_waiting": number("rows") - number("replayed_rows"),
+                "entries_total": number("entries"), "batches_total": number("batches"),
+                "replayed_total": number("replayed_entries"), "last_error": stats.get("last_error"),
+                "last_error_type": stats.get("last_error_type"), "last_error_kind": stats.get("last_error_kind"),
+                "last_at": stats.get("last_at")}
+
+    # -- restarts --------------------------------------------------------------------
+    def count_restart(self, kind: str, name: str) -> int:
+        return int(self.redis.incr(self.restarts_key(kind, name)))
+
+    def restarts(self, kind: str, names: list[str] | None = None) -> dict[str, int]:
+        """Restarts of these actors (0 when never counted), or of every actor of `kind` counted."""
+        if names is None:
+            start = len(self.restarts_key(kind, ""))
+            names = [_text(k)[start:] for k in self.redis.scan_iter(match=f"{self.restarts_key(kind, '')}*")]
+        values = self.redis.mget([self.restarts_key(kind, n) for n in names]) if names else []
+        return {n: int(v or 0) for n, v in zip(names, values)}
+
+    def reset_restarts(self, kind: str, names: list[str]) -> None:
+        if names:
+            self.redis.delete(*[self.restarts_key(kind, n) for n in names])
 
     def fault_held(self, point: str) -> bool:
         return bool(self.redis.exists(self.fault_key(point)))

@@ -5,6 +5,10 @@ long-lived actors with `max_restarts=-1`: when a worker process dies Ray starts 
 and re-runs its `run()` loop (`max_task_retries=-1`), which resumes from Redis. The
 supervisor itself is a named, detached actor (`sentinel-supervisor`), so `sentinel-ray
 status` in another terminal can ask it; it also re-creates any actor Ray gave up on.
+
+Restarts are counted in Redis (`<prefix>:restarts:<kind>:<name>`), not in the actors'
+memory, which a restart wipes: an actor Ray restarted counts itself when it comes back,
+and the supervisor counts the actors it re-creates. `start()` sets them back to 0.
 """
 from __future__ import annotations
 
@@ -46,11 +50,23 @@ def stream_store(settings: Settings, prefix: str | None = None) -> StreamStore:
                        with_key_prefix(settings, prefix).redis_key_prefix)
 
 
+def _count_if_restarted(store: StreamStore, kind: str, name: str) -> None:
+    """In an actor's __init__: when Ray is re-running it after the process died, count that."""
+    try:
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            count = store.count_restart(kind, name)
+            log.warning("%s %s: restarted by Ray (restart %d)", kind, name, count)
+    except Exception as e:  # noqa: BLE001 - counting must not keep the actor from starting
+        log.warning("%s %s: restart not counted (%s)", kind, name, e)
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class PollerActor:
     def __init__(self, settings: Settings, source_name: str) -> None:
+        store = stream_store(settings)
+        _count_if_restarted(store, "poller", source_name)
         self.poller = SourcePoller(settings, make_stream_source(source_name, settings),
-                                   store=stream_store(settings), lake=Lake(settings.resolved_lake_uri))
+                                   store=store, lake=Lake(settings.resolved_lake_uri))
         self._stop: asyncio.Event | None = None
 
     async def run(self) -> str:
@@ -69,7 +85,9 @@ class PollerActor:
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=4)
 class ConsumerActor:
     def __init__(self, settings: Settings, dataset: str, name: str) -> None:
-        self.consumer = StreamConsumer(settings, dataset, name, store=stream_store(settings),
+        store = stream_store(settings)
+        _count_if_restarted(store, "consumer", name)
+        self.consumer = StreamConsumer(settings, dataset, name, store=store,
                                        lake=Lake(settings.resolved_lake_uri), warehouse=connect_warehouse(settings))
         self._stop = threading.Event()
 
@@ -95,18 +113,21 @@ class Supervisor:
         self.pollers: dict[str, Any] = {}
         self.consumers: dict[str, Any] = {}
         self.runs: dict[str, Any] = {}  # actor name -> ObjectRef of its run() call
-        self.restarts: dict[str, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
         rules_for(self.settings)  # a bad rules file fails here, clearly, not in every consumer
         for ds in DATA_DATASETS:
             self.store.ensure_group(ds)
+        self.store.reset_restarts("poller", list(self.settings.sources_enabled))
+        self.store.reset_restarts("consumer", [name for _ds, name in self._consumer_names()])
         for source in self.settings.sources_enabled:
             self._start_poller(source)
-        for ds in DATA_DATASETS:
-            for i in range(self.settings.consumers_per_dataset):
-                self._start_consumer(ds, f"{ds}-{i}")
+        for ds, name in self._consumer_names():
+            self._start_consumer(ds, name)
+
+    def _consumer_names(self) -> list[tuple[str, str]]:
+        return [(ds, f"{ds}-{i}") for ds in DATA_DATASETS for i in range(self.settings.consumers_per_dataset)]
 
     def _start_poller(self, source: str) -> None:
         handle = PollerActor.options(name=f"{self.prefix}-poller-{source}", namespace=RAY_NAMESPACE,
@@ -145,7 +166,10 @@ class Supervisor:
                 continue
             kind, name = key.split(":", 1)
             log.warning("supervisor: %s %s ended; restarting it", kind, name)
-            self.restarts[key] = self.restarts.get(key, 0) + 1
+            try:
+                self.store.count_restart(kind, name)
+            except Exception as e:  # noqa: BLE001 - Redis down: restart it all the same
+                log.warning("supervisor: restart of %s %s not counted (%s)", kind, name, e)
             handle = self.pollers.get(name) if kind == "poller" else self.consumers.get(name)
             if handle is not None:
                 try:
@@ -177,14 +201,18 @@ class Supervisor:
             except Exception as e:  # noqa: BLE001 - report, do not raise
                 return {"actor": f"unreachable ({type(e).__name__})"}
 
+        poller_restarts = self.store.restarts("poller", list(self.pollers))
+        consumer_restarts = self.store.restarts("consumer", list(self.consumers))
         return {
-            "pollers": {n: {**ask(h), "restarts": self.restarts.get(f"poller:{n}", 0)}
-                        for n, h in self.pollers.items()},
-            "consumers": {n: {**ask(h), "restarts": self.restarts.get(f"consumer:{n}", 0)}
-                          for n, h in self.consumers.items()},
+            "pollers": {n: {**ask(h), "restarts": poller_restarts[n]} for n, h in self.pollers.items()},
+            "consumers": {n: {**ask(h), "restarts": consumer_restarts[n]} for n, h in self.consumers.items()},
             "streams": {ds: self.store.lag(ds).as_dict() for ds in DATA_DATASETS},
+            "dead_letters": {ds: self.store.dead_letter_summary(ds) for ds in DATA_DATASETS},
             "checked_at": time.time(),
         }
+
+    def replay_dead_letters(self, dataset: str, ids: list[str] | None = None) -> list[str]:
+        return replay_dead_letters(self.settings, dataset, ids)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
@@ -205,6 +233,9 @@ class SupervisorActor:
 
     def status(self) -> dict[str, Any]:
         return self.supervisor.status()
+
+    def replay_dead_letters(self, dataset: str, ids: list[str] | None = None) -> list[str]:
+        return self.supervisor.replay_dead_letters(dataset, ids)
 
     def stop(self) -> None:
         self._stop.set()
@@ -237,3 +268,34 @@ def ingestion_status() -> dict[str, Any] | None:
     except ValueError:
         return None
     return ray.get(handle.status.remote(), timeout=30)
+
+
+def reported_status(settings: Settings) -> dict[str, Any]:
+    """Ingestion state from Redis alone (no Ray): what the workers last reported, restarts,
+    stream lag and dead letters, in the shape of `ingestion_status()`."""
+    store = stream_store(settings)
+
+    def merged(kind: str) -> dict[str, dict[str, Any]]:
+        reported, counted = store.statuses(kind), store.restarts(kind)
+        return {n: {**reported.get(n, {}), "restarts": counted.get(n, 0)} for n in sorted({*reported, *counted})}
+
+    return {"pollers": merged("poller"), "consumers": merged("consumer"),
+            "streams": {ds: store.lag(ds).as_dict() for ds in DATA_DATASETS},
+            "dead_letters": {ds: store.dead_letter_summary(ds) for ds in DATA_DATASETS}}
+
+
+def dead_letters(settings: Settings, dataset: str, *, count: int = 100) -> list[dict[str, Any]]:
+    """The oldest dead letters of `dataset`: ids, origin, error (Redis only; no Ray needed)."""
+    return stream_store(settings).dead_letters(_data_dataset(dataset), count=count)
+
+
+def replay_dead_letters(settings: Settings, dataset: str, ids: list[str] | None = None) -> list[str]:
+    """Move `dataset`'s dead letters (these ids, or all) back to its stream, each exactly once;
+    the running consumers store them. Returns the new stream ids."""
+    return stream_store(settings).replay_dead_letters(_data_dataset(dataset), ids)
+
+
+def _data_dataset(name: str) -> str:
+    if name not in DATA_DATASETS:
+        raise ValueError(f"no stream for {name!r}: one of {', '.join(DATA_DATASETS)}")
+    return name

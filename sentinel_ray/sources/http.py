@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Collection, Mapping, TypeVar
 import aiohttp
 
 from sentinel_ray.config import HttpSourceSettings
-from sentinel_ray.records import SourceError
+from sentinel_ray.records import SourceError, TerminalError
 
 log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
@@ -38,7 +38,7 @@ class FetchError(SourceError):
     """Retries are exhausted, or the service answered something no retry will change."""
 
 
-class AuthError(FetchError):
+class AuthError(FetchError, TerminalError):
     """401/403: the credentials are missing, wrong or not allowed this.
 
     `status` and `body` are the refusing response's (None and b"" when the refusal did
@@ -51,7 +51,7 @@ class AuthError(FetchError):
         self.status, self.body = status, body
 
 
-class HttpStatusError(FetchError):
+class HttpStatusError(FetchError, TerminalError):
     """A 4xx (other than 401/403) that no retry will change; `body` is the whole response body."""
 
     def __init__(self, status: int, url: str, body: bytes) -> None:

@@ -13,16 +13,33 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Protocol
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol
 
 import pyarrow as pa
 
 from sentinel_ray.config import Settings
-from sentinel_ray.records import WarehouseError
+from sentinel_ray.records import (ErrorKind, SentinelError, WarehouseError, WarehouseRefused, WarehouseUnavailable,
+                                  classify)
 from sentinel_ray.runtime import RAY_NAMESPACE
 from sentinel_ray.schemas import ALL_DATASETS, dataset
 
 ACTOR_NAME = "sentinel-warehouse"
+_ERROR_CHARS = 1_000  # ClickHouse messages can quote a whole statement
+_MAPPED = {ErrorKind.TRANSIENT: WarehouseUnavailable, ErrorKind.TERMINAL: WarehouseRefused}
+
+
+@contextmanager
+def mapped_errors(what: str) -> Iterator[None]:
+    """Driver errors as the platform's, original as __cause__: WarehouseUnavailable when a
+    retry may help, WarehouseRefused when it will not, WarehouseError when unknown."""
+    try:
+        yield
+    except SentinelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every driver error is mapped, none swallowed
+        cls = _MAPPED.get(classify(e), WarehouseError)
+        raise cls(f"{what}: {type(e).__name__}: {str(e)[:_ERROR_CHARS]}") from e
 
 
 class Warehouse(Protocol):
@@ -52,10 +69,8 @@ class ClickHouseWarehouse:
         if self._client is None:
             import clickhouse_connect
 
-            try:
+            with mapped_errors(f"cannot open warehouse {self._safe_dsn()}"):
                 self._client = clickhouse_connect.get_client(dsn=self.dsn)
-            except Exception as e:  # noqa: BLE001 - report which warehouse failed, once
-                raise WarehouseError(f"cannot open warehouse {self._safe_dsn()}: {e}") from e
         return self._client
 
     def _safe_dsn(self) -> str:
@@ -69,7 +84,7 @@ class ClickHouseWarehouse:
         return sql.replace("{db}", f"`{self.database}`")
 
     def ensure_schema(self) -> None:
-        with self._lock:
+        with self._lock, mapped_errors("creating the schema"):
             self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
             for ds in ALL_DATASETS.values():
                 self.client.command(ds.ddl(self.database))
@@ -79,21 +94,21 @@ class ClickHouseWarehouse:
             return 0
         ds = dataset(dataset_name)
         table = table.select(ds.column_names)
-        with self._lock:
+        with self._lock, mapped_errors(f"insert into {ds.name}"):
             self.client.insert_arrow(f"`{self.database}`.`{ds.name}`", table)
         return table.num_rows
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
-        with self._lock:
+        with self._lock, mapped_errors("query"):
             return self.client.query_arrow(self._sql(sql), parameters=parameters or {})
 
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock, mapped_errors("query"):
             result = self.client.query(self._sql(sql), parameters=parameters or {})
             return [dict(zip(result.column_names, row)) for row in result.result_rows]
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        with self._lock:
+        with self._lock, mapped_errors("command"):
             return self.client.command(self._sql(sql), parameters=parameters or {})
 
     def ping(self) -> bool:
@@ -120,7 +135,15 @@ class ActorWarehouse:
     def _call(self, method: str, *args: Any) -> Any:
         import ray
 
-        return ray.get(self._handle.call.remote(self.database, method, *args))
+        try:
+            return ray.get(self._handle.call.remote(self.database, method, *args))
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, WarehouseError):  # the owner's own error, without Ray's wrapping
+                raise e.cause from None
+            raise
+        except ray.exceptions.RayActorError as e:
+            raise WarehouseUnavailable(f"the warehouse actor is not available ({type(e).__name__}); "
+                                       f"Ray restarts it") from e
 
     def ensure_schema(self) -> None:
         self._call("ensure_schema")
@@ -165,7 +188,7 @@ class WarehouseOwner:
 
     def call(self, database: str, method: str, *args: Any) -> Any:
         if time.monotonic() < self._suspended_until:
-            raise WarehouseError("warehouse suspended for maintenance (suspend()); retry later")
+            raise WarehouseUnavailable("warehouse suspended for maintenance (suspend()); retry later")
         return getattr(self._for(database), method)(*args)
 
     def suspend(self, seconds: float) -> None:
@@ -194,13 +217,13 @@ def connect_warehouse(settings: Settings) -> Warehouse:
     import ray
 
     if not ray.is_initialized():
-        raise WarehouseError("the embedded (chdb) warehouse is owned by a Ray actor: call ray.init first")
+        raise WarehouseRefused("the embedded (chdb) warehouse is owned by a Ray actor: call ray.init first")
     handle = _owner_actor().options(
         name=ACTOR_NAME, namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote(dsn)
     opened = ray.get(handle.opened_dsn.remote())
     if opened != dsn:
-        raise WarehouseError(f"this Ray cluster's embedded warehouse is {opened}, not {dsn}: chdb opens one "
+        raise WarehouseRefused(f"this Ray cluster's embedded warehouse is {opened}, not {dsn}: chdb opens one "
                              f"data dir per process; use the same SENTINEL_DATA_DIR or a ClickHouse server")
     return ActorWarehouse(handle, settings.warehouse_database)
 

@@ -72,3 +72,30 @@ def expected_counts(settings: Settings) -> dict[str, int]:
     return {**{f"{ds}_curated": exp[ds]["valid"] for ds in ("prices", "posts")},
             **{f"{ds}_quarantine": sum(exp[ds]["rejected"].values()) for ds in ("prices", "posts")},
             **{f"{ds}_warehouse": exp[ds]["valid"] for ds in ("prices", "posts")}}
+
+
+def poll_all(poller) -> int:
+    """Poll until the source is idle; the records published."""
+    import asyncio
+
+    total = 0
+    for _ in range(1000):
+        published = asyncio.run(poller.poll_once())
+        if not published and poller.stats.state == "idle":
+            return total
+        total += published
+    raise AssertionError("replay did not end")
+
+
+def make_consumer(settings: Settings, store, name: str, dataset: str = "prices"):
+    from sentinel_ray.ingest.consumer import StreamConsumer
+    from sentinel_ray.storage.lake import Lake
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    return StreamConsumer(settings, dataset, name, store=store, lake=Lake(settings.resolved_lake_uri),
+                          warehouse=connect_warehouse(settings))
+
+
+def drain(consumer) -> None:
+    while consumer.run_once():
+        pass

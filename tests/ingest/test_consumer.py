@@ -5,33 +5,15 @@ import asyncio
 
 import pytest
 
-from sentinel_ray.ingest.consumer import StreamConsumer
 from sentinel_ray.ingest.poller import SourcePoller
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import connect_warehouse
+from tests.ingest.conftest import drain as _drain
 from tests.ingest.conftest import expected, expected_counts, firehose, stored_counts
+from tests.ingest.conftest import make_consumer as _consumer
+from tests.ingest.conftest import poll_all as _poll_all
 
 pytestmark = pytest.mark.ray
-
-
-def _poll_all(poller: SourcePoller) -> int:
-    total = 0
-    for _ in range(1000):
-        published = asyncio.run(poller.poll_once())
-        if not published and poller.stats.state == "idle":
-            return total
-        total += published
-    raise AssertionError("replay did not end")
-
-
-def _consumer(settings, store, name: str, dataset: str = "prices") -> StreamConsumer:
-    return StreamConsumer(settings, dataset, name, store=store, lake=Lake(settings.resolved_lake_uri),
-                          warehouse=connect_warehouse(settings))
-
-
-def _drain(consumer: StreamConsumer) -> None:
-    while consumer.run_once():
-        pass
 
 
 def test_a_replay_run_stores_exactly_what_the_source_produced(ray_session, ingest_settings, store) -> None:

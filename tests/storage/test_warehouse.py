@@ -68,3 +68,21 @@ def test_parameters_are_bound_server_side(warehouse: ClickHouseWarehouse) -> Non
 
 def test_ping(warehouse: ClickHouseWarehouse) -> None:
     assert warehouse.ping()
+
+
+def test_errors_say_whether_a_retry_helps(warehouse: ClickHouseWarehouse) -> None:
+    import clickhouse_connect.driver.exceptions as ch
+
+    from sentinel_ray.records import WarehouseRefused, is_transient
+
+    with pytest.raises(WarehouseRefused, match="UNKNOWN_TABLE") as unknown:
+        warehouse.query_rows("SELECT count() AS n FROM {db}.no_such_table")
+    assert isinstance(unknown.value.__cause__, ch.DatabaseError) and not is_transient(unknown.value)
+    warehouse.command("ALTER TABLE {db}.prices ADD CONSTRAINT no_low_close CHECK close > 10")
+    try:
+        with pytest.raises(WarehouseRefused, match="insert into prices: DatabaseError: .*VIOLATED_CONSTRAINT"):
+            warehouse.insert("prices", _bars(3, 5.0, dt.datetime(2026, 11, 3, tzinfo=UTC)))
+    finally:
+        warehouse.command("ALTER TABLE {db}.prices DROP CONSTRAINT no_low_close")
+    rows = warehouse.query_rows("SELECT count() AS n FROM {db}.prices FINAL WHERE close = 5")
+    assert rows == [{"n": 0}]  # refused whole: nothing of it was stored
