@@ -289,10 +289,27 @@ QUALITY_ALERTS = Dataset(
     version_column="raised_at",
 )
 
+BACKFILL_DAYS = Dataset(
+    name="backfill_days",
+    doc="one row per (source, day) a backfill finished: a re-run skips these days unless forced",
+    fields=(
+        Field("source", Kind.SYMBOL),
+        Field("day", Kind.TIMESTAMP, doc="the UTC day backfilled, at 00:00"),
+        Field("run_id", Kind.STRING, doc="the backfill run that finished it last"),
+        Field("rows_in", Kind.INT),
+        Field("rows_valid", Kind.INT),
+        Field("rows_quarantined", Kind.INT),
+        Field("finished_at", Kind.TIMESTAMP, doc="version: the latest finish wins"),
+    ),
+    natural_key=("source", "day"),
+    time_column="day",
+    version_column="finished_at",
+)
+
 # Datasets that flow through the pipeline (sources -> lake -> warehouse).
 DATA_DATASETS: dict[str, Dataset] = {d.name: d for d in (PRICES, POSTS, FILINGS)}
 ALL_DATASETS: dict[str, Dataset] = {**DATA_DATASETS, **{d.name: d for d in (PIPELINE_RUNS, QUALITY_METRICS,
-                                                                               QUALITY_ALERTS)}}
+                                                                               QUALITY_ALERTS, BACKFILL_DAYS)}}
 
 
 def dataset(name: str) -> Dataset:

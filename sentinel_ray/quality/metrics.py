@@ -29,10 +29,13 @@ CONSISTENCY_REASONS = (Reason.OHLC_INCONSISTENT.value,)
 def batch_metrics(result: BatchResult, ds: Dataset, *, run_id: str, batch: str, pipeline: str,
                   measured_at: dt.datetime) -> pa.Table:
     rows: list[dict[str, Any]] = []
-    for source in _sources(result):
+    sources = _sources(result)
+    for source in sources:
         valid = _of_source(result.valid, source)
         quarantined = _of_source(result.quarantined, source)
-        warned, rows_warned = _warned(result, source)
+        # warn counts are per batch; they are attributed to the batch's single source, and
+        # only reported per source when the batch had one (the common case)
+        warned, rows_warned = (dict(result.warned), result.rows_warned) if len(sources) == 1 else ({}, 0)
         rows.extend({**m, "source": source} for m in _measure(ds, valid, quarantined, warned, rows_warned))
     for row in rows:
         row.update(run_id=run_id, batch=batch, pipeline=pipeline, dataset=ds.name, measured_at=measured_at)
@@ -40,10 +43,16 @@ def batch_metrics(result: BatchResult, ds: Dataset, *, run_id: str, batch: str, 
 
 
 def _sources(result: BatchResult) -> list[str]:
-    values = pa.chunked_array([pc.fill_null(result.valid.column("source"), "unknown"),
-                               pc.fill_null(result.quarantined.column("source"), "unknown")],
-                              type=pa.string())
-    return sorted(pc.unique(values).to_pylist())
+    # per table and dictionary-encoded: a batch has one or two sources, hashing each
+    # row's string again for a chunked union cost more than the rest of the metrics
+    found: set[str] = set()
+    for table in (result.valid, result.quarantined):
+        if table.num_rows:
+            found.update(pc.fill_null(table.column("source").dictionary_encode().combine_chunks().dictionary,
+                                      "unknown").to_pylist())
+            if table.column("source").null_count:
+                found.add("unknown")
+    return sorted(found)
 
 
 def _of_source(table: pa.Table, source: str) -> pa.Table:
@@ -51,14 +60,6 @@ def _of_source(table: pa.Table, source: str) -> pa.Table:
     if table.num_rows == 0 or pc.all(pc.equal(sources, source)).as_py():
         return table
     return table.filter(pc.equal(sources, source))
-
-
-def _warned(result: BatchResult, source: str) -> tuple[dict[str, int], int]:
-    # warn counts are per batch; they are attributed to the batch's single source, and
-    # only reported per source when the batch had one (the common case)
-    if len(_sources(result)) != 1:
-        return {}, 0
-    return dict(result.warned), result.rows_warned
 
 
 def _measure(ds: Dataset, valid: pa.Table, quarantined: pa.Table, warned: dict[str, int],

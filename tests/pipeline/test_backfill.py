@@ -76,10 +76,21 @@ def test_curated_rows_are_clean(backfilled) -> None:
     assert keys.num_rows == prices.num_rows  # no duplicates
 
 
-def test_second_run_changes_nothing(backfilled) -> None:
+def test_second_run_skips_the_finished_days(backfilled) -> None:
     settings, first, start, end = backfilled
     before_lake, before_wh = _lake_snapshot(settings), _warehouse_counts(settings)
     second = run_backfill(settings, "replay", start, end)
+    assert (second.days, second.skipped, second.total_in) == (0, first.days, 0)
+    assert _warehouse_counts(settings) == before_wh
+    after_lake = _lake_snapshot(settings)
+    assert all(after_lake[key] == before_lake[key] for key in before_lake)
+
+
+def test_second_run_changes_nothing(backfilled) -> None:
+    settings, first, start, end = backfilled
+    before_lake, before_wh = _lake_snapshot(settings), _warehouse_counts(settings)
+    second = run_backfill(settings, "replay", start, end, force=True)
+    assert second.days == first.days and second.skipped == 0
     assert (second.rows_in, second.rows_valid, second.rows_quarantined) == (
         first.rows_in, first.rows_valid, first.rows_quarantined)
     after_lake = _lake_snapshot(settings)
