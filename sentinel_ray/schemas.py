@@ -306,10 +306,137 @@ BACKFILL_DAYS = Dataset(
     version_column="finished_at",
 )
 
+# --- surveillance: features, risk and alerts (computed, not ingested) ---------------------
+# Floats are nullable where a window has too little history to say anything (e.g. a
+# 60-minute return in the first hour of the first session); `computed_at` versions a row,
+# so recomputing a day replaces its rows instead of adding to them.
+
+FEATURES_1M = Dataset(
+    name="features_1m",
+    doc="point-in-time features per ticker per 1m bar: from prices and posts at or before the bar only",
+    fields=(
+        Field("ticker", Kind.SYMBOL),
+        Field("exchange", Kind.SYMBOL),
+        Field("ts", Kind.TIMESTAMP, doc="the bar's open, UTC; features use data up to the bar's close"),
+        Field("close", Kind.FLOAT),
+        Field("volume", Kind.INT),
+        Field("ret_1m", Kind.FLOAT, required=False, doc="close / close 1 bar earlier - 1"),
+        Field("ret_5m", Kind.FLOAT, required=False),
+        Field("ret_15m", Kind.FLOAT, required=False),
+        Field("ret_60m", Kind.FLOAT, required=False),
+        Field("ret_prev_close", Kind.FLOAT, required=False, doc="close / previous session's close - 1"),
+        Field("volume_z", Kind.FLOAT, required=False,
+              doc="volume z-score against the same minute-of-day over the trailing 20 sessions"),
+        Field("volume_ratio", Kind.FLOAT, required=False, doc="volume / median of the same minute, trailing 20 sessions"),
+        Field("range_pct", Kind.FLOAT, required=False, doc="(high - low) / close"),
+        Field("gap_pct", Kind.FLOAT, required=False, doc="session open / previous close - 1 (same all session)"),
+        Field("posts_15m", Kind.INT, doc="posts mentioning the ticker in the last 15 minutes"),
+        Field("posts_60m", Kind.INT),
+        Field("promo_posts_15m", Kind.INT, doc="of those, posts flagged is_pump_signal"),
+        Field("promo_posts_60m", Kind.INT),
+        Field("posts_z", Kind.FLOAT, required=False, doc="posts_60m z-score against the ticker's trailing days"),
+        Field("promo_z", Kind.FLOAT, required=False, doc="promo_posts_60m z-score against the ticker's trailing days"),
+        Field("authors_60m", Kind.INT, doc="distinct authors of the last 60 minutes' posts"),
+        Field("platforms_60m", Kind.INT, doc="distinct platforms mentioning it in the last 60 minutes"),
+        Field("sentiment_60m", Kind.FLOAT, required=False, doc="mean sentiment of the last 60 minutes' posts"),
+        Field("computed_at", Kind.TIMESTAMP, doc="version: the latest computation wins"),
+    ),
+    natural_key=("ticker", "exchange", "ts"),
+    time_column="ts",
+    version_column="computed_at",
+)
+
+FEATURES_1D = Dataset(
+    name="features_1d",
+    doc="features per ticker per trading day (IST session date)",
+    fields=(
+        Field("ticker", Kind.SYMBOL),
+        Field("exchange", Kind.SYMBOL),
+        Field("day", Kind.TIMESTAMP, doc="00:00 IST of the session date, in UTC (as daily bars)"),
+        Field("close", Kind.FLOAT),
+        Field("volume", Kind.INT),
+        Field("ret_1d", Kind.FLOAT, required=False, doc="close-to-close change"),
+        Field("ret_5d", Kind.FLOAT, required=False),
+        Field("ret_20d", Kind.FLOAT, required=False),
+        Field("volume_vs_median_20d", Kind.FLOAT, required=False),
+        Field("posts", Kind.INT),
+        Field("promo_posts", Kind.INT),
+        Field("posts_vs_median_20d", Kind.FLOAT, required=False),
+        Field("computed_at", Kind.TIMESTAMP, doc="version: the latest computation wins"),
+    ),
+    natural_key=("ticker", "exchange", "day"),
+    time_column="day",
+    version_column="computed_at",
+)
+
+RISK_1M = Dataset(
+    name="risk_1m",
+    doc="risk score per ticker per 1m bar with the reasons that drove it",
+    fields=(
+        Field("ticker", Kind.SYMBOL),
+        Field("exchange", Kind.SYMBOL),
+        Field("ts", Kind.TIMESTAMP),
+        Field("score", Kind.FLOAT, doc="0-100"),
+        Field("reasons", Kind.STRING, doc="JSON list of {feature, value, text}, strongest first"),
+        Field("computed_at", Kind.TIMESTAMP, doc="version: the latest computation wins"),
+    ),
+    natural_key=("ticker", "exchange", "ts"),
+    time_column="ts",
+    version_column="computed_at",
+)
+
+ALERTS = Dataset(
+    name="alerts",
+    doc="one alert per ticker per episode; its latest state wins (audit trail in alert_events)",
+    fields=(
+        Field("alert_id", Kind.STRING, doc="ticker/exchange/opening bar: the same episode never opens twice"),
+        Field("ticker", Kind.SYMBOL),
+        Field("exchange", Kind.SYMBOL),
+        Field("opened_at", Kind.TIMESTAMP, doc="the bar that crossed the threshold"),
+        Field("last_bar_ts", Kind.TIMESTAMP, doc="the latest bar of the episode seen so far"),
+        Field("peak_score", Kind.FLOAT),
+        Field("peak_ts", Kind.TIMESTAMP),
+        Field("state", Kind.SYMBOL, doc="open, acknowledged or closed"),
+        Field("disposition", Kind.SYMBOL, required=False, doc="true_positive, false_positive or unsure"),
+        Field("reasons", Kind.STRING, doc="JSON list of the reasons at the peak"),
+        Field("evidence_start", Kind.TIMESTAMP, doc="first bar of the evidence range"),
+        Field("evidence_end", Kind.TIMESTAMP, doc="last bar of the evidence range"),
+        Field("post_ids", Kind.SYMBOLS, doc="platform:post_id of the posts in the evidence"),
+        Field("detected_by", Kind.SYMBOL, doc="stream or backfill"),
+        Field("updated_at", Kind.TIMESTAMP, doc="version: the latest state wins"),
+    ),
+    natural_key=("alert_id",),
+    time_column="opened_at",
+    version_column="updated_at",
+)
+
+ALERT_EVENTS = Dataset(
+    name="alert_events",
+    doc="append-only audit log of alerts: who changed what, when",
+    fields=(
+        Field("event_id", Kind.STRING),
+        Field("alert_id", Kind.STRING),
+        Field("at", Kind.TIMESTAMP),
+        Field("actor", Kind.SYMBOL, doc="detector (stream/backfill) or the analyst's name"),
+        Field("action", Kind.SYMBOL, doc="opened, updated, acknowledged, closed, reopened"),
+        Field("from_state", Kind.SYMBOL, required=False),
+        Field("to_state", Kind.SYMBOL),
+        Field("disposition", Kind.SYMBOL, required=False),
+        Field("note", Kind.STRING, required=False),
+    ),
+    natural_key=("alert_id", "event_id"),
+    time_column="at",
+    version_column="at",
+)
+
+SURVEILLANCE_DATASETS: dict[str, Dataset] = {d.name: d for d in (FEATURES_1M, FEATURES_1D, RISK_1M, ALERTS,
+                                                                    ALERT_EVENTS)}
+
 # Datasets that flow through the pipeline (sources -> lake -> warehouse).
 DATA_DATASETS: dict[str, Dataset] = {d.name: d for d in (PRICES, POSTS, FILINGS)}
 ALL_DATASETS: dict[str, Dataset] = {**DATA_DATASETS, **{d.name: d for d in (PIPELINE_RUNS, QUALITY_METRICS,
-                                                                               QUALITY_ALERTS, BACKFILL_DAYS)}}
+                                                                               QUALITY_ALERTS, BACKFILL_DAYS)},
+                                     **SURVEILLANCE_DATASETS}
 
 
 def dataset(name: str) -> Dataset:
