@@ -246,6 +246,7 @@ class Reason(StrEnum):
     IMPLAUSIBLE_COUNT = "implausible_count"  # volume above 1e12; engagement negative or above 1e10
     NON_TEXT = "non_text"  # text, company or subject with no letter or digit ("{}", "[]") or a placeholder ("null")
     BAD_URL = "bad_url"  # a link that is not http(s)://host (javascript:, data:, relative)
+    UNPARSEABLE = "unparseable"  # the adapter could not read the record at all (run_id points at its raw payload)
 
 
 REJECT_REASON = "reject_reason"  # the column quarantined rows carry their Reason in

@@ -84,6 +84,13 @@ def _to_number(col: Column, target: pa.DataType) -> tuple[Column, Column | None]
 def _from_number(col: Column, target: pa.DataType) -> tuple[Column, Column | None]:
     if pa.types.is_integer(target) and pa.types.is_floating(col.type):
         return _float_to_int(col, target)
+    if pa.types.is_integer(target) and pa.types.is_integer(col.type):
+        try:
+            return pc.cast(col, target), None
+        except pa.ArrowInvalid:  # uint64 beyond int64: those values alone are unreadable, not the column
+            fits = pc.less_equal(col, pa.scalar(2**63 - 1, col.type))
+            values = pc.cast(pc.if_else(fits, col, None), target)
+            return values, _lost(col, values)
     if pa.types.is_floating(target) and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
         # int64 -> float64 may round beyond 2**53; for prices that is no loss worth a reject.
         return _finite_checked(pc.cast(col, target, safe=False))
@@ -118,8 +125,17 @@ def _finite_checked(col: Column) -> tuple[Column, Column | None]:
 def _to_timestamp(col: Column, target: pa.DataType) -> tuple[Column, Column | None]:
     if pa.types.is_timestamp(col.type):
         # A naive timestamp is UTC by contract; Arrow's cast keeps its value, which is
-        # exactly that reading. Other zones are stored as UTC already. Sub-ms is dropped.
-        return pc.cast(col, target, safe=False), None
+        # exactly that reading. Other zones are stored as UTC already. Sub-ms is dropped;
+        # an overflow is not: a wrapped value would be a wrong but plausible time.
+        options = pc.CastOptions(target, allow_time_truncate=True)
+        try:
+            return pc.cast(col, options=options), None
+        except pa.ArrowInvalid:  # seconds beyond ms's range (int64 s >= 9.2e15): those rows only
+            limit = (2**63 - 1) // 1000
+            ints = pc.cast(col, pa.int64())
+            fits = pc.and_(pc.greater_equal(ints, -limit), pc.less_equal(ints, limit))
+            values = pc.cast(pc.if_else(fits, col, None), options=options)
+            return values, _lost(col, values)
     if pa.types.is_date(col.type):
         return pc.cast(col, target), None
     if not pa.types.is_string(col.type):
@@ -224,9 +240,14 @@ def _map_list_items(col: pa.ChunkedArray, fn) -> pa.ChunkedArray:  # type: ignor
     chunks = []
     for chunk in col.chunks:
         # offsets already account for a sliced chunk and index into the full child array
-        values = fn(chunk.values)
+        offsets, values = chunk.offsets, chunk.values
         mask = chunk.is_null() if chunk.null_count else None
-        chunks.append(pa.ListArray.from_arrays(chunk.offsets, values, type=chunk.type, mask=mask))
+        if mask is not None and chunk.offset:
+            # Arrow takes no null mask with sliced offsets: rebase them onto the slice's own values
+            start = offsets[0].as_py()
+            values = values.slice(start, offsets[-1].as_py() - start)
+            offsets = pc.subtract(offsets, pa.scalar(start, offsets.type))
+        chunks.append(pa.ListArray.from_arrays(offsets, fn(values), type=chunk.type, mask=mask))
     return pa.chunked_array(chunks, type=col.type)
 
 

@@ -33,6 +33,17 @@ def post_row(**overrides: object) -> dict[str, object]:
     return row
 
 
+def filing_row(**overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "exchange": "NSE", "filing_id": "f1", "ticker": "RELIANCE", "company": "Reliance Industries Ltd",
+        "subject": "Board Meeting Intimation", "details": None, "ts": TS,
+        "attachment_url": "https://nsearchives.nseindia.com/corporate/RELIANCE_02012024_Intimation.pdf",
+        "source": "nse", "run_id": "r1", "ingested_at": TS,
+    }
+    row.update(overrides)
+    return row
+
+
 def table_of(ds: Dataset, rows: list[dict[str, object]]) -> pa.Table:
     """Rows as a table of the dataset's columns and types (every column nullable), ready to evaluate."""
     return pa.Table.from_pylist(rows, schema=ds.record_schema)

@@ -118,6 +118,20 @@ def test_unconvertible_type_marks_every_present_value() -> None:
     assert bad == [True, False]
 
 
+def test_timestamp_overflowing_milliseconds_is_bad_type_not_a_wrapped_time() -> None:
+    # int64 max seconds wrapped to 1969-12-31 23:59:59 under an unchecked cast
+    raw = pa.array([2**63 - 1, -(2**63), 1_704_168_000, None], pa.int64()).cast(pa.timestamp("s"))
+    values, bad = conformed_column(raw, name="ts")
+    assert values == [None, None, datetime(2024, 1, 2, 4, tzinfo=UTC), None]
+    assert bad == [True, True, False, False]
+
+
+def test_uint64_beyond_int64_spoils_only_its_own_rows() -> None:
+    values, bad = conformed_column(pa.array([2**64 - 1, 2**63, 5, None], pa.uint64()), name="volume")
+    assert values == [None, None, 5, None]
+    assert bad == [True, True, False, False]
+
+
 def test_epoch_numbers_are_not_guessed_as_timestamps() -> None:
     values, bad = conformed_column(pa.array([1_704_168_000, None]), name="ts")
     assert values == [None, None]
@@ -193,6 +207,18 @@ def test_post_tickers_of_a_sliced_table_keep_row_boundaries() -> None:
     table = pa.table({"tickers": pa.array([["a"], ["b", "c"], [], ["d"]], pa.list_(pa.string()))}).slice(1)
     table, _ = conform(table, POSTS)
     assert normalise(table, POSTS).column("tickers").to_pylist() == [["B", "C"], [], ["D"]]
+
+
+def test_post_tickers_of_a_sliced_chunk_with_null_lists() -> None:
+    # Arrow refuses a null mask with sliced offsets: the list is rebuilt on the slice's values
+    tickers = pa.array([["$a"], None, ["b ", "c"], None, [], ["d"]], pa.list_(pa.string()))
+    for table in (pa.table({"tickers": tickers}).slice(1), pa.table({"tickers": tickers}).slice(2, 3),
+                  pa.concat_tables([pa.table({"tickers": tickers}).slice(0, 2),
+                                    pa.table({"tickers": tickers}).slice(3)])):
+        expected = [None if t is None else [x.strip(" $").upper() for x in t]
+                    for t in table.column("tickers").to_pylist()]
+        table, _ = conform(table, POSTS)
+        assert normalise(table, POSTS).column("tickers").to_pylist() == expected
 
 
 # --- dedup --------------------------------------------------------------------------

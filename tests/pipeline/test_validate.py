@@ -8,8 +8,8 @@ import pytest
 from sentinel_ray.pipeline.clean import conform, normalise
 from sentinel_ray.quality.rules import Context, QualityRules, default_rules
 from sentinel_ray.records import Reason
-from sentinel_ray.schemas import POSTS, PRICES, Dataset
-from tests.pipeline.rows import KNOWN, NOW, TS, UTC, post_row, price_row
+from sentinel_ray.schemas import FILINGS, POSTS, PRICES, Dataset
+from tests.pipeline.rows import KNOWN, NOW, TS, UTC, filing_row, post_row, price_row
 
 
 # The priority order quarantined rows were stored with: each shipped dataset's rules
@@ -17,7 +17,9 @@ from tests.pipeline.rows import KNOWN, NOW, TS, UTC, post_row, price_row
 REASON_ORDER: tuple[Reason, ...] = (
     Reason.MISSING_FIELD, Reason.BAD_TYPE, Reason.UNKNOWN_EXCHANGE, Reason.UNKNOWN_TICKER, Reason.NON_POSITIVE_PRICE,
     Reason.NEGATIVE_VOLUME, Reason.OHLC_INCONSISTENT, Reason.FUTURE_TIMESTAMP, Reason.OUTSIDE_SESSION,
-    Reason.TEXT_LENGTH, Reason.DUPLICATE, Reason.IMPLAUSIBLE_PRICE_JUMP)
+    Reason.TEXT_LENGTH, Reason.DUPLICATE, Reason.IMPLAUSIBLE_PRICE_JUMP,
+    # values no real market produces: after every code stored before them
+    Reason.IMPLAUSIBLE_TIMESTAMP, Reason.IMPLAUSIBLE_PRICE, Reason.IMPLAUSIBLE_COUNT, Reason.NON_TEXT, Reason.BAD_URL)
 
 
 def reject_reasons(table: pa.Table, ds: Dataset, *, now: datetime, known_tickers: pa.Array,
@@ -46,14 +48,20 @@ def posts(*rows: dict[str, object], **raw: pa.Array) -> list[str | None]:
     return reasons_for(POSTS, list(rows), **raw)
 
 
+def filings(*rows: dict[str, object], **raw: pa.Array) -> list[str | None]:
+    return reasons_for(FILINGS, list(rows), **raw)
+
+
 def test_shipped_rules_follow_the_reason_order() -> None:
     # stored quarantine data keeps its meaning: same codes, same priority as before the rules engine
     for ds in ("prices", "posts", "filings"):
         reasons = [r.reason for r in default_rules()[ds].rules]
         assert reasons == [r for r in REASON_ORDER if r in reasons], ds
     assert [r.reason for r in default_rules()["posts"].rules] == [
-        Reason.MISSING_FIELD, Reason.BAD_TYPE, Reason.FUTURE_TIMESTAMP, Reason.TEXT_LENGTH, Reason.DUPLICATE]
-    assert set(REASON_ORDER) - {r.reason for r in default_rules()["prices"].rules} == {Reason.TEXT_LENGTH}
+        Reason.MISSING_FIELD, Reason.BAD_TYPE, Reason.FUTURE_TIMESTAMP, Reason.TEXT_LENGTH, Reason.DUPLICATE,
+        Reason.IMPLAUSIBLE_TIMESTAMP, Reason.IMPLAUSIBLE_COUNT, Reason.NON_TEXT, Reason.BAD_URL]
+    assert set(REASON_ORDER) - {r.reason for r in default_rules()["prices"].rules} == {
+        Reason.TEXT_LENGTH, Reason.NON_TEXT, Reason.BAD_URL}
 
 
 def test_clean_rows_are_valid() -> None:
@@ -220,3 +228,79 @@ def test_rules_argument(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path.write_text("prices:\n  - name: unknown_ticker\n    enabled: false\n")
     assert reject_reasons(table, PRICES, now=NOW, known_tickers=KNOWN, rules=load_rules(path)).to_pylist() == [
         None, None]
+
+
+# --- values no real market produces -----------------------------------------------------
+
+
+def test_implausible_timestamp_floor_per_dataset() -> None:
+    def at(t: datetime, **kw: object) -> dict[str, object]:
+        return price_row(interval="1d", ts=t, **kw)
+
+    t = Reason.IMPLAUSIBLE_TIMESTAMP
+    floor = datetime(1990, 1, 1, tzinfo=UTC)
+    assert prices(at(floor - timedelta(milliseconds=1)), at(floor, ticker="TCS"),
+                  at(datetime(1970, 1, 1, tzinfo=UTC), ticker="INFY"), at(datetime(1899, 12, 30, tzinfo=UTC),
+                                                                       ticker="ITC"),
+                  at(datetime(1, 1, 1, tzinfo=UTC), exchange="BSE")) == [t, None, t, t, t]
+    posts_floor = datetime(2000, 1, 1, tzinfo=UTC)
+    assert posts(post_row(ts=posts_floor - timedelta(milliseconds=1)), post_row(post_id="p2", ts=posts_floor)) == [
+        t, None]
+    assert filings(filing_row(ts=floor - timedelta(days=1)), filing_row(filing_id="f2", ts=floor)) == [t, None]
+
+
+def test_ingested_at_is_bounded_both_ways() -> None:
+    # the platform's own stamp: not before the floor, not more than a day ahead of validation
+    t = Reason.IMPLAUSIBLE_TIMESTAMP
+    rows = [price_row(ingested_at=NOW + timedelta(days=1)), price_row(ticker="TCS", ingested_at=NOW + timedelta(
+        days=1, milliseconds=1)), price_row(ticker="INFY", ingested_at=datetime(9999, 12, 31, tzinfo=UTC)),
+            price_row(ticker="ITC", ingested_at=datetime(1970, 1, 1, tzinfo=UTC))]
+    assert prices(*rows) == [None, t, t, t]
+    assert posts(post_row(ingested_at=datetime(1999, 1, 1, tzinfo=UTC))) == [t]
+
+
+def test_the_future_beyond_skew_stays_future_timestamp() -> None:
+    assert prices(price_row(interval="1d", ts=datetime(9999, 12, 31, tzinfo=UTC))) == [Reason.FUTURE_TIMESTAMP]
+
+
+def test_implausible_price_and_counts() -> None:
+    p, c = Reason.IMPLAUSIBLE_PRICE, Reason.IMPLAUSIBLE_COUNT
+    big = {"open": 9e6, "high": 1e7, "low": 8e6, "close": 9e6}
+    assert prices(price_row(**big), price_row(ticker="TCS", **{**big, "high": 1e7 + 1}),
+                  price_row(ticker="INFY", open=1e308, high=1e308, low=1e308, close=1e308)) == [None, p, p]
+    assert prices(price_row(volume=10**12), price_row(ticker="TCS", volume=10**12 + 1),
+                  price_row(ticker="INFY", volume=2**63 - 1), price_row(ticker="ITC", volume=-(2**63))) == [
+        None, c, c, Reason.NEGATIVE_VOLUME]
+    rows = [post_row(post_id=str(i), engagement=e) for i, e in enumerate([None, 0, 10**10, -1, 10**10 + 1, 2**63 - 1])]
+    assert posts(*rows) == [None, None, None, c, c, c]
+
+
+def test_non_text_in_text_fields() -> None:
+    n = Reason.NON_TEXT
+    texts = ["{}{}{}", "[ ] [ ]", "------", " undefined ", "[object Object]", "UNDEFINED",
+             "\u200b" * 6, "🚀🚀🚀🚀🚀", "12345", "null or not, TCS flies", "भारतम", "₹₹₹₹₹"]
+    rows = [post_row(post_id=str(i), text=t) for i, t in enumerate(texts)]
+    assert posts(*rows) == [n, n, n, n, n, n, n, None, None, None, None, n]
+    assert filings(filing_row(company="{}"), filing_row(filing_id="f2", subject="null"),
+                   filing_row(filing_id="f3", company="3M India Ltd", subject="Outcome of Board Meeting"),
+                   filing_row(filing_id="f4", subject="[]"), filing_row(filing_id="f5", company="\u00a0None\u00a0"),
+                   filing_row(filing_id="f6", company="Nil Ltd")) == [n, n, None, n, n, None]
+
+
+def test_links_are_http_or_https() -> None:
+    b = Reason.BAD_URL
+    urls = [None, "", "https://www.reddit.com/r/x/comments/1/", "HTTP://EXAMPLE.COM", "https://x.com/@handle",
+            "javascript:alert(1)", "JavaScript:alert(1)", "data:text/html;base64,PHNjcmlwdD4=", "//evil.example/x",
+            "/relative", "https://", "https://nseindia.com@evil.example/", "https://ok.example/x\njavascript:y",
+            " https://ok.example/", "ftp://files.example/"]
+    rows = [post_row(post_id=str(i), url=u) for i, u in enumerate(urls)]
+    assert posts(*rows) == [None, None, None, None, None, b, b, b, b, b, b, b, b, b, b]
+    assert filings(filing_row(attachment_url="javascript:void(0)"), filing_row(filing_id="f2")) == [b, None]
+
+
+def test_earlier_rules_keep_priority_over_the_new_ones() -> None:
+    old = datetime(1970, 1, 1, tzinfo=UTC)
+    assert prices(price_row(interval="1d", ts=old, volume=-1)) == [Reason.NEGATIVE_VOLUME]
+    assert posts(post_row(text="{}", ts=old)) == [Reason.TEXT_LENGTH]
+    assert posts(post_row(text="{}{}{}", ts=old, url="javascript:x")) == [Reason.IMPLAUSIBLE_TIMESTAMP]
+    assert posts(post_row(text="{}{}{}", url="javascript:x")) == [Reason.NON_TEXT]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import random
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -141,6 +141,84 @@ def test_freshness_future_and_max_age() -> None:
         build_rule({"name": "f", "kind": "freshness", "max_future": "5 parsecs"}, PRICES)
 
 
+def test_freshness_not_before_a_fixed_moment() -> None:
+    rows = [price_row(ts=datetime(1989, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)),
+            price_row(ts=datetime(1990, 1, 1, tzinfo=UTC)), price_row(ts=None), price_row()]
+    for floor in (date(1990, 1, 1), "1990-01-01", "1990-01-01T05:30:00+05:30", datetime(1990, 1, 1)):
+        assert fails({"name": "f", "kind": "freshness", "not_before": floor}, rows) == [0], floor
+    rule = build_rule({"name": "f", "kind": "freshness", "not_before": "1990-01-01"}, PRICES)
+    assert rule.not_before == datetime(1990, 1, 1, tzinfo=UTC)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="moment"):
+        build_rule({"name": "f", "kind": "freshness", "not_before": "the dawn of time"}, PRICES)
+    with pytest.raises(ValueError, match="not_before"):
+        build_rule({"name": "f", "kind": "freshness"}, PRICES)
+
+
+def test_regex_forbid_and_pattern_together() -> None:
+    spec = {"name": "t", "kind": "regex", "column": "text", "pattern": "[a-z]", "forbid": "(?i)^null$"}
+    rows = [post_row(text="ok then"), post_row(text="null"), post_row(text="NULL"), post_row(text="{}"),
+            post_row(text=None)]
+    assert fails(spec, rows, POSTS) == [1, 2, 3]
+    assert fails({"name": "t", "kind": "regex", "column": "text", "forbid": "^null$"}, rows, POSTS) == [1]
+    # on a symbol column too (matched once per distinct value)
+    assert fails({"name": "x", "kind": "regex", "column": "exchange", "forbid": "^B"},
+                 [price_row(), price_row(exchange="BSE"), price_row(exchange=None)]) == [1]
+    with pytest.raises(ValueError, match="pattern.*forbid"):
+        build_rule({"name": "t", "kind": "regex", "column": "text"}, POSTS)
+    with pytest.raises(ValueError, match="forbid .* does not compile"):
+        build_rule({"name": "t", "kind": "regex", "column": "text", "forbid": "(unclosed"}, POSTS)
+
+
+def test_range_with_int64_extremes_and_a_bound_beyond_int64() -> None:
+    rows = [price_row(volume=2**63 - 1), price_row(volume=-(2**63)), price_row(volume=0)]
+    assert fails({"name": "v", "kind": "range", "column": "volume", "max": 1e30}, rows) == []
+    assert fails({"name": "v", "kind": "range", "column": "volume", "min": -1e30, "max": 2.0**63}, rows) == []
+    assert fails({"name": "v", "kind": "range", "column": "volume", "max": 2**63 - 1024}, rows) == [0]
+
+
+def _with_ts(rows: list[dict[str, object]], raw_ms: list[int | None]) -> pa.Table:
+    table = table_of(PRICES, rows)
+    ts = pa.array(raw_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+    return table.set_column(table.schema.get_field_index("ts"), "ts", ts)
+
+
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+TS_MS = int(TS.timestamp() * 1000)
+
+
+def test_session_and_unique_on_int64_extreme_times() -> None:
+    # Yahoo's null time came as numpy NaT (int64 min): the session rule sized a per-day calendar
+    # from it (~795 GiB). Extremes are judged per row now; the ordinary rows keep their verdicts.
+    session = build_rule(default_rules()["prices"].rule("outside_session").model_dump(by_alias=True), PRICES)
+    year1, year9999 = -62_135_596_800_000, 253_402_300_799_999
+    saturday = TS_MS + 4 * 86_400_000
+    raw = [I64_MIN, TS_MS, I64_MAX, year1, saturday, None, year9999, I64_MIN + 1]
+    table = _with_ts([price_row() for _ in raw], raw)
+    got = session.mask(table, CTX).to_pylist()
+    assert got[1] is False and got[4] is True and got[5] is False
+    assert session.mask(table.slice(1, 1), CTX).to_pylist() == [False]
+    # the same values twice: duplicates found, nothing else (codes rank values too far apart to offset)
+    unique = build_rule({"name": "duplicate", "kind": "unique", "columns": "natural_key"}, PRICES)
+    raw = [I64_MIN, I64_MAX, TS_MS, I64_MIN, TS_MS + 60_000, I64_MAX, TS_MS, None, None]
+    table = _with_ts([price_row() for _ in raw], raw)
+    assert [i for i, f in enumerate(unique.mask(table, CTX).to_pylist()) if f] == [3, 5, 6]
+    wide = build_rule({"name": "u", "kind": "unique", "columns": ["ingested_at", "ts", "ticker"]}, PRICES)
+    table = table.set_column(table.schema.get_field_index("ingested_at"), "ingested_at", table.column("ts"))
+    assert [i for i, f in enumerate(wide.mask(table, CTX).to_pylist()) if f] == [3, 5, 6]
+
+
+def test_price_jump_on_extreme_prices_warns_nothing() -> None:
+    import warnings
+
+    rule = default_rules()["prices"].rule("implausible_price_jump")
+    prices = [100.0] * 6 + [1e308, 5e-324, 100.0, 1e-300]
+    rows = [price_row(ts=TS + timedelta(minutes=i), open=p, high=p, low=p, close=p) for i, p in enumerate(prices)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flagged = rule.mask(table_of(PRICES, rows), CTX).to_pylist()
+    assert [i for i, f in enumerate(flagged) if f] == [6, 7, 9]
+
+
 def test_session_inside_the_trading_day_only_for_minute_bars() -> None:
     day = datetime(2024, 1, 2, tzinfo=UTC)  # Tuesday
     stamps = [day + timedelta(hours=3, minutes=45), day + timedelta(hours=9, minutes=59, seconds=59),
@@ -247,7 +325,8 @@ def test_shipped_rules_cover_every_data_dataset() -> None:
     assert rules["prices"].rule("implausible_price_jump").severity == "reject"
     assert all(r.dataset == name for name, rs in rules.items() for r in rs.rules)
     assert rules.for_dataset(FILINGS).names == ["missing_field", "bad_type", "unknown_exchange",
-                                                "future_timestamp", "duplicate"]
+                                                "future_timestamp", "duplicate", "implausible_timestamp",
+                                                "non_text", "bad_url"]
 
 
 def test_override_changes_disables_and_adds(tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ from sentinel_ray import reference
 from sentinel_ray.quality.rules.arrays import bool_numpy, int_numpy, or_optional, single_chunk
 
 
+_WIDE = 2**62  # an integer column spanning more than this is ranked, not offset (int64 room)
+
+
 @dataclass
 class Context:
     """What rules may look at besides the table.
@@ -86,10 +89,19 @@ class Codes:
             ints = int_numpy(pc.cast(arr, pa.int64()))
             valid = ints if nulls is None else ints[~nulls]
             lo, hi = int(valid.min()), int(valid.max())
-            codes = ints - lo
+            if hi - lo < _WIDE:
+                codes = ints - lo
+                if nulls is not None:
+                    codes[nulls] = hi - lo + 1
+                return cls(arr, False, codes, hi - lo + 2, nulls, None)
+            # Values too far apart for `value - min` (int64 extremes: a NaT sent as its raw
+            # value): rank them instead, which keeps their order (a sort, but a rare one).
+            distinct, codes = np.unique(valid, return_inverse=True)
             if nulls is not None:
-                codes[nulls] = hi - lo + 1
-            return cls(arr, False, codes, hi - lo + 2, nulls, None)
+                full = np.full(n, len(distinct), dtype=np.int64)
+                full[~nulls] = codes
+                codes = full
+            return cls(arr, False, codes.astype(np.int64, copy=False), len(distinct) + 1, nulls, None)
         encoded = pc.dictionary_encode(arr)
         null_code = len(encoded.dictionary)
         indices = encoded.indices
@@ -173,11 +185,15 @@ class SortedKeys:
             codes = ctx.codes(table, name)
             if codes.values is None:  # one value in every row: adds nothing to the key
                 continue
-            if capacity * codes.cardinality >= 2**62:  # re-number the groups seen so far to stay in int64
+            values, cardinality = codes.values, codes.cardinality
+            if capacity * cardinality >= 2**62:  # re-number the groups seen so far to stay in int64
                 uniques, group = np.unique(group, return_inverse=True)
                 capacity = len(uniques)
-            group = group * codes.cardinality + codes.values
-            capacity *= codes.cardinality
+                if capacity * cardinality >= 2**62:  # and this column's codes too: both then fit n
+                    distinct, values = np.unique(values, return_inverse=True)
+                    cardinality = len(distinct)
+            group = group * cardinality + values
+            capacity *= cardinality
             has_null = or_optional(has_null, codes.nulls)
         last_codes = ctx.codes(table, columns[-1])
         last = last_codes.values if last_codes.values is not None else np.zeros(n, dtype=np.int64)

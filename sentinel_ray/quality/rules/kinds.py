@@ -2,7 +2,8 @@
 cross_field, freshness, session) and `unique` over the rows other rules kept."""
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -13,10 +14,11 @@ from sentinel_ray import market
 from sentinel_ray.quality.rules.arrays import Mask, any_of, definite, int_numpy, single_chunk, valid_numpy
 from sentinel_ray.quality.rules.base import NUMBER_KINDS, STRING_KINDS, Rule, require, symbol_columns
 from sentinel_ray.quality.rules.context import Context
-from sentinel_ray.quality.rules.params import Clock, Duration, UtcOffset, Weekday
+from sentinel_ray.quality.rules.params import Clock, Duration, Moment, UtcOffset, Weekday
 from sentinel_ray.schemas import TIMESTAMP_TYPE, Dataset, Kind
 
 MS_PER_DAY = 86_400_000
+_MS_LIMIT = 2**62  # epoch ms beyond this (~146 million years) cannot be a real time: clipped before arithmetic
 
 
 class NotNullRule(Rule):
@@ -89,13 +91,16 @@ class RangeRule(Rule):
         fails: list[Mask] = []
         for name in self.columns:
             col = table.column(name)
-            if self.min is not None:
-                bound = _bound(self.min, col.type)
-                fails.append(pc.less(col, bound) if self.min_inclusive else pc.less_equal(col, bound))
-            if self.max is not None:
-                bound = _bound(self.max, col.type)
-                fails.append(pc.greater(col, bound) if self.max_inclusive else pc.greater_equal(col, bound))
-        return any_of(fails)
+            if pa.types.is_integer(col.type) and not all(_int_bound(b) for b in (self.min, self.max)):
+                # Arrow compares int64 with a float by a checked cast that refuses values past
+                # 2**53 (a volume of 2**63-1): compare as floats, rounded, instead
+                col = pc.cast(col, pa.float64(), safe=False)
+            lower = [] if self.min is None else [
+                (pc.less if self.min_inclusive else pc.less_equal, _bound(self.min, col.type))]
+            upper = [] if self.max is None else [
+                (pc.greater if self.max_inclusive else pc.greater_equal, _bound(self.max, col.type))]
+            fails += _outside(col, lower, upper)
+        return any_of(fails) if fails else np.zeros(table.num_rows, dtype=bool)
 
     def check(self, ds: Dataset) -> None:
         super().check(ds)
@@ -140,29 +145,43 @@ class AllowedRule(Rule):
 
 
 class RegexRule(Rule):
-    """Text matching a pattern (RE2 syntax, searched: anchor it with ^...$ to match whole values)."""
+    """Text matching `pattern` and not matching `forbid` (RE2 syntax, searched: anchor with ^...$
+    to match whole values); either may be left out, not both."""
 
     kind: Literal["regex"] = "regex"
     columns: list[str] = Field(min_length=1)
-    pattern: str
+    pattern: str | None = None
+    forbid: str | None = None
 
     @model_validator(mode="after")
     def _compiles(self) -> "RegexRule":
-        try:
-            pc.match_substring_regex(pa.array([""], pa.string()), self.pattern)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-            raise ValueError(f"pattern {self.pattern!r} does not compile: {e}") from None
+        if self.pattern is None and self.forbid is None:
+            raise ValueError("a regex rule needs `pattern`, `forbid` or both")
+        for what, regex in (("pattern", self.pattern), ("forbid", self.forbid)):
+            if regex is None:
+                continue
+            try:
+                pc.match_substring_regex(pa.array([""], pa.string()), regex)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise ValueError(f"{what} {regex!r} does not compile: {e}") from None
         return self
+
+    def _fails(self, values: pa.Array | pa.ChunkedArray) -> Mask:
+        fails: list[Mask] = []
+        if self.pattern is not None:
+            fails.append(pc.invert(pc.match_substring_regex(values, self.pattern)))
+        if self.forbid is not None:
+            fails.append(pc.match_substring_regex(values, self.forbid))
+        return any_of(fails)
 
     def _mask(self, table: pa.Table, ctx: Context) -> Mask:
         symbols = symbol_columns(self.dataset)
         fails: list[Mask] = []
         for name in self.columns:
             if name in symbols:  # few distinct values: match each once
-                fails.append(ctx.codes(table, name).lookup(
-                    lambda distinct: pc.invert(pc.match_substring_regex(distinct, self.pattern)), null=False))
+                fails.append(ctx.codes(table, name).lookup(self._fails, null=False))
             else:
-                fails.append(pc.invert(pc.match_substring_regex(table.column(name), self.pattern)))
+                fails.append(self._fails(table.column(name)))
         return any_of(fails)
 
     def check(self, ds: Dataset) -> None:
@@ -244,30 +263,32 @@ class CrossFieldRule(Rule):
 
 
 class FreshnessRule(Rule):
-    """Event time no later than now + `max_future` (clock skew) and, when set, no older than now - `max_age`."""
+    """Event time no later than now + `max_future` (clock skew), when set no older than
+    now - `max_age`, and when set not before the fixed moment `not_before` (a date is its
+    midnight UTC): the times no real source produces, like 1970 or year 1."""
 
     kind: Literal["freshness"] = "freshness"
     columns: list[str] = Field(default_factory=lambda: ["ts"], min_length=1)
     max_future: Duration | None = None
     max_age: Duration | None = None
+    not_before: Moment | None = None
 
     @model_validator(mode="after")
     def _a_limit(self) -> "FreshnessRule":
-        if self.max_future is None and self.max_age is None:
-            raise ValueError("freshness needs `max_future`, `max_age` or both")
+        if self.max_future is None and self.max_age is None and self.not_before is None:
+            raise ValueError("freshness needs `max_future`, `max_age`, `not_before` or some of them")
         return self
 
     def _mask(self, table: pa.Table, ctx: Context) -> Mask:
         now = ctx.now_utc
-        fails = []
+        fails: list[Mask] = []
         future = self.max_future
+        lower = [(pc.less, pa.scalar(t, type=TIMESTAMP_TYPE)) for t in
+                 (None if self.max_age is None else now - self.max_age, self.not_before) if t is not None]
+        upper = [] if future is None else [(pc.greater, pa.scalar(now + future, type=TIMESTAMP_TYPE))]
         for name in self.columns:
-            col = table.column(name)
-            if future is not None:
-                fails.append(pc.greater(col, pa.scalar(now + future, type=TIMESTAMP_TYPE)))
-            if self.max_age is not None:
-                fails.append(pc.less(col, pa.scalar(now - self.max_age, type=TIMESTAMP_TYPE)))
-        return any_of(fails)
+            fails += _outside(table.column(name), lower, upper)
+        return any_of(fails) if fails else np.zeros(table.num_rows, dtype=bool)
 
     def check(self, ds: Dataset) -> None:
         super().check(ds)
@@ -295,18 +316,26 @@ class SessionRule(Rule):
         for name in self.columns:
             # Integer arithmetic on epoch ms: no time-zone database lookups per row.
             col = single_chunk(table.column(name))
-            ms = pc.cast(col, pa.int64())
-            local = int_numpy(ms) + offset_ms
+            ms = int_numpy(pc.cast(col, pa.int64()))
+            if ms.size and (ms.min() < -_MS_LIMIT or ms.max() > _MS_LIMIT):
+                # int64-extreme times (a NaT sent as its raw value) would overflow `+ offset`
+                ms = np.clip(ms, -_MS_LIMIT, _MS_LIMIT)
+            local = ms + offset_ms
             days = local // MS_PER_DAY  # floor division: right for times before 1970 too
             ms_of_day = local - days * MS_PER_DAY
             outside = (ms_of_day < open_ms) | (ms_of_day >= close_ms)
             if len(self.weekdays) < 7 and days.size:
                 open_day = np.zeros(7, dtype=bool)
                 open_day[self.weekdays] = True
-                # one weekday lookup per calendar day in the batch, not per row
                 first, last = int(days.min()), int(days.max())
-                calendar = open_day[(np.arange(first, last + 1) + 3) % 7]  # 1970-01-01 was a Thursday
-                outside |= ~calendar[days - first]
+                if last - first < max(days.size, 366):
+                    # one weekday lookup per calendar day in the batch, not per row
+                    calendar = open_day[(np.arange(first, last + 1) + 3) % 7]  # 1970-01-01 was a Thursday
+                    outside |= ~calendar[days - first]
+                else:
+                    # a batch spanning more days than it has rows (one bad time far away suffices):
+                    # a calendar that long could not even be allocated, so per row
+                    outside |= ~open_day[(days + 3) % 7]
             if col.null_count:
                 outside &= valid_numpy(col)
             out |= outside
@@ -348,7 +377,46 @@ class UniqueRule(Rule):
             require(ds, name, tuple(k for k in Kind if k is not Kind.SYMBOLS), "columns")
 
 
+Check = tuple[Callable[[Any, Any], Any], pa.Scalar]  # (comparison that fails a value, bound)
+
+
+def _outside(col: pa.ChunkedArray | pa.Array, lower: list[Check], upper: list[Check]) -> list[Mask]:
+    """Per-row masks of the bound checks some value of `col` fails. The column's extremes
+    first: on clean data (nearly always) no bound is crossed and no per-row comparison is made."""
+    fails: list[Mask] = []
+    both = None if pa.types.is_float64(col.type) else pc.min_max(col)  # one pass: fast on integers and times
+    for checks, extreme in ((lower, "min"), (upper, "max")):
+        if not checks:
+            continue
+        value = both[extreme] if both is not None else _float_extreme(col, extreme)
+        if not value.is_valid:  # empty or all null: nothing fails
+            continue
+        fails += [fail(col, bound) for fail, bound in checks if fail(value, bound).as_py()]
+    return fails
+
+
+def _float_extreme(col: pa.ChunkedArray | pa.Array, which: Literal["min", "max"]) -> pa.Scalar:
+    """The least or greatest value of a float64 column, or a bound of it; null when it has none.
+
+    Arrow's float min/max costs five comparisons; numpy's NaN-skipping reduction over the
+    value buffer costs less than one. The buffer's null slots hold arbitrary values, so the
+    result may lie beyond the real extreme: that costs a per-row check, never a missed fail.
+    All-NaN gives NaN, which fails no comparison, as NaN does per row.
+    """
+    chunks = [c for c in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]) if c.null_count < len(c)]
+    if not chunks:  # empty or all null
+        return pa.scalar(None, col.type)
+    reduce = np.fmin.reduce if which == "min" else np.fmax.reduce
+    values = [reduce(np.frombuffer(c.buffers()[1], np.float64, len(c), c.offset * 8)) for c in chunks]
+    return pa.scalar(float(reduce(np.array(values))), col.type)
+
+
+def _int_bound(value: float | None) -> bool:
+    """No bound, or one an int64 column can be compared with exactly."""
+    return value is None or (float(value).is_integer() and -(2**63) <= value < 2**63)
+
+
 def _bound(value: float, typ: pa.DataType) -> pa.Scalar:
-    if pa.types.is_integer(typ) and float(value).is_integer():
+    if pa.types.is_integer(typ) and _int_bound(value):
         return pa.scalar(int(value), typ)
     return pa.scalar(float(value), pa.float64())

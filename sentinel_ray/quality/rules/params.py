@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
@@ -47,7 +47,23 @@ def _parse_weekday(value: Any) -> Any:
     return value
 
 
+def _parse_moment(value: Any) -> Any:
+    """A fixed moment: YAML's `1990-01-01` is a date (its midnight UTC), or an ISO date/time
+    string; a naive time is UTC, the platform's convention."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"moment {value!r}: write an ISO date or time, e.g. 1990-01-01") from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, time(), timezone.utc)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 Clock = Annotated[time, BeforeValidator(_parse_clock)]
 Weekday = Annotated[int, BeforeValidator(_parse_weekday), Field(ge=0, le=6)]
 UtcOffset = Annotated[timedelta, BeforeValidator(_parse_offset)]
+Moment = Annotated[datetime, BeforeValidator(_parse_moment)]

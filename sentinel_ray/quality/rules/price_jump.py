@@ -60,14 +60,15 @@ class PriceJumpRule(Rule):
             return out
         order, group, _ = ctx.sorted_keys(table, (*self.series, self.time)).kept(ctx)
         price = float_numpy(table.column(self.price))[order]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):
             ratio = price[1:] / price[:-1]
         same = group[1:] == group[:-1]
         big = ((ratio > self.factor) | (ratio < 1.0 / self.factor)) & same
         if not big.any():
             return out  # the common case: no price anywhere near a jump
         volume = float_numpy(table.column(self.volume), fill=0.0) if self.volume else None
-        out[self._off_anchor(order, same, price, np.flatnonzero(big) + 1, volume)] = True
+        with np.errstate(all="ignore"):  # extreme prices (1e308, denormals) make inf/nan steps, not errors
+            out[self._off_anchor(order, same, price, np.flatnonzero(big) + 1, volume)] = True
         return out
 
     def _off_anchor(self, order: np.ndarray, same: np.ndarray, price: np.ndarray, big: np.ndarray,
@@ -91,7 +92,8 @@ class PriceJumpRule(Rule):
         jump = np.zeros(len(pos), dtype=bool)
         jump[np.searchsorted(pos, big)] = True  # never at a series' first bar
         with np.errstate(divide="ignore", invalid="ignore"):
-            log_step = np.where(jump, np.log(price[pos] / price[np.maximum(pos - 1, 0)]), 0.0)
+            # a difference of logs, not the log of a ratio: 1e-300 / 1e308 underflows to 0
+            log_step = np.where(jump, np.log(price[pos]) - np.log(price[np.maximum(pos - 1, 0)]), 0.0)
         climb = np.cumsum(log_step)
         level = climb - climb[np.flatnonzero(first)][local]
         vol = volume[order[pos]] if volume is not None else np.ones(len(pos))
