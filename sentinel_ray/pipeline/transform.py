@@ -1,8 +1,9 @@
 """The one batch transform both drivers call (Ray Data backfills and stream micro-batches).
 
-conform -> normalise -> validate (the quality rules engine) -> split into valid rows and
-quarantined rows. Bad data never raises: it ends up in `quarantined` with a reason. Rows
-flagged only by `warn` rules stay valid and are counted in `warned`.
+conform -> normalise -> enrich (tickers found in posts' text) -> validate (the quality rules
+engine) -> split into valid rows and quarantined rows. Bad data never raises: it ends up in
+`quarantined` with a reason. Rows flagged only by `warn` rules stay valid and are counted
+in `warned`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pyarrow.compute as pc
 
 from sentinel_ray import reference
 from sentinel_ray.pipeline.clean import conform, normalise
+from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.quality.rules import Context, Evaluation, QualityRules, default_rules
 from sentinel_ray.records import REJECT_REASON, BatchResult
 from sentinel_ray.schemas import TIMESTAMP_TYPE, Dataset
@@ -37,7 +39,7 @@ def process_batch(
     if known_tickers is None:
         known_tickers = reference.known_tickers()
     conformed, bad_type = conform(table, ds)
-    conformed = normalise(conformed, ds)
+    conformed = enrich(normalise(conformed, ds), ds)  # before validation: rules see the derived columns
     conformed = _stamp_lineage(conformed, run_id, ingested_at)
     ctx = Context(now=now, known_tickers=known_tickers, bad_type=bad_type)
     evaluation = (rules or default_rules()).for_dataset(ds).evaluate(conformed, ctx)

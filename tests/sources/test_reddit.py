@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from sentinel_ray.config import RedditSettings, Settings
+from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError, RetryPolicy
@@ -57,6 +58,8 @@ def test_happy_path_submissions_and_comments(fake_service) -> None:
     result = fetch(src)
     table = result.records["posts"]
     assert table.schema == POSTS.record_schema
+    assert table.column("tickers").null_count == table.num_rows  # found by the pipeline's enrich step
+    tickers = dict(zip(table.column("post_id").to_pylist(), enrich(table, POSTS).column("tickers").to_pylist()))
     rows = table.to_pylist()
     assert [r["post_id"] for r in rows] == ["t3_1h0c5e", "t3_1h0c4d", "t3_1h0c3c", "t3_1h0c2b", "t3_1h0c1a",
                                             "t1_m3x9k2a", "t1_m3x8a1b"]
@@ -70,16 +73,16 @@ def test_happy_path_submissions_and_comments(fake_service) -> None:
                             "suzlon_breakout_today_anyone_holding/")
     assert first["engagement"] == 41 + 17
     assert first["ts"].isoformat() == "2025-11-26T09:45:00+00:00"
-    assert first["tickers"] == ["SUZLON"]
+    assert tickers["t3_1h0c5e"] == ["SUZLON"]
     by_id = {r["post_id"]: r for r in rows}
     assert by_id["t3_1h0c4d"]["author"] is None  # "[deleted]"
     assert by_id["t3_1h0c4d"]["text"] == "Reliance Industries Q3 results: PAT up 7% YoY"  # link post: title only
     assert by_id["t3_1h0c2b"]["text"] == "IDEA 10x guaranteed, join my telegram for VIP calls"  # "[removed]" body
-    assert by_id["t3_1h0c3c"]["tickers"] == ["YESBANK", "INFY"]
+    assert tickers["t3_1h0c3c"] == ["YESBANK", "INFY"]
     comment = by_id["t1_m3x8a1b"]
     assert comment["text"] == "Infosys is fine. Yes Bank at 21 is a value trap imo." and comment["engagement"] == 3
     assert comment["url"].endswith("/comments/1h0c3c/first_portfolio_be_gentle/m3x8a1b/")
-    assert comment["tickers"] == ["INFY", "YESBANK"]
+    assert tickers["t1_m3x8a1b"] == ["INFY", "YESBANK"]
     assert all(r["ingested_at"] is not None for r in rows)
     # every listing body byte for byte; never the token answer (it holds a bearer token)
     assert [p.body for p in result.raw] == [body("new_page1.json"), body("new_page2.json"), body("comments.json")]
@@ -144,7 +147,7 @@ def test_cursor_resume_emits_only_new_items(fake_service) -> None:
     ids = second.records["posts"].column("post_id").to_pylist()
     assert ids == ["t3_1h0d00", "t3_1h0c4z"]  # comments unchanged: nothing new there
     assert not set(ids) & set(first.records["posts"].column("post_id").to_pylist())
-    assert second.records["posts"].column("tickers").to_pylist() == [["TCS"], ["ITC"]]
+    assert enrich(second.records["posts"], POSTS).column("tickers").to_pylist() == [["TCS"], ["ITC"]]
     # page 1 already reached the previous poll's items: page 2 is not asked for again
     assert [r.query.get("after") for r in fake_service.seen(NEW)] == [None, "t3_1h0c3c", None]
     assert second.next_cursor["subreddits"][SUB]["submissions"] == {"ts": 1764152000.0, "ids": ["t3_1h0d00"]}

@@ -10,6 +10,8 @@ import pytest
 from aiohttp import web
 
 from sentinel_ray.config import RssSettings, Settings
+from sentinel_ray.pipeline.enrich import enrich
+from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import SourceError
 from sentinel_ray.sources.http import AuthError, FetchError
@@ -77,6 +79,8 @@ def test_happy_path_rss_and_atom(fake_service) -> None:
     assert set(table.column("source").to_pylist()) == {"rss"}
     assert table.column("run_id").null_count == table.num_rows
     assert table.column("engagement").null_count == table.num_rows
+    assert table.column("tickers").null_count == table.num_rows  # found by the pipeline's enrich step
+    tickers = dict(zip(table.column("post_id").to_pylist(), enrich(table, POSTS).column("tickers").to_pylist()))
     by_id = {r["post_id"]: r for r in rows(result)}
 
     et = by_id["https://economictimes.indiatimes.com/markets/stocks/news/stocks-in-news-reliance-industries-"
@@ -87,12 +91,12 @@ def test_happy_path_rss_and_atom(fake_service) -> None:
     assert et["author"] == "Markets-Economic Times"  # no byline: the feed's title
     assert et["ts"] == dt.datetime(2024, 5, 6, 2, 17, 36, tzinfo=UTC)  # 07:47:36 +0530
     assert et["url"] == et["post_id"]
-    assert et["tickers"][:5] == ["RELIANCE", "HDFCBANK", "M&M", "SUZLON", "IDEA"]
+    assert tickers[et["post_id"]][:5] == ["RELIANCE", "HDFCBANK", "M&M", "SUZLON", "IDEA"]
 
     bs = by_id["124050600312_1"]  # guid isPermaLink="false": the guid is still the id
     assert bs["author"] == "Abhishek Kumar"
     assert bs["url"].endswith("-124050600312_1.html")
-    assert bs["tickers"] == ["IDEA"]
+    assert tickers[bs["post_id"]] == ["IDEA"]
 
     atom = by_id["tag:dalalstreetdesk.in,2024:/markets/auto-sales-preview-april-2024"]
     assert atom["text"].startswith("Tata Motors & Maruti: auto sales preview for April\nAnalysts expect Tata Motors")
@@ -101,7 +105,7 @@ def test_happy_path_rss_and_atom(fake_service) -> None:
     assert atom["ts"] == dt.datetime(2024, 5, 6, 6, 10, tzinfo=UTC)  # published, not updated
     suzlon = by_id["tag:dalalstreetdesk.in,2024:/markets/suzlon-upper-circuit"]
     assert suzlon["ts"] == dt.datetime(2024, 5, 6, 4, 32, tzinfo=UTC)  # no <published>: <updated>
-    assert "SUZLON locked in a 5% upper circuit" in suzlon["text"] and suzlon["tickers"] == ["SUZLON"]
+    assert "SUZLON locked in a 5% upper circuit" in suzlon["text"] and tickers[suzlon["post_id"]] == ["SUZLON"]
 
     # raw: every body byte for byte, with its content type and where it came from
     assert [(p.body, p.content_type) for p in result.raw] == [(payload(FILES[p]), CONTENT_TYPES[p])
@@ -172,7 +176,7 @@ def test_cursor_resume_emits_only_new_entries(fake_service) -> None:
     closing_bell = "https://www.moneycontrol.com/news/business/markets/closing-bell-sensex-sheds-400-points-12686000.html"
     assert second_ids == {closing_bell}
     assert not first_ids & second_ids
-    assert rows(second)[0]["tickers"] == ["RELIANCE", "INFY"]
+    assert enrich(second.records[POSTS.name], POSTS).column("tickers").to_pylist() == [["RELIANCE", "INFY"]]
     assert third.rows(POSTS.name) == 0
     mc_state = second.next_cursor["feeds"][fake_service.url + MC]
     assert mc_state["etag"] == 'W/"feed-v2"' and len(mc_state["seen"]) == 3
@@ -205,7 +209,11 @@ def test_a_bad_date_leaves_ts_empty_and_is_counted(fake_service) -> None:
     (result,) = poll_chain(make_source(fake_service, ["/rss/buzzingstocks.xml"]), 1)
     by_title = {r["text"].split("\n")[0]: r for r in rows(result)}
     bad = by_title["Buzzing: IDEA share price jumps 9% after tariff hike talk"]
-    assert bad["ts"] is None and bad["tickers"] == ["IDEA"]  # validation quarantines it with a reason
+    assert bad["ts"] is None  # validation quarantines it with a reason, its tickers found all the same:
+    checked = process_batch(result.records[POSTS.name], POSTS, now=dt.datetime.now(UTC), run_id="r")
+    [quarantined] = checked.quarantined.to_pylist()
+    assert quarantined["post_id"] == bad["post_id"] and quarantined["tickers"] == ["IDEA"]
+    assert quarantined["reject_reason"] == "missing_field"
     good = by_title["Buzzing: ITC slips after Q4 miss"]
     assert good["ts"] == dt.datetime(2024, 5, 6, 8, 40, tzinfo=UTC)
     assert result.meta["undated"] == 1

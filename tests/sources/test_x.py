@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sentinel_ray.config import Settings, XSettings
+from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
@@ -49,6 +50,8 @@ def test_happy_path(fake_service) -> None:
     result = fetch(src)
     table = result.records["posts"]
     assert table.schema == POSTS.record_schema
+    assert table.column("tickers").null_count == table.num_rows  # found by the pipeline's enrich step
+    tickers = enrich(table, POSTS).column("tickers").to_pylist()
     rows = table.to_pylist()
     assert [r["post_id"] for r in rows] == ["2125803024143093761", "2125800680923865089", "2125790779568828417"]
     first = rows[0]
@@ -58,11 +61,11 @@ def test_happy_path(fake_service) -> None:
     assert first["ts"] == dt.datetime(2026, 11, 26, 4, 5, 11, tzinfo=dt.timezone.utc)
     assert first["url"] == "https://x.com/chartwala_in/status/2125803024143093761"
     assert first["engagement"] == 150 + 4 + 12 + 2
-    assert first["tickers"] == ["SUZLON"]
+    assert tickers[0] == ["SUZLON"]
     # a long post: the full note text, not the cut `text`
     assert rows[1]["text"].startswith("Reliance Industries ka result kal hai") and rows[1]["text"].endswith(
         "refining margins bhi.")
-    assert rows[1]["tickers"] == ["RELIANCE"] and rows[2]["tickers"] == ["HDFCBANK", "INFY"]
+    assert tickers[1] == ["RELIANCE"] and tickers[2] == ["HDFCBANK", "INFY"]
     assert [p.body for p in result.raw] == [body("search_page1.json"), body("search_page2.json")]
     assert all(p.request.endswith(SEARCH_PATH) for p in result.raw)
     assert result.next_cursor == {"since_id": {src.queries[0]: "2125803024143093761"}}

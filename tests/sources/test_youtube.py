@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from sentinel_ray.config import Settings, YouTubeSettings
+from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
@@ -87,6 +88,8 @@ def test_happy_path_videos_and_comments_with_pagination(fake_service) -> None:
 
     table = result.records[POSTS.name]
     assert table.schema == POSTS.record_schema
+    assert table.column("tickers").null_count == table.num_rows  # found by the pipeline's enrich step
+    tickers = dict(zip(table.column("post_id").to_pylist(), enrich(table, POSTS).column("tickers").to_pylist()))
     by_id = {r["post_id"]: r for r in rows(result)}
     # three videos (the channel result is ignored), 3 + 1 comments (one video has comments disabled)
     assert set(by_id) == {"video:h5Rk2mNqT0w", "video:Zq3pL8sVx1E", "video:Vb9cT4yHn2Q",
@@ -103,8 +106,8 @@ def test_happy_path_videos_and_comments_with_pagination(fake_service) -> None:
     assert video["url"] == "https://www.youtube.com/watch?v=h5Rk2mNqT0w"
     assert video["ts"] == dt.datetime(2024, 5, 6, 10, 45, 12, tzinfo=dt.timezone.utc)
     assert video["engagement"] is None and video["platform"] == "youtube"
-    assert "RELIANCE" in video["tickers"]
-    assert set(by_id["video:Vb9cT4yHn2Q"]["tickers"]) >= {"IDEA", "HDFCBANK", "TCS"}
+    assert "RELIANCE" in tickers["video:h5Rk2mNqT0w"]
+    assert set(tickers["video:Vb9cT4yHn2Q"]) >= {"IDEA", "HDFCBANK", "TCS"}
 
     comment = by_id["UgzR7tLq1mXkP0a9Vb54AaABAg"]
     assert comment["text"] == "RIL ko 3000 tak hold karo, Jio IPO aane do. Reliance & TCS are my core holdings"
@@ -112,8 +115,8 @@ def test_happy_path_videos_and_comments_with_pagination(fake_service) -> None:
     assert comment["engagement"] == 12 + 3
     assert comment["url"] == "https://www.youtube.com/watch?v=h5Rk2mNqT0w&lc=UgzR7tLq1mXkP0a9Vb54AaABAg"
     assert comment["ts"] == dt.datetime(2024, 5, 6, 11, 20, 5, tzinfo=dt.timezone.utc)
-    assert comment["tickers"] == ["RELIANCE", "TCS"]
-    assert by_id["UgyB5nM7qW9eR1tY3uI5AaABAg"]["tickers"] == ["IDEA"]
+    assert tickers["UgzR7tLq1mXkP0a9Vb54AaABAg"] == ["RELIANCE", "TCS"]
+    assert tickers["UgyB5nM7qW9eR1tY3uI5AaABAg"] == ["IDEA"]
 
     assert set(table.column("source").to_pylist()) == {"youtube"}
     assert table.column("run_id").null_count == table.num_rows
