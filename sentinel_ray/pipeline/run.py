@@ -28,10 +28,11 @@ import pyarrow.compute as pc
 from sentinel_ray.config import Settings
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import PipelineRun
+from sentinel_ray.pipeline.features_store import compute_range, write_features
 from sentinel_ray.pipeline.store import InsertBuffer, process_and_store
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import FetchResult, utc_now
-from sentinel_ray.schemas import BACKFILL_DAYS, DATA_DATASETS, TIMESTAMP_TYPE
+from sentinel_ray.schemas import BACKFILL_DAYS, DATA_DATASETS, FEATURES_1D, FEATURES_1M, TIMESTAMP_TYPE
 from sentinel_ray.sources import make_history_source
 from sentinel_ray.sources.base import HistorySource
 from sentinel_ray.storage.lake import Lake
@@ -253,6 +254,7 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                     progress(Progress(finished, len(days), sum(int(r["rows_in"]) for r in rows),
                                       time.perf_counter() - began))
             _merge_replaced_rows(warehouse, rows, checked, prior)
+            store_features(warehouse, Lake(settings.resolved_lake_uri), days[0], days[-1])
     except BaseException as e:
         run.fail_quietly(warehouse, e)
         raise
@@ -262,6 +264,23 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
         summary.total_in, summary.total_valid, summary.total_quarantined)
     run.finish(warehouse)
     return summary
+
+
+def store_features(warehouse: Warehouse, lake: Lake, start: dt.date, end: dt.date) -> tuple[int, int]:
+    """features_1m / features_1d of the sessions in [start, end] from the stored rows (the
+    trailing history read from the warehouse), into the warehouse and the curated lake.
+    Months that already held feature rows are merged, so a re-run replaces on disk too."""
+    lo, hi = _midnight(start - dt.timedelta(days=1)), _midnight(end + dt.timedelta(days=1))
+    prior = {name: {int(r["m"]) for r in warehouse.query_rows(
+        f"SELECT DISTINCT toYYYYMM(`{ds.time_column}`) AS m FROM {{db}}.`{name}` "
+        f"WHERE `{ds.time_column}` >= {{lo:DateTime64(3, 'UTC')}} AND `{ds.time_column}` < {{hi:DateTime64(3, 'UTC')}}",
+        {"lo": lo, "hi": hi})} for name, ds in ((FEATURES_1M.name, FEATURES_1M), (FEATURES_1D.name, FEATURES_1D))}
+    f1m, f1d = compute_range(warehouse, start, end, computed_at=utc_now())
+    write_features(warehouse, lake, f1m, f1d, batch_key=None)
+    for name, table, col in ((FEATURES_1M.name, f1m, "ts"), (FEATURES_1D.name, f1d, "day")):
+        for month in sorted(set(_months(table.column(col))) & prior[name]):
+            warehouse.command(f"OPTIMIZE TABLE {{db}}.`{name}` PARTITION ID '{month:d}' FINAL")
+    return f1m.num_rows, f1d.num_rows
 
 
 def _run_days(settings: Settings, source_name: str, days: list[dt.date], run_id: str) -> Iterable[list[dict[str, Any]]]:

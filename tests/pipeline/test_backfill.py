@@ -129,3 +129,17 @@ def test_quality_metrics_of_every_day_add_up_to_the_run(backfilled) -> None:
     got = {r["dataset"]: (r["rows_in"], r["valid"]) for r in rows}
     assert got == {name: (summary.rows_in[name], summary.rows_valid[name]) for name in summary.rows_in}
     assert all(r["batches"] == summary.days for r in rows if r["dataset"] == "posts")
+
+
+def test_features_one_row_per_valid_1m_bar(backfilled) -> None:
+    settings, *_ = backfilled
+    wh = connect_warehouse(settings)
+    bars = wh.query_rows("SELECT count() AS n FROM (SELECT DISTINCT ticker, exchange, ts FROM {db}.prices FINAL "
+                         "WHERE interval = '1m')")[0]["n"]
+    features = wh.query_rows("SELECT count() AS n, uniqExact(ticker, exchange, ts) AS k FROM {db}.features_1m")[0]
+    assert bars > 0 and features == {"n": bars, "k": bars}
+    days = wh.query_rows("SELECT count() AS n FROM (SELECT DISTINCT ticker, exchange, toDate(ts, 'Asia/Kolkata') "
+                         "FROM {db}.prices FINAL WHERE interval = '1m')")[0]["n"]
+    assert wh.query_rows("SELECT count() AS n FROM {db}.features_1d FINAL")[0]["n"] == days
+    lake = Lake(settings.resolved_lake_uri)
+    assert lake.read("curated", "features_1m").num_rows == bars
