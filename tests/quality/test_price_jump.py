@@ -245,7 +245,8 @@ def test_replay_pump_and_dump_days_pass() -> None:
     while checked < 3:
         if is_trading_day(day):
             result = source.generate_day(day, run_id="t", ingested_at=NOW)
-            episode = result.meta["episodes"][0]
+            episode = max((e for e in result.meta["episodes"] if e["kind"] == "pump_dump"),
+                          key=lambda e: e["size"] / e["days_spanned"])  # the steepest pump of the day
             prices = result.records["prices"]
             table, bad = conform(prices, PRICES)
             table = normalise(table, PRICES)

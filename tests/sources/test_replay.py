@@ -12,9 +12,10 @@ import pyarrow.compute as pc
 import pytest
 
 from sentinel_ray import reference
-from sentinel_ray.schemas import POSTS, PRICES
+from sentinel_ray.schemas import FILINGS, POSTS, PRICES
 from sentinel_ray.market import MS_PER_DAY, MS_PER_MIN, NSE_HOLIDAYS, SESSION_BARS, SESSION_OPEN_MS, is_trading_day
 from sentinel_ray.sources.replay import ReplaySource
+from sentinel_ray.sources.replay.episodes import KINDS
 
 UTC = dt.timezone.utc
 INGESTED = dt.datetime(2025, 6, 1, tzinfo=UTC)
@@ -22,7 +23,9 @@ TRADING_DAY = dt.date(2025, 3, 5)  # a Wednesday, not a holiday
 SATURDAY = dt.date(2025, 3, 8)
 HOLIDAY = dt.date(2025, 8, 15)  # Independence Day, a Friday
 FUTURE_CUTOFF_MS = int(dt.datetime(2030, 1, 1, tzinfo=UTC).timestamp() * 1000)  # bad rows sit ~10 years on
-PROMO_WORDS = re.compile(r"multibagger|target 3x|operator|buy before it flies|🚀", re.IGNORECASE)
+PROMO_WORDS = re.compile(r"multibagger|upper circuit|target \d|operator|sure shot|jackpot|buy before|🚀|abhi kharido|"
+                         r"paisa double", re.IGNORECASE)
+NO_EPISODES = dict.fromkeys(KINDS, 0.0)
 
 
 def _day(source: ReplaySource, day: dt.date):
@@ -62,9 +65,9 @@ def trading(source: ReplaySource):
 
 def test_same_seed_and_day_give_identical_tables(trading) -> None:
     again = _day(ReplaySource(seed=42), TRADING_DAY)
-    for name in ("prices", "posts"):
+    for i, name in enumerate(("prices", "posts", "filings")):
         assert again.records[name].equals(trading.records[name])
-        assert again.raw[0].body == trading.raw[0].body
+        assert again.raw[i].body == trading.raw[i].body
     assert again.meta == trading.meta
 
 
@@ -74,10 +77,12 @@ def test_different_seed_gives_different_data(trading) -> None:
     assert not other.records["posts"].column("text").equals(trading.records["posts"].column("text"))
 
 
-def test_a_symbol_subset_sees_the_same_bars(source: ReplaySource, trading) -> None:
-    subset = ReplaySource(seed=42, symbols=["RELIANCE", "TCS"], pump_probability=0.0)
+def test_a_symbol_subset_sees_the_same_bars() -> None:
+    # episodes pick their tickers from the universe; without them a symbol's bars are its own
+    subset = ReplaySource(seed=42, symbols=["RELIANCE", "TCS"], pump_probability=0.0, episode_rates=NO_EPISODES)
+    whole = ReplaySource(seed=42, pump_probability=0.0, episode_rates=NO_EPISODES)
     mine = _good_prices(_day(subset, TRADING_DAY).records["prices"])
-    full = _good_prices(trading.records["prices"])
+    full = _good_prices(_day(whole, TRADING_DAY).records["prices"])
     full = full.filter(pc.is_in(full.column("ticker"), pa.array(["RELIANCE", "TCS"])))
     key = ["ticker", "ts"]
     joined = mine.select([*key, "open"]).join(full.select([*key, "open"]), key, join_type="inner", right_suffix="_full")
@@ -115,7 +120,10 @@ def test_no_bars_on_weekends_and_holidays_but_some_posts(source: ReplaySource, d
     result = _day(source, day)
     assert result.rows("prices") == 0
     assert 0 < result.rows("posts") < source.posts_per_day
-    assert result.meta["episodes"] == []
+    # only an episode running across the closed day (a multi-day one) is listed on it
+    lo = dt.datetime.combine(day, dt.time(), UTC)
+    for ep in result.meta["episodes"]:
+        assert ep["day"] < day < ep["last_day"] and ep["start"] < lo
     assert result.meta["expected"]["prices"] == {"rows": 0, "valid": 0, "rejected": {}}
 
 
@@ -156,7 +164,8 @@ def test_open_continues_from_previous_close(source: ReplaySource) -> None:
     days = [dt.date(2025, 3, 6), dt.date(2025, 3, 7), dt.date(2025, 3, 10)]  # Thu, Fri, Mon
     closes, opens = {}, {}
     for day in days:
-        good = _good_prices(_day(ReplaySource(seed=42, pump_probability=0.0), day).records["prices"])
+        quiet = ReplaySource(seed=42, pump_probability=0.0, episode_rates=NO_EPISODES)
+        good = _good_prices(_day(quiet, day).records["prices"])
         ms = _ms(good.column("ts"))
         tickers = good.column("ticker").to_pylist()
         first, last = ms.min(), ms.max()
@@ -191,6 +200,7 @@ def test_every_bad_kind_is_injected(trading) -> None:
         "missing_field", "non_positive_price", "ohlc_inconsistent", "future_timestamp", "duplicate"
     }
     assert set(exp["posts"]["rejected"]) == {"missing_field", "text_length", "future_timestamp", "duplicate"}
+    assert exp["filings"] == {"rows": trading.rows("filings"), "valid": trading.rows("filings"), "rejected": {}}
     assert all(v >= 1 for e in exp.values() for v in e["rejected"].values())
 
     k = exp["prices"]["rejected"]
@@ -227,11 +237,12 @@ def test_expected_counts_sum_over_days(source: ReplaySource) -> None:
         assert counts["rows"] == counts["valid"] + sum(counts["rejected"].values())
 
 
-@pytest.mark.parametrize("name", ["prices", "posts"])
+@pytest.mark.parametrize("name", ["prices", "posts", "filings"])
 def test_pipeline_validation_agrees_with_ground_truth(trading, name: str) -> None:
     from sentinel_ray.pipeline.transform import process_batch
 
-    ds = {"prices": PRICES, "posts": POSTS}[name]
+    ds = {"prices": PRICES, "posts": POSTS, "filings": FILINGS}[name]
+    assert trading.rows(name) > 0
     result = process_batch(trading.records[name], ds, now=dt.datetime(2026, 1, 1, tzinfo=UTC),
                            known_tickers=reference.known_tickers())
     expected = trading.meta["expected"][name]
@@ -245,40 +256,49 @@ def test_pipeline_validation_agrees_with_ground_truth(trading, name: str) -> Non
 def test_episodes_show_pump_and_promo(pumped: ReplaySource) -> None:
     start, end = dt.date(2025, 3, 3), dt.date(2025, 3, 7)
     episodes = pumped.episodes(start, end)
-    assert episodes.num_rows == 5  # probability 1 and five trading days
+    pumps = [ep for ep in episodes.to_pylist() if ep["kind"] == "pump_dump" and start <= ep["day"]]
+    # probability 1 and five trading days; a pump still running on its ticker blocks a new one there
+    assert 3 <= len(pumps) <= 5 and len({ep["day"] for ep in pumps}) == len(pumps)
     smallcaps = set(reference.symbols("smallcap"))
-    for ep in episodes.to_pylist():
-        assert ep["ticker"] in smallcaps
-        assert ep["promo_start"] < ep["pump_start"] < ep["peak_ts"] < ep["dump_end"]
+    for ep in pumps:
+        assert ep["ticker"] in smallcaps and ep["is_manipulation"]
+        assert ep["start"] < ep["peak_ts"] < ep["end"]
         result = _day(pumped, ep["day"])
-        assert result.meta["episodes"] == [ep]
+        quiet = _day(ReplaySource(seed=7, episode_rates=NO_EPISODES, pump_probability=0.0), ep["day"]).records["prices"]
+        assert ep in result.meta["episodes"]
+        assert result.meta["episodes"][0]["kind"] == "pump_dump"  # manipulation first
 
         prices = result.records["prices"]
         bars = prices.filter(pc.equal(prices.column("ticker"), ep["ticker"]))
         at = {t: o for t, o in zip(bars.column("ts").to_pylist(), bars.column("open").to_pylist())}
-        assert at[ep["peak_ts"]] > 1.15 * at[ep["pump_start"]]
-        assert at[ep["dump_end"]] < 1.08 * at[ep["pump_start"]]  # dumped back
+        if ep["days_spanned"] == 1 and ep["size"] >= 0.2:  # all of it on this day's bars
+            assert at[ep["peak_ts"]] > (1 + ep["size"] / 2) * at[ep["start"]]
+            assert at[ep["end"]] < 1.08 * at[ep["start"]]  # dumped back
+        # against the same day without episodes: the per-symbol noise is the same
+        base = quiet.filter(pc.equal(quiet.column("ticker"), ep["ticker"]))
+        base_vol = dict(zip(base.column("ts").to_pylist(), base.column("volume").to_pylist()))
         vol = dict(zip(bars.column("ts").to_pylist(), bars.column("volume").to_pylist()))
-        pump_vol = np.mean([v for t, v in vol.items() if ep["pump_start"] <= t < ep["peak_ts"]])
-        before_vol = np.mean([v for t, v in vol.items() if t < ep["promo_start"]])
-        assert pump_vol > 3 * before_vol
+        run_up = [t for t in vol if ep["start"] <= t < ep["peak_ts"]]
+        assert np.mean([vol[t] / base_vol[t] for t in run_up]) > 2.5
 
-        posts = result.records["posts"].to_pylist()
-        promo = [
-            p for p in posts
-            if ep["promo_start"] <= p["ts"] < ep["pump_start"]
-            and ep["ticker"] in p["tickers"] and PROMO_WORDS.search(p["text"])
-        ]
-        assert len(promo) >= 10
-        assert sum(p["platform"] in ("telegram", "x") for p in promo) > len(promo) / 2
+        posts = [p for p in result.records["posts"].to_pylist() if p["post_id"] in set(ep["post_ids"])]
+        assert all(ep["ticker"] in p["tickers"] and PROMO_WORDS.search(p["text"]) for p in posts)
+        if ep["chatter"] == "loud":
+            assert len(posts) >= 10
+            assert sum(p["platform"] in ("telegram", "x") for p in posts) > len(posts) / 2
 
 
-def test_no_episodes_at_probability_zero_or_off_trading_days() -> None:
+def test_no_episodes_at_rate_zero_or_starting_off_trading_days() -> None:
     quiet = ReplaySource(seed=7, pump_probability=0.0)
-    assert quiet.episodes(dt.date(2025, 3, 1), dt.date(2025, 3, 31)).num_rows == 0
+    kinds = set(quiet.episodes(dt.date(2025, 3, 1), dt.date(2025, 5, 31)).column("kind").to_pylist())
+    assert "pump_dump" not in kinds and kinds  # the hard negatives stay
+    silent = ReplaySource(seed=7, pump_probability=0.0, episode_rates=NO_EPISODES)
+    assert silent.episodes(dt.date(2025, 3, 1), dt.date(2025, 3, 31)).num_rows == 0
     loud = ReplaySource(seed=7, pump_probability=1.0)
     days = loud.episodes(dt.date(2025, 8, 9), dt.date(2025, 8, 17)).column("day").to_pylist()
-    assert all(is_trading_day(d) for d in days) and HOLIDAY not in days
+    assert days and all(is_trading_day(d) for d in days) and HOLIDAY not in days
+    with pytest.raises(ValueError, match="unknown episode kinds"):
+        ReplaySource(episode_rates={"insider_trading": 0.1})
 
 
 # --- posts ---------------------------------------------------------------------------------
@@ -317,7 +337,7 @@ def test_post_ids_are_unique_across_days(source: ReplaySource) -> None:
 
 
 def test_records_use_the_dataset_columns_and_types(trading) -> None:
-    for name, ds in (("prices", PRICES), ("posts", POSTS)):
+    for name, ds in (("prices", PRICES), ("posts", POSTS), ("filings", FILINGS)):
         table = trading.records[name]
         assert table.schema == ds.record_schema
         assert table.schema.names == ds.arrow_schema.names
@@ -327,7 +347,7 @@ def test_records_use_the_dataset_columns_and_types(trading) -> None:
 
 
 def test_raw_payload_parses_back_to_the_records(trading) -> None:
-    assert [p.dataset for p in trading.raw] == ["prices", "posts"]
+    assert [p.dataset for p in trading.raw] == ["prices", "posts", "filings"]
     for payload in trading.raw:
         assert payload.content_type == "application/x-ndjson"
         assert payload.request == f"replay://{payload.dataset}/2025-03-05"
@@ -338,7 +358,7 @@ def test_raw_payload_parses_back_to_the_records(trading) -> None:
         assert list(lines[0]) == table.schema.names
         first = table.slice(0, 1).to_pylist()[0]
         assert dt.datetime.fromisoformat(lines[0]["ts"]) == first["ts"]
-        for col in ("ticker", "open", "close", "volume", "post_id", "text", "tickers"):
+        for col in ("ticker", "open", "close", "volume", "post_id", "text", "tickers", "filing_id", "subject"):
             if col in first:
                 assert lines[0][col] == first[col]
     nulls = [json.loads(line) for line in trading.raw[0].body.splitlines() if b'"close":null' in line]

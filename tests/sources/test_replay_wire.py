@@ -16,11 +16,13 @@ NOW = dt.datetime(2026, 12, 1, 1, 2, 3, 456789, tzinfo=dt.timezone.utc)
 @pytest.mark.parametrize("day", [dt.date(2026, 11, 5), dt.date(2026, 11, 7), dt.date(2026, 11, 9)])
 def test_replay_bodies_are_byte_identical_to_pandas(day: dt.date) -> None:
     result = ReplaySource(bad_rate=0.05).generate_day(day, run_id='run/"x"', ingested_at=NOW)
+    assert [p.dataset for p in result.raw] == ["prices", "posts", "filings"]
     for payload in result.raw:
         table = result.records[payload.dataset]
         assert payload.body == (_to_ndjson_pandas(table) if table.num_rows else b"")
-        for part in (table.slice(3, 200), table.slice(0, 1)) if table.num_rows else ():
-            assert to_ndjson(part) == _to_ndjson_pandas(part)
+        for part in (table.slice(3, 200), table.slice(0, 1)):
+            if part.num_rows:  # a day's filings may be fewer than 4
+                assert to_ndjson(part) == _to_ndjson_pandas(part)
         assert to_ndjson(table.slice(0, 0)) == b""
 
 

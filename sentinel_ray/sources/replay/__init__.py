@@ -6,8 +6,9 @@ number of bad records of each kind, so the whole platform (validation, features,
 alerts) can be exercised and checked against ground truth with no network.
 `LiveReplaySource` plays the same market as a live feed, for continuous ingestion.
 
-Modules, each importing only those above it: `simulator` (the market: walks, bars,
-episodes), `chatter` (posts), `faults` (bad records and their expected rejects),
+Modules, each importing only those above it: `simulator` (the market: walks, bars),
+`chatter` (posts and filings), `episodes` (pumps and hard negatives: the ground truth),
+`faults` (bad records and their expected rejects),
 `tables` (records tables), `wire` (NDJSON bodies), `source` (`ReplaySource`),
 `live` (`LiveReplaySource`).
 """

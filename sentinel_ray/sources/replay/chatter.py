@@ -1,20 +1,20 @@
 """The chatter around the simulated market: social and news posts of one day, in each
-platform's own id and URL formats, plus the tip-channel promotion before an episode."""
+platform's own id and URL formats; the posts of an episode (tip-channel promotion, news,
+viral chatter); and the exchange filings of a day."""
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import hashlib
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from sentinel_ray.market import IST_OFFSET, MS_PER_DAY, MS_PER_MIN, SESSION_CLOSE_MS, SESSION_OPEN_MS, is_trading_day
-from sentinel_ray.sources.replay.simulator import EPOCH, Episode, SymbolInfo, day_start_ms
+from sentinel_ray.sources.replay.simulator import EPOCH, SymbolInfo, day_start_ms
 
 PLATFORMS = ("reddit", "x", "telegram", "youtube", "news")
 _REGULAR_PLATFORM_P = (0.30, 0.30, 0.15, 0.10, 0.15)
-_PROMO_PLATFORM_P = (0.07, 0.25, 0.60, 0.08, 0.0)
 
 # IST daytime (08:00-24:00 IST) as ms after 00:00 UTC: 02:30-18:30 UTC.
 _DAYTIME_MS = tuple(ms - int(IST_OFFSET.total_seconds()) * 1000 for ms in (8 * 60 * MS_PER_MIN, MS_PER_DAY))
@@ -59,14 +59,6 @@ _NEWS_NONE = (
     "FPIs turn net buyers in Indian equities this week",
     "Rupee settles higher against the US dollar",
 )
-_PROMO = (
-    "🚀🚀 {a} MULTIBAGGER ALERT 🚀🚀 Target 3x in 2 weeks. Buy before it flies!",
-    "Operator news in {a} ✅ big move loading, accumulate now 🚀🔥",
-    "{a} target 3x pakka 💯 operator entry ho chuki hai, abhi lo warna pachtaoge 🚀",
-    "Jackpot stock {a} 🚀🚀🚀 sirf VIP members ke liye. Buy before it flies",
-    "Insider info: {a} big order coming 🚀 target 3x, don't miss this rocket",
-    "{a} 🚀🚀 upper circuit coming today! Multibagger loading 💰💰",
-)
 _HANDLE_HEAD = ("dalal", "nifty", "bull", "bear", "trader", "stock", "market", "desi", "mumbai", "chart", "swing", "value")
 _HANDLE_TAIL = ("_guru", "wala", "_king", "_pro", "_investor", "_baba", "_ji", "_india", "")
 _SUBREDDITS = ("IndianStreetBets", "IndianStockMarket", "DalalStreetTalks")
@@ -82,11 +74,18 @@ _NEWS_OUTLETS = (
 _X_EPOCH_MS = 1_288_834_974_657  # Twitter snowflake epoch
 
 
+POST_KEYS = ("platform", "post_id", "author", "text", "ts", "url", "engagement", "tickers", "episode")
+# Episode posts take serials from here up (regular ones stay below 50,000 a day), so an
+# episode's post ids are known without generating the rest of the day.
+EPISODE_SERIAL_BASE = 50_000
+
+
 def day_posts(
-    rng: np.random.Generator, day: dt.date, episode: Episode | None, infos: list[SymbolInfo],
+    rng: np.random.Generator, day: dt.date, episode_posts: list[dict[str, list[Any]]], infos: list[SymbolInfo],
     posts_per_day: int, seed: int,
 ) -> dict[str, list[Any]]:
-    """Good posts of the day, sorted by time, as Python lists (texts are built per post)."""
+    """Good posts of the day, sorted by time, as Python lists (texts are built per post):
+    the regular chatter plus the episodes' posts of this UTC day (`episode` True)."""
     trading = is_trading_day(day)
     n_regular = posts_per_day if trading else posts_per_day // 3
     day_ms = day_start_ms(day)
@@ -96,37 +95,199 @@ def day_posts(
     in_busy = rng.random(n_regular) < busy
     ts = np.where(in_busy, rng.integers(lo, hi, n_regular), rng.integers(0, MS_PER_DAY, n_regular)) + day_ms
     platform = rng.choice(len(PLATFORMS), size=n_regular, p=_REGULAR_PLATFORM_P)
-    promo = np.zeros(n_regular, dtype=bool)
-    if episode is not None:
-        m = episode.promo_posts
-        pump_ms = episode.bar_ms(episode.pump_bar)
-        ts = np.concatenate([ts, rng.integers(episode.promo_start_ms, pump_ms, m)])
-        platform = np.concatenate([platform, rng.choice(len(PLATFORMS), size=m, p=_PROMO_PLATFORM_P)])
-        promo = np.concatenate([promo, np.ones(m, dtype=bool)])
     order = np.argsort(ts, kind="stable")
-    ts, platform, promo = ts[order], platform[order], promo[order]
+    ts, platform = ts[order], platform[order]
 
     symbols = [info.symbol for info in infos]
-    names = {info.symbol: _short_name(info.name) for info in infos}
-    out: dict[str, list[Any]] = {k: [] for k in ("platform", "post_id", "author", "text", "ts", "url", "engagement", "tickers", "promo")}
+    names = {info.symbol: short_name(info.name) for info in infos}
+    out: dict[str, list[Any]] = {k: [] for k in POST_KEYS}
     for i in range(len(ts)):
         plat = PLATFORMS[int(platform[i])]
-        if promo[i]:
-            assert episode is not None
-            tickers = [episode.ticker]
-            text = _PROMO[int(rng.integers(len(_PROMO)))].format(a=_mention(rng, episode.ticker, names, promo=True))
-        else:
-            tickers, text = _regular_text(rng, plat, symbols, names)
-        post_id, author, url = _identity(rng, plat, bool(promo[i]), day, i, int(ts[i]), seed)
-        engagement = None if plat == "news" else int(rng.lognormal(3.0 if not promo[i] else 4.5, 1.2))
+        tickers, text = _regular_text(rng, plat, symbols, names)
+        post_id, author, url = identity(rng, plat, False, day, i, int(ts[i]), seed)
+        engagement = None if plat == "news" else int(rng.lognormal(3.0, 1.2))
         for key, value in (("platform", plat), ("post_id", post_id), ("author", author), ("text", text),
                            ("ts", int(ts[i])), ("url", url), ("engagement", engagement),
-                           ("tickers", tickers), ("promo", bool(promo[i]))):
+                           ("tickers", tickers), ("episode", False)):
+            out[key].append(value)
+    episode_posts = [extra for extra in episode_posts if extra.get("ts")]
+    for extra in episode_posts:
+        for key in POST_KEYS:
+            out[key].extend(list(v) if key == "tickers" else v for v in extra[key])
+    if episode_posts:
+        order = np.argsort(np.array(out["ts"], dtype=np.int64), kind="stable")
+        out = {key: [values[j] for j in order] for key, values in out.items()}
+    return out
+
+
+# --- episode chatter -------------------------------------------------------------------
+
+# Tip channels selling a pump: promotional words, emojis, Hinglish, a target price.
+_PROMO = (
+    "🚀🚀 {a} MULTIBAGGER ALERT 🚀🚀 Target {t} in 2 weeks. Buy before it flies!",
+    "Operator news in {a} ✅ big move loading, accumulate now 🚀🔥",
+    "{a} target {t} pakka 💯 operator entry ho chuki hai, abhi kharido warna pachtaoge 🚀",
+    "Jackpot stock {a} 🚀🚀🚀 sirf VIP members ke liye. Buy before it flies",
+    "Insider info: {a} big order coming 🚀 target {t}, don't miss this rocket",
+    "{a} 🚀🚀 upper circuit coming today! Multibagger loading 💰💰",
+    "Sure shot call: {a} 🎯 target {t}. Paisa double guaranteed 💰",
+    "{a} mein upper circuit lagega, abhi kharido! Operator ka maal hai 🚀",
+    "Buy before news: {a} jackpot 🚀 target {t} sure shot",
+    "{a} = next multibagger 🔥 paisa double in 1 month, buy before it's too late",
+)
+# ... and after the run-up, selling it to latecomers.
+_PROMO_LATE = (
+    "{a} already up {p}% 🚀🚀 still time, target {t}! Upper circuit again tomorrow",
+    "Missed {a}? Abhi bhi kharido, operator target {t} hai 🚀",
+    "{a} ne toh paisa double kar diya 🚀🚀 hold for target {t}, multibagger",
+    "{a} upper circuit 🔥 {p}% in no time, next jackpot loading 💰",
+)
+_EARNINGS_NEWS_UP = (
+    "{n} Q{q} results: net profit rises {x}% YoY, beats estimates",
+    "{n} shares jump after strong quarterly numbers",
+    "{n} reports record quarterly revenue; margins expand",
+)
+_EARNINGS_NEWS_DOWN = (
+    "{n} Q{q} results: net profit falls {x}% YoY, misses estimates",
+    "{n} shares slide after weak quarterly numbers",
+    "{n} cuts guidance after a soft quarter; shares under pressure",
+)
+_EARNINGS_SOCIAL_UP = (
+    "{a} results solid, margins improved. Holding.",
+    "{a} ka result accha aaya, management commentary bhi positive",
+    "Q{q} numbers of {a} beat the street, volume confirms it",
+)
+_EARNINGS_SOCIAL_DOWN = (
+    "{a} results disappointing, exiting my position",
+    "{a} ka result kharab aaya, stop loss laga ke rakho",
+    "Q{q} numbers of {a} missed badly, margins under pressure",
+)
+_FILING_NEWS = (
+    "{n} bags order worth Rs {x} crore, shares in focus",
+    "{n}: board approves share buyback at a premium",
+    "{n} to acquire majority stake in a peer, stock gains",
+    "{n} wins regulatory approval for new plant",
+)
+_FILING_SOCIAL = (
+    "{a} order win filed on the exchange, good for the long term",
+    "{a} announced a buyback today, solid signal from management",
+    "{a} acquisition looks value accretive, adding on dips",
+)
+# Viral chatter about a large cap: noisy, but neither promotional nor news that moves it.
+_VIRAL = (
+    "Everyone on my feed is talking about {a} today 😂",
+    "{a} new ad campaign is going viral, kya creativity hai",
+    "That {a} CEO interview clip is everywhere today",
+    "Why is {a} trending? Nothing changed in the numbers",
+    "{a} memes are killing it today 🤣",
+    "My whole office is discussing {a} today, kya scene hai?",
+    "{a} customer care horror stories thread is blowing up",
+    "{a} app outage today, Twitter is full of complaints",
+)
+_RALLY = (
+    "Nifty up {x}% today, broad rally across sectors",
+    "Sensex zooms {y} points as FIIs turn buyers",
+    "Green everywhere! Market mein tezi hai aaj",
+    "Bulls are back: Nifty, Sensex rally on global cues",
+    "Small caps and mid caps join the rally, breadth very strong",
+)
+
+_PLATFORM_P = {
+    "promo": (0.07, 0.25, 0.60, 0.08, 0.0),
+    "news": (0.15, 0.20, 0.05, 0.05, 0.55),
+    "viral": (0.30, 0.45, 0.05, 0.20, 0.0),
+    "market": (0.20, 0.30, 0.10, 0.05, 0.35),
+}
+
+
+def episode_posts(
+    rng: np.random.Generator, ts: np.ndarray, style: str, info: SymbolInfo | None, context: dict[str, Any],
+    serial: Callable[[dt.date, int], int], seed: int,
+) -> dict[str, list[Any]]:
+    """An episode's posts at the times `ts` (ms, sorted), as lists like `day_posts`.
+
+    `style`: promo / promo_late (a pump's), news_up / news_down (earnings), filing,
+    viral, market (a rally: no ticker). `serial(day, k)` numbers the k-th post within its day.
+    """
+    group = {"promo": "promo", "promo_late": "promo", "viral": "viral", "market": "market"}.get(style, "news")
+    platform = rng.choice(len(PLATFORMS), size=len(ts), p=_PLATFORM_P[group])
+    names = {info.symbol: short_name(info.name)} if info is not None else {}
+    out: dict[str, list[Any]] = {k: [] for k in POST_KEYS}
+    for k in range(len(ts)):
+        plat = PLATFORMS[int(platform[k])]
+        t = int(ts[k])
+        day = dt.date(1970, 1, 1) + dt.timedelta(milliseconds=t)
+        fields = {"t": context.get("target"), "p": context.get("percent"), "q": context.get("quarter"),
+                  "x": context.get("figure"), "y": context.get("points")}
+        if group == "market":
+            tickers: list[str] = []
+            text = _RALLY[int(rng.integers(len(_RALLY)))].format(**fields)
+        else:
+            assert info is not None
+            tickers = [info.symbol]
+            news = plat == "news"
+            templates = {
+                "promo": _PROMO, "promo_late": _PROMO_LATE, "viral": _VIRAL,
+                "news_up": _EARNINGS_NEWS_UP if news else _EARNINGS_SOCIAL_UP,
+                "news_down": _EARNINGS_NEWS_DOWN if news else _EARNINGS_SOCIAL_DOWN,
+                "filing": _FILING_NEWS if news else _FILING_SOCIAL,
+            }[style]
+            mention = names[info.symbol] if news else _mention(rng, info.symbol, names, promo=group == "promo")
+            text = templates[int(rng.integers(len(templates)))].format(a=mention, n=names[info.symbol], **fields)
+        post_id, author, url = identity(rng, plat, group == "promo", day, serial(day, k), t, seed)
+        mu = {"promo": 4.5, "viral": 5.0}.get(group, 3.0)
+        engagement = None if plat == "news" else int(rng.lognormal(mu, 1.2))
+        for key, value in (("platform", plat), ("post_id", post_id), ("author", author), ("text", text),
+                           ("ts", t), ("url", url), ("engagement", engagement),
+                           ("tickers", tickers), ("episode", True)):
             out[key].append(value)
     return out
 
 
-def _short_name(name: str) -> str:
+# --- filings ---------------------------------------------------------------------------
+
+FILING_KEYS = ("exchange", "filing_id", "ticker", "company", "subject", "details", "ts", "attachment_url")
+_ROUTINE_FILINGS = (
+    ("Trading Window-XBRL", "Closure of trading window for designated persons"),
+    ("Board Meeting Intimation", "Intimation of board meeting to consider quarterly results"),
+    ("Shareholders meeting", "Notice of annual general meeting"),
+    ("Certificate under SEBI (Depositories and Participants) Regulations, 2018", None),
+    ("Copy of Newspaper Publication", "Newspaper publication of notice to shareholders"),
+    ("Analysts/Institutional Investor Meet/Con. Call Updates", "Schedule of analyst meet"),
+    ("Loss of Share Certificates", None),
+)
+FILING_SUBJECTS = {
+    "earnings": ("Financial Results", "Outcome of Board Meeting: audited financial results for the quarter"),
+    "order": ("Award of Order / Receipt of Order", "The company has received an order worth Rs {x} crore"),
+    "buyback": ("Buyback", "Board approved buyback of equity shares"),
+    "acquisition": ("Acquisition", "Execution of agreement to acquire a majority stake"),
+    "approval": ("Updates", "Receipt of regulatory approval for the new facility"),
+}
+ROUTINE_SERIALS = 500  # routine filings of a day number below this; episodes' from here
+
+
+def filing_record(day: dt.date, serial: int, info: SymbolInfo, subject: str, details: str | None,
+                  ts_ms: int) -> dict[str, Any]:
+    """One NSE announcement: seq_id-like ids unique per day, the archive's attachment URL."""
+    filing_id = str(100_000_000 + (day - EPOCH).days * 1000 + serial)
+    url = f"https://nsearchives.nseindia.com/corporate/{info.symbol}_{day:%d%m%Y}{filing_id}.pdf"
+    return {"exchange": "NSE", "filing_id": filing_id, "ticker": info.symbol, "company": info.name,
+            "subject": subject, "details": details, "ts": int(ts_ms), "attachment_url": url}
+
+
+def routine_filings(rng: np.random.Generator, day: dt.date, infos: list[SymbolInfo]) -> list[dict[str, Any]]:
+    """The day's announcements that move nothing: most filings are routine."""
+    if not infos:
+        return []
+    n = int(rng.integers(2, 9)) if is_trading_day(day) else int(rng.integers(0, 3))
+    who = rng.integers(len(infos), size=n)
+    what = rng.integers(len(_ROUTINE_FILINGS), size=n)
+    ts = np.sort(rng.integers(*_DAYTIME_MS, size=n)) + day_start_ms(day)
+    return [filing_record(day, k, infos[int(who[k])], *_ROUTINE_FILINGS[int(what[k])], int(ts[k]))
+            for k in range(n)]
+
+
+def short_name(name: str) -> str:
     """How chatter names a company: 'Reliance Industries Ltd' -> 'Reliance Industries'."""
     for suffix in (" Ltd", " Limited"):
         if name.endswith(suffix):
@@ -171,7 +332,7 @@ def _regular_text(
     return tickers, template.format(**dict(zip("ab", mentions)))
 
 
-def _identity(
+def identity(
     rng: np.random.Generator, platform: str, promo: bool, day: dt.date, i: int, ts_ms: int, seed: int
 ) -> tuple[str, str | None, str]:
     """(post_id, author, url) in each platform's own format, unique per (day, i)."""

@@ -1,6 +1,7 @@
 """Bad records injected into a simulated day, and how many of each kind validation must reject.
 
-The episode's bars and promo posts are never touched: they are the detectors' ground truth.
+The bars of the tickers an episode moves and the episodes' posts are never touched: they are
+the detectors' ground truth.
 """
 from __future__ import annotations
 
@@ -10,24 +11,25 @@ import numpy as np
 
 from sentinel_ray.market import MS_PER_DAY
 from sentinel_ray.records import Reason
-from sentinel_ray.sources.replay.simulator import Episode
 
 FUTURE_SHIFT_DAYS = 3650  # a "future" bad row: same wall time ten years on
 
 
 def with_bad_prices(
-    cols: dict[str, np.ndarray], episode: Episode | None, rng: np.random.Generator, bad_rate: float
+    cols: dict[str, np.ndarray], protected: np.ndarray | None, rng: np.random.Generator, bad_rate: float
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
-    """Good bars plus injected bad rows: (columns, null masks, expected counts)."""
+    """Good bars plus injected bad rows: (columns, null masks, expected counts).
+
+    `protected`: rows to keep intact (the bars episodes move), unless too few others are left.
+    """
     n = len(cols["ts"])
     if n == 0:
         return cols, {}, {"rows": 0, "valid": 0, "rejected": {}}
-    protected = np.zeros(n, dtype=bool)
-    if episode is not None:  # keep the ground-truth episode bars intact
-        protected[cols["ticker"] == episode.ticker] = True
     # OHLC swap needs high > low to make a difference.
     swappable = cols["high"] > cols["low"]
     k = _bad_per_kind(bad_rate, n, 5)
+    if protected is None or int((~protected & swappable).sum()) < 5 * k:
+        protected = np.zeros(n, dtype=bool)  # the exact counts come first
     pools = [~protected, ~protected, ~protected & swappable, ~protected]
     picks = _pick_disjoint(rng, pools, k)
     nonpos, missing, ohlc, future = picks
@@ -38,7 +40,7 @@ def with_bad_prices(
     cols["ts"][future] += FUTURE_SHIFT_DAYS * MS_PER_DAY
     used = np.zeros(n, dtype=bool)
     used[np.concatenate(picks)] = True
-    dup = np.sort(rng.choice(np.flatnonzero(~used), size=k, replace=False))
+    dup = np.sort(rng.choice(np.flatnonzero(~used & ~protected), size=k, replace=False))
     cols = {name: np.concatenate([c, c[dup]]) for name, c in cols.items()}
     masks = {"close": np.concatenate([close_null, np.zeros(k, dtype=bool)])}
     expected = {
@@ -63,7 +65,7 @@ def with_bad_posts(
     if n == 0:
         return posts, {"rows": 0, "valid": 0, "rejected": {}}
     k = _bad_per_kind(bad_rate, n, 4)
-    pool = ~np.array(posts["promo"], dtype=bool)  # promo posts are the episode's ground truth
+    pool = ~np.array(posts["episode"], dtype=bool)  # episode posts are ground truth
     if pool.sum() < 4 * k:
         k = max(0, int(pool.sum()) // 4)
     missing, short, future = _pick_disjoint(rng, [pool, pool, pool], k)
@@ -77,7 +79,7 @@ def with_bad_posts(
         posts["ts"][i] += FUTURE_SHIFT_DAYS * MS_PER_DAY
     used = np.zeros(n, dtype=bool)
     used[np.concatenate([missing, short, future])] = True
-    dup = np.sort(rng.choice(np.flatnonzero(~used), size=k, replace=False)) if k else np.empty(0, np.int64)
+    dup = np.sort(rng.choice(np.flatnonzero(~used & pool), size=k, replace=False)) if k else np.empty(0, np.int64)
     for key, values in posts.items():
         values.extend([list(values[i]) if key == "tickers" else values[i] for i in dup])
     rejected = {

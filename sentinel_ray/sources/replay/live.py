@@ -30,7 +30,7 @@ class LiveReplaySource(Source):
     """
 
     name = "replay"
-    datasets = ("prices", "posts")
+    datasets = ReplaySource.datasets  # prices, posts, filings
 
     def __init__(self, replay: ReplaySource, *, start: dt.date, end: dt.date | None = None, speed: float = 60.0,
                  chunk_rows: int = 20_000, clock: Any = None) -> None:

@@ -1,5 +1,5 @@
-"""The simulated NSE cash market: per-symbol random walks, 1-minute bars and the
-pump-and-dump episodes that are its ground truth.
+"""The simulated NSE cash market: per-symbol random walks and 1-minute bars, on which the
+episodes (`episodes.py`) lay their price and volume effects.
 
 Everything is a pure function of (seed, day, symbols): each random draw comes from
 `numpy.random.default_rng([seed, day ordinal, stream, ...])`, never from the clock,
@@ -11,14 +11,12 @@ import datetime as dt
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
-import pyarrow as pa
 
 from sentinel_ray import reference
 from sentinel_ray.market import MS_PER_DAY, MS_PER_MIN, SESSION_BARS, SESSION_OPEN_MS, is_trading_day, next_trading_day
-from sentinel_ray.schemas import TIMESTAMP_TYPE
 
 # The daily random walk starts here; days before it cannot be generated.
 EPOCH = dt.date(2020, 1, 1)
@@ -28,14 +26,20 @@ HORIZON = dt.date(2036, 12, 31)
 TICK = 0.05
 
 # Independent random streams per day, so adding draws to one never shifts another.
-STREAM_EPISODE, STREAM_BARS, STREAM_POSTS, STREAM_BAD, STREAM_SYMBOL, STREAM_WALK, STREAM_GAP = range(7)
+(STREAM_EPISODE, STREAM_BARS, STREAM_POSTS, STREAM_BAD, STREAM_SYMBOL, STREAM_WALK, STREAM_GAP,
+ STREAM_FILINGS, STREAM_EPISODE_POSTS) = range(9)
+
+# What an episode does to one day's bars: rows (symbol indexes, or a slice for all), a
+# log-price bump over the day's SESSION_BARS + 1 path points and a volume multiplier over
+# its bars (each 1-D, or one row per symbol).
+Effect = tuple["np.ndarray | slice", np.ndarray, np.ndarray]
 
 
 def day_start_ms(day: dt.date) -> int:
     return (day - dt.date(1970, 1, 1)).days * MS_PER_DAY
 
 
-def _ms_to_datetime(ms: int) -> dt.datetime:
+def ms_to_datetime(ms: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=int(ms))
 
 
@@ -51,74 +55,17 @@ class SymbolInfo:
     smallcap: bool
 
 
-def _symbol_infos(symbols: list[str]) -> list[SymbolInfo]:
+def _symbol_infos(symbols: list[str], smallcaps: Iterable[str] | None) -> list[SymbolInfo]:
+    """Names from the reference table; small caps as given, else the table's segment
+    (symbols it does not know behave like small caps)."""
     table = reference.symbol_table().to_pydict()
     by_symbol = {s: (n, seg) for s, n, seg in zip(table["symbol"], table["name"], table["segment"])}
+    small = set(smallcaps) if smallcaps is not None else None
     infos = []
     for s in symbols:
-        name, seg = by_symbol.get(s, (s, "smallcap"))  # unknown symbols behave like small caps
-        infos.append(SymbolInfo(s, name, seg == "smallcap"))
+        name, seg = by_symbol.get(s, (s, "smallcap"))
+        infos.append(SymbolInfo(s, name, s in small if small is not None else seg == "smallcap"))
     return infos
-
-
-# --- episodes -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Episode:
-    """One pump-and-dump: bar indexes within the session and its size."""
-
-    ticker: str
-    day: dt.date
-    promo_start_ms: int
-    pump_bar: int
-    peak_bar: int
-    dump_end_bar: int
-    gain: float  # peak / pre-pump price - 1
-    volume_mult: float
-    promo_posts: int
-
-    def bar_ms(self, bar: int) -> int:
-        return day_start_ms(self.day) + SESSION_OPEN_MS + bar * MS_PER_MIN
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ticker": self.ticker,
-            "day": self.day,
-            "promo_start": _ms_to_datetime(self.promo_start_ms),
-            "pump_start": _ms_to_datetime(self.bar_ms(self.pump_bar)),
-            "peak_ts": _ms_to_datetime(self.bar_ms(self.peak_bar)),
-            "dump_end": _ms_to_datetime(self.bar_ms(self.dump_end_bar)),
-        }
-
-
-EPISODE_SCHEMA = pa.schema(
-    [
-        pa.field("ticker", pa.string()),
-        pa.field("day", pa.date32()),
-        pa.field("promo_start", TIMESTAMP_TYPE),
-        pa.field("pump_start", TIMESTAMP_TYPE),
-        pa.field("peak_ts", TIMESTAMP_TYPE),
-        pa.field("dump_end", TIMESTAMP_TYPE),
-    ]
-)
-
-
-def _episode_profiles(e: Episode) -> tuple[np.ndarray, np.ndarray]:
-    """Log-price bump over the t+1 path points and volume multiplier over the t bars."""
-    bump = np.zeros(SESSION_BARS + 1)
-    peak = np.log1p(e.gain)
-    rise = e.peak_bar - e.pump_bar
-    fall = e.dump_end_bar - e.peak_bar
-    # Accelerating run-up, then a fast collapse that slows as it nears the old price.
-    bump[e.pump_bar : e.peak_bar + 1] = peak * np.linspace(0.0, 1.0, rise + 1) ** 1.5
-    bump[e.peak_bar : e.dump_end_bar + 1] = peak * (1.0 - np.linspace(0.0, 1.0, fall + 1)) ** 0.6
-    vmult = np.ones(SESSION_BARS)
-    promo_bar = max(0, (e.promo_start_ms - e.bar_ms(0)) // MS_PER_MIN)
-    vmult[promo_bar : e.pump_bar] = 1.5  # early birds from the tip channels
-    vmult[e.pump_bar : e.peak_bar] = e.volume_mult * np.linspace(0.7, 1.3, rise)
-    vmult[e.peak_bar : e.dump_end_bar] = e.volume_mult * np.linspace(1.2, 0.6, fall)
-    return bump, vmult
 
 
 def _to_tick(x: np.ndarray, how: Any = np.rint) -> np.ndarray:
@@ -130,13 +77,15 @@ def _to_tick(x: np.ndarray, how: Any = np.rint) -> np.ndarray:
 
 
 class SimulatedMarket:
-    """The bars and episodes of `symbols` for any day in EPOCH..HORIZON, drawn from `seed`."""
+    """The bars of `symbols` for any day in EPOCH..HORIZON, drawn from `seed`."""
 
-    def __init__(self, seed: int, symbols: list[str], pump_probability: float) -> None:
+    def __init__(self, seed: int, symbols: list[str], smallcaps: Iterable[str] | None = None) -> None:
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("replay symbols must be distinct")
         self.seed = seed
         self.symbols = symbols
-        self.pump_probability = pump_probability
-        self.infos = _symbol_infos(symbols)
+        self.infos = _symbol_infos(symbols, smallcaps)
+        self.index = {s: i for i, s in enumerate(symbols)}
         self._keys = [_symbol_key(s) for s in symbols]
 
     def rng(self, day: dt.date | None, stream: int, *extra: int) -> np.random.Generator:
@@ -183,6 +132,10 @@ class SimulatedMarket:
         amplitude = 0.7
         return np.log(self._params["base"])[:, None] + amplitude * np.tanh(walk / amplitude)
 
+    def price_at_open(self, day: dt.date) -> np.ndarray:
+        """Each symbol's opening price level of `day` (before its gap)."""
+        return np.exp(self._log_open(day))
+
     def _log_open(self, day: dt.date) -> np.ndarray:
         if not EPOCH <= day <= HORIZON:
             raise ValueError(f"replay covers {EPOCH}..{HORIZON}, not {day}")
@@ -192,48 +145,9 @@ class SimulatedMarket:
         """Overnight gap of each symbol at `day`'s open (the previous close targets the walk)."""
         return np.array([self.rng(day, STREAM_GAP, key).normal(0.0, 0.004) for key in self._keys])
 
-    # ---- episodes ----------------------------------------------------------------------
-
-    def episode(self, day: dt.date) -> Episode | None:
-        smallcaps = sorted(info.symbol for info in self.infos if info.smallcap)
-        if not is_trading_day(day) or not smallcaps:
-            return None
-        rng = self.rng(day, STREAM_EPISODE)
-        # Draw everything up front so the decision never shifts the other numbers.
-        happens = rng.random() < self.pump_probability
-        ticker = smallcaps[int(rng.integers(len(smallcaps)))]
-        rise = int(rng.integers(30, 91))
-        fall = int(rng.integers(30, 61))
-        pump_bar = int(rng.integers(60, SESSION_BARS - rise - fall - 5))
-        lead_min = int(rng.integers(50, 71))
-        # 17%+ rather than 15% so minute noise never hides a real episode's run-up.
-        gain = float(rng.uniform(0.17, 0.40))
-        volume_mult = float(rng.uniform(5.0, 10.0))
-        promo_posts = int(rng.integers(15, 41))
-        if not happens:
-            return None
-        pump_ms = day_start_ms(day) + SESSION_OPEN_MS + pump_bar * MS_PER_MIN
-        return Episode(
-            ticker=ticker,
-            day=day,
-            promo_start_ms=pump_ms - lead_min * MS_PER_MIN,
-            pump_bar=pump_bar,
-            peak_bar=pump_bar + rise,
-            dump_end_bar=pump_bar + rise + fall,
-            gain=gain,
-            volume_mult=volume_mult,
-            promo_posts=promo_posts,
-        )
-
-    def episodes(self, start: dt.date, end: dt.date) -> pa.Table:
-        """Ground truth: every pump-and-dump from `start` to `end` inclusive."""
-        days = (start + dt.timedelta(days=i) for i in range((end - start).days + 1))
-        rows = [e.as_dict() for e in map(self.episode, days) if e is not None]
-        return pa.Table.from_pylist(rows, schema=EPISODE_SCHEMA)
-
     # ---- prices ------------------------------------------------------------------------
 
-    def bars(self, day: dt.date, episode: Episode | None) -> dict[str, np.ndarray]:
+    def bars(self, day: dt.date, effects: Iterable[Effect] = ()) -> dict[str, np.ndarray]:
         """Good 1-minute bars of every symbol, symbol-major, as numpy columns (none on a closed day)."""
         if not is_trading_day(day) or not self.symbols:
             empty = {k: np.empty(0) for k in ("open", "high", "low", "close")}
@@ -258,11 +172,9 @@ class SimulatedMarket:
         u = np.linspace(-1.0, 1.0, t)
         volume = p["vol_scale"][:, None] * (1.0 + 2.5 * u**2)[None, :] * noise  # U-shaped day
 
-        if episode is not None:
-            row = self.symbols.index(episode.ticker)
-            bump, vmult = _episode_profiles(episode)
-            log_path[row] += bump
-            volume[row] *= vmult
+        for rows, bump, vmult in effects:
+            log_path[rows] += bump
+            volume[rows] *= vmult
 
         price = np.exp(log_path)
         open_ = _to_tick(price[:, :-1])

@@ -2,27 +2,36 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pyarrow as pa
 
 from sentinel_ray import reference
-from sentinel_ray.market import is_trading_day
+from sentinel_ray.market import MS_PER_DAY, SESSION_BARS, is_trading_day
 from sentinel_ray.records import FetchResult, RawPayload
-from sentinel_ray.schemas import POSTS, PRICES
+from sentinel_ray.schemas import FILINGS, POSTS, PRICES
 from sentinel_ray.sources.base import HistorySource
-from sentinel_ray.sources.replay.chatter import day_posts
+from sentinel_ray.sources.replay.chatter import day_posts, routine_filings
+from sentinel_ray.sources.replay.episodes import Episode, EpisodeSchedule, protected_tickers
 from sentinel_ray.sources.replay.faults import with_bad_posts, with_bad_prices
-from sentinel_ray.sources.replay.simulator import STREAM_BAD, STREAM_POSTS, SimulatedMarket
-from sentinel_ray.sources.replay.tables import posts_table, prices_table
+from sentinel_ray.sources.replay.simulator import STREAM_BAD, STREAM_FILINGS, STREAM_POSTS, SimulatedMarket, day_start_ms
+from sentinel_ray.sources.replay.tables import filings_table, posts_table, prices_table
 from sentinel_ray.sources.replay.wire import to_ndjson
 
 
 class ReplaySource(HistorySource):
-    """Deterministic simulator of NSE 1-minute bars and social chatter, one UTC day at a time."""
+    """Deterministic simulator of NSE 1-minute bars, social chatter and exchange filings,
+    one UTC day at a time, with the episodes of `episodes()` as ground truth.
+
+    `symbols` is the universe (default: the reference table's), `smallcaps` which of them
+    are small caps (default: the table's segment; symbols it does not know count as small
+    caps). `pump_probability` is the chance a pump-and-dump starts on a trading day;
+    `episode_rates` overrides the other kinds' rates (`episodes.DEFAULT_RATES`).
+    """
 
     name = "replay"
-    datasets = ("prices", "posts")
+    datasets = ("prices", "posts", "filings")
 
     def __init__(
         self,
@@ -32,6 +41,8 @@ class ReplaySource(HistorySource):
         posts_per_day: int = 400,
         pump_probability: float = 0.3,
         start: dt.date | None = None,
+        smallcaps: Iterable[str] | None = None,
+        episode_rates: Mapping[str, float] | None = None,
     ) -> None:
         if not 0 <= posts_per_day < 50_000:
             raise ValueError("posts_per_day must be in [0, 50000)")  # post ids reserve 5 digits per day
@@ -39,7 +50,9 @@ class ReplaySource(HistorySource):
         symbols = list(symbols) if symbols is not None else reference.symbols()
         self.bad_rate = float(bad_rate)
         self.posts_per_day = int(posts_per_day)
-        self.market = SimulatedMarket(seed, symbols, float(pump_probability))
+        self.market = SimulatedMarket(seed, symbols, smallcaps)
+        rates = {**(episode_rates or {}), "pump_dump": float(pump_probability)}
+        self.schedule = EpisodeSchedule(self.market, rates)
         self.start = start  # first day `fetch(None)` emits; None: a week before today (UTC)
 
     @classmethod
@@ -56,40 +69,57 @@ class ReplaySource(HistorySource):
 
     @property
     def pump_probability(self) -> float:
-        return self.market.pump_probability
+        return self.schedule.rates["pump_dump"]
+
+    @property
+    def episode_rates(self) -> dict[str, float]:
+        return dict(self.schedule.rates)
 
     def episodes(self, start: dt.date, end: dt.date) -> pa.Table:
-        """Ground truth: every pump-and-dump from `start` to `end` inclusive."""
-        return self.market.episodes(start, end)
+        """Ground truth (`episodes.EPISODE_SCHEMA`): every episode with a price move, post or
+        filing on a UTC day from `start` to `end` inclusive, whatever the range asked."""
+        return self.schedule.table(start, end)
+
+    def day_episodes(self, day: dt.date) -> list[Episode]:
+        return self.schedule.active(day)
 
     def generate_day(self, day: dt.date, *, run_id: str, ingested_at: dt.datetime) -> FetchResult:
         """Everything the simulated service has for one UTC calendar day."""
-        episode = self.market.episode(day)
-        bars = self.market.bars(day, episode)
+        episodes = self.schedule.active(day)
+        effects = [fx for fx in (e.effect(day) for e in episodes) if fx is not None]
+        bars = self.market.bars(day, effects)
+        guarded = protected_tickers(episodes)
+        protected = np.repeat([s in guarded for s in self.symbols], SESSION_BARS) \
+            if guarded and len(bars["ts"]) else None
         price_cols, price_masks, price_expected = with_bad_prices(
-            bars, episode, self.market.rng(day, STREAM_BAD), self.bad_rate)
+            bars, protected, self.market.rng(day, STREAM_BAD), self.bad_rate)
+        lo = day_start_ms(day)
         posts_rng = self.market.rng(day, STREAM_POSTS)
-        posts = day_posts(posts_rng, day, episode, self.market.infos, self.posts_per_day, self.seed)
+        posts = day_posts(posts_rng, day, [e.day_posts(lo, lo + MS_PER_DAY) for e in episodes],
+                          self.market.infos, self.posts_per_day, self.seed)
         posts, posts_expected = with_bad_posts(posts, posts_rng, self.bad_rate)
+        filings = routine_filings(self.market.rng(day, STREAM_FILINGS), day, self.market.infos)
+        filings += [f for e in episodes for f in e.filings if lo <= f["ts"] < lo + MS_PER_DAY]
+        filings.sort(key=lambda f: (f["ts"], f["filing_id"]))
         ingested_ms = int(ingested_at.timestamp() * 1000)
         lineage = {"source": self.name, "run_id": run_id, "ingested_ms": ingested_ms}
-        prices = prices_table(price_cols, price_masks, lineage)
-        posts_records = posts_table(posts, lineage)
-        raw = [
-            RawPayload(self.name, PRICES.name, ingested_at, to_ndjson(prices), "application/x-ndjson",
-                       f"replay://{PRICES.name}/{day.isoformat()}"),
-            RawPayload(self.name, POSTS.name, ingested_at, to_ndjson(posts_records), "application/x-ndjson",
-                       f"replay://{POSTS.name}/{day.isoformat()}"),
-        ]
+        records = {
+            PRICES.name: prices_table(price_cols, price_masks, lineage),
+            POSTS.name: posts_table(posts, lineage),
+            FILINGS.name: filings_table(filings, lineage),
+        }
+        raw = [RawPayload(self.name, name, ingested_at, to_ndjson(table), "application/x-ndjson",
+                          f"replay://{name}/{day.isoformat()}") for name, table in records.items()]
         return FetchResult(
             raw=raw,
-            records={PRICES.name: prices, POSTS.name: posts_records},
+            records=records,
             next_cursor={"day": day.isoformat()},
             meta={
                 "day": day.isoformat(),
                 "trading_day": is_trading_day(day),
-                "episodes": [episode.as_dict()] if episode is not None else [],
-                "expected": {PRICES.name: price_expected, POSTS.name: posts_expected},
+                "episodes": [e.as_dict() for e in episodes],
+                "expected": {PRICES.name: price_expected, POSTS.name: posts_expected,
+                             FILINGS.name: {"rows": len(filings), "valid": len(filings), "rejected": {}}},
             },
         )
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sentinel_ray.schemas import POSTS, PRICES, TIMESTAMP_TYPE
+from sentinel_ray.schemas import FILINGS, POSTS, PRICES, TIMESTAMP_TYPE
 
 
 def prices_table(cols: dict[str, np.ndarray], masks: dict[str, np.ndarray], lineage: dict[str, Any]) -> pa.Table:
@@ -50,6 +50,20 @@ def posts_table(posts: dict[str, list[Any]], lineage: dict[str, Any]) -> pa.Tabl
         *_lineage(n, lineage),
     ]
     return pa.Table.from_arrays(arrays, schema=POSTS.record_schema)
+
+
+def filings_table(filings: list[dict[str, Any]], lineage: dict[str, Any]) -> pa.Table:
+    n = len(filings)
+    arrays = [
+        pa.array([f[name] for f in filings], pa.string())
+        for name in ("exchange", "filing_id", "ticker", "company", "subject", "details")
+    ]
+    arrays += [
+        _timestamps(np.array([f["ts"] for f in filings], dtype=np.int64)),
+        pa.array([f["attachment_url"] for f in filings], pa.string()),
+        *_lineage(n, lineage),
+    ]
+    return pa.Table.from_arrays(arrays, schema=FILINGS.record_schema)
 
 
 def _timestamps(ms: np.ndarray) -> pa.Array:
