@@ -118,33 +118,68 @@ def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Ingestion state from the running platform's supervisor (or, without Ray, from Redis)."""
-    from sentinel_ray.ingest.supervisor import ingestion_status, reported_status
+    """Ingestion state from the running platform's supervisor (or, without Ray, from Redis),
+    after a line for each part that is down: Redis (and its supervisor), Ray, ingestion."""
+    import redis
 
+    from sentinel_ray.ingest.supervisor import ingestion_status, reported_status
+    from sentinel_ray.storage.redis import redis_ok, supervisor_status
+
+    down: list[str] = []
+    notes: list[str] = []
     status = None
+    ray_address = None
     try:
         settings = join_platform(settings, needs_ray=True, start_ray=False)
-        status = ingestion_status()
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        print(f"(no running Ray cluster reachable: {e}; reading what the workers last reported to Redis)",
-              file=sys.stderr)
-    if status is None:
         import ray
-        import redis
 
-        if ray.is_initialized():
-            print(f"(no ingestion supervisor on the Ray cluster at {ray.get_runtime_context().gcs_address}; "
-                  f"set RAY_ADDRESS to the address `sentinel-ray up` printed if that is not the platform's; "
-                  f"reading what the workers last reported to Redis)", file=sys.stderr)
+        ray_address = ray.get_runtime_context().gcs_address
+    except Exception as e:  # noqa: BLE001 - any failure to join is "Ray is down", said in one line
+        down.append(f"Ray: no running cluster reachable ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                    f"set RAY_ADDRESS to the address `sentinel-ray up` printed")
+    url = settings.resolved_redis_url
+    redis_up = redis_ok(url)
+    watcher = supervisor_status(settings.embedded_redis_dir) if settings.redis_is_embedded else None
+    if not redis_up:
+        if watcher is not None and watcher["alive"]:
+            down.append(f"Redis: embedded Redis at {url} does not answer; its supervisor (pid {watcher['pid']}) "
+                        f"is restarting it (last: {watcher.get('last_event') or '-'})")
+        elif settings.redis_is_embedded:
+            down.append(f"Redis: embedded Redis not running at {url} \u2014 is `sentinel-ray up` running?")
+        else:
+            down.append(f"Redis: {url} (SENTINEL_REDIS_URL) does not answer")
+    elif settings.redis_is_embedded:
+        if watcher is None or not watcher["alive"]:
+            down.append(f"Redis supervisor: none running for the embedded Redis at {url} (nobody restarts it "
+                        f"if it dies) \u2014 is `sentinel-ray up` running?")
+        elif watcher.get("restarts"):
+            notes.append(f"embedded Redis restarted {watcher['restarts']} time(s); last: {watcher.get('last_event')}")
+    if ray_address is not None and redis_up:
+        try:
+            status = ingestion_status()
+        except Exception as e:  # noqa: BLE001 - report, never a traceback
+            down.append(f"ingestion supervisor: did not answer ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[-1][:200] if str(e).strip() else '-'})")
+        else:
+            if status is None:
+                down.append(f"ingestion supervisor: not running on the Ray cluster at {ray_address}")
+    if status is None and redis_up:
         try:
             status = reported_status(settings)
+            notes.append("(ingestion as the workers last reported it to Redis)")
         except (redis.RedisError, OSError) as e:
-            print(f"sentinel-ray status: no running platform found (Redis at {settings.resolved_redis_url} "
-                  f"does not answer: {e})", file=sys.stderr)
-            return 1
+            down.append(f"Redis: {url} stopped answering ({type(e).__name__}: {e})")
+    for line in down:
+        print(f"DOWN  {line}", file=sys.stderr)
+    for line in notes:
+        print(line, file=sys.stderr)
+    if status is None:
+        print("sentinel-ray status: no running platform found", file=sys.stderr)
+        return 1
+    status = {**status, "down": down}
     if args.json:
         print(json.dumps(status, default=str, indent=2))
-        return 0
+        return 1 if down else 0
     print("pollers")
     for name, p in sorted(status["pollers"].items()):
         print(f"  {name:<10} {p.get('actor', '-'):<8} {p.get('state', '?'):<9} polls {p.get('polls', 0):>6}  "
@@ -168,7 +203,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {name:<10} waiting {dl.get('waiting', 0)} ({dl.get('rows_waiting', 0):,} rows)  "
               f"total {dl.get('entries_total', 0)} in {dl.get('batches_total', 0)} batches  "
               f"replayed {dl.get('replayed_total', 0)}  {last}")
-    return 0
+    return 1 if down else 0
 
 
 def cmd_deadletters(args: argparse.Namespace, settings: Settings) -> int:

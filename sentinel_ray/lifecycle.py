@@ -3,7 +3,9 @@
 `sentinel-ray up` is the user: Redis, Ray, the warehouse, an optional replay backfill,
 ingestion and the Serve API come up in that order, and whatever came up is stopped on
 the way out (Ctrl-C, SIGTERM, a failed start or the end of the command), even when a
-second signal arrives while stopping.
+second signal arrives while stopping. The embedded Redis is supervised while the platform
+runs (restarted within seconds when it dies); the supervisor is the first thing stopped, so
+it does not start Redis again while the platform is being taken down.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from sentinel_ray.ingest.supervisor import start_ingestion, stop_ingestion
 from sentinel_ray.pipeline.run import run_backfill
 from sentinel_ray.runtime import init_ray, publish_settings
 from sentinel_ray.serve.deployments import build_app
-from sentinel_ray.storage.redis import ensure_redis
+from sentinel_ray.storage.redis import RedisSupervisor, ensure_redis
 from sentinel_ray.storage.warehouse import connect_warehouse, stop_embedded_warehouse
 
 Say = Callable[[str], None]
@@ -52,6 +54,7 @@ class Platform:
         self._warn = warn  # what could not be stopped
         self._stopping = threading.Event()
         self._cleanups: list[tuple[str, Callable[[], None]]] = []
+        self.redis_supervisor: RedisSupervisor | None = None
 
     def start(self) -> Endpoints:
         settings, say = self.settings, self._say
@@ -61,6 +64,7 @@ class Platform:
         redis_server = ensure_redis(settings)
         if redis_server is not None:
             self._cleanups.append(("embedded Redis", redis_server.stop))
+            self.redis_supervisor = RedisSupervisor(redis_server, say=self._warn).start()
         say(f"redis      {settings.resolved_redis_url}")
 
         connection = init_ray(settings, include_dashboard=self._dashboard)
@@ -110,6 +114,10 @@ class Platform:
         signal.signal(signal.SIGINT, still_stopping)
         signal.signal(signal.SIGTERM, still_stopping)
         self._say("\nstopping ...")
+        if self.redis_supervisor is not None:
+            supervisor, self.redis_supervisor = self.redis_supervisor, None
+            supervisor.stop()
+            self._say(f"  stopped the embedded Redis supervisor ({supervisor.restarts} restart(s))")
         while self._cleanups:
             name, cleanup = self._cleanups.pop()
             try:

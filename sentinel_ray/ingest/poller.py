@@ -4,23 +4,39 @@ Each poll: wait while any target stream is over `stream_max_entries` (backpressu
 fetch from the saved cursor, keep the raw payloads in the lake (named by content hash,
 so a repeated poll rewrites the same file), then append the records and save the new
 cursor in one Redis transaction. A poller that dies anywhere in between resumes from the
-last saved cursor: at worst it fetches again what it had not yet published.
+last saved cursor: at worst it fetches again what it had not yet published. The cursor is
+read from Redis at every poll, never kept in memory: after a Redis failure (or a Redis
+restart that lost the last writes) the poll starts from what Redis holds, so a publish
+whose reply never came is neither lost (not there: fetched again) nor doubled (there: the
+cursor moved with it).
+
+Bad input does not stop a poll. A record the adapter could not read (`meta["unparseable"]`)
+becomes a quarantine row of its dataset, reason `unparseable`, whose `run_id` points at
+the raw payload that holds it (`<raw-zone path>#<position>: <error>`). A payload that cannot
+be read at all (`UnreadablePayload`) is kept in the raw zone and reported; the poll moves
+past it when the adapter says where to (`next_cursor` on the error), else it is retried
+with the usual backoff.
 """
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.streams import StreamStore
 from sentinel_ray.monitoring import metrics
-from sentinel_ray.records import MissingCredentials, utc_now
+from sentinel_ray.records import REJECT_REASON, FetchResult, MissingCredentials, RawPayload, Reason, utc_now
+from sentinel_ray.schemas import dataset
 from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import AuthError
+from sentinel_ray.sources.parsing import UnreadablePayload
 from sentinel_ray.storage.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -35,6 +51,8 @@ class PollerStats:
     raw_payloads: int = 0
     errors: int = 0
     backpressure_waits: int = 0
+    unparseable: int = 0  # records the adapter could not read: quarantined, reason unparseable
+    unreadable_payloads: int = 0  # whole payloads that could not be read: kept in the raw zone, skipped
     last_error: str | None = None
     last_poll_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -77,19 +95,77 @@ class SourcePoller:
 
     async def _fetch_and_publish(self) -> int:
         self.stats.state = "polling"
-        cursor = self.store.load_cursor(self.source.name)
-        result = await self.source.fetch(cursor)
-        for payload in result.raw:
-            digest = hashlib.sha256(payload.body).hexdigest()[:20]
-            self.lake.write_raw(payload, day=payload.received_at.date(), batch_key=f"{self.source.name}-{digest}")
+        cursor = self.store.load_cursor(self.source.name)  # from Redis, every time (see the module doc)
+        try:
+            result = await self.source.fetch(cursor)
+        except UnreadablePayload as e:
+            return self._skip_unreadable(e)
+        raw_paths = [self._keep_raw(payload) for payload in result.raw]
+        # before the publish: a poll that dies in between rewrites the same file (named by content)
+        unparseable = self._quarantine_unparseable(result, raw_paths)
         self.store.publish(self.source.name, result.records, result.next_cursor)
         published = sum(t.num_rows for t in result.records.values())
         self.stats.polls += 1
         self.stats.records += published
         self.stats.raw_payloads += len(result.raw)
+        self.stats.unparseable += unparseable
         self.stats.last_poll_at = utc_now().isoformat()
         self.stats.state = "polling" if published else "idle"
         return published
+
+    def _keep_raw(self, payload: RawPayload) -> str:
+        """The payload in the raw zone, named by its content; its path relative to the lake root."""
+        digest = hashlib.sha256(payload.body).hexdigest()[:20]
+        path = self.lake.write_raw(payload, day=payload.received_at.date(), batch_key=f"{self.source.name}-{digest}")
+        return path[len(self.lake.root) + 1:] if path.startswith(self.lake.root + "/") else path
+
+    def _quarantine_unparseable(self, result: FetchResult, raw_paths: list[str]) -> int:
+        """Quarantine rows (reason unparseable) for the records the adapter noted it could not
+        read, one file per dataset per poll, named by the poll's payloads; how many."""
+        notes = (result.meta.get("unparseable") or []) if isinstance(result.meta, dict) else []
+        by_dataset: dict[str, list[tuple[str, dt.datetime]]] = {}
+        for note in notes:
+            index = note.get("payload") if isinstance(note, dict) else None
+            payload = result.raw[index] if isinstance(index, int) and 0 <= index < len(result.raw) else None
+            where = raw_paths[index] if payload is not None else "(payload not kept)"
+            ds_name = payload.dataset if payload is not None else self.source.datasets[0]
+            pointer = f"{where}#{note.get('position', '?')}: {note.get('error', '')}"[:1_000]
+            received = payload.received_at if payload is not None else utc_now()
+            by_dataset.setdefault(ds_name, []).append((pointer, received))
+        key = "-".join(p.rsplit("/", 1)[-1].split(".", 1)[0] for p in raw_paths)
+        key = f"{self.source.name}-unparseable-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+        for ds_name, rows in by_dataset.items():
+            ds = dataset(ds_name)
+            schema = ds.quarantine_schema
+            n = len(rows)
+            columns = {f.name: pa.nulls(n, f.type) for f in schema}
+            columns["source"] = pa.array([self.source.name] * n, schema.field("source").type)
+            columns["run_id"] = pa.array([pointer for pointer, _ in rows], schema.field("run_id").type)
+            columns["ingested_at"] = pa.array([received for _, received in rows], schema.field("ingested_at").type)
+            columns[REJECT_REASON] = pa.array([Reason.UNPARSEABLE.value] * n, pa.string())
+            table = pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+            self.lake.write_quarantine(ds, table, day=rows[0][1].date(), batch_key=key)
+            metrics.record_rows("stream", ds_name, self.source.name, n, 0, n)
+            log.warning("%s poller: %d %s record(s) could not be read; quarantined (unparseable), first: %s",
+                        self.source.name, n, ds_name, rows[0][0][:300])
+        return len(notes)
+
+    def _skip_unreadable(self, error: UnreadablePayload) -> int:
+        """Keep what the failed poll received, report it, and move past it when the adapter says where to."""
+        paths = [self._keep_raw(payload) for payload in error.raw if isinstance(payload, RawPayload)]
+        self.stats.unreadable_payloads += 1
+        self.stats.raw_payloads += len(paths)
+        self.stats.last_error = f"unreadable payload kept at {paths[-1] if paths else '-'}: {error}"[:500]
+        next_cursor = getattr(error, "next_cursor", None)
+        if next_cursor is None:
+            log.error("%s poller: %s; retrying with backoff", self.source.name, self.stats.last_error)
+            raise error
+        log.error("%s poller: %s; skipped it", self.source.name, self.stats.last_error)
+        self.store.publish(self.source.name, {}, next_cursor)
+        self.stats.polls += 1
+        self.stats.last_poll_at = utc_now().isoformat()
+        self.stats.state = "idle"
+        return 0
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -105,7 +181,8 @@ class SourcePoller:
             except Exception as e:  # noqa: BLE001 - a poller keeps going; the error is reported
                 failures += 1
                 self.stats.errors += 1
-                self.stats.last_error = f"{type(e).__name__}: {e}"[:500]
+                if not isinstance(e, UnreadablePayload):  # that one said where the payload was kept
+                    self.stats.last_error = f"{type(e).__name__}: {e}"[:500]
                 self.stats.state = "failing"
                 # bad credentials will not fix themselves: poll rarely, keep reporting
                 delay = 600.0 if isinstance(e, (AuthError, MissingCredentials)) else min(300.0, 1.0 * 2 ** min(failures, 8))

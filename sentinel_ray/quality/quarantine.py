@@ -12,8 +12,9 @@ import pyarrow.compute as pc
 from sentinel_ray.records import Reason
 from sentinel_ray.storage.lake import Lake, partition_day
 
-# Duplicates are never re-run: their original is already curated.
-NEVER_REPLAYED = (Reason.DUPLICATE.value,)
+# Never re-run: a duplicate's original is already curated; an unparseable row has no values to re-validate
+# (its run_id points at the raw payload to re-parse instead).
+NEVER_REPLAYED = (Reason.DUPLICATE.value, Reason.UNPARSEABLE.value)
 
 
 def quarantine_files(lake: Lake, dataset: str, *, start: dt.date | None = None,

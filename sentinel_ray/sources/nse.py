@@ -43,6 +43,7 @@ from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources.base import HistorySource
 from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse
 from sentinel_ray.sources.parsing import RECORD_ERRORS, PayloadError, count, in_range, loads_json, note_unparseable, number
+from sentinel_ray.sources.parsing import UnreadablePayload
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +303,11 @@ class NseSource(HistorySource):
         response = await self._history(symbol, start, today)
         raw.append(public_raw(self.name, PRICES.name, response))
         newest = last
-        for position, row in enumerate(history_rows(json_body(response, self.name, f"history for {symbol}"), symbol)):
+        try:
+            doc = json_body(response, self.name, f"history for {symbol}")
+        except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
+            raise UnreadablePayload(str(e), raw) from None
+        for position, row in enumerate(history_rows(doc, symbol)):
             try:
                 day, ohlcv = history_bar(row)
             except RECORD_ERRORS as e:
@@ -322,7 +327,11 @@ class NseSource(HistorySource):
                                                    "series": SERIES, "symbol": symbol},
                                       referer_path=f"/get-quotes/equity?symbol={symbol}")
         raw.append(public_raw(self.name, PRICES.name, response))
-        quote = quote_record(json_body(response, self.name, f"quote for {symbol}"), symbol)
+        try:
+            doc = json_body(response, self.name, f"quote for {symbol}")
+        except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
+            raise UnreadablePayload(str(e), raw) from None
+        quote = quote_record(doc, symbol)
         if quote is None:
             meta["unknown_symbols"].append(symbol)
             return

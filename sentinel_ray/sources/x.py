@@ -37,6 +37,7 @@ from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     PayloadError,
+    UnreadablePayload,
     count,
     in_range,
     loads_json,
@@ -214,7 +215,10 @@ class XSource(Source):
                 params["next_token"] = next_token
             response = await self._search(params)
             raw.append(RawPayload.of(self.name, POSTS.name, response))
-            return response, _parse_page(response.body, SEARCH_PATH)
+            try:
+                return response, _parse_page(response.body, SEARCH_PATH)
+            except SourceError as e:  # the whole page: kept in the raw zone by the poller, reported
+                raise UnreadablePayload(str(e), raw) from None
 
         pages = Pager(page, lambda fetched: fetched[1].next_token, limit=self.page_cap)
         async for response, listing in pages:
