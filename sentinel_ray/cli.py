@@ -298,6 +298,95 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ist(moment: dt.datetime | None) -> str:
+    """A time as analysts read it: '2026-10-05 10:42 IST'."""
+    from sentinel_ray.market import IST
+
+    if moment is None:
+        return "-"
+    moment = moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
+    return f"{moment.astimezone(IST):%Y-%m-%d %H:%M} IST"
+
+
+def _reason_texts(reasons: str) -> list[str]:
+    try:
+        return [r["text"] for r in json.loads(reasons or "[]")]
+    except (ValueError, TypeError, KeyError):
+        return []
+
+
+def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    """List, show, acknowledge or close risk alerts (the warehouse's alerts and alert_events)."""
+    from sentinel_ray.detect.run import AlertNotFound, apply_transition
+    from sentinel_ray.serve.queries import alert_with_events, alerts_list
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    if args.action != "list" and not args.alert_id:
+        raise ValueError(f"alerts {args.action} needs an alert id (see `sentinel-ray alerts list`)")
+    if args.action == "close" and not args.disposition:
+        raise ValueError("alerts close needs --disposition true_positive|false_positive|unsure")
+    settings = join_platform(settings)
+    warehouse = connect_warehouse(settings)
+    warehouse.ensure_schema()
+    if args.action == "list":
+        end = (dt.datetime.combine(args.end + dt.timedelta(days=1), dt.time(), dt.timezone.utc) if args.end
+               else dt.datetime.now(dt.timezone.utc))
+        start = (dt.datetime.combine(args.start, dt.time(), dt.timezone.utc) if args.start
+                 else end - dt.timedelta(days=30))
+        rows = alerts_list(warehouse, args.state, args.ticker.upper() if args.ticker else None, start, end, args.limit)
+        if args.json:
+            print(json.dumps(rows, default=str, indent=2))
+            return 0
+        for r in rows:
+            top = (_reason_texts(r["reasons"]) or ["-"])[0]
+            print(f"{r['alert_id']:<30} {r['state']:<12} {r['disposition'] or '-':<14} peak {r['peak_score']:5.1f} "
+                  f"at {_ist(r['peak_ts'])}  opened {_ist(r['opened_at'])}  last bar {_ist(r['last_bar_ts'])}  "
+                  f"{top}")
+        print(f"{len(rows)} alerts", file=sys.stderr)
+        return 0
+    if args.action in ("ack", "close"):
+        actor = args.actor or os.environ.get("USER") or "cli"
+        try:
+            apply_transition(warehouse, args.alert_id, "acknowledged" if args.action == "ack" else "closed",
+                             args.disposition, actor, args.note)
+        except AlertNotFound:
+            raise ValueError(f"no alert {args.alert_id!r} (see `sentinel-ray alerts list`)") from None
+    alert = alert_with_events(warehouse, args.alert_id)
+    if alert is None:
+        raise ValueError(f"no alert {args.alert_id!r} (see `sentinel-ray alerts list`)")
+    if args.json:
+        print(json.dumps(alert, default=str, indent=2))
+        return 0
+    print(f"{alert['alert_id']}  {alert['ticker']} ({alert['exchange']})  {alert['state']}"
+          f"{' / ' + alert['disposition'] if alert['disposition'] else ''}  detected by {alert['detected_by']}")
+    print(f"  opened    {_ist(alert['opened_at'])}   last bar {_ist(alert['last_bar_ts'])}")
+    print(f"  peak      {alert['peak_score']:.1f} at {_ist(alert['peak_ts'])}")
+    for text in _reason_texts(alert["reasons"]):
+        print(f"    - {text}")
+    print(f"  evidence  bars {_ist(alert['evidence_start'])} .. {_ist(alert['evidence_end'])}, "
+          f"{len(alert['post_ids'])} posts{': ' + ', '.join(alert['post_ids'][:10]) if alert['post_ids'] else ''}"
+          f"{' ...' if len(alert['post_ids']) > 10 else ''}")
+    print("  events")
+    for e in alert["events"]:
+        change = f"{e['from_state'] or '-'} -> {e['to_state']}"
+        print(f"    {_ist(e['at'])}  {e['actor']:<10} {e['action']:<12} {change:<24} "
+              f"{e['disposition'] or '':<14} {e['note'] or ''}")
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace, settings: Settings) -> int:
+    from sentinel_ray import reference_build
+
+    if args.action == "show":
+        info = reference_build.describe()
+    else:
+        info = reference_build.refresh(settings.resolved_data_dir, nse_url=args.nse_url,
+                                       bse_url=None if args.no_bse else args.bse_url, from_files=args.from_files,
+                                       as_of=args.as_of, timeout_s=args.timeout)
+    print(json.dumps(info, indent=1, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentinel-ray", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -352,6 +441,34 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--end", type=_date, help="last UTC day, inclusive")
     query.add_argument("--interval", choices=["1m", "1h", "1d"], default="1h")
     query.set_defaults(func=cmd_query)
+
+    alerts = sub.add_parser("alerts", help="list, show, acknowledge or close risk alerts (times in IST)")
+    alerts.add_argument("action", choices=["list", "show", "ack", "close"])
+    alerts.add_argument("alert_id", nargs="?", help="show/ack/close: the alert's id (from `alerts list`)")
+    alerts.add_argument("--state", choices=["open", "acknowledged", "closed"], help="list: only this state")
+    alerts.add_argument("--ticker", help="list: only this ticker")
+    alerts.add_argument("--start", type=_date, help="list: episodes running on or after this UTC day (default: 30 days)")
+    alerts.add_argument("--end", type=_date, help="list: episodes opened up to this UTC day, inclusive")
+    alerts.add_argument("--limit", type=int, default=100, help="list: most alerts shown")
+    alerts.add_argument("--disposition", choices=["true_positive", "false_positive", "unsure"],
+                        help="close (required) or ack: the verdict")
+    alerts.add_argument("--note", help="ack/close: a note for the audit log")
+    alerts.add_argument("--actor", help="ack/close: who you are (default: $USER)")
+    alerts.add_argument("--json", action="store_true")
+    alerts.set_defaults(func=cmd_alerts)
+
+    from sentinel_ray.reference_build import BSE_SCRIP_LIST_URL, NSE_EQUITY_LIST_URL
+
+    ref = sub.add_parser("reference", help="show the symbol table in use, or rebuild it from the exchanges' lists")
+    ref.add_argument("action", choices=["show", "refresh"])
+    ref.add_argument("--from-files", nargs="+", metavar="CSV",
+                     help="refresh from local copies: NSE_CSV [BSE_CSV] instead of the live lists")
+    ref.add_argument("--nse-url", default=NSE_EQUITY_LIST_URL, help="NSE EQUITY_L.csv")
+    ref.add_argument("--bse-url", default=BSE_SCRIP_LIST_URL, help="BSE scrip list (ListofScripData JSON)")
+    ref.add_argument("--no-bse", action="store_true", help="NSE list only (no BSE scrip codes)")
+    ref.add_argument("--as-of", type=_date, help="date the lists describe (default: today, or the files' dates)")
+    ref.add_argument("--timeout", type=float, default=60.0, help="seconds per download")
+    ref.set_defaults(func=cmd_reference)
     return parser
 
 

@@ -78,6 +78,7 @@ class Field:
     kind: Kind
     required: bool = True
     doc: str = ""
+    derived: bool = False  # filled by the pipeline's enrich step: sources and webhooks do not send it
 
     @property
     def arrow_field(self) -> pa.Field:
@@ -133,8 +134,9 @@ class Dataset:
     @cached_property
     def record_schema(self) -> pa.Schema:
         """What source adapters emit: the dataset's columns and types, every one nullable
-        (validation decides what a missing value means)."""
-        return pa.schema([pa.field(f.name, f.kind.arrow, nullable=True) for f in self.fields])
+        (validation decides what a missing value means). Derived columns are left out: the
+        pipeline fills them (conform adds them as nulls)."""
+        return pa.schema([pa.field(f.name, f.kind.arrow, nullable=True) for f in self.fields if not f.derived])
 
     @cached_property
     def quarantine_schema(self) -> pa.Schema:
@@ -165,8 +167,8 @@ class Dataset:
     def intake_model(self) -> type[BaseModel]:
         """One record as a push source (webhook) sends it: shape and types are checked here;
         missing or implausible values are the pipeline's to quarantine, so every field is
-        optional. Lineage columns are the platform's to set, so they are not accepted."""
-        lineage = {f.name for f in INGEST_FIELDS}
+        optional. Lineage and derived columns are the platform's to set, so they are not accepted."""
+        lineage = {f.name for f in INGEST_FIELDS} | {f.name for f in self.fields if f.derived}
         int64 = Annotated[int, PydanticField(ge=-(2**63), le=2**63 - 1)]  # what the columns can hold
         spec: dict[str, Any] = {f.name: (Optional[int64 if f.kind is Kind.INT else f.kind.python], None)
                                 for f in self.fields if f.name not in lineage}
@@ -205,6 +207,14 @@ POSTS = Dataset(
         Field("url", Kind.STRING, required=False),
         Field("engagement", Kind.INT, required=False, doc="likes + replies + shares as the platform counts them"),
         Field("tickers", Kind.SYMBOLS, doc="tickers mentioned in the text"),
+        Field("sentiment", Kind.FLOAT, required=False, derived=True,
+              doc="-1 (negative) .. 1 (positive), VADER-style compound (pipeline/sentiment.py)"),
+        Field("promo_score", Kind.FLOAT, required=False, derived=True,
+              doc="0..1: how much the text reads like a tip, a pump call or a countdown (pipeline/promo.py)"),
+        Field("is_pump_signal", Kind.INT, required=False, derived=True,
+              doc="1 when promo_score is at or over the promo threshold, else 0"),
+        Field("promo_evidence", Kind.SYMBOLS, required=False, derived=True,
+              doc="the promotional phrases matched in the text ('multibagger', 'target 80', '🚀')"),
         *INGEST_FIELDS,
     ),
     natural_key=("platform", "post_id"),
@@ -377,7 +387,11 @@ RISK_1M = Dataset(
         Field("exchange", Kind.SYMBOL),
         Field("ts", Kind.TIMESTAMP),
         Field("score", Kind.FLOAT, doc="0-100"),
-        Field("reasons", Kind.STRING, doc="JSON list of {feature, value, text}, strongest first"),
+        Field("volume_score", Kind.FLOAT, doc="0-1 volume-anomaly sub-score (detect/risk.py)"),
+        Field("price_score", Kind.FLOAT, doc="0-1 price-move sub-score"),
+        Field("promo_score", Kind.FLOAT, doc="0-1 promotional-chatter sub-score"),
+        Field("chatter_score", Kind.FLOAT, doc="0-1 chatter-surge sub-score"),
+        Field("reasons", Kind.STRING, doc="JSON list of {feature, value, strength, text}, strongest first"),
         Field("computed_at", Kind.TIMESTAMP, doc="version: the latest computation wins"),
     ),
     natural_key=("ticker", "exchange", "ts"),

@@ -107,3 +107,92 @@ def freshness(warehouse: Warehouse, datasets: list[str]) -> list[dict[str, Any]]
             f"count() AS rows FROM {{db}}.`{name}` FINAL GROUP BY source ORDER BY source",
             {"name": name}))
     return rows
+
+
+# --- surveillance: features, risk, alerts, trending, filings ------------------------------
+_TS = "DateTime64(3, 'UTC')"
+_ALERT_COLUMNS = ("alert_id, ticker, exchange, opened_at, last_bar_ts, peak_score, peak_ts, state, disposition, "
+                  "reasons, evidence_start, evidence_end, post_ids, detected_by, updated_at")
+# The point-in-time lookup reaches back at most this far for a ticker's latest bar (like a
+# feature store's TTL): an as-of time in a long halt gets no features rather than stale ones.
+ASOF_TTL = dt.timedelta(days=7)
+
+
+def _utc_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: _utc(v) if isinstance(v, dt.datetime) else v for k, v in row.items()} for row in rows]
+
+
+def alerts_list(warehouse: Warehouse, state: str | None, ticker: str | None, start: dt.datetime, end: dt.datetime,
+                limit: int) -> list[dict[str, Any]]:
+    """Alerts whose episode overlaps [start, end), newest first."""
+    return _utc_rows(warehouse.query_rows(
+        f"SELECT {_ALERT_COLUMNS} FROM {{db}}.alerts FINAL "
+        f"WHERE ({{state:String}} = '' OR state = {{state:String}}) "
+        f"AND ({{ticker:String}} = '' OR ticker = {{ticker:String}}) "
+        f"AND opened_at < {{end:{_TS}}} AND last_bar_ts >= {{start:{_TS}}} "
+        f"ORDER BY opened_at DESC, alert_id LIMIT {{limit:UInt32}}",
+        {"state": state or "", "ticker": ticker or "", "start": start, "end": end, "limit": limit}))
+
+
+def alert_with_events(warehouse: Warehouse, alert_id: str) -> dict[str, Any] | None:
+    """One alert and its audit trail (oldest first), or None."""
+    rows = warehouse.query_rows(f"SELECT {_ALERT_COLUMNS} FROM {{db}}.alerts FINAL WHERE alert_id = {{id:String}}",
+                                {"id": alert_id})
+    if not rows:
+        return None
+    alert = _utc_rows(rows)[0]
+    alert["events"] = _utc_rows(warehouse.query_rows(
+        "SELECT event_id, alert_id, at, actor, action, from_state, to_state, disposition, note "
+        "FROM {db}.alert_events FINAL WHERE alert_id = {id:String} ORDER BY at, event_id", {"id": alert_id}))
+    return alert
+
+
+def stock_features(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval,
+                   exchange: str, columns: list[str]) -> list[dict[str, Any]]:
+    """features_1m (interval 1m, by bar) or features_1d (1d, by session day) of a ticker."""
+    table, time_col = ("features_1m", "ts") if interval is Interval.MINUTE else ("features_1d", "day")
+    cols = ", ".join(f"`{c}`" for c in columns)  # the dataset's own column names, never the caller's text
+    return _utc_rows(warehouse.query_rows(
+        f"SELECT {cols} FROM {{db}}.{table} FINAL WHERE ticker = {{ticker:String}} AND exchange = {{exchange:String}} "
+        f"AND {time_col} >= {{start:{_TS}}} AND {time_col} < {{end:{_TS}}} ORDER BY {time_col}",
+        {"ticker": ticker, "exchange": exchange, "start": start, "end": end}))
+
+
+def latest_risk(warehouse: Warehouse, ticker: str, exchange: str) -> dict[str, Any] | None:
+    rows = warehouse.query_rows(
+        "SELECT ticker, exchange, ts, score, volume_score, price_score, promo_score, chatter_score, reasons, "
+        "computed_at FROM {db}.risk_1m FINAL WHERE ticker = {ticker:String} AND exchange = {exchange:String} "
+        "ORDER BY ts DESC LIMIT 1", {"ticker": ticker, "exchange": exchange})
+    return _utc_rows(rows)[0] if rows else None
+
+
+def features_asof(warehouse: Warehouse, tickers: list[str], asof: dt.datetime, exchange: str,
+                  columns: list[str]) -> list[dict[str, Any]]:
+    """Per ticker, the latest 1m features known at `asof`: the newest bar that had closed by
+    then (a bar's features use data up to its close, ts + 1 min), within ASOF_TTL."""
+    cols = ", ".join(f"`{c}`" for c in columns)
+    last_open = asof - dt.timedelta(minutes=1)
+    return _utc_rows(warehouse.query_rows(
+        f"SELECT {cols} FROM {{db}}.features_1m FINAL WHERE ticker IN {{tickers:Array(String)}} "
+        f"AND exchange = {{exchange:String}} AND ts <= {{last_open:{_TS}}} AND ts > {{since:{_TS}}} "
+        f"ORDER BY ticker, ts DESC LIMIT 1 BY ticker",
+        {"tickers": tickers, "exchange": exchange, "last_open": last_open, "since": asof - ASOF_TTL}))
+
+
+def trending(warehouse: Warehouse, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict[str, Any]]:
+    """Tickers by their highest chatter z-score (posts_z) over [start, end)."""
+    return _utc_rows(warehouse.query_rows(
+        f"SELECT ticker, exchange, max(posts_z) AS max_posts_z, argMax(posts_z, ts) AS latest_posts_z, "
+        f"argMax(ts, posts_z) AS peak_ts, max(posts_60m) AS max_posts_60m, max(promo_z) AS max_promo_z "
+        f"FROM {{db}}.features_1m FINAL WHERE ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}} AND posts_z IS NOT NULL "
+        f"GROUP BY ticker, exchange ORDER BY max_posts_z DESC, ticker LIMIT {{limit:UInt32}}",
+        {"start": start, "end": end, "limit": limit}))
+
+
+def stock_filings(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime,
+                  limit: int) -> list[dict[str, Any]]:
+    return _utc_rows(warehouse.query_rows(
+        f"SELECT exchange, filing_id, ticker, company, subject, details, ts, attachment_url, source, run_id, "
+        f"ingested_at FROM {{db}}.filings FINAL WHERE ticker = {{ticker:String}} "
+        f"AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}} ORDER BY ts DESC LIMIT {{limit:UInt32}}",
+        {"ticker": ticker, "start": start, "end": end, "limit": limit}))

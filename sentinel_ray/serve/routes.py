@@ -5,7 +5,9 @@ deploys it as `ApiIngress`, handing it the QueryService and OperationsService ha
 """
 # No `from __future__ import annotations` here: Serve rebuilds the FastAPI routes inside
 # each replica, where string annotations no longer resolve.
+import asyncio
 import datetime as dt
+import json
 import logging
 import secrets
 from typing import Any
@@ -13,29 +15,44 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import ClientDisconnect
 
 from sentinel_ray.config import Settings
+from sentinel_ray.detect.alerts import TransitionError
+from sentinel_ray.detect.run import AlertNotFound, apply_transition
 from sentinel_ray.ingest import webhook
 from sentinel_ray.ingest.streams import StreamStore
 from sentinel_ray.records import WarehouseError
 from sentinel_ray.reference import symbol_table
-from sentinel_ray.schemas import DATA_DATASETS
+from sentinel_ray.schemas import DATA_DATASETS, FEATURES_1D, FEATURES_1M
+from sentinel_ray.serve import queries
 from sentinel_ray.serve.http_metrics import instrument
 from sentinel_ray.serve.models import (
+    AlertDetail,
+    AlertState,
+    AlertSummary,
+    AlertUpdate,
+    AsOfResponse,
+    AsOfRow,
     ErrorResponse,
+    FeaturesResponse,
+    FilingsResponse,
     IntakeRequest,
     IntakeResponse,
     PostsResponse,
     PriceResponse,
     ReadyResponse,
+    RiskResponse,
     StockSummary,
+    TrendingResponse,
 )
 from sentinel_ray.serve.queries import DEFAULT_WINDOW, MAX_WINDOW, Interval
 from sentinel_ray.storage.redis import connect_redis
+from sentinel_ray.storage.warehouse import connect_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +129,39 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# -- surveillance helpers ------------------------------------------------------------
+_ALERT_ID_PATTERN = r"^[A-Za-z0-9&._-]{1,80}$"
+_MAX_ALERT_UPDATE_BYTES = 16_384
+_MAX_ASOF_TICKERS = 100
+_FEATURE_DEFAULT_WINDOW = {Interval.MINUTE: dt.timedelta(days=1), Interval.DAY: dt.timedelta(days=90)}
+
+
+def _reasons(text: str) -> list[dict[str, Any]]:
+    try:
+        reasons = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return reasons if isinstance(reasons, list) else []
+
+
+def _alert_summary(row: dict[str, Any]) -> AlertSummary:
+    return AlertSummary(**{k: row[k] for k in AlertSummary.model_fields if k in row and k not in ("reasons", "posts")},
+                        reasons=_reasons(row["reasons"]), posts=len(row.get("post_ids") or []))
+
+
+def _parse_alert_update(raw: bytes) -> AlertUpdate:
+    """The body as an AlertUpdate, or a 422 naming the fields (never echoing the values)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise HTTPException(422, detail="the body is not JSON: send {\"state\": ..., \"disposition\": ...}") from None
+    try:
+        return AlertUpdate.model_validate(body)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())
+        raise HTTPException(422, detail=problems) from None
+
+
 # The ingress is applied here, where the routes are defined, not in deployments.py: a
 # replica imports this module to unpickle the route methods, and the import must turn
 # them into class-based views again (else FastAPI reads `self` as a query parameter).
@@ -124,6 +174,8 @@ class ApiRoutes:
         self.api_token = settings.api_token.get_secret_value() if settings.api_token else ""
         self.streams = StreamStore(connect_redis(settings.resolved_redis_url), settings.redis_key_prefix)
         self.max_body_bytes: int = settings.webhook_max_body_bytes
+        # the surveillance routes read the warehouse from here (QueryService holds the older reads)
+        self.warehouse = connect_warehouse(settings)
 
     def _require_token(self, authorization: str | None) -> None:
         if not self.api_token:
@@ -282,3 +334,146 @@ class ApiRoutes:
         start, end = resolve_range(start, end, dt.timedelta(days=7), dt.timedelta(days=366))
         posts = await self.query.posts.remote(info["symbol"], start, end, limit)
         return PostsResponse(ticker=info["symbol"], start=start, end=end, posts=posts)
+
+    # -- surveillance: alerts ----------------------------------------------------
+    @api.get("/api/alerts", tags=["alerts"], response_model=list[AlertSummary],
+             responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+    async def alerts(
+        self,
+        state: AlertState | None = Query(None),
+        ticker: str | None = Query(None, max_length=40),
+        start: dt.datetime | None = Query(None, description="episodes still running at or after this (default end - 30 days)"),
+        end: dt.datetime | None = Query(None, description="episodes opened before this (default now)"),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> list[AlertSummary]:
+        """Alerts whose episode overlaps [start, end), newest first."""
+        symbol = self._symbol(ticker)["symbol"] if ticker else None
+        start, end = resolve_range(start, end, dt.timedelta(days=30), dt.timedelta(days=3660))
+        rows = await asyncio.to_thread(queries.alerts_list, self.warehouse, state.value if state else None, symbol,
+                                       start, end, limit)
+        return [_alert_summary(row) for row in rows]
+
+    @api.get("/api/alerts/{alert_id}", tags=["alerts"], response_model=AlertDetail,
+             responses={404: {"model": ErrorResponse}})
+    async def alert(self, alert_id: str = Path(..., pattern=_ALERT_ID_PATTERN)) -> AlertDetail:
+        """One alert: reasons at the peak, evidence (bar range and post ids) and its audit trail."""
+        return await self._alert_detail(alert_id)
+
+    async def _alert_detail(self, alert_id: str) -> AlertDetail:
+        row = await asyncio.to_thread(queries.alert_with_events, self.warehouse, alert_id)
+        if row is None:
+            raise HTTPException(404, detail=f"no alert {alert_id!r} (see GET /api/alerts)")
+        return AlertDetail(**_alert_summary(row).model_dump(), events=row["events"],
+                           evidence={"start": row["evidence_start"], "end": row["evidence_end"],
+                                     "post_ids": row["post_ids"]})
+
+    @api.post("/api/alerts/{alert_id}", tags=["alerts"], response_model=AlertDetail,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": AlertUpdate.model_json_schema(),
+                  "example": {"state": "closed", "disposition": "true_positive", "actor": "asha",
+                              "note": "coordinated Telegram push, volume 9x"}}}}},
+              responses={status: {"model": ErrorResponse, "description": description} for status, description in (
+                  (401, "missing or wrong token"), (404, "no such alert"),
+                  (409, "the change is not allowed from the alert's state, or changes nothing"),
+                  (422, "malformed body"), (503, "write endpoints disabled, or the warehouse unavailable"))})
+    async def update_alert(self, request: Request, alert_id: str = Path(..., pattern=_ALERT_ID_PATTERN),
+                           authorization: str | None = Header(None)) -> AlertDetail:
+        """Acknowledge, close (with a disposition), reopen or relabel an alert (token required);
+        the change is recorded in alert_events with who made it."""
+        self._require_token(authorization)  # before the body is read: no token, no parsing
+        update = _parse_alert_update(await _read_body(request, _MAX_ALERT_UPDATE_BYTES))
+        try:
+            await asyncio.to_thread(apply_transition, self.warehouse, alert_id,
+                                    update.state.value if update.state else None,
+                                    update.disposition.value if update.disposition else None,
+                                    update.actor, update.note)
+        except AlertNotFound:
+            raise HTTPException(404, detail=f"no alert {alert_id!r} (see GET /api/alerts)") from None
+        except TransitionError as e:
+            raise HTTPException(409, detail=str(e)) from None
+        return await self._alert_detail(alert_id)
+
+    # -- surveillance: features, risk, trending, filings -------------------------
+    @api.get("/api/stocks/{ticker}/features", tags=["stocks"], response_model=FeaturesResponse)
+    async def features(
+        self,
+        ticker: str,
+        start: dt.datetime | None = Query(None),
+        end: dt.datetime | None = Query(None, description="exclusive; default now"),
+        interval: str = Query("1m", pattern="^(1m|1d)$", description="1m: per bar; 1d: per session day"),
+        exchange: str = Query("NSE", pattern="^(NSE|BSE)$"),
+    ) -> FeaturesResponse:
+        """Point-in-time features of a ticker (features_1m or features_1d)."""
+        info = self._symbol(ticker)
+        iv = Interval(interval)
+        start, end = resolve_range(start, end, _FEATURE_DEFAULT_WINDOW[iv], MAX_WINDOW[iv])
+        ds = FEATURES_1M if iv is Interval.MINUTE else FEATURES_1D
+        rows = await asyncio.to_thread(queries.stock_features, self.warehouse, info["symbol"], start, end, iv,
+                                       exchange, ds.column_names)
+        return FeaturesResponse(ticker=info["symbol"], exchange=exchange, interval=iv, start=start, end=end,
+                                rows=[ds.model(**r) for r in rows])
+
+    @api.get("/api/stocks/{ticker}/risk", tags=["stocks"], response_model=RiskResponse,
+             responses={404: {"model": ErrorResponse}})
+    async def risk(self, ticker: str, exchange: str = Query("NSE", pattern="^(NSE|BSE)$")) -> RiskResponse:
+        """The latest risk score of a ticker and the reasons that drove it."""
+        info = self._symbol(ticker)
+        row = await asyncio.to_thread(queries.latest_risk, self.warehouse, info["symbol"], exchange)
+        if row is None:
+            raise HTTPException(404, detail=f"no risk score for {info['symbol']} on {exchange} yet: detection has "
+                                            f"not run over its features")
+        return RiskResponse(**{**row, "reasons": _reasons(row["reasons"])})
+
+    @api.get("/api/features/asof", tags=["features"], response_model=AsOfResponse)
+    async def features_asof(
+        self,
+        tickers: str = Query(..., max_length=4000, description="comma-separated symbols, at most 100"),
+        ts: dt.datetime = Query(..., description="the as-of time; naive means UTC"),
+        exchange: str = Query("NSE", pattern="^(NSE|BSE)$"),
+    ) -> AsOfResponse:
+        """Point-in-time 1m features per ticker as known at `ts` (the newest bar closed by
+        then, within 7 days): for building training sets without look-ahead."""
+        names = [t.strip().upper() for t in tickers.split(",") if t.strip()]
+        if not names:
+            raise HTTPException(422, detail="tickers: give at least one symbol")
+        if len(names) > _MAX_ASOF_TICKERS:
+            raise HTTPException(422, detail=f"tickers: at most {_MAX_ASOF_TICKERS} per request, got {len(names)}")
+        unknown = [n for n in dict.fromkeys(names) if n not in self.symbols]
+        if unknown:
+            raise HTTPException(404, detail=f"unknown ticker(s): {', '.join(u[:40] for u in unknown[:10])}")
+        names = list(dict.fromkeys(names))
+        try:
+            asof = _as_utc(ts)
+        except (OverflowError, ValueError):
+            raise HTTPException(422, detail="ts out of the supported range") from None
+        rows = await asyncio.to_thread(queries.features_asof, self.warehouse, names, asof, exchange,
+                                       FEATURES_1M.column_names)
+        found = {r["ticker"]: r for r in rows}
+        return AsOfResponse(ts=asof, exchange=exchange, rows=[
+            AsOfRow(ticker=n, features=FEATURES_1M.model(**found[n]) if n in found else None) for n in names])
+
+    @api.get("/api/trending", tags=["features"], response_model=TrendingResponse)
+    async def trending(
+        self,
+        hours: int = Query(24, ge=1, le=24 * 31),
+        end: dt.datetime | None = Query(None, description="end of the window (default now)"),
+        limit: int = Query(20, ge=1, le=500),
+    ) -> TrendingResponse:
+        """Tickers by their highest chatter z-score (posts in 60 min vs their trailing days) in the window."""
+        start, end = resolve_range(None, end, dt.timedelta(hours=hours), dt.timedelta(hours=hours))
+        rows = await asyncio.to_thread(queries.trending, self.warehouse, start, end, limit)
+        return TrendingResponse(start=start, end=end, tickers=rows)
+
+    @api.get("/api/stocks/{ticker}/filings", tags=["stocks"], response_model=FilingsResponse)
+    async def filings(
+        self,
+        ticker: str,
+        start: dt.datetime | None = Query(None),
+        end: dt.datetime | None = Query(None),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> FilingsResponse:
+        """Corporate announcements of a ticker, newest first."""
+        info = self._symbol(ticker)
+        start, end = resolve_range(start, end, dt.timedelta(days=90), dt.timedelta(days=3660))
+        rows = await asyncio.to_thread(queries.stock_filings, self.warehouse, info["symbol"], start, end, limit)
+        return FilingsResponse(ticker=info["symbol"], start=start, end=end, filings=rows)
