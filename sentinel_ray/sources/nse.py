@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -118,6 +118,17 @@ def nse_symbols(tickers: Sequence[str]) -> list[str]:
         if symbol and symbol not in out:
             out.append(symbol)
     return out
+
+
+def _readable_bars(rows: Any, meta: dict[str, Any], payload: int) -> Iterator[tuple[dt.date, Any]]:
+    """(session date, OHLCV) of each history row that can be read; the others are counted in
+    `meta` and listed as unparseable (pointing at raw payload `payload`), and skipped."""
+    for position, row in enumerate(rows):
+        try:
+            yield history_bar(row)
+        except RECORD_ERRORS as e:
+            meta["skipped"] += 1
+            note_unparseable(meta, payload, position, e)
 
 
 class NseSession:
@@ -307,13 +318,7 @@ class NseSource(HistorySource):
             doc = json_body(response, self.name, f"history for {symbol}")
         except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
             raise UnreadablePayload(str(e), raw) from None
-        for position, row in enumerate(history_rows(doc, symbol)):
-            try:
-                day, ohlcv = history_bar(row)
-            except RECORD_ERRORS as e:
-                meta["skipped"] += 1
-                note_unparseable(meta, len(raw) - 1, position, e)
-                continue
+        for day, ohlcv in _readable_bars(history_rows(doc, symbol), meta, len(raw) - 1):
             if (last and day <= last) or day > today:
                 continue
             bars.add(symbol, ist_midnight_utc(day), ohlcv, response.received_at)
@@ -363,13 +368,7 @@ class NseSource(HistorySource):
                 response = await self._history(symbol, day, day)
                 raw.append(public_raw(self.name, PRICES.name, response))
                 rows = history_rows(json_body(response, self.name, f"history for {symbol}"), symbol)
-                for position, row in enumerate(rows):
-                    try:
-                        session, ohlcv = history_bar(row)
-                    except RECORD_ERRORS as e:
-                        meta["skipped"] += 1
-                        note_unparseable(meta, len(raw) - 1, position, e)
-                        continue
+                for session, ohlcv in _readable_bars(rows, meta, len(raw) - 1):
                     if session == day:
                         bars.add(symbol, ist_midnight_utc(session), ohlcv, ingested_at, run_id)
         finally:

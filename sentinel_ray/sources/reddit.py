@@ -40,18 +40,8 @@ from sentinel_ray.config import RedditSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source, require_secrets
-from sentinel_ray.sources.http import (
-    AuthError,
-    FetchError,
-    HttpResponse,
-    HttpStatusError,
-    Retry,
-    RetryPolicy,
-    Sleep,
-    TokenBucket,
-    retry_after_seconds,
-    with_retries,
-)
+from sentinel_ray.sources.http import (AuthError, FetchError, HttpResponse, HttpStatusError, Retry, RetryPolicy,
+                                      Sleep, TokenBucket, retry_after_seconds, with_retries)
 from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (

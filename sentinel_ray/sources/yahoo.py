@@ -76,17 +76,8 @@ from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES, TIMESTAMP_TYPE
 from sentinel_ray.sources.base import HistorySource
 from sentinel_ray.sources.parsing import EARLIEST, MAX_COUNT, PayloadError, latest_allowed, loads_json
-from sentinel_ray.sources.http import (
-    RETRY_STATUSES,
-    AuthError,
-    HttpStatusError,
-    Retry,
-    RetryPolicy,
-    Sleep,
-    TokenBucket,
-    retry_after_seconds,
-    with_retries,
-)
+from sentinel_ray.sources.http import (RETRY_STATUSES, AuthError, HttpStatusError, Retry, RetryPolicy, Sleep,
+                                      TokenBucket, retry_after_seconds, with_retries)
 
 try:  # yfinance's preferred backend: curl with a browser's TLS fingerprint
     from curl_cffi import requests as _http_backend
