@@ -7,18 +7,21 @@ carries a rule:
 
     any          any letter case            ("infosys", "Vodafone Idea")
     capitalized  only with a capital        ("Reliance" yes, "reliance on data" no)
+    title        every word with a capital, connectors aside ("Bank of Baroda";
+                 not "bank of baroda") - the names generated for the whole market
     upper        only all in capitals        (symbols: "ITC" yes, "itc" / "it" no)
     context      capital + a market word within three words ("LT share", "Titan target";
                  not "Titan submarine", "GREAT IDEA")
 
-Cashtags and hashtags are explicit, so they skip the rule. Longer names win over
-shorter ones ("Reliance Power" is RPOWER, not RELIANCE).
+Cashtags name every symbol; hashtags skip the rule too, except that `#WORD` for a
+non-core symbol that is an ordinary word is a topic, not a ticker (`sources/tickers.py`).
+Longer names win over shorter ones ("Reliance Power" is RPOWER, not RELIANCE).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from sentinel_ray.sources.tickers import Alias, TickerIndex, ticker_index, tokens
+from sentinel_ray.sources.tickers import CONNECTORS, Alias, TickerIndex, ticker_index, tokens
 
 CONTEXT_WINDOW = 3
 # Words that put a capitalised name in a market context (English and Hinglish).
@@ -50,9 +53,11 @@ def _extract(index: TickerIndex, text: str) -> list[str]:
     while i < n:
         lower = lowers[i]
         if lower[:1] in "$#":
-            alias = aliases.get(lower[1:])
-            if alias is not None:
-                _add(found, alias.symbol)
+            symbol = (index.cashtags if lower[0] == "$" else index.hashtags).get(lower[1:])
+            if symbol is None and (alias := aliases.get(lower[1:])) is not None:
+                symbol = alias.symbol
+            if symbol is not None:
+                _add(found, symbol)
             i += 1
         elif lower not in first_words:
             # Most words start no multi-word name: one look-up, no phrase loop (the hot path).
@@ -70,7 +75,9 @@ def _extract(index: TickerIndex, text: str) -> list[str]:
 
 def _match(index: TickerIndex, words: list[str], lowers: list[str], i: int) -> tuple[int, str | None]:
     """The longest phrase starting at word i whose rule holds: (words it spans, symbol)."""
-    for width in range(min(index.longest, len(words) - i), 0, -1):
+    for width in index.first_words[lowers[i]]:
+        if width > len(words) - i:
+            continue
         alias = index.aliases.get(" ".join(lowers[i:i + width]))
         if alias is not None and _rule_holds(alias, words, lowers, i, width):
             return width, alias.symbol
@@ -92,6 +99,9 @@ def _rule_holds(alias: Alias, words: list[str], lowers: list[str], i: int, width
         return False
     if alias.rule == "capitalized":
         return True
+    if alias.rule == "title":
+        return all(w[:1].isupper() or w[:1].isdigit() or lw in CONNECTORS
+                   for w, lw in zip(words[i + 1:i + width], lowers[i + 1:i + width]))
     lo, hi = max(0, i - CONTEXT_WINDOW), min(len(words), i + width + CONTEXT_WINDOW)
     return any(lowers[j] in MARKET_WORDS or (lowers[j][:1].isdigit() and len(lowers[j]) > 1)
                for j in range(lo, hi) if not i <= j < i + width)

@@ -92,11 +92,11 @@ def test_every_shipped_symbol_is_reachable_by_cashtag() -> None:
 
 
 def test_aliases_name_only_known_symbols() -> None:
-    from sentinel_ray.reference import symbols
+    from sentinel_ray.reference import known_tickers
 
-    known = set(symbols())
+    known = set(known_tickers().to_pylist())
     assert {a.symbol for a in ticker_index().aliases.values()} <= known
-    assert {a.rule for a in ticker_index().aliases.values()} <= {"any", "capitalized", "upper", "context"}
+    assert {a.rule for a in ticker_index().aliases.values()} <= {"any", "capitalized", "title", "upper", "context"}
 
 
 # --- the enrich step on tables ------------------------------------------------------------------------
