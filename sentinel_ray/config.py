@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -44,6 +44,12 @@ class Settings(BaseModel):
     backfill_days: int = Field(3, ge=0, le=3650, description="days of replay history `up` loads")
     replay_seed: int = 42
     replay_bad_rate: float = Field(0.002, ge=0.0, le=0.5)
+    replay_universe: Literal["core", "all"] = Field("core", description=(
+        "symbols the replay plays: core (NIFTY 50 + 20 small caps) or all (every listed NSE security)"))
+    replay_pump_probability: float = Field(0.3, ge=0.0, le=1.0, description="chance a pump starts on a trading day")
+    replay_episode_rates: dict[str, float] = Field(default_factory=dict, description=(
+        "chance per trading day of each other episode kind (earnings, filing_move, viral_largecap, market_rally, "
+        "index_rebalance); unset kinds keep the simulator's defaults"))
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a Ray cluster that `up` starts")
 
     # -- data quality
@@ -117,7 +123,7 @@ class Settings(BaseModel):
             return [item.strip() for item in v.split(",") if item.strip()]
         return v
 
-    @field_validator("poll_intervals", mode="before")
+    @field_validator("poll_intervals", "replay_episode_rates", mode="before")
     @classmethod
     def _json_mapping(cls, v: Any) -> Any:
         # from the environment as JSON: SENTINEL_POLL_INTERVALS='{"youtube": 3600}'

@@ -47,7 +47,7 @@ class ReplaySource(HistorySource):
         if not 0 <= posts_per_day < 50_000:
             raise ValueError("posts_per_day must be in [0, 50000)")  # post ids reserve 5 digits per day
         seed = int(seed)
-        symbols = list(symbols) if symbols is not None else reference.symbols()
+        symbols = list(symbols) if symbols is not None else reference.universe("core")
         self.bad_rate = float(bad_rate)
         self.posts_per_day = int(posts_per_day)
         self.market = SimulatedMarket(seed, symbols, smallcaps)
@@ -57,7 +57,11 @@ class ReplaySource(HistorySource):
 
     @classmethod
     def from_settings(cls, settings: Any) -> "ReplaySource":
-        return cls(seed=settings.replay_seed, bad_rate=settings.replay_bad_rate)
+        symbols = reference.universe(settings.replay_universe)
+        # in the whole market every symbol outside the NIFTY 50 is a small cap to the simulator
+        smallcaps = None if settings.replay_universe == "core" else set(symbols) - set(reference.symbols("nifty50"))
+        return cls(seed=settings.replay_seed, bad_rate=settings.replay_bad_rate, symbols=symbols, smallcaps=smallcaps,
+                   pump_probability=settings.replay_pump_probability, episode_rates=settings.replay_episode_rates)
 
     @property
     def seed(self) -> int:
