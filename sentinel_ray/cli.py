@@ -469,7 +469,29 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--as-of", type=_date, help="date the lists describe (default: today, or the files' dates)")
     ref.add_argument("--timeout", type=float, default=60.0, help="seconds per download")
     ref.set_defaults(func=cmd_reference)
+
+    evaluate = sub.add_parser("evaluate", help="measure detection on replay ground truth: precision, recall, F1, "
+                                               "lead time, false alerts per 1,000 quiet ticker-days, by kind")
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="replay seeds (default: 1 2 3)")
+    evaluate.add_argument("--days", type=int, default=60, help="calendar days per seed (default: 60)")
+    evaluate.add_argument("--start", type=_date, default=dt.date(2026, 3, 2), help="first day (default: 2026-03-02)")
+    evaluate.add_argument("--json", action="store_true", help="only the JSON line")
+    evaluate.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from sentinel_ray.detect.evaluate import render
+    from sentinel_ray.detect.pipeline import evaluate_replay, summary
+
+    if args.days < 1:
+        raise ValueError("--days must be at least 1")
+    report, timing = evaluate_replay(args.seeds, args.start, args.days)
+    if not args.json:
+        print(f"replay seeds {' '.join(map(str, args.seeds))}, {args.days} days from {args.start}")
+        print(render(report))
+    print(json.dumps(summary(report, timing)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

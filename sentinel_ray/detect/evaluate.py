@@ -1,7 +1,10 @@
 """Alerts scored against ground-truth episodes (the replay simulator's, or labelled history).
 
 An alert matches an episode when it is for the same ticker and opened within
-[episode start - slack, episode end]. Then:
+[episode start - slack, episode end], where the start is the earlier of the price move's
+and the first post's (`chatter_start`, when given: a pump's promotion campaign that runs
+ahead of the move is the pump). An alert matching a manipulation episode is that
+episode's, even if a hard negative (a market rally) covers the ticker too. Then:
 
     precision   alerts matching a manipulation episode / all alerts (an alert that only
                 matches a hard negative, such as earnings or viral large-cap chatter, is false)
@@ -20,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 import pyarrow as pa
@@ -86,26 +89,45 @@ def _ist_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def evaluate(episodes: pa.Table, alerts: pa.Table, *, ticker_days: int | None = None,
-             slack: dt.timedelta = DEFAULT_SLACK) -> Evaluation:
-    """`episodes`: episode_id, kind, is_manipulation, ticker, start, peak (or peak_ts), end, and
-    optionally tickers (the symbols a market-wide episode, ticker "*", touches).
-    `alerts`: alert_id, ticker, opened_at. `ticker_days`: tickers x trading days evaluated
-    (the false-alert rate is left out without it)."""
+def _episode_rows(episodes: pa.Table) -> list[dict[str, Any]]:
     if "peak" not in episodes.column_names and "peak_ts" in episodes.column_names:  # the replay's ground truth
         episodes = episodes.append_column("peak", episodes.column("peak_ts"))
     columns = ["episode_id", "kind", "is_manipulation", "ticker", "start", "peak", "end"]
-    if "tickers" in episodes.column_names:
-        columns.append("tickers")
-    eps = [{**e, "start": _utc(e["start"]), "peak": _utc(e["peak"]), "end": _utc(e["end"])}
-           for e in episodes.select(columns).to_pylist()]
-    als = [{**a, "opened_at": _utc(a["opened_at"])} for a in alerts.select(["alert_id", "ticker", "opened_at"])
-           .to_pylist()]
+    columns += [c for c in ("tickers", "chatter_start") if c in episodes.column_names]
+    rows = [{**e, "start": _utc(e["start"]), "peak": _utc(e["peak"]), "end": _utc(e["end"])}
+            for e in episodes.select(columns).to_pylist()]
+    for e in rows:  # a promotion campaign before the price move is part of the episode
+        chatter = e.get("chatter_start")
+        e["first"] = min(e["start"], _utc(chatter)) if chatter is not None else e["start"]
+    return rows
+
+
+def _by_ticker(eps: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     by_ticker: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in eps:
         # a market-wide episode (ticker "*", as the replay writes them) is about each symbol it touches
         for ticker in ({e["ticker"]} | set(e.get("tickers") or [])) - {MARKET_WIDE}:
             by_ticker[ticker].append(e)
+    return by_ticker
+
+
+def evaluate(episodes: pa.Table, alerts: pa.Table, *, ticker_days: int | None = None,
+             slack: dt.timedelta = DEFAULT_SLACK, days: Collection[dt.date] | None = None,
+             ignored: pa.Table | None = None) -> Evaluation:
+    """`episodes`: episode_id, kind, is_manipulation, ticker, start, peak (or peak_ts), end, and
+    optionally tickers (the symbols a market-wide episode, ticker "*", touches).
+    `alerts`: alert_id, ticker, opened_at. `ticker_days`: tickers x trading days evaluated
+    (the false-alert rate is left out without it); `days`, when given, the trading days
+    (IST dates) those are: episode ticker-days outside them are not subtracted.
+    `ignored`: episodes outside the evaluation (begun before its range): alerts matching
+    them count neither way, and their ticker-days are not quiet."""
+    eps = _episode_rows(episodes)
+    skipped = _by_ticker(_episode_rows(ignored)) if ignored is not None and ignored.num_rows else {}
+    als = [{**a, "opened_at": _utc(a["opened_at"])} for a in alerts.select(["alert_id", "ticker", "opened_at"])
+           .to_pylist()]
+    als = [a for a in als if not any(e["first"] - slack <= a["opened_at"] <= e["end"]
+                                     for e in skipped.get(a["ticker"], []))]
+    by_ticker = _by_ticker(eps)
 
     matches: dict[str, list[str]] = {}
     first_alert: dict[str, dt.datetime] = {}  # episode_id -> first matching alert's opening
@@ -113,8 +135,10 @@ def evaluate(episodes: pa.Table, alerts: pa.Table, *, ticker_days: int | None = 
     true_alerts = 0
     unmatched: list[dict[str, Any]] = []
     for a in als:
-        hit = [e for e in by_ticker.get(a["ticker"], []) if e["start"] - slack <= a["opened_at"] <= e["end"]]
+        hit = [e for e in by_ticker.get(a["ticker"], []) if e["first"] - slack <= a["opened_at"] <= e["end"]]
         matches[a["alert_id"]] = [e["episode_id"] for e in hit]
+        if any(e["is_manipulation"] for e in hit):  # a pump during a rally: the alert is the pump's
+            hit = [e for e in hit if e["is_manipulation"]]
         for e in hit:
             alerts_per_episode[e["episode_id"]] += 1
             if e["episode_id"] not in first_alert or a["opened_at"] < first_alert[e["episode_id"]]:
@@ -133,8 +157,10 @@ def evaluate(episodes: pa.Table, alerts: pa.Table, *, ticker_days: int | None = 
     lead_median, lead_p10 = _lead_stats([(e["peak"] - first_alert[e["episode_id"]]).total_seconds()
                                          for e in detected])
 
-    episode_days = {(ticker, day) for ticker, of_ticker in by_ticker.items() for e in of_ticker
-                    for day in _ist_days(e["start"], e["end"])}
+    allowed = set(days) if days is not None else None
+    episode_days = {(ticker, day) for of in (by_ticker, skipped) for ticker, of_ticker in of.items()
+                    for e in of_ticker for day in _ist_days(e["start"], e["end"])
+                    if allowed is None or day in allowed}
     quiet_false = sum(1 for a in unmatched if (a["ticker"], a["opened_at"].astimezone(IST).date()) not in episode_days)
     quiet_days = None if ticker_days is None else max(ticker_days - len(episode_days), 0)
     false_rate = quiet_false / quiet_days * 1000 if quiet_days else None

@@ -1,6 +1,6 @@
 """Detection against the warehouse: the entries the backfill, the stream and the API call.
 
-    detect_range(warehouse, start, end)          history: features_1m -> risk_1m, alerts
+    detect_range(warehouse, start, end)          history: features_1m (+ filings) -> risk_1m, alerts
     detect_batch(warehouse, features, state)     the stream: one micro-batch, state carried
     apply_transition(warehouse, alert_id, ...)   the analyst's workflow change, audited
 
@@ -29,6 +29,9 @@ from sentinel_ray.storage.warehouse import Warehouse
 # is within the quiet gap in trading minutes; a long weekend with holidays stays under this.
 _STATE_LOOKBACK = dt.timedelta(days=10)
 _TS = "DateTime64(3, 'UTC')"
+# Filings this far back can still explain a move (context.FILING_EXPLAINS_MIN: 3 sessions,
+# a long weekend included).
+FILING_LOOKBACK = dt.timedelta(days=7)
 
 
 @dataclass
@@ -50,6 +53,20 @@ def read_features(warehouse: Warehouse, start: dt.datetime, end: dt.datetime) ->
         f"SELECT {cols} FROM {{db}}.features_1m FINAL WHERE ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}} "
         f"ORDER BY ticker, exchange, ts", {"start": start, "end": end})
     return _conform(table, FEATURES_1M.arrow_schema)
+
+
+def read_filings(warehouse: Warehouse, features: pa.Table) -> pa.Table:
+    """Filings (ticker, subject, details, ts) that can explain the moves of these bars: those
+    of their tickers disseminated up to their last close, from FILING_LOOKBACK before the first."""
+    lo, hi = pc.min_max(pc.cast(features.column("ts"), TIMESTAMP_TYPE)).as_py().values()
+    table = warehouse.query_arrow(
+        f"SELECT ticker, subject, details, ts FROM {{db}}.filings FINAL WHERE ticker IN {{tickers:Array(String)}} "
+        f"AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}}",
+        {"tickers": pc.unique(features.column("ticker")).to_pylist(), "start": as_utc(lo) - FILING_LOOKBACK,
+         "end": as_utc(hi) + dt.timedelta(minutes=1)})
+    schema = pa.schema([("ticker", pa.string()), ("subject", pa.string()), ("details", pa.string()),
+                        ("ts", TIMESTAMP_TYPE)])
+    return _conform(table, schema)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -143,7 +160,7 @@ def _detect(warehouse: Warehouse, features: pa.Table, state: dict[Key, Episode],
     summary = DetectSummary(bars=features.num_rows)
     if features.num_rows == 0:
         return state, summary
-    risk = risk_scores(features, computed_at=now)
+    risk = risk_scores(features, computed_at=now, filings=read_filings(warehouse, features))
     summary.risk_rows = warehouse.insert(RISK_1M.name, risk)
     result = advance(risk, state, detected_by=detected_by)
     if result.touched:

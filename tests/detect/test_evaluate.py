@@ -97,3 +97,28 @@ def test_market_wide_episodes_cover_the_tickers_they_touch_and_peak_ts_is_read()
     assert r.matches == {"a": ["R"], "b": ["P"]}
     assert (r.true_alerts, r.false_alerts, r.lead_median_s) == (1, 1, 1800.0)
     assert r.quiet_ticker_days == 7  # AAA, BBB and CCC on 5 Nov had an episode
+
+
+def test_a_promotion_campaign_ahead_of_the_move_belongs_to_the_episode() -> None:
+    schema = EPISODE_SCHEMA.append(pa.field("chatter_start", TS))
+    eps = pa.Table.from_pylist([dict(zip(schema.names, ("E1", "pump_dump", True, "AAA", at(6, 0), at(7, 0), at(8, 0),
+                                                        at(4, 0))))], schema=schema)
+    r = evaluate(eps, alerts(("a", "AAA", at(4, 10)), ("b", "AAA", at(3, 20))))
+    assert r.matches == {"a": ["E1"], "b": []}  # 3:20 is before the first post less the 30 min slack
+    assert (r.recall, r.lead_median_s) == (1.0, 3 * 3600 - 600)
+
+
+def test_a_pump_inside_a_rally_takes_the_alert_and_ignored_episodes_count_neither_way() -> None:
+    schema = EPISODE_SCHEMA.append(pa.field("tickers", pa.list_(pa.string())))
+    eps = pa.Table.from_pylist([dict(zip(schema.names, r)) for r in (
+        ("P", "pump_dump", True, "AAA", at(5, 0), at(5, 40), at(6, 0), ["AAA"]),
+        ("R", "market_rally", False, "*", at(4, 0), at(6, 0), at(9, 0), ["AAA", "BBB"]))], schema=schema)
+    earlier = episodes(("X", "earnings", False, "CCC", at(3, 0), at(4, 0), at(9, 0)))
+    r = evaluate(eps, alerts(("a", "AAA", at(5, 5)), ("b", "BBB", at(5, 5)), ("c", "CCC", at(5, 5))),
+                 ticker_days=10, days=[DAY.date()], ignored=earlier)
+    assert r.matches == {"a": ["P", "R"], "b": ["R"]}  # c is on an ignored episode: not scored
+    kinds = {k.kind: k for k in r.by_kind}
+    assert (kinds["pump_dump"].alerted, kinds["market_rally"].alerted) == (1, 1)  # b, not a, alerted the rally
+    assert (r.true_alerts, r.false_alerts) == (1, 1)
+    # AAA, BBB (the rally's) and CCC (ignored) are not quiet on the day
+    assert (r.quiet_ticker_days, r.quiet_false_alerts) == (7, 0)

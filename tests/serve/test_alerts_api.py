@@ -102,7 +102,7 @@ def test_detect_range_opens_one_alert_per_episode_with_its_evidence(warehouse) -
     assert [a["alert_id"] for a in alerts] == ["SUZLON-NSE-20261105T0410Z", "YESBANK-NSE-20261105T0510Z"]
     suzlon = alerts[0]
     assert suzlon["state"] == "open" and suzlon["detected_by"] == "backfill"
-    assert suzlon["peak_score"] == pytest.approx(96.69, abs=0.01)
+    assert suzlon["peak_score"] == pytest.approx(99.75, abs=0.01)
     assert suzlon["last_bar_ts"].replace(tzinfo=UTC) == EPISODES["SUZLON"] + 20 * MIN
     assert suzlon["post_ids"] == ["x:p1", "reddit:p2"]  # x:late after the range, x:tcs another ticker
     assert [e["action"] for e in _events(warehouse, suzlon["alert_id"])] == ["opened"]
@@ -286,7 +286,7 @@ def test_cli_alerts_list_show_ack_close(settings: Settings, warehouse, monkeypat
     assert code == 0 and out.startswith("SUZLON-NSE-20261105T0410Z")
     assert "opened 2026-11-05 09:40 IST" in out and "last bar 2026-11-05 09:50 IST" in out
     code, out = run("show", "SUZLON-NSE-20261105T0410Z")
-    assert "peak      96.7 at 2026-11-05 09:40 IST" in out and "volume 9.3x usual for 09:40 IST" in out
+    assert "peak      99.8 at 2026-11-05 09:40 IST" in out and "volume 9.3x usual for 09:40 IST" in out
     assert "evidence  bars 2026-11-05 08:40 IST .. 2026-11-05 09:50 IST, 2 posts: x:p1, reddit:p2" in out
     with pytest.raises(ValueError, match="needs --disposition"):
         run("close", "SUZLON-NSE-20261105T0410Z")
