@@ -26,6 +26,7 @@ class Kind(Enum):
     FLOAT = ("float",)
     INT = ("int",)
     SYMBOLS = ("symbols",)  # list of short repetitive text (tickers mentioned)
+    BOOL = ("bool",)  # a flag (is_pump_signal)
 
     @property
     def arrow(self) -> pa.DataType:
@@ -53,6 +54,7 @@ _ARROW: dict[Kind, pa.DataType] = {
     Kind.FLOAT: pa.float64(),
     Kind.INT: pa.int64(),
     Kind.SYMBOLS: pa.list_(pa.string()),
+    Kind.BOOL: pa.bool_(),
 }
 _CLICKHOUSE: dict[Kind, str] = {
     Kind.STRING: "String",
@@ -61,6 +63,7 @@ _CLICKHOUSE: dict[Kind, str] = {
     Kind.FLOAT: "Float64",
     Kind.INT: "Int64",
     Kind.SYMBOLS: "Array(LowCardinality(String))",
+    Kind.BOOL: "Bool",
 }
 _PYTHON: dict[Kind, type] = {
     Kind.STRING: str,
@@ -69,6 +72,7 @@ _PYTHON: dict[Kind, type] = {
     Kind.FLOAT: float,
     Kind.INT: int,
     Kind.SYMBOLS: list[str],
+    Kind.BOOL: bool,
 }
 
 
@@ -211,8 +215,8 @@ POSTS = Dataset(
               doc="-1 (negative) .. 1 (positive), VADER-style compound (pipeline/sentiment.py)"),
         Field("promo_score", Kind.FLOAT, required=False, derived=True,
               doc="0..1: how much the text reads like a tip, a pump call or a countdown (pipeline/promo.py)"),
-        Field("is_pump_signal", Kind.INT, required=False, derived=True,
-              doc="1 when promo_score is at or over the promo threshold, else 0"),
+        Field("is_pump_signal", Kind.BOOL, required=False, derived=True,
+              doc="true when promo_score is at or over the promo threshold"),
         Field("promo_evidence", Kind.SYMBOLS, required=False, derived=True,
               doc="the promotional phrases matched in the text ('multibagger', 'target 80', '🚀')"),
         *INGEST_FIELDS,

@@ -198,3 +198,26 @@ def test_tickers_found_in_the_text_as_normalise_leaves_it() -> None:
     result = process_batch(table, POSTS, now=NOW, ingested_at=NOW - dt.timedelta(minutes=1))
     assert result.valid.column("text").to_pylist() == ["$TCS breakout soon"]
     assert _tickers(result.valid) == [["TCS"]]
+
+
+# --- sentiment and promotion: the pipeline's columns, never a sender's -------------------------------
+
+def test_a_webhook_cannot_send_the_derived_columns() -> None:
+    from sentinel_ray.ingest.webhook import IntakeError, records_table
+
+    record = {"platform": "telegram", "post_id": "p1", "text": "SUZLON target 80", "ts": TS.isoformat()}
+    for name, value in (("sentiment", 0.5), ("promo_score", 0.0), ("is_pump_signal", False),
+                        ("promo_evidence", [])):
+        with pytest.raises(IntakeError, match=name):
+            records_table("posts", "tg", [{**record, name: value}], TS)
+    assert "promo_score" not in records_table("posts", "tg", [record], TS).column_names
+
+
+def test_polled_and_pushed_posts_get_the_same_sentiment_and_promotion() -> None:
+    results = [process_batch(t, POSTS, now=NOW, run_id="r", ingested_at=TS) for t in (_polled(), _pushed())]
+    for result in results:
+        valid = result.valid
+        assert valid.column("is_pump_signal").to_pylist() == [True, True, False, False]
+        assert valid.column("promo_evidence").to_pylist()[0] == ["target 80"]
+        assert all(-1 <= s <= 1 for s in valid.column("sentiment").to_pylist())
+    assert results[0].valid.equals(results[1].valid)
