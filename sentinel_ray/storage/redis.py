@@ -213,17 +213,22 @@ class RedisSupervisor:
         self.server.process = None
         self.server.start()
         self._unanswered_since = None
-        self.restarts += 1
-        self.last_event = (f"embedded Redis died ({_exit_text(returncode)}); restarted in "
-                           f"{time.monotonic() - began:.1f} s (restart {self.restarts}, pid {self.server.pid})")
-        self._say(self.last_event)
-        self._write_status()
+        restarts = self.restarts + 1
+        event = (f"embedded Redis died ({_exit_text(returncode)}); restarted in "
+                 f"{time.monotonic() - began:.1f} s (restart {restarts}, pid {self.server.pid})")
+        # The status file and the message come first: whoever sees `restarts` go up (status,
+        # tests) must find both already telling of this restart.
+        self._write_status(restarts=restarts, last_event=event)
+        self._say(event)
+        self.restarts, self.last_event = restarts, event
         return True
 
-    def _write_status(self) -> None:
+    def _write_status(self, *, restarts: int | None = None, last_event: str | None = None) -> None:
         self._last_heartbeat = time.monotonic()
-        body = {"pid": os.getpid(), "redis_pid": self.server.pid, "restarts": self.restarts,
-                "last_event": self.last_event, "heartbeat": time.time(), "url": self.server.url}
+        body = {"pid": os.getpid(), "redis_pid": self.server.pid,
+                "restarts": self.restarts if restarts is None else restarts,
+                "last_event": self.last_event if last_event is None else last_event,
+                "heartbeat": time.time(), "url": self.server.url}
         try:
             tmp = self.status_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(body))
