@@ -3,7 +3,8 @@
 NSE and BSE share one time zone (IST, UTC+05:30, no daylight saving), one cash-market
 session (09:15-15:30 IST) and one trading calendar. Yahoo Finance spells the exchange of
 a listing as a ticker suffix (`.NS`, `.BO`). Everything that needs one of these facts
-imports it from here.
+imports it from here, and so does everything that turns a moment into the market's day or
+clock (`ist_date`, `format_ist`) or a naive warehouse time into an aware one (`as_utc`).
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import datetime as dt
 
 EXCHANGES: tuple[str, ...] = ("NSE", "BSE")
 
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
 IST_OFFSET = dt.timedelta(hours=5, minutes=30)
+IST = dt.timezone(IST_OFFSET, "IST")
 EXCHANGE_TZ = "Asia/Kolkata"  # the IANA name, for ClickHouse SQL and yfinance
 
 SESSION_OPEN = dt.time(9, 15)  # IST
@@ -25,7 +26,8 @@ MS_PER_MIN = 60_000
 MS_PER_DAY = 86_400_000
 # 09:15 IST as ms after 00:00 UTC of the same date (IST is ahead of UTC).
 SESSION_OPEN_MS = ((SESSION_OPEN.hour * 60 + SESSION_OPEN.minute) * 60 - int(IST_OFFSET.total_seconds())) * 1000
-SESSION_BARS = 375  # 1m bar opens 09:15 .. 15:29 IST
+# 1m bars of a session: 375, opening 09:15 .. 15:29 IST
+SESSION_BARS = (SESSION_CLOSE.hour * 60 + SESSION_CLOSE.minute) - (SESSION_OPEN.hour * 60 + SESSION_OPEN.minute)
 SESSION_CLOSE_MS = SESSION_OPEN_MS + SESSION_BARS * MS_PER_MIN
 
 # Yahoo Finance's listing suffix of each exchange, and the way back.
@@ -62,6 +64,19 @@ def next_trading_day(day: dt.date) -> dt.date:
     while not is_trading_day(nxt):
         nxt += dt.timedelta(days=1)
     return nxt
+
+
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime. A naive one is taken to be UTC already: the warehouse stores UTC
+    and hands it back without saying so, and the API reads a naive query time as UTC."""
+    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+
+
+def format_ist(moment: dt.datetime | None) -> str:
+    """A time as analysts read it: '2026-10-05 10:42 IST' ('-' for none; naive means UTC)."""
+    if moment is None:
+        return "-"
+    return f"{as_utc(moment).astimezone(IST):%Y-%m-%d %H:%M} IST"
 
 
 def ist_date(moment: dt.datetime) -> dt.date:

@@ -237,6 +237,27 @@ def test_session_inside_the_trading_day_only_for_minute_bars() -> None:
     assert fails({**other, "open": 555}, [price_row(ts=day + timedelta(hours=8, minutes=15))]) == []  # YAML 9:15
 
 
+def test_the_shipped_session_rule_takes_its_bounds_from_market() -> None:
+    import yaml
+
+    from sentinel_ray import market
+    from sentinel_ray.quality.rules import default_rules_text
+
+    # market.py is the one place the session is written: the YAML restates none of it
+    entry = next(r for r in yaml.safe_load(default_rules_text())["prices"] if r["name"] == "outside_session")
+    assert not {"open", "close", "utc_offset", "weekdays"} & set(entry)
+    rule = default_rules()["prices"].rule("outside_session")
+    assert (rule.open, rule.close, rule.utc_offset, rule.weekdays) == (
+        market.SESSION_OPEN, market.SESSION_CLOSE, market.IST_OFFSET, list(market.TRADING_WEEKDAYS))
+    day = date(2024, 1, 2)  # a Tuesday
+    opens = datetime.combine(day, market.SESSION_OPEN, market.IST)
+    closes = datetime.combine(day, market.SESSION_CLOSE, market.IST)
+    stamps = [opens, opens - timedelta(seconds=1), closes - timedelta(minutes=1), closes,
+              opens + timedelta(days=4)]  # Saturday
+    spec = rule.model_dump(by_alias=True)
+    assert fails(spec, [price_row(ts=t.astimezone(UTC)) for t in stamps]) == [1, 3, 4]
+
+
 def test_unique_keeps_the_first_among_rows_passing_the_others() -> None:
     rules = default_rules()["prices"]
     bad = price_row(volume=-5)

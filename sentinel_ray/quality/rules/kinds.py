@@ -17,7 +17,6 @@ from sentinel_ray.quality.rules.context import Context
 from sentinel_ray.quality.rules.params import Clock, Duration, Moment, UtcOffset, Weekday
 from sentinel_ray.schemas import TIMESTAMP_TYPE, Dataset, Kind
 
-MS_PER_DAY = 86_400_000
 _MS_LIMIT = 2**62  # epoch ms beyond this (~146 million years) cannot be a real time: clipped before arithmetic
 
 
@@ -321,8 +320,8 @@ class SessionRule(Rule):
                 # int64-extreme times (a NaT sent as its raw value) would overflow `+ offset`
                 ms = np.clip(ms, -_MS_LIMIT, _MS_LIMIT)
             local = ms + offset_ms
-            days = local // MS_PER_DAY  # floor division: right for times before 1970 too
-            ms_of_day = local - days * MS_PER_DAY
+            days = local // market.MS_PER_DAY  # floor division: right for times before 1970 too
+            ms_of_day = local - days * market.MS_PER_DAY
             outside = (ms_of_day < open_ms) | (ms_of_day >= close_ms)
             if len(self.weekdays) < 7 and days.size:
                 open_day = np.zeros(7, dtype=bool)
