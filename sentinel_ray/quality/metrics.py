@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sentinel_ray.records import BatchResult, Reason
+from sentinel_ray.records import BatchResult, Reason, utc_now
 from sentinel_ray.schemas import QUALITY_METRICS, Dataset
 
 CONSISTENCY_REASONS = (Reason.OHLC_INCONSISTENT.value,)
@@ -91,7 +91,7 @@ def _measure(ds: Dataset, valid: pa.Table, quarantined: pa.Table, warned: dict[s
     if rows_valid:
         newest = pc.max(valid.column(ds.time_column)).as_py()
         if newest is not None:
-            age = (dt.datetime.now(dt.timezone.utc) - newest).total_seconds()
+            age = (utc_now() - newest).total_seconds()
             out.append({"metric": "freshness_s", "column": "", "value": max(0.0, age)})
     return out
 

@@ -13,6 +13,7 @@ from sentinel_ray.config import Settings
 from sentinel_ray.monitoring.runs import pipeline_health
 from sentinel_ray.quality.status import recent_alerts, record_alerts, source_statuses
 from sentinel_ray.market import EXCHANGE_TZ
+from sentinel_ray.records import utc_now
 from sentinel_ray.schemas import DATA_DATASETS, QUALITY_METRICS
 from sentinel_ray.storage.warehouse import Warehouse
 
@@ -73,7 +74,7 @@ def quality_report(warehouse: Warehouse, settings: Settings, *, now: dt.datetime
                    record: bool = True) -> dict[str, Any]:
     """The whole report. With `record`, raises the alerts it finds and stores the agreement it
     measures (the report job and CLI); without, it only reads (the HTTP API)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or utc_now()
     since = now - window
     statuses = source_statuses(warehouse, settings, now=now, window=window)
     if record:

@@ -19,6 +19,8 @@ from typing import Any
 import pyarrow as pa
 
 from sentinel_ray.config import Settings
+from sentinel_ray.market import as_utc
+from sentinel_ray.records import utc_now
 from sentinel_ray.schemas import QUALITY_ALERTS
 from sentinel_ray.storage.warehouse import Warehouse
 
@@ -58,7 +60,7 @@ class SourceStatus:
 
 def source_statuses(warehouse: Warehouse, settings: Settings, *, now: dt.datetime | None = None,
                     window: dt.timedelta = dt.timedelta(hours=24)) -> list[SourceStatus]:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or utc_now()
     totals = warehouse.query_rows(
         "SELECT dataset, source, sumIf(value, metric = 'rows_in') AS rows_in, "
         "sumIf(value, metric = 'rows_valid') AS rows_valid FROM {db}.quality_metrics FINAL "
@@ -75,7 +77,7 @@ def source_statuses(warehouse: Warehouse, settings: Settings, *, now: dt.datetim
         row = by_key.get(key, {"rows_in": 0, "rows_valid": 0})
         rows_in, rows_valid = int(row["rows_in"]), int(row["rows_valid"])
         validity = rows_valid / rows_in if rows_in else None
-        seen = _utc(last_seen.get(key))
+        seen = as_utc(last_seen[key]) if last_seen.get(key) else None
         alerts = _alerts(settings, dataset, source, validity, seen, hourly.get(key, []), now)
         out.append(SourceStatus(dataset, source, _status(alerts), rows_in, rows_valid, validity, seen, alerts))
     return out
@@ -124,7 +126,7 @@ def _hourly_rows(warehouse: Warehouse, now: dt.datetime) -> dict[tuple[str, str]
         {"start": start, "end": end})
     series: dict[tuple[str, str], dict[dt.datetime, float]] = {}
     for r in rows:
-        series.setdefault((r["dataset"], r["source"]), {})[_utc(r["hour"])] = float(r["rows_in"])
+        series.setdefault((r["dataset"], r["source"]), {})[as_utc(r["hour"])] = float(r["rows_in"])
     hours = [start + dt.timedelta(hours=i) for i in range(24)]
     out = {}
     for key, counts in series.items():
@@ -134,7 +136,7 @@ def _hourly_rows(warehouse: Warehouse, now: dt.datetime) -> dict[tuple[str, str]
 
 
 def record_alerts(warehouse: Warehouse, statuses: list[SourceStatus], now: dt.datetime | None = None) -> int:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or utc_now()
     rows = [a.row(now) for s in statuses for a in s.alerts]
     if rows:
         warehouse.insert(QUALITY_ALERTS.name, pa.Table.from_pylist(rows, schema=QUALITY_ALERTS.arrow_schema))
@@ -146,9 +148,3 @@ def recent_alerts(warehouse: Warehouse, *, since: dt.datetime, limit: int = 100)
         "SELECT alert_id, raised_at, dataset, source, kind, severity, message, value, threshold "
         "FROM {db}.quality_alerts FINAL WHERE raised_at >= {since:DateTime64(3, 'UTC')} "
         "ORDER BY raised_at DESC LIMIT {limit:UInt32}", {"since": since, "limit": limit})
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value

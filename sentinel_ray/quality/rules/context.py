@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sentinel_ray import reference
+from sentinel_ray.market import as_utc
 from sentinel_ray.quality.rules.arrays import bool_numpy, int_numpy, or_optional, single_chunk
 
 
@@ -35,7 +36,7 @@ class Context:
 
     @property
     def now_utc(self) -> datetime:
-        return self.now if self.now.tzinfo else self.now.replace(tzinfo=timezone.utc)
+        return as_utc(self.now)
 
     def tickers(self) -> pa.Array:
         return self.known_tickers if self.known_tickers is not None else reference.known_tickers()
