@@ -94,8 +94,6 @@ EQUITY_PRIOR: dict[str, float] = {
     "dividend": -0.5, "fundamentals": -0.5, "portfolio": -0.5, "holding": -0.5,
 }
 STYLE_FEATURES = ("exclamations", "caps_words", "emoji", "numbers")
-# Of the style features, exclamations and ALL-CAPS words are evidence too, past these counts.
-_EVIDENCE_EXCLAMATIONS = 3
 
 
 def lexicon_digest() -> str:

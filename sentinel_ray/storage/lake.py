@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 from sentinel_ray.records import RawPayload
 from sentinel_ray.schemas import Dataset, dataset
 
-ZONES = ("raw", "curated", "quarantine")
 _EXTENSIONS = {"application/json": "json", "application/x-ndjson": "ndjson", "text/html": "html",
                "application/xml": "xml", "text/csv": "csv", "application/rss+xml": "xml"}
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
