@@ -5,7 +5,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from sentinel_ray.market import EXCHANGE_TZ
+from sentinel_ray.market import EXCHANGE_TZ, as_utc
 from sentinel_ray.storage.warehouse import Warehouse
 
 
@@ -77,13 +77,8 @@ def price_bars(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.da
     for row in rows:
         if "bucket" in row:
             row["ts"] = row.pop("bucket")
-        row["ts"] = _utc(row["ts"])
+        row["ts"] = as_utc(row["ts"])  # say UTC, or JSON clients read the time as their local time
     return rows
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    # the warehouse stores UTC; say so, or JSON clients read the time as their local time
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
 def posts_mentioning(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime,
@@ -119,7 +114,7 @@ ASOF_TTL = dt.timedelta(days=7)
 
 
 def _utc_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: _utc(v) if isinstance(v, dt.datetime) else v for k, v in row.items()} for row in rows]
+    return [{k: as_utc(v) if isinstance(v, dt.datetime) else v for k, v in row.items()} for row in rows]
 
 
 def alerts_list(warehouse: Warehouse, state: str | None, ticker: str | None, start: dt.datetime, end: dt.datetime,

@@ -2,10 +2,11 @@
 
 `ApiRoutes` holds the routes as methods and is a Serve ingress class; deployments.py
 deploys it as `ApiIngress`, handing it the QueryService and OperationsService handles.
+Every warehouse and lake access goes through those handles; the ingress itself holds only
+the Redis client the webhook intake publishes with.
 """
 # No `from __future__ import annotations` here: Serve rebuilds the FastAPI routes inside
 # each replica, where string annotations no longer resolve.
-import asyncio
 import datetime as dt
 import json
 import logging
@@ -22,14 +23,12 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import ClientDisconnect
 
 from sentinel_ray.config import Settings
-from sentinel_ray.detect.alerts import TransitionError
-from sentinel_ray.detect.run import AlertNotFound, apply_transition
 from sentinel_ray.ingest import webhook
 from sentinel_ray.ingest.streams import StreamStore
-from sentinel_ray.records import WarehouseError
+from sentinel_ray.market import EXCHANGES, as_utc
+from sentinel_ray.records import WarehouseError, utc_now
 from sentinel_ray.reference import symbol_table
 from sentinel_ray.schemas import DATA_DATASETS, FEATURES_1D, FEATURES_1M
-from sentinel_ray.serve import queries
 from sentinel_ray.serve.http_metrics import instrument
 from sentinel_ray.serve.models import (
     AlertDetail,
@@ -52,11 +51,11 @@ from sentinel_ray.serve.models import (
 )
 from sentinel_ray.serve.queries import DEFAULT_WINDOW, MAX_WINDOW, Interval
 from sentinel_ray.storage.redis import connect_redis
-from sentinel_ray.storage.warehouse import connect_warehouse
 
 log = logging.getLogger(__name__)
 
 _DATASET_PATTERN = "^(" + "|".join(DATA_DATASETS) + ")$"
+_EXCHANGE_PATTERN = "^(" + "|".join(EXCHANGES) + ")$"
 
 api = FastAPI(
     title="Sentinel Ray",
@@ -85,16 +84,12 @@ def _known_symbols() -> dict[str, dict[str, Any]]:
     return {row["symbol"]: row for row in table.to_pylist()}
 
 
-def _as_utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
-
-
 def resolve_range(start: dt.datetime | None, end: dt.datetime | None, default: dt.timedelta,
                   maximum: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
     """Fill a missing end (now) or start (end - default), and refuse empty or oversized ranges."""
     try:
-        end = _as_utc(end) if end else dt.datetime.now(dt.timezone.utc)
-        start = _as_utc(start) if start else end - default
+        end = as_utc(end) if end else utc_now()
+        start = as_utc(start) if start else end - default
     except (OverflowError, ValueError):  # e.g. year 1 shifted across a time zone
         raise HTTPException(422, detail="start/end out of the supported range") from None
     if start >= end:
@@ -149,6 +144,15 @@ def _alert_summary(row: dict[str, Any]) -> AlertSummary:
                         reasons=_reasons(row["reasons"]), posts=len(row.get("post_ids") or []))
 
 
+def _alert_detail(alert_id: str, row: dict[str, Any] | None) -> AlertDetail:
+    """The alert row with its events (`queries.alert_with_events`) as the response, or a 404."""
+    if row is None:
+        raise HTTPException(404, detail=f"no alert {alert_id!r} (see GET /api/alerts)")
+    return AlertDetail(**_alert_summary(row).model_dump(), events=row["events"],
+                       evidence={"start": row["evidence_start"], "end": row["evidence_end"],
+                                 "post_ids": row["post_ids"]})
+
+
 def _parse_alert_update(raw: bytes) -> AlertUpdate:
     """The body as an AlertUpdate, or a 422 naming the fields (never echoing the values)."""
     try:
@@ -174,8 +178,6 @@ class ApiRoutes:
         self.api_token = settings.api_token.get_secret_value() if settings.api_token else ""
         self.streams = StreamStore(connect_redis(settings.resolved_redis_url), settings.redis_key_prefix)
         self.max_body_bytes: int = settings.webhook_max_body_bytes
-        # the surveillance routes read the warehouse from here (QueryService holds the older reads)
-        self.warehouse = connect_warehouse(settings)
 
     def _require_token(self, authorization: str | None) -> None:
         if not self.api_token:
@@ -311,7 +313,7 @@ class ApiRoutes:
         start: dt.datetime | None = Query(None, description="ISO date or date-time; naive means UTC"),
         end: dt.datetime | None = Query(None, description="exclusive; default now"),
         interval: Interval = Query(Interval.MINUTE),
-        exchange: str = Query("NSE", pattern="^(NSE|BSE)$"),
+        exchange: str = Query("NSE", pattern=_EXCHANGE_PATTERN),
         source: str | None = Query(None, pattern="^[a-z0-9_.-]{1,64}$",
                                    description="only this source's bars (default: one bar per time, "
                                                "preferring nse, then yahoo, then replay)"),
@@ -349,23 +351,14 @@ class ApiRoutes:
         """Alerts whose episode overlaps [start, end), newest first."""
         symbol = self._symbol(ticker)["symbol"] if ticker else None
         start, end = resolve_range(start, end, dt.timedelta(days=30), dt.timedelta(days=3660))
-        rows = await asyncio.to_thread(queries.alerts_list, self.warehouse, state.value if state else None, symbol,
-                                       start, end, limit)
+        rows = await self.query.alerts.remote(state.value if state else None, symbol, start, end, limit)
         return [_alert_summary(row) for row in rows]
 
     @api.get("/api/alerts/{alert_id}", tags=["alerts"], response_model=AlertDetail,
              responses={404: {"model": ErrorResponse}})
     async def alert(self, alert_id: str = Path(..., pattern=_ALERT_ID_PATTERN)) -> AlertDetail:
         """One alert: reasons at the peak, evidence (bar range and post ids) and its audit trail."""
-        return await self._alert_detail(alert_id)
-
-    async def _alert_detail(self, alert_id: str) -> AlertDetail:
-        row = await asyncio.to_thread(queries.alert_with_events, self.warehouse, alert_id)
-        if row is None:
-            raise HTTPException(404, detail=f"no alert {alert_id!r} (see GET /api/alerts)")
-        return AlertDetail(**_alert_summary(row).model_dump(), events=row["events"],
-                           evidence={"start": row["evidence_start"], "end": row["evidence_end"],
-                                     "post_ids": row["post_ids"]})
+        return _alert_detail(alert_id, await self.query.alert.remote(alert_id))
 
     @api.post("/api/alerts/{alert_id}", tags=["alerts"], response_model=AlertDetail,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
@@ -382,16 +375,12 @@ class ApiRoutes:
         the change is recorded in alert_events with who made it."""
         self._require_token(authorization)  # before the body is read: no token, no parsing
         update = _parse_alert_update(await _read_body(request, _MAX_ALERT_UPDATE_BYTES))
-        try:
-            await asyncio.to_thread(apply_transition, self.warehouse, alert_id,
-                                    update.state.value if update.state else None,
-                                    update.disposition.value if update.disposition else None,
-                                    update.actor, update.note)
-        except AlertNotFound:
-            raise HTTPException(404, detail=f"no alert {alert_id!r} (see GET /api/alerts)") from None
-        except TransitionError as e:
-            raise HTTPException(409, detail=str(e)) from None
-        return await self._alert_detail(alert_id)
+        row, refused = await self.query.update_alert.remote(alert_id, update.state.value if update.state else None,
+                                                             update.disposition.value if update.disposition else None,
+                                                             update.actor, update.note)
+        if refused is not None:
+            raise HTTPException(409, detail=refused)
+        return _alert_detail(alert_id, row)
 
     # -- surveillance: features, risk, trending, filings -------------------------
     @api.get("/api/stocks/{ticker}/features", tags=["stocks"], response_model=FeaturesResponse)
@@ -401,24 +390,23 @@ class ApiRoutes:
         start: dt.datetime | None = Query(None),
         end: dt.datetime | None = Query(None, description="exclusive; default now"),
         interval: str = Query("1m", pattern="^(1m|1d)$", description="1m: per bar; 1d: per session day"),
-        exchange: str = Query("NSE", pattern="^(NSE|BSE)$"),
+        exchange: str = Query("NSE", pattern=_EXCHANGE_PATTERN),
     ) -> FeaturesResponse:
         """Point-in-time features of a ticker (features_1m or features_1d)."""
         info = self._symbol(ticker)
         iv = Interval(interval)
         start, end = resolve_range(start, end, _FEATURE_DEFAULT_WINDOW[iv], MAX_WINDOW[iv])
         ds = FEATURES_1M if iv is Interval.MINUTE else FEATURES_1D
-        rows = await asyncio.to_thread(queries.stock_features, self.warehouse, info["symbol"], start, end, iv,
-                                       exchange, ds.column_names)
+        rows = await self.query.features.remote(info["symbol"], start, end, iv, exchange, ds.column_names)
         return FeaturesResponse(ticker=info["symbol"], exchange=exchange, interval=iv, start=start, end=end,
                                 rows=[ds.model(**r) for r in rows])
 
     @api.get("/api/stocks/{ticker}/risk", tags=["stocks"], response_model=RiskResponse,
              responses={404: {"model": ErrorResponse}})
-    async def risk(self, ticker: str, exchange: str = Query("NSE", pattern="^(NSE|BSE)$")) -> RiskResponse:
+    async def risk(self, ticker: str, exchange: str = Query("NSE", pattern=_EXCHANGE_PATTERN)) -> RiskResponse:
         """The latest risk score of a ticker and the reasons that drove it."""
         info = self._symbol(ticker)
-        row = await asyncio.to_thread(queries.latest_risk, self.warehouse, info["symbol"], exchange)
+        row = await self.query.risk.remote(info["symbol"], exchange)
         if row is None:
             raise HTTPException(404, detail=f"no risk score for {info['symbol']} on {exchange} yet: detection has "
                                             f"not run over its features")
@@ -429,7 +417,7 @@ class ApiRoutes:
         self,
         tickers: str = Query(..., max_length=4000, description="comma-separated symbols, at most 100"),
         ts: dt.datetime = Query(..., description="the as-of time; naive means UTC"),
-        exchange: str = Query("NSE", pattern="^(NSE|BSE)$"),
+        exchange: str = Query("NSE", pattern=_EXCHANGE_PATTERN),
     ) -> AsOfResponse:
         """Point-in-time 1m features per ticker as known at `ts` (the newest bar closed by
         then, within 7 days): for building training sets without look-ahead."""
@@ -443,11 +431,10 @@ class ApiRoutes:
             raise HTTPException(404, detail=f"unknown ticker(s): {', '.join(u[:40] for u in unknown[:10])}")
         names = list(dict.fromkeys(names))
         try:
-            asof = _as_utc(ts)
+            asof = as_utc(ts)
         except (OverflowError, ValueError):
             raise HTTPException(422, detail="ts out of the supported range") from None
-        rows = await asyncio.to_thread(queries.features_asof, self.warehouse, names, asof, exchange,
-                                       FEATURES_1M.column_names)
+        rows = await self.query.features_asof.remote(names, asof, exchange, FEATURES_1M.column_names)
         found = {r["ticker"]: r for r in rows}
         return AsOfResponse(ts=asof, exchange=exchange, rows=[
             AsOfRow(ticker=n, features=FEATURES_1M.model(**found[n]) if n in found else None) for n in names])
@@ -461,7 +448,7 @@ class ApiRoutes:
     ) -> TrendingResponse:
         """Tickers by their highest chatter z-score (posts in 60 min vs their trailing days) in the window."""
         start, end = resolve_range(None, end, dt.timedelta(hours=hours), dt.timedelta(hours=hours))
-        rows = await asyncio.to_thread(queries.trending, self.warehouse, start, end, limit)
+        rows = await self.query.trending.remote(start, end, limit)
         return TrendingResponse(start=start, end=end, tickers=rows)
 
     @api.get("/api/stocks/{ticker}/filings", tags=["stocks"], response_model=FilingsResponse)
@@ -475,5 +462,5 @@ class ApiRoutes:
         """Corporate announcements of a ticker, newest first."""
         info = self._symbol(ticker)
         start, end = resolve_range(start, end, dt.timedelta(days=90), dt.timedelta(days=3660))
-        rows = await asyncio.to_thread(queries.stock_filings, self.warehouse, info["symbol"], start, end, limit)
+        rows = await self.query.filings.remote(info["symbol"], start, end, limit)
         return FilingsResponse(ticker=info["symbol"], start=start, end=end, filings=rows)
