@@ -10,6 +10,7 @@ import sys
 from typing import Sequence
 
 from sentinel_ray.config import ConfigError, Settings, load_settings
+from sentinel_ray.market import format_ist
 from sentinel_ray.runtime import join_platform
 
 log = logging.getLogger("sentinel_ray")
@@ -23,7 +24,9 @@ def _date(text: str) -> dt.date:
 
 
 def _yesterday_utc() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    from sentinel_ray.records import utc_now  # records imports pyarrow: not for `--help`
+
+    return utc_now().date() - dt.timedelta(days=1)
 
 
 def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
@@ -298,16 +301,6 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _ist(moment: dt.datetime | None) -> str:
-    """A time as analysts read it: '2026-10-05 10:42 IST'."""
-    from sentinel_ray.market import IST
-
-    if moment is None:
-        return "-"
-    moment = moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
-    return f"{moment.astimezone(IST):%Y-%m-%d %H:%M} IST"
-
-
 def _reason_texts(reasons: str) -> list[str]:
     try:
         return [r["text"] for r in json.loads(reasons or "[]")]
@@ -318,6 +311,7 @@ def _reason_texts(reasons: str) -> list[str]:
 def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
     """List, show, acknowledge or close risk alerts (the warehouse's alerts and alert_events)."""
     from sentinel_ray.detect.run import AlertNotFound, apply_transition
+    from sentinel_ray.records import utc_now
     from sentinel_ray.serve.queries import alert_with_events, alerts_list
     from sentinel_ray.storage.warehouse import connect_warehouse
 
@@ -330,7 +324,7 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
     warehouse.ensure_schema()
     if args.action == "list":
         end = (dt.datetime.combine(args.end + dt.timedelta(days=1), dt.time(), dt.timezone.utc) if args.end
-               else dt.datetime.now(dt.timezone.utc))
+               else utc_now())
         start = (dt.datetime.combine(args.start, dt.time(), dt.timezone.utc) if args.start
                  else end - dt.timedelta(days=30))
         rows = alerts_list(warehouse, args.state, args.ticker.upper() if args.ticker else None, start, end, args.limit)
@@ -340,8 +334,8 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
         for r in rows:
             top = (_reason_texts(r["reasons"]) or ["-"])[0]
             print(f"{r['alert_id']:<30} {r['state']:<12} {r['disposition'] or '-':<14} peak {r['peak_score']:5.1f} "
-                  f"at {_ist(r['peak_ts'])}  opened {_ist(r['opened_at'])}  last bar {_ist(r['last_bar_ts'])}  "
-                  f"{top}")
+                  f"at {format_ist(r['peak_ts'])}  opened {format_ist(r['opened_at'])}  "
+                  f"last bar {format_ist(r['last_bar_ts'])}  {top}")
         print(f"{len(rows)} alerts", file=sys.stderr)
         return 0
     if args.action in ("ack", "close"):
@@ -359,17 +353,17 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"{alert['alert_id']}  {alert['ticker']} ({alert['exchange']})  {alert['state']}"
           f"{' / ' + alert['disposition'] if alert['disposition'] else ''}  detected by {alert['detected_by']}")
-    print(f"  opened    {_ist(alert['opened_at'])}   last bar {_ist(alert['last_bar_ts'])}")
-    print(f"  peak      {alert['peak_score']:.1f} at {_ist(alert['peak_ts'])}")
+    print(f"  opened    {format_ist(alert['opened_at'])}   last bar {format_ist(alert['last_bar_ts'])}")
+    print(f"  peak      {alert['peak_score']:.1f} at {format_ist(alert['peak_ts'])}")
     for text in _reason_texts(alert["reasons"]):
         print(f"    - {text}")
-    print(f"  evidence  bars {_ist(alert['evidence_start'])} .. {_ist(alert['evidence_end'])}, "
+    print(f"  evidence  bars {format_ist(alert['evidence_start'])} .. {format_ist(alert['evidence_end'])}, "
           f"{len(alert['post_ids'])} posts{': ' + ', '.join(alert['post_ids'][:10]) if alert['post_ids'] else ''}"
           f"{' ...' if len(alert['post_ids']) > 10 else ''}")
     print("  events")
     for e in alert["events"]:
         change = f"{e['from_state'] or '-'} -> {e['to_state']}"
-        print(f"    {_ist(e['at'])}  {e['actor']:<10} {e['action']:<12} {change:<24} "
+        print(f"    {format_ist(e['at'])}  {e['actor']:<10} {e['action']:<12} {change:<24} "
               f"{e['disposition'] or '':<14} {e['note'] or ''}")
     return 0
 
