@@ -370,13 +370,16 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_reference(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray import reference_build
+    from sentinel_ray.config import ReferenceSettings
 
     if args.action == "show":
         info = reference_build.describe()
     else:
-        info = reference_build.refresh(settings.resolved_data_dir, nse_url=args.nse_url,
-                                       bse_url=None if args.no_bse else args.bse_url, from_files=args.from_files,
-                                       as_of=args.as_of, timeout_s=args.timeout)
+        ref = ReferenceSettings.of(settings)
+        if args.timeout is not None:
+            ref = ref.model_copy(update={"timeout_s": args.timeout})
+        info = reference_build.refresh(settings.resolved_data_dir, ref, nse_url=args.nse_url, bse_url=args.bse_url,
+                                       with_bse=not args.no_bse, from_files=args.from_files, as_of=args.as_of)
     print(json.dumps(info, indent=1, default=str))
     return 0
 
@@ -451,17 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("--json", action="store_true")
     alerts.set_defaults(func=cmd_alerts)
 
-    from sentinel_ray.reference_build import BSE_SCRIP_LIST_URL, NSE_EQUITY_LIST_URL
+    from sentinel_ray.reference_build import BSE_SCRIP_LIST_PATH, NSE_EQUITY_LIST_PATH
 
     ref = sub.add_parser("reference", help="show the symbol table in use, or rebuild it from the exchanges' lists")
     ref.add_argument("action", choices=["show", "refresh"])
     ref.add_argument("--from-files", nargs="+", metavar="CSV",
                      help="refresh from local copies: NSE_CSV [BSE_CSV] instead of the live lists")
-    ref.add_argument("--nse-url", default=NSE_EQUITY_LIST_URL, help="NSE EQUITY_L.csv")
-    ref.add_argument("--bse-url", default=BSE_SCRIP_LIST_URL, help="BSE scrip list (ListofScripData JSON)")
+    ref.add_argument("--nse-url", help=f"NSE EQUITY_L.csv (default: setting nse_archives_url + {NSE_EQUITY_LIST_PATH})")
+    ref.add_argument("--bse-url", help="BSE scrip list, ListofScripData JSON (default: setting bse_base_url + "
+                                       f"{BSE_SCRIP_LIST_PATH})")
     ref.add_argument("--no-bse", action="store_true", help="NSE list only (no BSE scrip codes)")
     ref.add_argument("--as-of", type=_date, help="date the lists describe (default: today, or the files' dates)")
-    ref.add_argument("--timeout", type=float, default=60.0, help="seconds per download")
+    ref.add_argument("--timeout", type=float, help="seconds per download (default: setting reference_timeout_s)")
     ref.set_defaults(func=cmd_reference)
 
     evaluate = sub.add_parser("evaluate", help="measure detection on replay ground truth: precision, recall, F1, "

@@ -96,6 +96,12 @@ class Settings(BaseModel):
     yahoo_base_url: str = "https://query2.finance.yahoo.com"
     nse_base_url: str = "https://www.nseindia.com"
     bse_base_url: str = "https://api.bseindia.com"
+    bse_site_url: str = Field("https://www.bseindia.com", description=(
+        "BSE's website: BSE's API answers only requests that name it as their Referer"))
+    nse_archives_url: str = Field("https://archives.nseindia.com", description=(
+        "where NSE publishes its list of listed equities (EQUITY_L.csv), read by `reference refresh`"))
+    reference_timeout_s: float = Field(60.0, gt=0, le=3600, description=(
+        "`reference refresh`: seconds each exchange list may take to download (they run to megabytes)"))
     reddit_base_url: str = "https://www.reddit.com"
     reddit_oauth_url: str = "https://oauth.reddit.com"
     reddit_client_id: SecretStr | None = None
@@ -224,18 +230,14 @@ def _setting(flat: str) -> Any:
                  description=field.description)
 
 
-class SourceSettings(BaseModel):
-    """The settings every network source reads; subclasses add their own."""
+class SettingsView(BaseModel):
+    """Some of the flat settings, typed under their reader's own names (every field a `_setting`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    timeout_s: float = _setting("http_timeout_s")
-    max_attempts: int = _setting("http_max_attempts")
-    max_server_wait_s: float = _setting("max_server_wait_s")
-
     @classmethod
     def of(cls, settings: Settings) -> Self:
-        """This source's view of the platform settings."""
+        """This reader's view of the platform settings."""
         return cls(**{name: getattr(settings, cls.setting_name(name)) for name in cls.model_fields})
 
     @classmethod
@@ -244,6 +246,14 @@ class SourceSettings(BaseModel):
         alias = cls.model_fields[field].validation_alias
         assert isinstance(alias, str), f"{cls.__name__}.{field} names no setting"
         return alias
+
+
+class SourceSettings(SettingsView):
+    """The settings every network source reads; subclasses add their own."""
+
+    timeout_s: float = _setting("http_timeout_s")
+    max_attempts: int = _setting("http_max_attempts")
+    max_server_wait_s: float = _setting("max_server_wait_s")
 
     @classmethod
     def secret_fields(cls) -> dict[str, str]:
@@ -312,6 +322,16 @@ class YouTubeSettings(PagedSourceSettings):
 
 class RssSettings(HttpSourceSettings):
     feeds: list[str] = _setting("rss_feeds")
+
+
+class ReferenceSettings(SettingsView):
+    """What `reference refresh` reads: where each exchange publishes its list, and how to ask."""
+
+    nse_archives_url: str = _setting("nse_archives_url")
+    bse_base_url: str = _setting("bse_base_url")
+    bse_site_url: str = _setting("bse_site_url")
+    user_agent: str = _setting("http_user_agent")
+    timeout_s: float = _setting("reference_timeout_s")
 
 
 def env_name(setting: str) -> str:

@@ -22,16 +22,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sentinel_ray import reference
+from sentinel_ray.config import ReferenceSettings
+from sentinel_ray.market import EXCHANGES, ist_date
+from sentinel_ray.records import utc_now
 
-# NSE's list of listed equities (the "Securities available for Equity segment" download).
-NSE_EQUITY_LIST_URL = "https://archives.nseindia.com/content/equities/EQUITY_L.csv"
-# BSE's scrip master (what bseindia.com's "List of Scrips" page loads): JSON rows with
-# SCRIP_CD, scrip_id, Scrip_Name, Status, GROUP, ISIN_NUMBER.
-BSE_SCRIP_LIST_URL = ("https://api.bseindia.com/BseIndiaAPI/api/ListofScripData/w"
-                      "?Group=&Scripcode=&industry=&segment=Equity&status=Active")
-# Both sites refuse clients without browser-like headers.
-_HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) sentinel-ray reference refresh",
-            "Accept": "text/csv,application/json,*/*", "Referer": "https://www.bseindia.com/"}
+# NSE's list of listed equities (the "Securities available for Equity segment" download),
+# under ReferenceSettings.nse_archives_url.
+NSE_EQUITY_LIST_PATH = "/content/equities/EQUITY_L.csv"
+# BSE's scrip master (what bseindia.com's "List of Scrips" page loads), under
+# ReferenceSettings.bse_base_url: JSON rows with SCRIP_CD, scrip_id, Scrip_Name, Status,
+# GROUP, ISIN_NUMBER.
+BSE_SCRIP_LIST_PATH = "/BseIndiaAPI/api/ListofScripData/w?Group=&Scripcode=&industry=&segment=Equity&status=Active"
 MIN_NSE_ROWS = 500  # fewer: an error page or a cut download, not the list
 TRADE_FOR_TRADE = frozenset({"BE", "BZ"})
 _BSE_STATUS_RANK = {"Active": 0, "Suspended": 1, "Delisted": 2}
@@ -179,7 +180,7 @@ def build_rows(nse: list[NseListing], bse: list[BseScrip] | None,
             "name": c["name"] if c else n.name,
             "isin": n.isin,
             "series": n.series,
-            "exchanges": ";".join(e for e in ("NSE", "BSE") if e in exchanges),
+            "exchanges": ";".join(e for e in EXCHANGES if e in exchanges),
             "bse_code": scrip.code if scrip else "",
             "bse_group": scrip.group if scrip else "",
             "bse_status": scrip.status if scrip else "",
@@ -244,11 +245,27 @@ def build_from_texts(nse_text: str, bse_text: str | None, path: Path, meta: dict
 # --- refresh -----------------------------------------------------------------------------
 
 
-async def _get(url: str, timeout_s: float) -> str:
+def nse_list_url(settings: ReferenceSettings) -> str:
+    return settings.nse_archives_url.rstrip("/") + NSE_EQUITY_LIST_PATH
+
+
+def bse_list_url(settings: ReferenceSettings) -> str:
+    return settings.bse_base_url.rstrip("/") + BSE_SCRIP_LIST_PATH
+
+
+def _headers(settings: ReferenceSettings) -> dict[str, str]:
+    # Both sites refuse clients without browser-like headers; BSE's API also wants its own
+    # site as the Referer.
+    return {"User-Agent": settings.user_agent, "Accept": "text/csv,application/json,*/*",
+            "Referer": settings.bse_site_url.rstrip("/") + "/"}
+
+
+async def _get(url: str, settings: ReferenceSettings) -> str:
     import aiohttp
 
+    timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
     try:
-        async with aiohttp.ClientSession(headers=_HEADERS, timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
+        async with aiohttp.ClientSession(headers=_headers(settings), timeout=timeout) as s:
             async with s.get(url) as response:
                 if response.status != 200:
                     raise ReferenceFetchError(f"{url}: HTTP {response.status}")
@@ -257,21 +274,23 @@ async def _get(url: str, timeout_s: float) -> str:
         raise ReferenceFetchError(f"{url}: {type(e).__name__}: {e or 'timed out'}") from None
 
 
-async def fetch_lists(nse_url: str, bse_url: str | None, timeout_s: float = 60.0) -> tuple[str, str | None]:
+async def fetch_lists(nse_url: str, bse_url: str | None, settings: ReferenceSettings) -> tuple[str, str | None]:
     """The live NSE equity list and BSE scrip list (None for `bse_url=None`)."""
-    nse_text = await _get(nse_url, timeout_s)
+    nse_text = await _get(nse_url, settings)
     if nse_text.count("\n") < MIN_NSE_ROWS:
         raise ReferenceFetchError(f"{nse_url}: {nse_text.count(chr(10))} lines, not the equity list")
-    return nse_text, (await _get(bse_url, timeout_s) if bse_url else None)
+    return nse_text, (await _get(bse_url, settings) if bse_url else None)
 
 
-def refresh(data_dir: Path, *, nse_url: str = NSE_EQUITY_LIST_URL, bse_url: str | None = BSE_SCRIP_LIST_URL,
-            from_files: list[Path] | None = None, as_of: dt.date | None = None,
-            timeout_s: float = 60.0) -> dict[str, Any]:
-    """Rebuild the table into `<data_dir>/reference/symbols.csv` from the live lists, or from
-    `from_files` ([NSE_CSV] or [NSE_CSV, BSE_CSV]). Raises ReferenceFetchError (no network,
-    a blocked or partial download) or ValueError (a file that is not the list)."""
-    today = dt.datetime.now(dt.timezone(dt.timedelta(hours=5, minutes=30))).date()
+def refresh(data_dir: Path, settings: ReferenceSettings, *, nse_url: str | None = None, bse_url: str | None = None,
+            with_bse: bool = True, from_files: list[Path] | None = None,
+            as_of: dt.date | None = None) -> dict[str, Any]:
+    """Rebuild the table into `<data_dir>/reference/symbols.csv` from the live lists (at
+    `nse_url` and `bse_url`, by default where `settings` say the exchanges publish them; the
+    NSE list only without `with_bse`), or from `from_files` ([NSE_CSV] or [NSE_CSV, BSE_CSV]).
+    Raises ReferenceFetchError (no network, a blocked or partial download) or ValueError (a
+    file that is not the list)."""
+    today = ist_date(utc_now())
     if from_files:
         if len(from_files) > 2:
             raise ValueError("--from-files takes NSE_CSV [BSE_CSV]")
@@ -286,8 +305,10 @@ def refresh(data_dir: Path, *, nse_url: str = NSE_EQUITY_LIST_URL, bse_url: str 
         if len(from_files) > 1:
             meta["bse_as_of"] = (as_of or dt.date.fromtimestamp(Path(from_files[1]).stat().st_mtime)).isoformat()
     else:
+        nse_url = nse_url or nse_list_url(settings)
+        bse_url = (bse_url or bse_list_url(settings)) if with_bse else None
         try:
-            nse_text, bse_text = asyncio.run(fetch_lists(nse_url, bse_url, timeout_s))
+            nse_text, bse_text = asyncio.run(fetch_lists(nse_url, bse_url, settings))
         except ReferenceFetchError as e:
             raise ReferenceFetchError(f"could not download the exchange lists ({e}); without network, "
                                       "build from local copies: reference refresh --from-files NSE_CSV [BSE_CSV]"

@@ -142,12 +142,17 @@ def test_refresh_from_the_real_files_writes_the_override_that_reference_prefers(
     assert str(override) in capsys.readouterr().out
 
 
-def test_refresh_over_http_from_a_local_server(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _serve_lists(service: FakeService) -> None:
+    """Both exchanges' lists at their real paths: the NSE list long enough to be taken for it."""
     nse_csv = NSE_CSV + "".join(f"X{i:04d},Company {i} Limited,EQ,01-JAN-2020,1,1,INE{i:05d}0101,1\n"
                                 for i in range(reference_build.MIN_NSE_ROWS))
+    service.route("GET", "/content/equities/EQUITY_L.csv", Reply(body=nse_csv, content_type="text/csv"))
+    service.route("GET", "/BseIndiaAPI/api/ListofScripData/w", Reply(body=BSE_JSON, content_type="application/json"))
+
+
+def test_refresh_over_http_from_a_local_server(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with FakeService() as service:
-        service.route("GET", "/content/equities/EQUITY_L.csv", Reply(body=nse_csv, content_type="text/csv"))
-        service.route("GET", "/BseIndiaAPI/api/ListofScripData/w", Reply(body=BSE_JSON, content_type="application/json"))
+        _serve_lists(service)
         assert main(["reference", "refresh", "--nse-url", f"{service.url}/content/equities/EQUITY_L.csv",
                      "--bse-url", f"{service.url}/BseIndiaAPI/api/ListofScripData/w?segment=Equity"]) == 0
         assert service.seen("/BseIndiaAPI/api/ListofScripData/w")[0].query["segment"] == "Equity"
@@ -157,6 +162,24 @@ def test_refresh_over_http_from_a_local_server(data_dir: Path, capsys: pytest.Ca
     assert len(rows) == 4 + reference_build.MIN_NSE_ROWS + 68  # the core stays; RELIANCE and ZOMATO are core
     assert {r["symbol"]: r["bse_code"] for r in rows}["RELIANCE"] == "500325"
     assert "127.0.0.1" in reference.SOURCE
+    capsys.readouterr()
+
+
+def test_refresh_asks_where_and_how_the_settings_say(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeService() as service:
+        _serve_lists(service)
+        for name, value in (("NSE_ARCHIVES_URL", service.url), ("BSE_BASE_URL", service.url),
+                            ("BSE_SITE_URL", "http://bse.example"), ("HTTP_USER_AGENT", "Mozilla/5.0 test-agent")):
+            monkeypatch.setenv(f"SENTINEL_{name}", value)
+        assert main(["reference", "refresh"]) == 0  # no URL given: the settings' hosts, the lists' paths
+        nse_call = service.seen("/content/equities/EQUITY_L.csv")[0]
+        bse_call = service.seen("/BseIndiaAPI/api/ListofScripData/w")[0]
+    assert bse_call.query["segment"] == "Equity" and bse_call.query["status"] == "Active"
+    for call in (nse_call, bse_call):
+        assert call.headers["User-Agent"] == "Mozilla/5.0 test-agent"
+        assert call.headers["Referer"] == "http://bse.example/"
+    assert {r["symbol"]: r["bse_code"] for r in reference.symbol_table().to_pylist()}["RELIANCE"] == "500325"
     capsys.readouterr()
 
 
