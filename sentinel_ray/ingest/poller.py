@@ -13,9 +13,15 @@ cursor moved with it).
 Bad input does not stop a poll. A record the adapter could not read (`meta["unparseable"]`)
 becomes a quarantine row of its dataset, reason `unparseable`, whose `run_id` points at
 the raw payload that holds it (`<raw-zone path>#<position>: <error>`). A payload that cannot
-be read at all (`UnreadablePayload`) is kept in the raw zone and reported; the poll moves
-past it when the adapter says where to (`next_cursor` on the error), else it is retried
-with the usual backoff.
+be read at all is kept in the raw zone and reported (`unreadable_payloads`, `last_error`
+naming the file, the poll metric's error `UnreadablePayload`):
+
+- one of several requests (a symbol, a subreddit, a feed): the adapter notes it in
+  `meta["unreadable"]` and returns the others' records; that request's cursor stays;
+- nothing the poll received could be read (`UnreadablePayload` raised): the poll is done
+  all the same, and the next comes at the usual interval, from the cursor the error names
+  (`next_cursor`) or, without one, the cursor as it was. Backoff is for failures a wait may
+  cure; the same bytes asked for again sooner would only come back the same.
 """
 from __future__ import annotations
 
@@ -80,6 +86,7 @@ class SourcePoller:
     async def poll_once(self) -> int:
         """One fetch -> lake raw -> stream. Returns the records published (0: nothing new)."""
         began = time.perf_counter()
+        unreadable_before = self.stats.unreadable_payloads
         try:
             if self.backpressured():
                 self.stats.state = "waiting"
@@ -90,7 +97,9 @@ class SourcePoller:
         except Exception as e:
             metrics.record_poll(self.source.name, 0, time.perf_counter() - began, error=type(e).__name__)
             raise
-        metrics.record_poll(self.source.name, published, time.perf_counter() - began)
+        # a poll that kept an unreadable payload is done, but it is counted as an error too
+        error = UnreadablePayload.__name__ if self.stats.unreadable_payloads > unreadable_before else None
+        metrics.record_poll(self.source.name, published, time.perf_counter() - began, error=error)
         return published
 
     async def _fetch_and_publish(self) -> int:
@@ -103,6 +112,7 @@ class SourcePoller:
         raw_paths = [self._keep_raw(payload) for payload in result.raw]
         # before the publish: a poll that dies in between rewrites the same file (named by content)
         unparseable = self._quarantine_unparseable(result, raw_paths)
+        self._report_unreadable(result, raw_paths)
         self.store.publish(self.source.name, result.records, result.next_cursor)
         published = sum(t.num_rows for t in result.records.values())
         self.stats.polls += 1
@@ -150,18 +160,31 @@ class SourcePoller:
                         self.source.name, n, ds_name, rows[0][0][:300])
         return len(notes)
 
+    def _report_unreadable(self, result: FetchResult, raw_paths: list[str]) -> None:
+        """Report the payloads the adapter noted it could not read (`meta["unreadable"]`) while it
+        read the rest: they are in the raw zone already, with the rest of the poll's."""
+        notes = (result.meta.get("unreadable") or []) if isinstance(result.meta, dict) else []
+        for note in notes:
+            index = note.get("payload") if isinstance(note, dict) else None
+            where = raw_paths[index] if isinstance(index, int) and 0 <= index < len(raw_paths) else "-"
+            error = note.get("error", "") if isinstance(note, dict) else str(note)
+            self.stats.unreadable_payloads += 1
+            self.stats.last_error = f"unreadable payload kept at {where}: {error}"[:500]
+            log.error("%s poller: %s; the poll went on without it", self.source.name, self.stats.last_error)
+
     def _skip_unreadable(self, error: UnreadablePayload) -> int:
-        """Keep what the failed poll received, report it, and move past it when the adapter says where to."""
+        """Nothing the poll received could be read: keep it, report it, and call the poll done, so
+        the next comes at the usual interval, from where the adapter says (else the cursor as it was)."""
         paths = [self._keep_raw(payload) for payload in error.raw if isinstance(payload, RawPayload)]
         self.stats.unreadable_payloads += 1
         self.stats.raw_payloads += len(paths)
         self.stats.last_error = f"unreadable payload kept at {paths[-1] if paths else '-'}: {error}"[:500]
-        next_cursor = getattr(error, "next_cursor", None)
-        if next_cursor is None:
-            log.error("%s poller: %s; retrying with backoff", self.source.name, self.stats.last_error)
-            raise error
-        log.error("%s poller: %s; skipped it", self.source.name, self.stats.last_error)
-        self.store.publish(self.source.name, {}, next_cursor)
+        if error.next_cursor is not None:
+            log.error("%s poller: %s; skipped it", self.source.name, self.stats.last_error)
+            self.store.publish(self.source.name, {}, error.next_cursor)
+        else:
+            log.error("%s poller: %s; polling again at the usual interval, from the same cursor",
+                      self.source.name, self.stats.last_error)
         self.stats.polls += 1
         self.stats.last_poll_at = utc_now().isoformat()
         self.stats.state = "idle"
@@ -181,8 +204,7 @@ class SourcePoller:
             except Exception as e:  # noqa: BLE001 - a poller keeps going; the error is reported
                 failures += 1
                 self.stats.errors += 1
-                if not isinstance(e, UnreadablePayload):  # that one said where the payload was kept
-                    self.stats.last_error = f"{type(e).__name__}: {e}"[:500]
+                self.stats.last_error = f"{type(e).__name__}: {e}"[:500]
                 self.stats.state = "failing"
                 # bad credentials will not fix themselves: poll rarely, keep reporting
                 delay = 600.0 if isinstance(e, (AuthError, MissingCredentials)) else min(300.0, 1.0 * 2 ** min(failures, 8))

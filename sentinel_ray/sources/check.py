@@ -87,6 +87,9 @@ async def check_source(name: str, settings: Settings, timeout_s: float = CHECK_T
         return CheckResult(name, True, "ok, but nothing to fetch: check what it is set to watch "
                                        "(e.g. telegram_channels, rss_feeds, watch_tickers)")
     rows = ", ".join(f"{ds}={t.num_rows}" for ds, t in result.records.items()) or "no records"
+    unreadable = (result.meta.get("unreadable") or []) if isinstance(result.meta, dict) else []
+    if unreadable:  # the others were read: working, but say which answer was not
+        rows += f"; {len(unreadable)} could not be read (first: {str(unreadable[0].get('error'))[:200]})"
     return CheckResult(name, True, f"ok: {len(result.raw)} payloads, {rows}")
 
 

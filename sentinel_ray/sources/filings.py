@@ -51,11 +51,19 @@ from sentinel_ray.sources.nse import (
     exchange_http_client,
     from_iso,
     iso_utc,
-    json_body,
-    public_raw,
+    read_payload,
+    received,
 )
 from sentinel_ray.sources.paging import Pager
-from sentinel_ray.sources.parsing import RECORD_ERRORS, clean_text, http_url, in_range, note_unparseable
+from sentinel_ray.sources.parsing import (
+    RECORD_ERRORS,
+    UnreadablePayload,
+    clean_text,
+    http_url,
+    in_range,
+    note_unparseable,
+    note_unreadable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +233,10 @@ class FilingsSource(Source):
 
     The two exchanges are independent upstreams: when one fails, the other's filings are
     still returned (its cursor advances, the failed one's stays put and the error is in
-    `meta["errors"]`); only when every exchange fails does `fetch` raise.
+    `meta["errors"]`); only when every exchange fails does `fetch` raise. An exchange that
+    answered something unreadable keeps its payloads in the poll's `raw` (for the raw zone)
+    and is noted in `meta["unreadable"]`; when both did, `fetch` raises UnreadablePayload
+    carrying them.
     """
 
     name = "filings"
@@ -256,36 +267,45 @@ class FilingsSource(Source):
         fetchers = {"NSE": self._nse, "BSE": self._bse}
         batches: dict[str, _Batch] = {}
         errors: dict[str, SourceError] = {}
+        unreadable: dict[str, _Batch] = {}  # exchanges whose answer could not be read: their payloads
         next_cursor = dict(cursor)
         for exchange in self.exchanges:
             mark: Mark = Incremental.load(cursor.get(exchange), decode=from_iso)
+            batch = _Batch()
             try:
-                batch = await fetchers[exchange](mark)
+                await fetchers[exchange](mark, batch)
             except SourceError as e:
                 log.warning("filings: %s failed: %s", exchange, e)
                 errors[exchange] = e
+                if isinstance(e, UnreadablePayload):
+                    unreadable[exchange] = batch  # kept for the raw zone; its filings wait for a readable answer
                 continue
             batches[exchange] = batch
             advanced = mark.dump(encode=iso_utc)
             if advanced is not None:
                 next_cursor[exchange] = advanced
-        if errors and not batches:
-            raise next(iter(errors.values()))
+        if errors and not batches and len(unreadable) < len(errors):
+            # nothing read, and something other than a bad answer (network, credentials) to retry for
+            raise next(e for e in errors.values() if not isinstance(e, UnreadablePayload))
         filings = [f for b in batches.values() for f in b.filings]
-        received = [r for b in batches.values() for r in b.received]
-        raw, unparseable, offset = [], [], 0
+        received_at = [r for b in batches.values() for r in b.received]
+        meta: dict[str, Any] = {"skipped": sum(b.skipped for b in batches.values()),
+                                "pages": {ex: b.pages for ex, b in batches.items()},
+                                "truncated": [ex for ex, b in batches.items() if b.truncated],
+                                "errors": {ex: str(e) for ex, e in errors.items()}}
+        raw: list[RawPayload] = []
         for b in batches.values():
-            unparseable.extend({**u, "payload": u["payload"] + offset} for u in b.unparseable)
+            meta.setdefault("unparseable", []).extend({**u, "payload": u["payload"] + len(raw)} for u in b.unparseable)
             raw.extend(b.raw)
-            offset += len(b.raw)
-        meta = {"skipped": sum(b.skipped for b in batches.values()),
-                "pages": {ex: b.pages for ex, b in batches.items()},
-                "truncated": [ex for ex, b in batches.items() if b.truncated],
-                "errors": {ex: str(e) for ex, e in errors.items()}}
-        if unparseable:
-            meta["unparseable"] = unparseable
+        for exchange, b in unreadable.items():
+            raw.extend(b.raw)
+            note_unreadable(meta, len(raw) - 1, errors[exchange])  # the exchange's last payload is the bad one
+        if not meta.get("unparseable"):
+            meta.pop("unparseable", None)
+        if not batches:
+            raise UnreadablePayload(str(next(iter(errors.values()))), raw)
         return FetchResult(raw=raw,
-                           records={FILINGS.name: filings_table(filings, received)},
+                           records={FILINGS.name: filings_table(filings, received_at)},
                            next_cursor=next_cursor or None, meta=meta)
 
     def _window(self, mark: Mark) -> tuple[dt.date, dt.date]:
@@ -293,36 +313,29 @@ class FilingsSource(Source):
         start = ist_date(mark.start_value) if mark.start_value else today
         return min(start, today), today
 
-    async def _nse(self, mark: Mark) -> _Batch:
+    async def _nse(self, mark: Mark, batch: _Batch) -> None:
         start, end = self._window(mark)
         params = {"index": "equities", "from_date": start.strftime(NSE_DATE), "to_date": end.strftime(NSE_DATE)}
-        response = await self.nse.get(NSE_ANNOUNCEMENTS_PATH, params, referer_path=NSE_ANNOUNCEMENTS_PAGE)
-        batch = _Batch(raw=[public_raw(self.name, FILINGS.name, response)], pages=1)
-        items = json_body(response, self.name, "NSE announcements")
-        if isinstance(items, dict) and isinstance(items.get("data"), list):
-            items = items["data"]  # some NSE listings wrap their rows; accept both shapes
-        if not isinstance(items, list):
-            raise SourceError(f"filings: NSE announcements are a {type(items).__name__}, expected a list")
+        response = await received(self.nse.get(NSE_ANNOUNCEMENTS_PATH, params, referer_path=NSE_ANNOUNCEMENTS_PAGE),
+                                  self.name, FILINGS.name, batch.raw)
+        batch.pages = 1
+        items = await read_payload(response, self.name, "NSE announcements", batch.raw, _nse_items)
         batch.take(items, nse_filing, response, mark)
-        return batch
 
-    async def _bse(self, mark: Mark) -> _Batch:
+    async def _bse(self, mark: Mark, batch: _Batch) -> None:
         start, end = self._window(mark)
-        batch = _Batch()
         page_size = 0
 
         async def page(number: int | None) -> tuple[int, HttpResponse, Any, list[Any]]:
             assert number is not None
-            response = await self.bse_http.get(
+            request = self.bse_http.get(
                 self.bse_base_url + BSE_ANNOUNCEMENTS_PATH, headers=BSE_HEADERS,
                 params={"pageno": number, "strCat": "-1", "subcategory": "-1",
                         "strPrevDate": start.strftime(BSE_DATE), "strToDate": end.strftime(BSE_DATE),
                         "strScrip": "", "strSearch": "P", "strType": "C"})
-            batch.raw.append(public_raw(self.name, FILINGS.name, response))
-            doc = json_body(response, self.name, f"BSE announcements page {number}")
-            rows = doc.get("Table") if isinstance(doc, dict) else None
-            if not isinstance(rows, list):
-                raise SourceError(f"filings: BSE announcements page {number} has no 'Table' list")
+            response = await received(request, self.name, FILINGS.name, batch.raw)
+            doc, rows = await read_payload(response, self.name, f"BSE announcements page {number}", batch.raw,
+                                           lambda doc: _bse_rows(doc, number))
             return number, response, doc, rows
 
         def next_page(fetched: tuple[int, HttpResponse, Any, list[Any]]) -> int | None:
@@ -341,7 +354,24 @@ class FilingsSource(Source):
             batch.truncated = True
             log.warning("filings: BSE has more than %d pages of new announcements since %s; the older ones beyond "
                         "the page cap are skipped (raise page_cap or poll more often)", self.page_cap, start)
-        return batch
+
+
+def _nse_items(doc: Any) -> list[Any]:
+    """The announcements of NSE's answer; SourceError when it holds no list of them."""
+    if isinstance(doc, dict) and isinstance(doc.get("data"), list):
+        doc = doc["data"]  # some NSE listings wrap their rows; accept both shapes
+    if not isinstance(doc, list):
+        raise SourceError(f"filings: NSE announcements are a {type(doc).__name__}, expected a list")
+    return doc
+
+
+def _bse_rows(doc: Any, number: int) -> tuple[Any, list[Any]]:
+    """(document, announcement rows) of a BSE page; SourceError when it holds no 'Table' list."""
+    rows = doc.get("Table") if isinstance(doc, dict) else None
+    if not isinstance(rows, list):
+        raise SourceError(f"filings: BSE announcements page {number} has no 'Table' list")
+    return doc, rows
+
 
 def _bse_total_rows(doc: Mapping[str, Any]) -> int | None:
     """How many announcements BSE says the query matches (Table1[0].ROWCNT), if it says."""

@@ -10,7 +10,9 @@
   Modified for a conditional GET) come back as responses when passed in `accept_statuses`;
 - errors keep the status and the whole response body (`.status`, `.body`) for the caller
   to read the service's reason; their messages carry no query string (keys live there);
-- the body is returned byte for byte, for the lake's raw zone.
+- the body is returned byte for byte, for the lake's raw zone; a body larger than
+  `max_body_bytes` is not read to its end: the read stops at the bound (at once when
+  Content-Length says so) and `BodyTooLarge` carries the head that was read.
 """
 from __future__ import annotations
 
@@ -26,12 +28,27 @@ from typing import Any, Awaitable, Callable, Collection, Mapping, TypeVar
 
 import aiohttp
 
-from sentinel_ray.config import HttpSourceSettings
+from sentinel_ray.config import HttpSourceSettings, SourceSettings
 from sentinel_ray.records import SourceError, TerminalError
+from sentinel_ray.sources.parsing import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
+
+
+def _settings_default(name: str) -> Any:
+    # config.py writes each default once; clients built without settings (tests, tools) use the same
+    return SourceSettings.model_fields[name].get_default(call_default_factory=True)
+
+
+DEFAULT_TIMEOUT_S: float = _settings_default("timeout_s")
+DEFAULT_MAX_ATTEMPTS: int = _settings_default("max_attempts")
+DEFAULT_MAX_SERVER_WAIT_S: float = _settings_default("max_server_wait_s")
+# What a too-large body keeps of itself for the raw zone: enough to see what it was (an error
+# page, a dump), not megabytes of it on every poll.
+TOO_LARGE_HEAD_BYTES = 64 * 1024
+READ_CHUNK_BYTES = 64 * 1024
 
 
 class FetchError(SourceError):
@@ -57,6 +74,18 @@ class HttpStatusError(FetchError, TerminalError):
     def __init__(self, status: int, url: str, body: bytes) -> None:
         super().__init__(f"HTTP {status} from {url}: {body[:200].decode(errors='replace')}")
         self.status, self.url, self.body = status, url, body
+
+
+class BodyTooLarge(TerminalError, FetchError):
+    """A response body larger than the client reads (`HttpClient.max_body_bytes`): the same
+    request would answer the same, so no retry. `response` holds the status, headers and
+    the head of the body that was read (at most TOO_LARGE_HEAD_BYTES), for the raw zone.
+
+    TerminalError comes first so that `records.classify` finds it before FetchError (transient)."""
+
+    def __init__(self, message: str, response: "HttpResponse") -> None:
+        super().__init__(message)
+        self.response = response
 
 
 @dataclass(frozen=True)
@@ -99,10 +128,10 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 5
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
-    max_retry_after_s: float = 300.0  # a longer Retry-After means "come back later": give up now
+    max_retry_after_s: float = DEFAULT_MAX_SERVER_WAIT_S  # a longer Retry-After means "come back later": give up now
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(max, base * 2^attempt)]."""
@@ -190,7 +219,7 @@ class HttpClient:
     source: str
     rate_per_s: float = 1.0
     burst: int = 1
-    timeout_s: float = 20.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     headers: Mapping[str, str] = field(default_factory=dict)
     sleep: Sleep = asyncio.sleep
@@ -198,6 +227,7 @@ class HttpClient:
     reset_header: str | None = None
     remaining_header: str | None = None
     clock: Callable[[], float] = time.time
+    max_body_bytes: int = MAX_PAYLOAD_BYTES
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket(self.rate_per_s, self.burst)
@@ -250,7 +280,12 @@ class HttpClient:
             self.requests_made += 1
             try:
                 async with self.session.request(method, url, params=params, headers=headers, data=data) as resp:
-                    body = await resp.read()
+                    try:
+                        body = await self._read_bounded(resp, where)
+                    except BodyTooLarge as e:
+                        if resp.status < 300 or resp.status in accept_statuses:
+                            raise
+                        body = e.response.body  # an error answer is read for its reason only: its head will do
                     # resp.headers: case-insensitive (X sends x-rate-limit-* in lower case, others Retry-After)
                     response = HttpResponse(resp.status, str(resp.url), resp.headers, body,
                                             dt.datetime.now(dt.timezone.utc))
@@ -272,6 +307,27 @@ class HttpClient:
 
         return await with_retries(f"{self.source}: {where}", attempt, retry=self.retry, bucket=self._bucket,
                                   sleep=self.sleep, rng=self._rng)
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse, where: str) -> bytes:
+        """The body, read chunk by chunk: past `max_body_bytes` reading stops (a 10 MB answer
+        must not be held in memory, nor trickle in until the timeout) and BodyTooLarge says so."""
+        declared = resp.content_length
+        if declared is not None and declared > self.max_body_bytes:
+            head = await resp.content.read(TOO_LARGE_HEAD_BYTES)
+            raise self._too_large(resp, where, head, f"declares {declared:,} bytes")
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                head = b"".join(chunks)[:TOO_LARGE_HEAD_BYTES]
+                raise self._too_large(resp, where, head, f"ran past {self.max_body_bytes:,} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, resp: aiohttp.ClientResponse, where: str, head: bytes, how: str) -> BodyTooLarge:
+        response = HttpResponse(resp.status, str(resp.url), resp.headers, head, dt.datetime.now(dt.timezone.utc))
+        return BodyTooLarge(f"{self.source}: the answer from {where} {how}, more than the {self.max_body_bytes:,} "
+                            f"a payload may hold; not read further", response)
 
     def _server_wait(self, response: HttpResponse) -> float | None:
         """How long the service asks to wait before retrying: Retry-After, else (on 429) its window reset."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -41,9 +41,20 @@ from sentinel_ray.market import ist_date, ist_midnight_utc, parse_ist, split_suf
 from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources.base import HistorySource
-from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse
-from sentinel_ray.sources.parsing import RECORD_ERRORS, PayloadError, count, in_range, loads_json, note_unparseable, number
-from sentinel_ray.sources.parsing import UnreadablePayload
+from sentinel_ray.sources.http import AuthError, BodyTooLarge, HttpClient, HttpResponse
+from sentinel_ray.sources.parsing import (
+    RECORD_ERRORS,
+    PayloadError,
+    UnreadablePayload,
+    count,
+    in_range,
+    loads_json,
+    note_unparseable,
+    note_unreadable,
+    number,
+    off_loop,
+    unreadable_poll,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +105,34 @@ def json_body(response: HttpResponse, source: str, what: str) -> Any:
         head = response.body[:80].decode("utf-8", errors="replace")
         raise SourceError(f"{source}: {what} from {response.url.split('?', 1)[0]} is not JSON "
                           f"({response.content_type}, starts {head!r})") from None
+
+
+async def read_json(response: HttpResponse, source: str, what: str) -> Any:
+    """`json_body`, parsed in a worker thread when the body is big: history and announcement
+    lists run to megabytes, and the event loop is shared with every other poller."""
+    return await off_loop(lambda _body: json_body(response, source, what), response.body)
+
+
+async def received(request: Awaitable[HttpResponse], source: str, dataset: str, raw: list[RawPayload]) -> HttpResponse:
+    """The answer to `request`, appended to `raw` (`public_raw`). A body too large to read is an
+    UnreadablePayload whose head is appended instead, so the raw zone shows what came."""
+    try:
+        response = await request
+    except BodyTooLarge as e:
+        raw.append(public_raw(source, dataset, e.response))
+        raise UnreadablePayload(str(e), raw) from None
+    raw.append(public_raw(source, dataset, response))
+    return response
+
+
+async def read_payload(response: HttpResponse, source: str, what: str, raw: list[RawPayload],
+                       shape: Callable[[Any], Any] = lambda doc: doc) -> Any:
+    """`shape` of the response's JSON (the response is the last of `raw`); UnreadablePayload when
+    the body is not JSON or not of the shape expected (`shape` raises SourceError)."""
+    try:
+        return shape(await read_json(response, source, what))
+    except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
+        raise UnreadablePayload(str(e), raw) from None
 
 
 def public_raw(source: str, dataset: str, response: HttpResponse) -> RawPayload:
@@ -290,15 +329,26 @@ class NseSource(HistorySource):
         history_seen: dict[str, str] = dict(cursor.get("history", {}))
         bars, raw, meta = _Bars(), [], {"skipped": 0, "unknown_symbols": [], "untraded": []}
         now = self.clock()
+        # One symbol's unreadable answer must not hold back the others': it is noted (and kept in
+        # the raw zone by the poller), that symbol's cursor stays, and the poll goes on.
         if self._history_due(now):
             for symbol in self.symbols:
-                await self._poll_history(symbol, now, history_seen, bars, raw, meta)
+                try:
+                    await self._poll_history(symbol, now, history_seen, bars, raw, meta)
+                except UnreadablePayload as e:
+                    note_unreadable(meta, len(raw) - 1, e)
             self._history_checked_at = now
         for symbol in self.symbols:
-            await self._poll_quote(symbol, quotes_seen, bars, raw, meta)
+            try:
+                await self._poll_quote(symbol, quotes_seen, bars, raw, meta)
+            except UnreadablePayload as e:
+                note_unreadable(meta, len(raw) - 1, e)
         next_cursor: dict[str, Any] | None = {"quotes": quotes_seen, "history": history_seen}
         if not quotes_seen and not history_seen:
             next_cursor = cursor or None  # nothing emitted yet: keep the caller's cursor as it was
+        unreadable = unreadable_poll(raw, meta)
+        if unreadable is not None:
+            raise unreadable
         return FetchResult(raw=raw, records={PRICES.name: bars.table()}, next_cursor=next_cursor, meta=meta)
 
     def _history_due(self, now: dt.datetime) -> bool:
@@ -311,14 +361,11 @@ class NseSource(HistorySource):
         start = last + dt.timedelta(days=1) if last else today - dt.timedelta(days=self.history_days)
         if start > today:
             return
-        response = await self._history(symbol, start, today)
-        raw.append(public_raw(self.name, PRICES.name, response))
+        response = await received(self._history(symbol, start, today), self.name, PRICES.name, raw)
         newest = last
-        try:
-            doc = json_body(response, self.name, f"history for {symbol}")
-        except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
-            raise UnreadablePayload(str(e), raw) from None
-        for day, ohlcv in _readable_bars(history_rows(doc, symbol), meta, len(raw) - 1):
+        rows = await read_payload(response, self.name, f"history for {symbol}", raw,
+                                  lambda doc: history_rows(doc, symbol))
+        for day, ohlcv in _readable_bars(rows, meta, len(raw) - 1):
             if (last and day <= last) or day > today:
                 continue
             bars.add(symbol, ist_midnight_utc(day), ohlcv, response.received_at)
@@ -328,15 +375,12 @@ class NseSource(HistorySource):
 
     async def _poll_quote(self, symbol: str, seen: dict[str, str], bars: _Bars, raw: list[RawPayload],
                           meta: dict[str, Any]) -> None:
-        response = await self.nse.get(QUOTE_PATH, {"functionName": "getSymbolData", "marketType": "N",
-                                                   "series": SERIES, "symbol": symbol},
-                                      referer_path=f"/get-quotes/equity?symbol={symbol}")
-        raw.append(public_raw(self.name, PRICES.name, response))
-        try:
-            doc = json_body(response, self.name, f"quote for {symbol}")
-        except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
-            raise UnreadablePayload(str(e), raw) from None
-        quote = quote_record(doc, symbol)
+        request = self.nse.get(QUOTE_PATH, {"functionName": "getSymbolData", "marketType": "N",
+                                            "series": SERIES, "symbol": symbol},
+                               referer_path=f"/get-quotes/equity?symbol={symbol}")
+        response = await received(request, self.name, PRICES.name, raw)
+        quote = await read_payload(response, self.name, f"quote for {symbol}", raw,
+                                   lambda doc: quote_record(doc, symbol))
         if quote is None:
             meta["unknown_symbols"].append(symbol)
             return
@@ -365,9 +409,9 @@ class NseSource(HistorySource):
         bars, raw, meta = _Bars(), [], {"skipped": 0}
         try:
             for symbol in self.symbols:
-                response = await self._history(symbol, day, day)
-                raw.append(public_raw(self.name, PRICES.name, response))
-                rows = history_rows(json_body(response, self.name, f"history for {symbol}"), symbol)
+                response = await received(self._history(symbol, day, day), self.name, PRICES.name, raw)
+                rows = await read_payload(response, self.name, f"history for {symbol}", raw,
+                                          lambda doc, symbol=symbol: history_rows(doc, symbol))
                 for session, ohlcv in _readable_bars(rows, meta, len(raw) - 1):
                     if session == day:
                         bars.add(symbol, ist_midnight_utc(session), ohlcv, ingested_at, run_id)
@@ -383,4 +427,5 @@ class NseSource(HistorySource):
                                   referer_path=f"/get-quotes/equity?symbol={symbol}")
 
 
-__all__ = ["NseSession", "NseSource", "exchange_http_client", "json_body", "public_raw"]
+__all__ = ["NseSession", "NseSource", "exchange_http_client", "json_body", "public_raw", "read_json", "read_payload",
+           "received"]

@@ -2,10 +2,17 @@
 
 Every adapter parses upstream bytes through these, so bad upstream data (NaN, 2^63
 counts, year-1 dates, lone surrogates, Unicode digits, JSON nested 1,000 deep, 10 MB
-bodies) ends as a declared outcome: a payload-level `PayloadError` (a ValueError the
-adapters turn into their SourceError, "not readable"), or a record-level ValueError
-(`RECORD_ERRORS`) that the adapter's record loop catches, counts and notes in
-`meta["unparseable"]` (`Unparseable.note`), and the poll moves on.
+bodies) ends as a declared outcome, at one of two levels:
+
+- a record: a record-level ValueError (`RECORD_ERRORS`) that the adapter's record loop
+  catches, counts and notes in `meta["unparseable"]` (`note_unparseable`); the poller makes
+  it a quarantine row (reason `unparseable`) pointing at its raw payload, and the poll moves on;
+- a whole payload: a `PayloadError` (a ValueError) that the adapter turns into
+  `UnreadablePayload`, with the payload appended to the poll's `raw` (so it is kept in the
+  raw zone). An adapter that makes several requests per poll (per symbol, subreddit, feed,
+  channel, video, exchange, query) notes it in `meta["unreadable"]` (`note_unreadable`) and
+  goes on with its other requests; only when nothing it received could be read does the
+  poll raise (`unreadable_poll`).
 
 Values that no real market or platform produces become None (optional fields) or a
 ValueError (required ones): times before 1990 or after tomorrow, counts below 0 or from
@@ -42,11 +49,18 @@ class PayloadError(ValueError):
 
 class UnreadablePayload(SourceError):
     """A poll met a payload it cannot read at all. `raw` holds the payloads received so far in
-    this poll, that one included (last), for the raw zone; the poll's rows are not emitted."""
+    this poll, that one included (last), for the raw zone; the poll's rows are not emitted.
 
-    def __init__(self, message: str, raw: list[Any] | None = None) -> None:
+    Raised out of `fetch` it means nothing the poll received could be read: the poller keeps
+    `raw`, reports it, and polls again at the usual interval from `next_cursor` (None: the
+    cursor stays where it was). A retry with backoff would only fetch the same bytes again.
+    """
+
+    def __init__(self, message: str, raw: list[Any] | None = None, *,
+                 next_cursor: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.raw = list(raw or [])
+        self.next_cursor = next_cursor
 
 
 # --- payloads ---------------------------------------------------------------------------------
@@ -227,3 +241,25 @@ def note_unparseable(meta: dict[str, Any], payload: int, position: int, error: B
     reason = error if isinstance(error, str) else f"{type(error).__name__}: {str(error)[:200]}"
     meta.setdefault("unparseable", []).append({"payload": payload, "position": position,
                                                "error": clean_text(reason)})
+
+
+# --- payloads that could not be read -------------------------------------------------------------
+
+
+def note_unreadable(meta: dict[str, Any], payload: int, error: BaseException | str) -> None:
+    """Note in `meta["unreadable"]` that raw payload `payload` (its index in FetchResult.raw) could
+    not be read at all, and why: the poll went on with its other requests, the poller keeps the
+    payload in the raw zone and reports it."""
+    reason = error if isinstance(error, str) else str(error) or type(error).__name__
+    meta.setdefault("unreadable", []).append({"payload": payload, "error": clean_text(reason)[:500]})
+
+
+def unreadable_poll(raw: list[Any], meta: dict[str, Any]) -> UnreadablePayload | None:
+    """The error to raise when every payload this poll received was unreadable (`meta["unreadable"]`
+    names them all): nothing to return, every cursor where it was. None when anything was read."""
+    notes = meta.get("unreadable") or []
+    if not raw or len({note["payload"] for note in notes}) < len(raw):
+        return None
+    shown = 3
+    more = f"; and {len(notes) - shown} more unreadable payloads" if len(notes) > shown else ""
+    return UnreadablePayload("; ".join(note["error"] for note in notes[:shown]) + more, raw)

@@ -40,19 +40,23 @@ from sentinel_ray.config import RedditSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source, require_secrets
-from sentinel_ray.sources.http import (AuthError, FetchError, HttpResponse, HttpStatusError, Retry, RetryPolicy,
-                                      Sleep, TokenBucket, retry_after_seconds, with_retries)
+from sentinel_ray.sources.http import (DEFAULT_MAX_SERVER_WAIT_S, TOO_LARGE_HEAD_BYTES, AuthError, FetchError,
+                                      HttpResponse, HttpStatusError, Retry, RetryPolicy, Sleep, TokenBucket,
+                                      retry_after_seconds, with_retries)
 from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
     MAX_PAYLOAD_BYTES,
     RECORD_ERRORS,
     PayloadError,
+    UnreadablePayload,
     count,
     epoch_seconds,
     loads_json,
     note_unparseable,
+    note_unreadable,
     optional_text,
+    unreadable_poll,
 )
 from sentinel_ray.sources.posts import PostItem, posts_table
 
@@ -71,7 +75,22 @@ class _TransportError(pce.PrawcoreException):
 
 
 class _Unreadable(pce.PrawcoreException):
-    """A body that cannot be read (too big, too deep, not JSON): a SourceError, not retried."""
+    """A body that cannot be read (too big, too deep, not JSON): not retried. `head` is what was
+    read of it (all of it, unless it was too big)."""
+
+    def __init__(self, message: str, head: bytes = b"") -> None:
+        super().__init__(message)
+        self.head = head
+        self.answer: HttpResponse | None = None  # set for reads (GET) only: a token answer is never kept
+
+
+class _UnreadableAnswer(SourceError):
+    """A listing answer that cannot be read; `response` holds it (a read, never the token answer)
+    for the raw zone."""
+
+    def __init__(self, message: str, response: HttpResponse | None) -> None:
+        super().__init__(message)
+        self.response = response
 
 
 class _WaitTooLong(pce.PrawcoreException):
@@ -90,7 +109,8 @@ def _read_body(response: Any, deadline: float) -> None:
             chunks.append(chunk)
             size += len(chunk)
             if size > MAX_PAYLOAD_BYTES:
-                raise _Unreadable(f"body larger than {MAX_PAYLOAD_BYTES:,} bytes")
+                raise _Unreadable(f"body larger than {MAX_PAYLOAD_BYTES:,} bytes",
+                                  b"".join(chunks)[:TOO_LARGE_HEAD_BYTES])
             if time.monotonic() > deadline:
                 raise _TransportError("the body took longer than the timeout to arrive")
     except requests.RequestException as e:
@@ -122,27 +142,35 @@ def _checked_limits(headers: Any, max_wait_s: float) -> None:
 class _Requestor(prawcore.Requestor):
     """prawcore's requestor with our timeout, no hidden retries, and a copy of each API response."""
 
-    def __init__(self, *args: Any, sink: list[HttpResponse], timeout_s: float, max_wait_s: float = 300.0,
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sink: list[HttpResponse], timeout_s: float,
+                 max_wait_s: float = DEFAULT_MAX_SERVER_WAIT_S, **kwargs: Any) -> None:
         super().__init__(*args, timeout=timeout_s, **kwargs)
         self.sink = sink
         self.max_wait_s = max_wait_s
 
     def request(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         deadline = time.monotonic() + self.timeout
+        # Only reads are kept: the token endpoint is a POST and its body holds a bearer token.
+        is_read = str(args[0] if args else kwargs.get("method", "")).upper() == "GET"
         try:
             # prawcore passes its module default timeout on API calls; ours wins.
             response = super().request(*args, timeout=self.timeout, stream=True, **kwargs)
         except pce.RequestException as e:
             raise _TransportError(f"{type(e.original_exception).__name__}: {e.original_exception}") from None
-        _read_body(response, deadline)
-        _checked_limits(response.headers, self.max_wait_s)
-        status = response.status_code
-        if 200 <= status < 300:
-            try:
-                loads_json(response.content, "reddit response")  # prawcore's response.json() has no bounds
-            except PayloadError as e:
-                raise _Unreadable(str(e)) from None
+        try:
+            _read_body(response, deadline)
+            _checked_limits(response.headers, self.max_wait_s)
+            status = response.status_code
+            if 200 <= status < 300:
+                try:
+                    loads_json(response.content, "reddit response")  # prawcore's response.json() has no bounds
+                except PayloadError as e:
+                    raise _Unreadable(str(e), response.content) from None
+        except _Unreadable as e:
+            if is_read:
+                e.answer = HttpResponse(response.status_code, response.url, response.headers, e.head,
+                                        dt.datetime.now(dt.timezone.utc))
+            raise
         if status in (401, 403):
             # Raised here, not by prawcore: prawcore would retry a 401 after a blocking sleep, and
             # its mapping fails with KeyError on a 401 that lacks a www-authenticate header.
@@ -151,8 +179,7 @@ class _Requestor(prawcore.Requestor):
             raise pce.TooManyRequests(response)
         if status in _RETRY_STATUSES:
             raise pce.ServerError(response)
-        # Only reads are kept: the token endpoint is a POST and its body holds a bearer token.
-        if 200 <= status < 300 and str(args[0] if args else kwargs.get("method", "")).upper() == "GET":
+        if 200 <= status < 300 and is_read:
             self.sink.append(HttpResponse(status, response.url, response.headers, response.content,
                                           dt.datetime.now(dt.timezone.utc)))
         return response
@@ -189,10 +216,14 @@ def _classify(exc: Exception, where: str) -> _Verdict:
     if isinstance(exc, _WaitTooLong):
         return _Verdict(False, FetchError(f"reddit: {where}: {exc}; giving up for now"))
     if isinstance(exc, _Unreadable):
-        return _Verdict(False, SourceError(f"reddit: {where}: the response cannot be read: {exc}"))
+        return _Verdict(False, _UnreadableAnswer(f"reddit: {where}: the response cannot be read: {exc}", exc.answer))
     if isinstance(exc, pce.BadJSON):
-        return _Verdict(False, SourceError(f"reddit: {where}: the response is not JSON: "
-                                           f"{exc.response.content[:200]!r}"))
+        answer = exc.response
+        is_read = getattr(answer.request, "method", "") == "GET"  # never the token answer: it may hold a token
+        kept = HttpResponse(answer.status_code, answer.url, answer.headers, answer.content,
+                            dt.datetime.now(dt.timezone.utc)) if is_read else None
+        return _Verdict(False, _UnreadableAnswer(f"reddit: {where}: the response is not JSON: "
+                                                 f"{answer.content[:200]!r}", kept))
     if isinstance(exc, pce.Redirect):
         # Reddit answers an unknown or banned subreddit with a redirect to its search page.
         return _Verdict(False, HttpStatusError(exc.response.status_code, f"{where} (no such subreddit?)",
@@ -351,9 +382,18 @@ class RedditSource(Source):
         mark: Incremental[float] = Incremental.load(state)
 
         async def page(after: str | None) -> tuple[list[Any], str | None, HttpResponse]:
-            payload, response = await self._get(path, {"limit": PAGE_SIZE, **({"after": after} if after else {})})
+            try:
+                payload, response = await self._get(path, {"limit": PAGE_SIZE, **({"after": after} if after else {})})
+            except _UnreadableAnswer as e:
+                if e.response is None:  # the token answer: never kept (it may hold a token), not a listing
+                    raise SourceError(str(e)) from None
+                raw.append(RawPayload.of(self.name, POSTS.name, e.response))  # kept in the raw zone, reported
+                raise UnreadablePayload(str(e), raw) from None
             raw.append(RawPayload.of(self.name, POSTS.name, response))
-            return *_listing(payload, path), response
+            try:
+                return *_listing(payload, path), response
+            except SourceError as e:  # the whole page: kept in the raw zone by the poller, reported
+                raise UnreadablePayload(str(e), raw) from None
 
         pages = Pager(page, lambda listing: listing[1], limit=self.page_cap)
         async for children, _, response in pages:
@@ -398,12 +438,28 @@ class RedditSource(Source):
         for subreddit in self.subreddits:
             sub_states = dict(previous.get(subreddit, {}))
             for stream in STREAMS:
-                state = await self._poll_stream(subreddit, stream, sub_states.get(stream), posts, raw, meta)
+                emitted, noted = len(posts), len(meta.get("unparseable", []))
+                try:
+                    state = await self._poll_stream(subreddit, stream, sub_states.get(stream), posts, raw, meta)
+                except UnreadablePayload as e:
+                    # Newest first: the unreadable page (and any after it) holds items between what was
+                    # read and the listing's mark, so the listing keeps its mark and gives back what it
+                    # read this poll (all of it comes again next poll); the other listings go on.
+                    log.warning("reddit: r/%s %s: %s; its cursor stays, the other listings go on", subreddit,
+                                stream, e)
+                    del posts[emitted:]
+                    if "unparseable" in meta:
+                        del meta["unparseable"][noted:]
+                    note_unreadable(meta, len(raw) - 1, e)
+                    continue
                 if state is not None:
                     sub_states[stream] = state
             if sub_states:
                 states[subreddit] = sub_states
         meta["pages"] = len(raw)
+        unreadable = unreadable_poll(raw, meta)
+        if unreadable is not None:
+            raise unreadable
         next_cursor = {"subreddits": {**previous, **states}} if (states or cursor) else None
         return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=self.platform, source=self.name)},
                            next_cursor=next_cursor, meta=meta)

@@ -14,8 +14,12 @@ text, the publish time in UTC, the link. The cursor remembers, per feed, the val
 and the ids of the entries it has emitted, so a poll never emits an entry twice.
 
 One broken feed does not stop the others: its failure is reported in
-`meta["failed_feeds"]` and its cursor stays where it was; only when every feed fails
-does the poll raise (the first feed's error).
+`meta["failed_feeds"]` and its cursor stays where it was; a feed that answered something
+that is not a feed is kept in `raw` and noted in `meta["unreadable"]`. Only when every
+feed fails does the poll raise: UnreadablePayload (carrying them) when every feed was
+unreadable, else the first other error. An entry that cannot be read (an `<item>` with
+neither title nor description, which RSS 2.0 requires one of) is noted in
+`meta["unparseable"]` once: the feed's `seen` ids remember it (as noted, not as emitted).
 """
 from __future__ import annotations
 
@@ -36,16 +40,20 @@ from sentinel_ray.config import RssSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source
-from sentinel_ray.sources.http import HttpClient
+from sentinel_ray.sources.http import BodyTooLarge, HttpClient
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     PayloadError,
+    UnreadablePayload,
     check_size,
     clean_text,
     http_url,
     in_range,
+    note_unparseable,
+    note_unreadable,
     off_loop,
     optional_text,
+    unreadable_poll,
 )
 from sentinel_ray.sources.posts import PostItem, posts_table
 
@@ -58,6 +66,7 @@ ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text
 SEEN_PER_FEED = 300
 NOT_MODIFIED = frozenset({304})  # the answer to a conditional GET when the feed has not changed
 RATE_PER_S, BURST = 2.0, 3  # feeds of several publishers, a few each: polite to every one
+NOTED_PREFIX = "unreadable:"  # in `seen`: an entry noted as unparseable, not emitted
 
 
 # --- parsing (pure: bytes in, posts out) ------------------------------------------------
@@ -70,8 +79,9 @@ class ParsedFeed:
     title: str | None
     posts: list[PostItem]  # ts None where the feed's date could not be read (validation decides)
     problem: str | None  # feedparser's complaint when the XML was not well formed (entries kept)
-    skipped: int  # entries with neither text nor any id
+    skipped: int  # entries that could not be read (those in `unparseable`)
     undated: int  # entries whose date could not be read
+    unparseable: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)  # (position, key, error)
 
 
 def parse_feed(body: bytes, feed_url: str, received_at: dt.datetime, content_type: str | None = None) -> ParsedFeed:
@@ -94,27 +104,34 @@ def parse_feed(body: bytes, feed_url: str, received_at: dt.datetime, content_typ
         raise SourceError(f"rss: feed {feed_url} is not a readable RSS/Atom document "
                           f"({problem or 'no feed element found'}): {body[:80]!r}")
     feed_title = optional_text(html_to_text(doc.feed.get("title", "") or ""))
-    posts, skipped, undated = [], 0, 0
-    for entry in doc.entries:
+    posts, undated, unparseable = [], 0, []
+    for position, entry in enumerate(doc.entries):
         try:
             post = entry_post(entry, feed_title, received_at)
-        except RECORD_ERRORS:
-            post = None
-        if post is None:
-            skipped += 1
+        except RECORD_ERRORS as e:
+            unparseable.append((position, entry_key(entry), f"{type(e).__name__}: {str(e)[:200]}"))
             continue
         undated += post.ts is None
         posts.append(post)
-    return ParsedFeed(feed_title, posts, problem, skipped, undated)
+    return ParsedFeed(feed_title, posts, problem, len(unparseable), undated, unparseable)
 
 
-def entry_post(entry: Mapping[str, Any], feed_title: str | None, received_at: dt.datetime) -> PostItem | None:
-    """One feedparser entry -> a post, or None when it has no text to speak of."""
+def entry_key(entry: Mapping[str, Any]) -> str:
+    """What recognises an entry in a later poll: its id, else its link, else a hash of all of it."""
+    key = optional_text(entry.get("id")) or optional_text(entry.get("link"))
+    if key:
+        return key
+    return "entry:" + hashlib.sha1(clean_text(repr(entry)).encode()).hexdigest()[:20]
+
+
+def entry_post(entry: Mapping[str, Any], feed_title: str | None, received_at: dt.datetime) -> PostItem:
+    """One feedparser entry -> a post; ValueError when it has no text to speak of (RSS 2.0
+    requires a title or a description, Atom a title: such an entry is not a readable one)."""
     title = html_to_text(_str(entry.get("title")))
     summary = html_to_text(_str(_summary_html(entry)))
     text = title if not summary or summary == title else (f"{title}\n{summary}" if title else summary)
     if not text:
-        return None
+        raise ValueError("an entry with neither title nor description")
     ts = entry_time(entry)
     link = http_url(entry.get("link"))  # javascript:, data: and relative links are no link
     post_id = optional_text(entry.get("id")) or optional_text(entry.get("link"))
@@ -285,8 +302,9 @@ class RssSource(Source):
         for out in failed.values():
             if not isinstance(out, Exception):
                 raise out  # cancellation and the like are not a feed's fault
-        if len(failed) == len(self.feeds):
-            raise next(iter(failed.values()))
+        others = [e for e in failed.values() if not isinstance(e, UnreadablePayload)]
+        if len(failed) == len(self.feeds) and others:
+            raise others[0]  # nothing read, and something to retry for (network, credentials)
         for url, err in failed.items():
             log.warning("rss: feed %s failed this poll: %s", url, err)
 
@@ -294,23 +312,33 @@ class RssSource(Source):
         emitted: set[str] = {i for state in previous.values() for i in state.seen}
         posts: list[PostItem] = []
         states: dict[str, FeedState] = {}
+        raw: list[RawPayload] = []
         meta: dict[str, Any] = {"feeds": len(self.feeds), "not_modified": [], "malformed_feeds": {},
                                 "failed_feeds": {u: str(e) for u, e in failed.items()}, "skipped": 0, "undated": 0}
         for url, out in zip(self.feeds, outcomes):
             if isinstance(out, BaseException):
                 states[url] = previous.get(url, FeedState())
+                if isinstance(out, UnreadablePayload):  # kept in the raw zone by the poller, reported
+                    raw.extend(out.raw)
+                    note_unreadable(meta, len(raw) - 1, out)
                 continue
-            states[url] = self._advance(out, emitted, posts, meta)
+            if out.raw is not None:
+                raw.append(out.raw)
+            states[url] = self._advance(out, emitted, posts, meta, len(raw) - 1)
+        unreadable = unreadable_poll(raw, meta)
+        if unreadable is not None:
+            raise unreadable
 
         next_cursor = {"feeds": {url: s.dump() for url, s in states.items()}}
         if next_cursor == self._dump(previous, self.feeds) and not posts:
             next_cursor = cursor  # nothing new: the cursor stays as it was
-        raw = [out.raw for out in outcomes if isinstance(out, FeedPoll) and out.raw is not None]
         return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=PLATFORM, source=self.name)},
                            next_cursor=next_cursor, meta=meta)
 
-    def _advance(self, out: FeedPoll, emitted: set[str], posts: list[PostItem], meta: dict[str, Any]) -> FeedState:
-        """Take the feed's new entries into `posts`; return its next state."""
+    def _advance(self, out: FeedPoll, emitted: set[str], posts: list[PostItem], meta: dict[str, Any],
+                 payload: int) -> FeedState:
+        """Take the feed's new entries into `posts` (its unreadable ones into `meta["unparseable"]`,
+        pointing at raw payload `payload`); return its next state."""
         if out.not_modified or out.parsed is None:
             meta["not_modified"].append(out.url)
             return out.state
@@ -324,8 +352,16 @@ class RssSource(Source):
                 emitted.add(post.post_id)
                 fresh.append(post)
         posts.extend(fresh)
+        # A feed lists the same entries poll after poll: an unreadable one is noted (and quarantined)
+        # once, then remembered in `seen` under a key of its own, so that the entry, once the
+        # publisher mends it, is still new as a post.
+        noted = [NOTED_PREFIX + key for _, key, _ in parsed.unparseable]
+        for (position, _, error), key in zip(parsed.unparseable, noted):
+            if key not in emitted:
+                emitted.add(key)
+                note_unparseable(meta, payload, position, error)
         meta["undated"] += sum(p.ts is None for p in fresh)
-        in_doc = list(dict.fromkeys(p.post_id for p in parsed.posts))
+        in_doc = list(dict.fromkeys([*(p.post_id for p in parsed.posts), *noted]))
         keep = max(SEEN_PER_FEED, len(in_doc))
         seen = list(dict.fromkeys([*in_doc, *out.state.seen]))[:keep]
         dated = [p.ts for p in parsed.posts if p.ts is not None]
@@ -336,14 +372,22 @@ class RssSource(Source):
         return FeedState(out.state.etag, out.state.last_modified, newest, seen)
 
     async def _poll(self, url: str, state: FeedState) -> FeedPoll:
-        response = await self.http.get(url, headers=state.conditional_headers(), accept_statuses=NOT_MODIFIED)
+        """The feed's answer; UnreadablePayload (carrying it) when it is not a feed."""
+        try:
+            response = await self.http.get(url, headers=state.conditional_headers(), accept_statuses=NOT_MODIFIED)
+        except BodyTooLarge as e:
+            raise UnreadablePayload(str(e), [RawPayload.of(self.name, POSTS.name, e.response)]) from None
         if response.status == 304:
             return FeedPoll(url, state, not_modified=True)
         headers = response.headers  # HttpClient's: names in any case
-        # feedparser takes seconds on big or deeply nested documents: off the event loop
-        parsed = await off_loop(parse_feed, response.body, url, response.received_at, headers.get("Content-Type"))
+        raw = RawPayload.of(self.name, POSTS.name, response)
+        try:
+            # feedparser takes seconds on big or deeply nested documents: off the event loop
+            parsed = await off_loop(parse_feed, response.body, url, response.received_at, headers.get("Content-Type"))
+        except SourceError as e:
+            raise UnreadablePayload(str(e), [raw]) from None
         validators = FeedState(headers.get("ETag"), headers.get("Last-Modified"), state.newest, state.seen)
-        return FeedPoll(url, validators, RawPayload.of(self.name, POSTS.name, response), parsed)
+        return FeedPoll(url, validators, raw, parsed)
 
     @staticmethod
     def _load(cursor: Mapping[str, Any] | None) -> dict[str, FeedState]:

@@ -29,18 +29,21 @@ from sentinel_ray.config import TelegramSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source
-from sentinel_ray.sources.http import HttpClient, HttpResponse
+from sentinel_ray.sources.http import BodyTooLarge, HttpClient, HttpResponse
 from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     PayloadError,
+    UnreadablePayload,
     check_size,
     clean_text,
     count,
     in_range,
     note_unparseable,
+    note_unreadable,
     off_loop,
+    unreadable_poll,
 )
 from sentinel_ray.sources.posts import PostItem, posts_table
 
@@ -196,11 +199,20 @@ class TelegramSource(Source):
         self.page_cap = settings.page_cap
         self.http = http or HttpClient.from_settings(self.name, settings, rate_per_s=RATE_PER_S, burst=BURST)
 
-    async def _page(self, channel: str, after: int | None) -> tuple[Page, HttpResponse]:
-        response = await self.http.get(f"{self.base_url}/s/{channel}",
-                                       params={"after": after} if after is not None else None)
-        # big or deeply nested pages take seconds to parse: off the event loop
-        return await off_loop(parse_page, response.body, f"/s/{channel}"), response
+    async def _page(self, channel: str, after: int | None, raw: list[RawPayload]) -> tuple[Page, HttpResponse]:
+        """One preview page, its answer appended to `raw`; UnreadablePayload when it is no preview page."""
+        try:
+            response = await self.http.get(f"{self.base_url}/s/{channel}",
+                                           params={"after": after} if after is not None else None)
+        except BodyTooLarge as e:  # its head: kept in the raw zone by the poller, reported
+            raw.append(RawPayload.of(self.name, POSTS.name, e.response))
+            raise UnreadablePayload(str(e), raw) from None
+        raw.append(RawPayload.of(self.name, POSTS.name, response))
+        try:
+            # big or deeply nested pages take seconds to parse: off the event loop
+            return await off_loop(parse_page, response.body, f"/s/{channel}"), response
+        except SourceError as e:  # the whole page: kept in the raw zone by the poller, reported
+            raise UnreadablePayload(str(e), raw) from None
 
     async def _poll_channel(self, channel: str, last_id: int | None, posts: list[PostItem], raw: list[RawPayload],
                             meta: dict[str, Any]) -> int | None:
@@ -208,13 +220,26 @@ class TelegramSource(Source):
         mark: Incremental[int] = Incremental(last_id)
 
         async def page(after: int | None) -> tuple[Page, HttpResponse]:
-            fetched = await self._page(channel, after)
-            raw.append(RawPayload.of(self.name, POSTS.name, fetched[1]))
-            return fetched
+            return await self._page(channel, after, raw)
 
         # oldest first: the next page is the one after the newest post seen
         pages = Pager(page, lambda fetched: mark.last_value if fetched[0].has_newer else None, limit=self.page_cap,
                       first=last_id)
+        try:
+            await self._read_pages(pages, last_id, mark, posts, raw, meta)
+        except UnreadablePayload as e:
+            # Oldest first: what the pages before it emitted stands (the cursor moves with it), and
+            # the next poll asks again for what follows; the other channels go on.
+            log.warning("telegram: %s: %s; the next poll asks again after %s", channel, e, mark.last_value)
+            note_unreadable(meta, len(raw) - 1, e)
+        if pages.truncated:
+            log.info("telegram: %s: page cap %d reached; the next poll continues after %s", channel,
+                     self.page_cap, mark.last_value)
+        return mark.last_value
+
+    async def _read_pages(self, pages: Pager[int, tuple[Page, HttpResponse]], last_id: int | None,
+                          mark: Incremental[int], posts: list[PostItem], raw: list[RawPayload],
+                          meta: dict[str, Any]) -> None:
         async for listing, response in pages:
             meta["skipped"] += listing.malformed
             for position, error in listing.unparseable:
@@ -229,10 +254,6 @@ class TelegramSource(Source):
                 mark.emit(message.message_id)
             if not fresh or last_id is None:
                 break  # nothing newer; or the first poll, which starts from the newest page
-        if pages.truncated:
-            log.info("telegram: %s: page cap %d reached; the next poll continues after %s", channel,
-                     self.page_cap, mark.last_value)
-        return mark.last_value
 
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
         """New posts of every channel since `cursor` = {"last_id": {<channel>: <newest message id seen>}}."""
@@ -245,6 +266,9 @@ class TelegramSource(Source):
             newest = await self._poll_channel(channel, previous.get(channel), posts, raw, meta)
             if newest is not None:
                 last_ids[channel] = newest
+        unreadable = unreadable_poll(raw, meta)
+        if unreadable is not None:
+            raise unreadable
         return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=self.platform, source=self.name)},
                            next_cursor={"last_id": last_ids} if last_ids else cursor, meta=meta)
 

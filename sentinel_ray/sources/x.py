@@ -31,7 +31,7 @@ from sentinel_ray.config import XSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source, require_secrets
-from sentinel_ray.sources.http import HttpClient, HttpResponse, HttpStatusError
+from sentinel_ray.sources.http import BodyTooLarge, HttpClient, HttpResponse, HttpStatusError
 from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
@@ -42,7 +42,10 @@ from sentinel_ray.sources.parsing import (
     in_range,
     loads_json,
     note_unparseable,
+    note_unreadable,
+    off_loop,
     optional_text,
+    unreadable_poll,
 )
 from sentinel_ray.sources.posts import PostItem, posts_table
 from sentinel_ray.sources.tickers import company_names
@@ -213,10 +216,15 @@ class XSource(Source):
                 params["since_id"] = since_id
             if next_token:
                 params["next_token"] = next_token
-            response = await self._search(params)
+            try:
+                response = await self._search(params)
+            except BodyTooLarge as e:  # its head: kept in the raw zone by the poller, reported
+                raw.append(RawPayload.of(self.name, POSTS.name, e.response))
+                raise UnreadablePayload(str(e), raw) from None
             raw.append(RawPayload.of(self.name, POSTS.name, response))
             try:
-                return response, _parse_page(response.body, SEARCH_PATH)
+                # a page may be megabytes of JSON: parsed off the event loop, which other pollers share
+                return response, await off_loop(_parse_page, response.body, SEARCH_PATH)
             except SourceError as e:  # the whole page: kept in the raw zone by the poller, reported
                 raise UnreadablePayload(str(e), raw) from None
 
@@ -268,9 +276,25 @@ class XSource(Source):
         meta: dict[str, Any] = {"skipped": 0, "truncated": [], "expired_since_id": [], "queries": len(self.queries)}
         since = dict(previous)
         for query in self.queries:
-            newest = await self._poll_query_or_restart(query, previous.get(query), posts, seen, raw, meta)
+            emitted, noted = len(posts), len(meta.get("unparseable", []))
+            try:
+                newest = await self._poll_query_or_restart(query, previous.get(query), posts, seen, raw, meta)
+            except UnreadablePayload as e:
+                # Newest first: the unreadable page (and any after it) holds posts between what was
+                # read and the query's since_id, so the query keeps its since_id and gives back what
+                # it read this poll (all of it comes again next poll); the other queries go on.
+                log.warning("x: query %r: %s; its since_id stays, the other queries go on", query, e)
+                seen.difference_update(p.post_id for p in posts[emitted:])
+                del posts[emitted:]
+                if "unparseable" in meta:
+                    del meta["unparseable"][noted:]
+                note_unreadable(meta, len(raw) - 1, e)
+                continue
             if newest:
                 since[query] = newest
+        unreadable = unreadable_poll(raw, meta)
+        if unreadable is not None:
+            raise unreadable
         return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=self.platform, source=self.name)},
                            next_cursor={"since_id": since} if since else cursor, meta=meta)
 

@@ -75,14 +75,32 @@ from sentinel_ray.market import DAILY_BAR_FINAL_AFTER, EXCHANGE_TZ, YAHOO_SUFFIX
 from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES, TIMESTAMP_TYPE
 from sentinel_ray.sources.base import HistorySource
-from sentinel_ray.sources.parsing import EARLIEST, MAX_COUNT, PayloadError, latest_allowed, loads_json
-from sentinel_ray.sources.http import (RETRY_STATUSES, AuthError, HttpStatusError, Retry, RetryPolicy, Sleep,
-                                      TokenBucket, retry_after_seconds, with_retries)
+from sentinel_ray.sources.parsing import (
+    EARLIEST,
+    MAX_COUNT,
+    MAX_PAYLOAD_BYTES,
+    RECORD_ERRORS,
+    PayloadError,
+    UnreadablePayload,
+    epoch_seconds,
+    latest_allowed,
+    loads_json,
+    note_unparseable,
+    note_unreadable,
+    off_loop,
+    unreadable_poll,
+)
+from sentinel_ray.sources.http import (RETRY_STATUSES, TOO_LARGE_HEAD_BYTES, AuthError, HttpStatusError, Retry,
+                                      RetryPolicy, Sleep, TokenBucket, retry_after_seconds, with_retries)
 
 try:  # yfinance's preferred backend: curl with a browser's TLS fingerprint
+    from curl_cffi import CurlOpt
     from curl_cffi import requests as _http_backend
 
-    _SESSION_OPTIONS: dict[str, Any] = {"impersonate": "chrome"}
+    # curl itself stops reading a body past the payload bound, declared or not (CURLE_FILESIZE_EXCEEDED):
+    # a 10 MB answer is neither held in memory nor parsed
+    _SESSION_OPTIONS: dict[str, Any] = {"impersonate": "chrome",
+                                        "curl_options": {CurlOpt.MAXFILESIZE_LARGE: MAX_PAYLOAD_BYTES}}
 except ImportError:  # pragma: no cover - yfinance falls back the same way
     import requests as _http_backend  # type: ignore[no-redef]
 
@@ -103,6 +121,7 @@ YAHOO_BURST = 4
 # yfinance's YfData is one per process; one call at a time may point it at its session.
 _YFINANCE_LOCK = threading.Lock()
 _cache_dir_in_use: list[str] = []
+_FILESIZE_EXCEEDED = 63  # libcurl's CURLE_FILESIZE_EXCEEDED
 
 Clock = Callable[[], dt.datetime]
 
@@ -147,6 +166,7 @@ class RecordedCall:
     body: bytes
     received_at: dt.datetime
     error: str | None = None
+    too_large: bool = False  # the body ran past the payload bound: `body` is its head only
 
     @property
     def is_chart(self) -> bool:
@@ -182,7 +202,14 @@ class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined
             kwargs["timeout"] = self._timeout_within_budget(kwargs.get("timeout"))
             response = super().request(method, url, *args, **kwargs)
         except Exception as e:
-            self.calls.append(RecordedCall(method, url, None, {}, b"", utc_now(), f"{type(e).__name__}: {e}"))
+            answer = getattr(e, "response", None)
+            if getattr(e, "code", None) == _FILESIZE_EXCEEDED and answer is not None:
+                headers = {str(k).lower(): str(v) for k, v in answer.headers.items()}
+                head = (answer.content or b"")[:TOO_LARGE_HEAD_BYTES]
+                self.calls.append(RecordedCall(method, url, answer.status_code, headers, head, utc_now(),
+                                               f"{type(e).__name__}: {e}", too_large=True))
+            else:
+                self.calls.append(RecordedCall(method, url, None, {}, b"", utc_now(), f"{type(e).__name__}: {e}"))
             raise
         headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
         self.calls.append(RecordedCall(method, url, response.status_code, headers, response.content, utc_now()))
@@ -232,6 +259,16 @@ class _Call:
     error: BaseException | None
 
 
+@dataclass
+class _Chart:
+    """One symbol and interval's answer: yfinance's frame (None: no such symbol, 404), the recorded
+    chart call it came from, and the positions of bars in the body whose time is not a real one."""
+
+    frame: pd.DataFrame | None
+    call: RecordedCall
+    unreal: list[int]
+
+
 # --- frames to rows --------------------------------------------------------------------------
 
 
@@ -279,13 +316,16 @@ def bars_table(frame: pd.DataFrame | None, symbol: YahooSymbol, interval: str, k
     return pa.Table.from_pydict(cols, schema=PRICES.record_schema)
 
 
-def check_chart_body(chart: RecordedCall, symbol: YahooSymbol) -> None:
-    """A 2xx chart body must be Yahoo's chart JSON; anything else is a clear SourceError."""
+def check_chart_body(body: bytes, symbol: YahooSymbol) -> list[int]:
+    """A 2xx chart body must be Yahoo's chart JSON; anything else is a clear SourceError. Returns
+    the positions (in its `timestamp` list) of bars whose time is not a real one: yfinance keeps
+    them in its frame, the adapter drops them and notes them as unparseable."""
     try:
-        doc = loads_json(chart.body, f"yahoo: chart of {symbol.yahoo}")
-    except PayloadError:
-        head = chart.body[:80].decode("utf-8", errors="replace")
-        raise SourceError(f"yahoo: chart of {symbol.yahoo} is not JSON (starts {head!r})") from None
+        doc = loads_json(body, f"yahoo: chart of {symbol.yahoo}")
+    except PayloadError as e:
+        head = body[:80].decode("utf-8", errors="replace")
+        what = "is not JSON" if "not JSON" in str(e) else f"cannot be read ({e})"
+        raise SourceError(f"yahoo: chart of {symbol.yahoo} {what} (starts {head!r})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("chart"), dict):
         raise SourceError(f"yahoo: chart of {symbol.yahoo} has no 'chart' object")
     error = doc["chart"].get("error")
@@ -294,6 +334,22 @@ def check_chart_body(chart: RecordedCall, symbol: YahooSymbol) -> None:
     result = doc["chart"].get("result")
     if not isinstance(result, list) or not result or not isinstance(result[0], dict):
         raise SourceError(f"yahoo: chart of {symbol.yahoo} has no result")
+    times = result[0].get("timestamp")
+    return [i for i, t in enumerate(times) if not _real_time(t)] if isinstance(times, list) else []
+
+
+def _real_time(value: Any) -> bool:
+    try:
+        epoch_seconds(value)
+    except RECORD_ERRORS:
+        return False
+    return True
+
+
+def _note_unreal_bars(chart: _Chart, meta: dict[str, Any], payload: int) -> None:
+    for position in chart.unreal:
+        note_unparseable(meta, payload, position, "ValueError: the bar's time is not a real one (before 1990, "
+                                                  "after tomorrow, or not a number)")
 
 
 # --- the source ------------------------------------------------------------------------------
@@ -317,7 +373,8 @@ class YahooSource(HistorySource):
         self.intervals = tuple(intervals)
         self.base_url = settings.base_url
         self.timeout_s = settings.timeout_s
-        self.retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
+        self.retry = retry or RetryPolicy(max_attempts=settings.max_attempts,
+                                          max_retry_after_s=settings.max_server_wait_s)
         self.cache_dir = str(cache_dir) if cache_dir else None
         self.sleep, self.clock = sleep, clock
         self._bucket = TokenBucket(rate_per_s, burst)
@@ -342,6 +399,7 @@ class YahooSource(HistorySource):
         complete bars (without a cursor: the latest session's 1m bars, 5 days of 1d bars)."""
         last: dict[str, dict[str, int]] = {k: dict(v) for k, v in ((cursor or {}).get("last_ts") or {}).items()}
         tables, raw, missing = [], [], []
+        meta: dict[str, Any] = {"missing_symbols": [], "skipped": 0}
         for symbol in self.symbols:
             for interval in self.intervals:
                 since = last.get(symbol.yahoo, {}).get(interval)
@@ -349,23 +407,34 @@ class YahooSource(HistorySource):
                 window = self._poll_window(since, interval, now)
                 if window is None:
                     continue
-                frame, chart = await self._chart(symbol, interval, window)
-                if frame is None:  # 404: nothing to keep but the fact
+                try:
+                    chart = await self._chart(symbol, interval, window, raw)
+                except UnreadablePayload as e:
+                    # one listing's unreadable chart must not hold back the others': noted (kept in the
+                    # raw zone by the poller), its cursor stays, the poll goes on
+                    note_unreadable(meta, len(raw) - 1, e)
+                    continue
+                if chart.frame is None:  # 404: nothing to keep but the fact
                     missing.append(symbol.yahoo)
                     continue
-                raw.append(chart.raw(self.name))
-                if frame.empty:  # yfinance's empty frame has no time zone: nothing to look at
+                raw.append(chart.call.raw(self.name))
+                _note_unreal_bars(chart, meta, len(raw) - 1)
+                meta["skipped"] += len(chart.unreal)
+                if chart.frame.empty:  # yfinance's empty frame has no time zone: nothing to look at
                     continue
-                keep = self._complete(frame, interval, now, since)
-                table = bars_table(frame, symbol, interval, keep, chart.received_at)
+                keep = self._complete(chart.frame, interval, now, since)
+                table = bars_table(chart.frame, symbol, interval, keep, chart.call.received_at)
                 if table.num_rows:
                     tables.append(table)
                     newest = pc.max(table.column("ts").cast(pa.int64())).as_py()
                     last.setdefault(symbol.yahoo, {})[interval] = newest
+        unreadable = unreadable_poll(raw, meta)
+        if unreadable is not None:
+            raise unreadable
         records = pa.concat_tables(tables) if tables else PRICES.record_schema.empty_table()
         next_cursor = {"last_ts": last} if last else cursor
-        return FetchResult(raw=raw, records={PRICES.name: records}, next_cursor=next_cursor,
-                           meta={"missing_symbols": sorted(set(missing)), "skipped": 0})
+        meta["missing_symbols"] = sorted(set(missing))
+        return FetchResult(raw=raw, records={PRICES.name: records}, next_cursor=next_cursor, meta=meta)
 
     @staticmethod
     def _poll_window(since: int | None, interval: str, now: dt.datetime) -> dict[str, Any] | None:
@@ -396,12 +465,16 @@ class YahooSource(HistorySource):
             window = {"start": day, "end": day + dt.timedelta(days=1)}
         lo, hi = (_to_ms(window["start"]), _to_ms(window["end"])) if intraday else (None, None)
         tables, raw, missing = [], [], []
+        meta: dict[str, Any] = {"interval": interval, "missing_symbols": missing, "skipped": 0}
         for symbol in self.symbols:
-            frame, chart = await self._chart(symbol, interval, window)
+            chart = await self._chart(symbol, interval, window, raw)
+            frame = chart.frame
             if frame is None:
                 missing.append(symbol.yahoo)
                 continue
-            raw.append(chart.raw(self.name))
+            raw.append(chart.call.raw(self.name))
+            _note_unreal_bars(chart, meta, len(raw) - 1)
+            meta["skipped"] += len(chart.unreal)
             if frame.empty:
                 continue
             ms = _frame_ms(frame)
@@ -411,37 +484,46 @@ class YahooSource(HistorySource):
                 keep = np.array([d == day for d in pd.DatetimeIndex(frame.index).date], dtype=bool)
             tables.append(bars_table(frame, symbol, interval, keep, ingested_at, run_id))
         records = pa.concat_tables(tables) if tables else PRICES.record_schema.empty_table()
-        return FetchResult(raw=raw, records={PRICES.name: records}, next_cursor=None,
-                           meta={"interval": interval, "missing_symbols": missing, "skipped": 0})
+        return FetchResult(raw=raw, records={PRICES.name: records}, next_cursor=None, meta=meta)
 
     # -- one chart, with retries -----------------------------------------------------------
-    async def _chart(self, symbol: YahooSymbol, interval: str,
-                     window: Mapping[str, Any]) -> tuple[pd.DataFrame | None, RecordedCall]:
+    async def _chart(self, symbol: YahooSymbol, interval: str, window: Mapping[str, Any],
+                     raw: list[RawPayload]) -> _Chart:
         """yfinance's frame for one symbol and interval plus the recorded chart call it came from;
-        frame None when Yahoo knows no such symbol (404)."""
+        frame None when Yahoo knows no such symbol (404). A 2xx body that cannot be read is
+        appended to `raw` and raised as UnreadablePayload."""
 
-        async def attempt() -> tuple[pd.DataFrame | None, RecordedCall] | Retry:
+        async def attempt() -> _Chart | Retry:
             call = await asyncio.to_thread(self._history_blocking, symbol.yahoo, interval, dict(window))
             self.requests_made += len(call.calls)
             chart = next((x for x in reversed(call.calls) if x.is_chart), None)
             if chart is None:
                 raise SourceError(f"yahoo: yfinance made no chart request for {symbol.yahoo}"
                                   + (f" ({call.error!r})" if call.error else ""))
+            if chart.too_large and chart.status is not None and chart.status < 300:
+                raw.append(chart.raw(self.name))  # its head: kept in the raw zone by the poller, reported
+                raise UnreadablePayload(f"yahoo: chart of {symbol.yahoo} is larger than the {MAX_PAYLOAD_BYTES:,} "
+                                        f"bytes a payload may hold; not read further", raw)
             if chart.status is None:
                 return Retry(chart.error or "no response")
             if chart.status < 300:
-                check_chart_body(chart, symbol)
-                if call.error is not None:
-                    raise SourceError(f"yahoo: yfinance could not read the chart of {symbol.yahoo}: "
-                                      f"{call.error!r}") from call.error
-                return call.frame, chart
+                try:
+                    # up to 8 MiB of JSON: read off the event loop, which other pollers share
+                    unreal = await off_loop(check_chart_body, chart.body, symbol)
+                    if call.error is not None:
+                        raise SourceError(f"yahoo: yfinance could not read the chart of {symbol.yahoo}: "
+                                          f"{call.error!r}")
+                except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
+                    raw.append(chart.raw(self.name))
+                    raise UnreadablePayload(str(e), raw) from call.error
+                return _Chart(call.frame, chart, unreal)
             if chart.status in (401, 403):
                 raise AuthError(f"yahoo: HTTP {chart.status} from {chart.url.split('?', 1)[0]} even with a fresh "
                                 f"cookie and crumb; Yahoo refuses this client; not retrying",
                                 status=chart.status, body=chart.body)
             if chart.status == 404:
                 log.warning("yahoo: no such symbol %s (HTTP 404)", symbol.yahoo)
-                return None, chart
+                return _Chart(None, chart, [])
             if chart.status in RETRY_STATUSES:
                 return Retry(f"HTTP {chart.status}", retry_after_seconds(chart.headers.get("retry-after")))
             raise HttpStatusError(chart.status, chart.url.split("?", 1)[0], chart.body)

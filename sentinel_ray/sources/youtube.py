@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import html
+import json
 import logging
 import re
 import urllib.parse
@@ -37,16 +39,21 @@ from sentinel_ray.config import YouTubeSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source, require_secrets
-from sentinel_ray.sources.http import AuthError, HttpClient, HttpResponse, HttpStatusError
+from sentinel_ray.sources.http import AuthError, BodyTooLarge, HttpClient, HttpResponse, HttpStatusError
 from sentinel_ray.sources.incremental import Incremental
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     PayloadError,
+    UnreadablePayload,
     count,
     in_range,
     loads_json,
+    note_unparseable,
+    note_unreadable,
+    off_loop,
     optional_text,
+    unreadable_poll,
 )
 from sentinel_ray.sources.posts import PostItem, posts_table
 from sentinel_ray.sources.tickers import company_names, ticker_index
@@ -62,6 +69,9 @@ QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded", "rateLimitExce
 # 403/404 reasons that concern one video only: skip it, keep polling the others.
 VIDEO_CLOSED_REASONS = frozenset({"commentsDisabled", "forbidden", "videoNotFound"})
 RATE_PER_S, BURST = 5.0, 5  # the daily quota, not the rate, is what binds
+# Unreadable items remembered in the cursor (fingerprints): a video's newest comments and the
+# search's overlap are read again every poll, and an item noted once must not be quarantined again.
+MAX_NOTED = 200
 
 
 # --- parsing (pure: bytes in, posts out) ------------------------------------------------
@@ -82,39 +92,56 @@ class Comment:
 
 
 @dataclass(frozen=True)
+class Unparseable:
+    """An item of a list response that could not be read: where it is, what it is, and why."""
+
+    position: int  # in the response's `items`
+    fingerprint: str  # of its JSON: the same item read again by a later poll is recognised
+    error: str
+
+
+@dataclass(frozen=True)
 class Page:
     """One parsed list response: its items, the token of the next page, items skipped as malformed."""
 
     items: list[Any]
     next_page_token: str | None
     skipped: int
+    unparseable: list[Unparseable] = dataclasses.field(default_factory=list)
 
 
 def parse_search(body: bytes, received_at: dt.datetime) -> Page:
     """A search.list response body -> its videos (items that are not videos are ignored)."""
     doc = _load(body, "search")
-    videos, skipped = [], 0
-    for item in _items(doc, "search"):
+    videos, unparseable = [], []
+    for position, item in enumerate(_items(doc, "search")):
         if isinstance(item, dict) and isinstance(item.get("id"), dict) and \
                 item["id"].get("kind", "youtube#video") != "youtube#video":
             continue
         try:
             videos.append(_video(item, received_at))
-        except RECORD_ERRORS:
-            skipped += 1
-    return Page(videos, _token(doc), skipped)
+        except RECORD_ERRORS as e:
+            unparseable.append(_unparseable(position, item, e))
+    return Page(videos, _token(doc), len(unparseable), unparseable)
 
 
 def parse_comment_threads(body: bytes, received_at: dt.datetime) -> Page:
     """A commentThreads.list response body -> its top-level comments."""
     doc = _load(body, "commentThreads")
-    comments, skipped = [], 0
-    for item in _items(doc, "commentThreads"):
+    comments, unparseable = [], []
+    for position, item in enumerate(_items(doc, "commentThreads")):
         try:
             comments.append(_comment(item, received_at))
-        except RECORD_ERRORS:
-            skipped += 1
-    return Page(comments, _token(doc), skipped)
+        except RECORD_ERRORS as e:
+            unparseable.append(_unparseable(position, item, e))
+    return Page(comments, _token(doc), len(unparseable), unparseable)
+
+
+def _unparseable(position: int, item: Any, error: BaseException) -> Unparseable:
+    # loads_json has bounded the depth and replaced lone surrogates: the item serialises
+    text = json.dumps(item, sort_keys=True, ensure_ascii=True, default=str)
+    return Unparseable(position, hashlib.sha1(text.encode()).hexdigest()[:20],
+                       f"{type(error).__name__}: {str(error)[:200]}")
 
 
 def _load(body: bytes, endpoint: str) -> dict[str, Any]:
@@ -296,6 +323,7 @@ class YouTubeCursor:
     published_after: str | None = None
     recent: dict[str, str] = dataclasses.field(default_factory=dict)
     videos: list[TrackedVideo] = dataclasses.field(default_factory=list)
+    noted: list[str] = dataclasses.field(default_factory=list)  # fingerprints of items noted unparseable
 
     @classmethod
     def load(cls, cursor: Mapping[str, Any] | None) -> "YouTubeCursor":
@@ -303,13 +331,17 @@ class YouTubeCursor:
             return cls()
         try:
             return cls(cursor.get("published_after"), dict(cursor.get("recent") or {}),
-                       [TrackedVideo.load(v) for v in cursor.get("videos") or []])
+                       [TrackedVideo.load(v) for v in cursor.get("videos") or []],
+                       [str(f) for f in cursor.get("noted") or []])
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SourceError(f"youtube: unreadable cursor ({type(e).__name__}: {e})") from None
 
     def dump(self) -> dict[str, Any]:
-        return {"published_after": self.published_after, "recent": dict(self.recent),
-                "videos": [v.dump() for v in self.videos]}
+        out: dict[str, Any] = {"published_after": self.published_after, "recent": dict(self.recent),
+                               "videos": [v.dump() for v in self.videos]}
+        if self.noted:
+            out["noted"] = list(self.noted)
+        return out
 
 
 # --- the adapter --------------------------------------------------------------------------
@@ -348,8 +380,9 @@ class YouTubeSource(Source):
         raw: list[RawPayload] = []
         meta: dict[str, Any] = {"skipped": 0, "videos": 0, "comments": 0, "closed_videos": [],
                                 "truncated": []}
+        noted = list(state.noted)
 
-        found = await self._search(state, raw, meta)
+        found, searched = await self._search(state, raw, meta, noted)
         known = set(state.recent) | {v.video_id for v in state.videos}
         new_videos = [v for v in found.values() if v.video_id not in known]
         tracked = self._track(state, found)
@@ -357,44 +390,64 @@ class YouTubeSource(Source):
         comments: list[Comment] = []
         for video in tracked:
             if not video.closed:
-                comments.extend(await self._new_comments(video, raw, meta))
+                comments.extend(await self._new_comments(video, raw, meta, noted))
 
+        unreadable = unreadable_poll(raw, meta)
+        if unreadable is not None:
+            raise unreadable
         posts = [v.post for v in new_videos] + [c.post for c in comments]
         meta["videos"], meta["comments"] = len(new_videos), len(comments)
-        next_state = self._next_state(state, found, tracked)
+        next_state = self._next_state(state, found, tracked, searched)
+        next_state.noted = noted[:MAX_NOTED]
         unchanged = next_state.dump() == YouTubeCursor.load(cursor).dump()
         return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=PLATFORM, source=self.name)},
                            next_cursor=cursor if unchanged else next_state.dump(), meta=meta)
 
     # -- step 1: search -------------------------------------------------------------------
 
-    async def _search(self, state: YouTubeCursor, raw: list[RawPayload], meta: dict[str, Any]) -> dict[str, Video]:
+    async def _search(self, state: YouTubeCursor, raw: list[RawPayload], meta: dict[str, Any],
+                      noted: list[str]) -> tuple[dict[str, Video], bool]:
+        """Videos found by every query, and whether every search page could be read."""
         if state.published_after:
             since = parse_time(state.published_after) - self.overlap
         else:
             since = self._now() - self.lookback
         found: dict[str, Video] = {}
+        complete = True
         for query in self.queries:
             params = {"part": "snippet", "type": "video", "order": "date", "q": query,
                       # the API takes whole seconds; flooring only widens the window (deduplicated)
                       "publishedAfter": since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                       "maxResults": SEARCH_PAGE_SIZE}
-            pages = self._pages("search", params, raw, meta, parse_search)
-            async for page in pages:
-                for video in page.items:
-                    found.setdefault(video.video_id, video)
+            unparseable: list[tuple[int, Unparseable]] = []
+            pages = self._pages("search", params, raw, meta, parse_search, unparseable)
+            try:
+                async for page in pages:
+                    for video in page.items:
+                        found.setdefault(video.video_id, video)
+            except UnreadablePayload as e:
+                # What the readable pages found stands (remembered in `recent`, so never emitted
+                # twice), but the search resumes from where it was (see _next_state); the other
+                # queries go on.
+                log.warning("youtube: search %r: %s; the search cursor stays, the other queries go on", query, e)
+                note_unreadable(meta, len(raw) - 1, e)
+                complete = False
+                continue
+            _note_new(unparseable, meta, noted)
             if pages.truncated:
                 meta["truncated"].append(f"search:{query}")
-        return found
+        return found, complete
 
     # -- step 2: comments -----------------------------------------------------------------
 
-    async def _new_comments(self, video: TrackedVideo, raw: list[RawPayload], meta: dict[str, Any]) -> list[Comment]:
+    async def _new_comments(self, video: TrackedVideo, raw: list[RawPayload], meta: dict[str, Any],
+                            noted: list[str]) -> list[Comment]:
         params = {"part": "snippet", "videoId": video.video_id, "order": "time",
                   "maxResults": COMMENTS_PAGE_SIZE, "textFormat": "plainText"}
         mark = video.mark()
         emitted: list[Comment] = []
-        pages = self._pages("commentThreads", params, raw, meta, parse_comment_threads)
+        unparseable: list[tuple[int, Unparseable]] = []
+        pages = self._pages("commentThreads", params, raw, meta, parse_comment_threads, unparseable)
         try:
             async for page in pages:
                 fresh = [c for c in page.items if mark.is_new(c.published, c.comment_id)]
@@ -408,6 +461,14 @@ class YouTubeSource(Source):
             meta["closed_videos"].append({"video_id": video.video_id, "reason": e.reason})
             video.closed = e.reason
             return []
+        except UnreadablePayload as e:
+            # Newest first: comments between the unreadable page and the video's mark may be on
+            # it, so the mark stays and what this poll read of the video comes again next poll
+            # (its unreadable items are noted then); the other videos go on.
+            log.warning("youtube: comments of video %s: %s; its mark stays", video.video_id, e)
+            note_unreadable(meta, len(raw) - 1, e)
+            return []
+        _note_new(unparseable, meta, noted)
         if pages.truncated:
             meta["truncated"].append(f"commentThreads:{video.video_id}")
         # a comment may come twice when pages shift while new comments arrive
@@ -428,8 +489,13 @@ class YouTubeSource(Source):
         return sorted(tracked.values(), key=lambda v: (parse_time(v.published), v.video_id), reverse=True)
 
     def _next_state(self, state: YouTubeCursor, found: Mapping[str, Video],
-                    tracked: Sequence[TrackedVideo]) -> YouTubeCursor:
+                    tracked: Sequence[TrackedVideo], searched: bool = True) -> YouTubeCursor:
         published = {**state.recent, **{v.video_id: iso(v.published) for v in found.values()}}
+        if not searched:
+            # A search page could not be read: videos between it and the search cursor may be
+            # missing, so the search resumes where it was; every video found meanwhile stays in
+            # `recent` (bounded by what the unchanged window lists), so none is emitted twice.
+            return YouTubeCursor(state.published_after, published, list(tracked[: self.max_tracked_videos]))
         newest = max([parse_time(t) for t in published.values()]
                      + ([parse_time(state.published_after)] if state.published_after else []), default=None)
         if newest is None:
@@ -441,15 +507,28 @@ class YouTubeSource(Source):
     # -- HTTP -------------------------------------------------------------------------------
 
     def _pages(self, endpoint: str, params: dict[str, Any], raw: list[RawPayload], meta: dict[str, Any],
-               parse: Callable[[bytes, dt.datetime], Page]) -> Pager[str, Page]:
-        """Parsed pages of one list call, following nextPageToken up to `page_cap` pages."""
+               parse: Callable[[bytes, dt.datetime], Page],
+               unparseable: list[tuple[int, Unparseable]]) -> Pager[str, Page]:
+        """Parsed pages of one list call, following nextPageToken up to `page_cap` pages. Items
+        that cannot be read go to `unparseable` (with their payload's index in `raw`), for the
+        caller to note once the whole list was read; a page that cannot be read at all is an
+        UnreadablePayload (the page appended to `raw`)."""
 
         async def page(token: str | None) -> Page:
             page_params = {**params, **({"pageToken": token} if token else {})}
-            response = await self._get(endpoint, page_params)
+            try:
+                response = await self._get(endpoint, page_params)
+            except BodyTooLarge as e:  # its head: kept in the raw zone by the poller, reported
+                raw.append(self._raw(endpoint, page_params, e.response))
+                raise UnreadablePayload(str(e), raw) from None
             raw.append(self._raw(endpoint, page_params, response))
-            parsed = parse(response.body, response.received_at)
+            try:
+                # up to 8 MiB of JSON: parsed off the event loop, which other pollers share
+                parsed = await off_loop(parse, response.body, response.received_at)
+            except SourceError as e:  # the whole page: kept in the raw zone by the poller, reported
+                raise UnreadablePayload(str(e), raw) from None
             meta["skipped"] += parsed.skipped
+            unparseable.extend((len(raw) - 1, item) for item in parsed.unparseable)
             return parsed
 
         return Pager(page, lambda parsed: parsed.next_page_token, limit=self.page_cap, stop_on_repeat=True)
@@ -466,6 +545,15 @@ class YouTubeSource(Source):
         query = urllib.parse.urlencode({k: v for k, v in params.items() if k != "key"})
         return dataclasses.replace(RawPayload.of(self.name, POSTS.name, response),
                                    request=f"{self.base_url}/{endpoint}?{query}")
+
+
+def _note_new(unparseable: Sequence[tuple[int, Unparseable]], meta: dict[str, Any], noted: list[str]) -> None:
+    """Note the unreadable items of a list read in full, except those an earlier poll noted
+    (`noted`, newest first: their quarantine rows exist)."""
+    for payload, item in unparseable:
+        if item.fingerprint not in noted:
+            note_unparseable(meta, payload, item.position, item.error)
+            noted.insert(0, item.fingerprint)
 
 
 class _VideoClosed(SourceError):

@@ -1,5 +1,6 @@
 """Bad input at the source: an unreadable record is quarantined (reason unparseable) pointing
-at its raw payload; an unreadable payload is kept in the raw zone, reported and skipped."""
+at its raw payload; an unreadable payload is kept in the raw zone, reported and skipped: the
+other requests of the poll go on, and the poller polls again at its usual interval."""
 from __future__ import annotations
 
 import asyncio
@@ -10,18 +11,19 @@ from typing import Any
 import pyarrow.compute as pc
 import pytest
 
-from sentinel_ray.config import XSettings
+from sentinel_ray.config import RssSettings, XSettings
 from sentinel_ray.ingest.poller import SourcePoller
 from sentinel_ray.records import FetchResult, RawPayload, Reason, utc_now
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.parsing import UnreadablePayload
 from sentinel_ray.sources.posts import PostItem, posts_table
+from sentinel_ray.sources.rss import RssSource
 from sentinel_ray.sources.x import RATE_LIMIT_HEADERS, SEARCH_PATH, XSource
 from sentinel_ray.storage.lake import Lake
 from tests.fakes.server import Reply
 from tests.ingest.conftest import drain, make_consumer
-from tests.sources.helpers import fast_client, json_reply
+from tests.sources.helpers import fast_client, json_reply, payloads
 
 pytestmark = pytest.mark.ray
 
@@ -76,30 +78,74 @@ def test_unreadable_records_are_quarantined_pointing_at_their_raw_payload(ray_se
     assert lake.read("quarantine", "posts").num_rows == 2 and len(lake.list_files("raw", "posts")) == 1
 
 
-def test_an_unreadable_payload_is_kept_reported_and_retried_not_crashed_on(ray_session, ingest_settings, store,
-                                                                            fake_service) -> None:
-    blocked = Reply(body=b"<html><body>Access Denied</body></html>", content_type="text/html")
-    poller = _poller(ingest_settings, _x_source(fake_service, *[blocked] * 10), store)
+BLOCKED = Reply(body=b"<html><body>Access Denied</body></html>", content_type="text/html")
 
-    lake = Lake(ingest_settings.resolved_lake_uri)
+
+async def _run_for(poller: SourcePoller, seconds: float) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+def test_an_unreadable_payload_is_kept_reported_and_polled_again_at_the_usual_interval(
+        ray_session, ingest_settings, store, fake_service) -> None:
+    # X with one query: the poll's only payload is an HTML block page
+    settings = ingest_settings.model_copy(update={"poll_intervals": {"x": 0.2}})
+    poller = _poller(settings, _x_source(fake_service, BLOCKED), store)
+    lake = Lake(settings.resolved_lake_uri)
 
     async def poll_then_run_briefly() -> None:
-        with pytest.raises(UnreadablePayload):
-            await poller.poll_once()
+        assert await poller.poll_once() == 0  # done, not raised: a retry would fetch the same bytes
         [raw_file] = lake.list_files("raw", "posts")
-        assert lake.read_bytes(raw_file) == blocked.body
-        assert poller.stats.unreadable_payloads == 1 and store.load_cursor("x") is None
+        assert lake.read_bytes(raw_file) == BLOCKED.body
+        assert poller.stats.unreadable_payloads == 1 and poller.stats.polls == 1 and poller.stats.errors == 0
+        assert store.load_cursor("x") is None  # the cursor as it was
         assert raw_file[len(lake.root) + 1:] in poller.stats.last_error
-        stop = asyncio.Event()  # the poll loop: reports it, backs off, keeps going
-        task = asyncio.create_task(poller.run(stop))
-        await asyncio.sleep(0.5)
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        await _run_for(poller, 1.2)  # the poll loop: reports it, polls on at the usual interval
 
     asyncio.run(poll_then_run_briefly())
-    [raw_file] = lake.list_files("raw", "posts")  # the same bytes: the same file
-    assert poller.stats.errors == 1 and poller.stats.unreadable_payloads == 2  # one retry in 0.5 s: backoff
-    assert "unreadable payload kept at raw/" in store.statuses("poller")["x"]["last_error"]
+    asked = len(fake_service.seen(SEARCH_PATH))
+    # every 0.2 s, not backing off (backoff would have polled once in the loop, then waited 2 s)
+    assert asked >= 4 and poller.stats.polls == poller.stats.unreadable_payloads == asked
+    assert poller.stats.errors == 0 and poller.stats.records == 0 and store.load_cursor("x") is None
+    assert len(lake.list_files("raw", "posts")) == 1  # the same bytes: the same file
+    status = store.statuses("poller")["x"]
+    assert "unreadable payload kept at raw/" in status["last_error"] and status["errors"] == 0
+
+
+ET, MC = "/markets/rssfeeds/1977021501.cms", "/rss/marketreports.xml"
+
+
+def test_one_unreadable_feed_among_good_ones_does_not_hold_back_the_poll(ray_session, ingest_settings, store,
+                                                                        fake_service) -> None:
+    good = payloads("rss")("et_markets.xml")
+    fake_service.route("GET", ET, Reply(body=good, content_type="text/xml"))
+    fake_service.route("GET", MC, BLOCKED)
+    settings = ingest_settings.model_copy(update={"poll_intervals": {"rss": 0.2}})
+    source = RssSource(RssSettings(feeds=[fake_service.url + MC, fake_service.url + ET]),
+                       http=fast_client("rss", timeout_s=2.0, max_attempts=1))
+    poller = _poller(settings, source, store)
+    lake = Lake(settings.resolved_lake_uri)
+
+    async def poll_then_run_briefly() -> None:
+        assert await poller.poll_once() == 3  # the good feed's 3 headlines
+        assert poller.stats.unreadable_payloads == 1 and poller.stats.raw_payloads == 2
+        kept = sorted(lake.read_bytes(f) for f in lake.list_files("raw", "posts"))
+        assert kept == sorted([good, BLOCKED.body])  # both kept, the unreadable one as received
+        cursor = store.load_cursor("rss")["feeds"]
+        assert len(cursor[fake_service.url + ET]["seen"]) == 3 and cursor[fake_service.url + MC]["seen"] == []
+        await _run_for(poller, 1.2)
+
+    asyncio.run(poll_then_run_briefly())
+    asked = len(fake_service.seen(MC))
+    assert asked >= 4 and poller.stats.polls == poller.stats.unreadable_payloads == asked
+    assert poller.stats.records == 3 and poller.stats.errors == 0  # nothing new after the first poll, nothing twice
+    assert len(lake.list_files("raw", "posts")) == 2
+    drain(make_consumer(settings, store, "posts-0", "posts"))
+    curated, quarantined = lake.read("curated", "posts"), lake.read("quarantine", "posts")
+    assert curated.num_rows == 3 and quarantined.num_rows == 0
 
 
 class _Skippable(Source):

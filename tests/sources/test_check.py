@@ -61,6 +61,15 @@ def test_check_of_a_feed_is_ok_with_record_counts(fake_service) -> None:
     assert len(fake_service.seen("/rss/markets.xml")) == 1
 
 
+def test_check_names_an_unreadable_answer_among_readable_ones(fake_service) -> None:
+    fake_service.route("GET", "/rss/markets.xml", Reply(body=rss_payload("et_markets.xml"), content_type="text/xml"))
+    fake_service.route("GET", "/rss/blocked.xml", Reply(body=b"<html>Access Denied</html>", content_type="text/html"))
+    feeds = [f"{fake_service.url}/rss/markets.xml", f"{fake_service.url}/rss/blocked.xml"]
+    result = check("rss", Settings(rss_feeds=feeds))
+    assert result.ok and result.summary.startswith("ok: 2 payloads, posts=3; 1 could not be read (first: rss: feed ")
+    assert f"{fake_service.url}/rss/blocked.xml is not a readable RSS/Atom document" in result.summary
+
+
 @pytest.mark.parametrize("name, setting", [("rss", "rss_feeds"), ("x", "x_base_url"), ("nse", "nse_base_url"),
                                            ("yahoo", "yahoo_base_url")])
 def test_check_against_a_closed_port_fails_clearly(tmp_path: Path, name: str, setting: str) -> None:

@@ -5,13 +5,14 @@ import asyncio
 import datetime as dt
 import email.utils
 import random
+import time
 
 import pytest
 
 from sentinel_ray.config import HttpSourceSettings, Settings
 from sentinel_ray.sources.http import (AuthError, FetchError, HttpClient, HttpStatusError, Retry, RetryPolicy,
     TokenBucket, reset_wait_seconds, retry_after_seconds, with_retries)
-from tests.fakes.server import Reply
+from tests.fakes.server import FakeService, Reply
 from tests.sources.helpers import RecordingSleep
 
 NOW = 1_800_000_000.0  # the wall clock of the rate-limit window tests, epoch seconds
@@ -251,3 +252,104 @@ def test_connection_errors_never_carry_query_secrets() -> None:
                                    message="redirects: https://x/api?part=a&key=SECRET123")
     assert "SECRET123" not in _describe_error(err)
     assert "SECRET123" not in _describe_error(OSError("GET https://x/search?q=t&api_key=SECRET123 failed"))
+
+
+# --- the body bound: a body past max_body_bytes is not read to its end ---------------------------
+
+NINE_MB = 9 * 1024 * 1024
+
+
+class StreamingService(FakeService):
+    """A fixture server whose routes are coroutines writing their answer as it goes (streamed bodies)."""
+
+    def __init__(self, **routes) -> None:
+        super().__init__()
+        self.routes = {f"/{path}": handler for path, handler in routes.items()}
+        self.asked: list[str] = []
+
+    async def _handle(self, request):
+        self.asked.append(request.path)
+        return await self.routes[request.path](request)
+
+
+def test_a_body_declared_too_large_is_refused_without_reading_it() -> None:
+    from aiohttp import web
+
+    from sentinel_ray.records import ErrorKind, classify
+    from sentinel_ray.sources.http import TOO_LARGE_HEAD_BYTES, BodyTooLarge
+
+    async def nine_megabytes_then_silence(request):
+        # Content-Length says 9 MB; 1 MB comes, then nothing: a client reading to the end waits for its timeout
+        response = web.StreamResponse(headers={"Content-Length": str(NINE_MB), "Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b"[" + b"1," * (512 * 1024))
+        await asyncio.sleep(30)
+        return response
+
+    client, sleep = _client(timeout_s=10.0)
+    started = time.monotonic()
+    with StreamingService(big=nine_megabytes_then_silence) as service, \
+            pytest.raises(BodyTooLarge, match="declares 9,437,184 bytes, more than the 8,388,608") as e:
+        asyncio.run(_get(client, f"{service.url}/big?key=SECRET"))
+    assert time.monotonic() - started < 5.0  # not the 10 s timeout: nothing past the head was waited for
+    head = e.value.response.body
+    assert 0 < len(head) <= TOO_LARGE_HEAD_BYTES and head.startswith(b"[1,1,")  # kept for the raw zone
+    assert e.value.response.status == 200 and "SECRET" not in str(e.value)
+    assert classify(e.value) is ErrorKind.TERMINAL and service.asked == ["/big"] and sleep.calls == []
+
+
+def test_a_body_without_length_is_cut_at_the_bound() -> None:
+    from aiohttp import web
+
+    from sentinel_ray.sources.http import TOO_LARGE_HEAD_BYTES, BodyTooLarge
+
+    written = []
+
+    async def endless(request):
+        # chunked and never-ending: only a client that stops at its bound ever returns
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b"x" * (256 * 1024)
+        while True:
+            await response.write(chunk)
+            written.append(len(chunk))
+
+    with StreamingService(endless=endless) as service:
+        client, _ = _client(timeout_s=20.0)
+        started = time.monotonic()
+        with pytest.raises(BodyTooLarge, match="ran past 8,388,608 bytes"):
+            asyncio.run(_get(client, f"{service.url}/endless"))
+        assert time.monotonic() - started < 10.0
+        assert sum(written) >= 8 * 1024 * 1024  # the server had sent past the bound when the client stopped
+
+        # with a smaller bound of the client's own: the head it keeps stays within TOO_LARGE_HEAD_BYTES
+        client, _ = _client(timeout_s=20.0, max_body_bytes=1024 * 1024)
+        with pytest.raises(BodyTooLarge, match="ran past 1,048,576 bytes") as e:
+            asyncio.run(_get(client, f"{service.url}/endless"))
+        assert len(e.value.response.body) == TOO_LARGE_HEAD_BYTES
+
+
+def test_an_error_answer_with_a_huge_body_is_judged_by_its_status(fake_service) -> None:
+    # a 503 is retried whatever its body; only its head is read (its reason), never 9 MB of it
+    fake_service.route("GET", "/x", Reply(503, body=b"e" * NINE_MB), Reply(body=b"fine"))
+    client, sleep = _client()
+    assert asyncio.run(_get(client, f"{fake_service.url}/x")).body == b"fine"
+    assert len(sleep.calls) == 1 and len(fake_service.seen("/x")) == 2
+    fake_service.route("GET", "/y", Reply(404, body=b"n" * NINE_MB))
+    client, _ = _client()
+    with pytest.raises(HttpStatusError, match="HTTP 404") as e:
+        asyncio.run(_get(client, f"{fake_service.url}/y"))
+    assert len(e.value.body) <= 64 * 1024
+
+
+def test_defaults_are_the_settings_defaults() -> None:
+    # one place for each default (config.py): a client built without settings behaves like one built with them
+    from sentinel_ray.config import SourceSettings
+
+    defaults = SourceSettings()
+    policy, client = RetryPolicy(), HttpClient("src")
+    assert (policy.max_attempts, policy.max_retry_after_s, client.timeout_s) == (
+        defaults.max_attempts, defaults.max_server_wait_s, defaults.timeout_s)
+    built = HttpClient.from_settings("src", HttpSourceSettings(), rate_per_s=1.0)
+    assert (built.retry, built.timeout_s) == (client.retry, client.timeout_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 
 import pytest
 
@@ -13,6 +14,7 @@ from sentinel_ray.sources import make_source
 from sentinel_ray.records import SourceError
 from sentinel_ray.sources.http import AuthError, FetchError
 from sentinel_ray.sources.nse import HISTORY_PATH, QUOTE_PATH, NseSource, nse_symbols
+from sentinel_ray.sources.parsing import UnreadablePayload
 from sentinel_ray.market import parse_ist
 from tests.fakes.server import Reply
 from sentinel_ray.market import IST
@@ -221,19 +223,44 @@ def test_refused_handshake_says_so(fake_service) -> None:
     assert len(fake_service.seen("/")) == 1 and fake_service.seen(HISTORY_PATH) == []
 
 
-@pytest.mark.parametrize("path, reply, message", [
+MALFORMED = [
     (QUOTE_PATH, Reply(body=b"<html><body>Resource not found</body></html>", content_type="text/html"), "not JSON"),
     (QUOTE_PATH, Reply(json={"error": "bad"}), "no 'equityResponse' list"),
     (HISTORY_PATH, Reply(json={"error": "bad"}), "no 'data' list"),
-])
-def test_malformed_payloads_are_source_errors(fake_service, path: str, reply: Reply, message: str) -> None:
+]
+
+
+@pytest.mark.parametrize("path, reply, message", MALFORMED)
+def test_a_malformed_payload_is_noted_and_the_other_request_goes_on(fake_service, path: str, reply: Reply,
+                                                                     message: str) -> None:
     serve_home(fake_service)
-    fake_service.route("GET", HISTORY_PATH, Reply(body=payload("history_empty.json")))
+    fake_service.route("GET", HISTORY_PATH, Reply(body=payload("history_reliance.json")))
     fake_service.route("GET", QUOTE_PATH, Reply(body=payload("quote_reliance.json")))
     fake_service.route("GET", path, reply)
     source, _, _ = make(fake_service)
-    with pytest.raises(SourceError, match=message):
+    result = run(source)
+    [note] = result.meta["unreadable"]
+    assert re.search(message, note["error"]) and path in result.raw[note["payload"]].request
+    assert result.raw[note["payload"]].body == reply.render().body  # kept as received, for the raw zone
+    assert len(result.raw) == 2
+    if path == QUOTE_PATH:  # history's 3 sessions arrive; the quote's cursor stays unset
+        assert len(rows(result)) == 3 and result.next_cursor["quotes"] == {}
+    else:  # the quote's bar arrives; history's cursor stays unset, so the next due check asks again
+        assert [r["ts"] for r in rows(result)] == [session_ts("2025-02-03")] and result.next_cursor["history"] == {}
+
+
+@pytest.mark.parametrize("path, reply, message", MALFORMED)
+def test_a_poll_with_nothing_readable_raises_carrying_every_payload(fake_service, path: str, reply: Reply,
+                                                                    message: str) -> None:
+    serve_home(fake_service)
+    other = HISTORY_PATH if path == QUOTE_PATH else QUOTE_PATH
+    fake_service.route("GET", other, Reply(body=b"<html>Service Unavailable</html>", content_type="text/html"))
+    fake_service.route("GET", path, reply)
+    source, _, _ = make(fake_service)
+    with pytest.raises(UnreadablePayload, match=message) as e:
         run(source)
+    assert isinstance(e.value, SourceError) and len(e.value.raw) == 2 and e.value.next_cursor is None
+    assert sorted(p.body for p in e.value.raw) == sorted([reply.render().body, b"<html>Service Unavailable</html>"])
 
 
 def test_one_unreadable_history_row_is_skipped_and_counted(fake_service) -> None:

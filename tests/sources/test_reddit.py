@@ -12,6 +12,7 @@ from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.records import MissingCredentials, SourceError
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError, RetryPolicy
+from sentinel_ray.sources.parsing import UnreadablePayload
 from sentinel_ray.sources.reddit import RedditSource
 from tests.fakes.server import Reply
 from tests.sources.helpers import RecordingSleep, fetch_once as fetch, json_reply, payloads
@@ -196,16 +197,27 @@ def test_timeout_is_retried(fake_service) -> None:
     assert len(sleep.calls) == 1
 
 
-def test_malformed_payloads(fake_service) -> None:
-    serve(fake_service, new=Reply(body=b"<html>upstream error</html>", content_type="text/html"))
+@pytest.mark.parametrize("bad, message", [
+    (Reply(body=b"<html>upstream error</html>", content_type="text/html"), "not JSON"),
+    (ok({"kind": "t3", "data": {"id": "x"}}), "expected a Listing"),
+])
+def test_malformed_payloads(fake_service, bad: Reply, message: str) -> None:
+    # one listing unreadable: noted, kept for the raw zone, its cursor stays; the other listing's posts arrive
+    serve(fake_service, new=bad)
     src, _ = source(fake_service)
-    with pytest.raises(SourceError, match="not JSON"):
-        fetch(src)
+    result = fetch(src)
+    [note] = result.meta["unreadable"]
+    assert message in note["error"] and result.raw[note["payload"]].body == bad.render().body
+    assert [p.request.endswith(NEW) for p in result.raw] == [True, False]
+    assert [r["post_id"] for r in result.records["posts"].to_pylist()] == ["t1_m3x9k2a", "t1_m3x8a1b"]
+    assert "submissions" not in result.next_cursor["subreddits"][SUB]
 
-    serve(fake_service, new=ok({"kind": "t3", "data": {"id": "x"}}))
+    # both unreadable: nothing read, the poll raises carrying both answers
+    serve(fake_service, new=bad, comments=bad)
     src, _ = source(fake_service)
-    with pytest.raises(SourceError, match="expected a Listing"):
+    with pytest.raises(UnreadablePayload, match=message) as e:
         fetch(src)
+    assert isinstance(e.value, SourceError) and [p.body for p in e.value.raw] == [bad.render().body] * 2
 
 
 def test_one_malformed_item_is_skipped_and_counted(fake_service) -> None:

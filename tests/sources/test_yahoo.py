@@ -155,6 +155,22 @@ def test_429_with_retry_after_is_honoured(fake_service, tmp_path) -> None:
     assert len(chart_requests(fake_service)) == 3
 
 
+def test_a_wait_longer_than_max_server_wait_s_gives_up(fake_service, tmp_path) -> None:
+    # the retry policy built from the settings carries max_server_wait_s, as every other adapter's does
+    limited = Reply(429, body=b"Too Many Requests", headers={"Retry-After": "120"})
+    serve_yahoo(fake_service, limited)
+    settings = YahooSettings(tickers=["RELIANCE.NS"], base_url=fake_service.url, max_attempts=4,
+                             max_server_wait_s=60)
+    sleep = RecordingSleep()
+    source = YahooSource(settings, intervals=("1m",), rate_per_s=1000, burst=1000, cache_dir=tmp_path / "yfinance",
+                         sleep=sleep, clock=lambda: AFTER_CLOSE, seed=1)
+    assert (source.retry.max_attempts, source.retry.max_retry_after_s) == (4, 60)
+    with pytest.raises(FetchError, match="asks to retry after 120s; giving up for now"):
+        run(source)
+    assert sleep.calls == [] and len(chart_requests(fake_service)) == 2  # yfinance's own re-ask, none of ours
+    assert YahooSource.from_settings(Settings(data_dir=tmp_path, max_server_wait_s=45)).retry.max_retry_after_s == 45
+
+
 def test_5xx_backs_off_then_succeeds(fake_service, tmp_path) -> None:
     serve_yahoo(fake_service, Reply(503), Reply(500), Reply(body=payload("chart_1m_first.json")))
     source, sleep = make(fake_service, tmp_path)
@@ -335,3 +351,16 @@ def test_real_intraday_response_without_bars_is_empty(fake_service, tmp_path, sh
     source, _ = make(fake_service, tmp_path)
     result = run(source)
     assert result.records["prices"].num_rows == 0 and result.next_cursor is None
+
+
+def test_a_chart_past_the_payload_bound_is_not_read_past_it(fake_service, tmp_path) -> None:
+    from sentinel_ray.sources.http import TOO_LARGE_HEAD_BYTES
+    from sentinel_ray.sources.parsing import UnreadablePayload
+
+    huge = b'{"pad": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    serve_yahoo(fake_service, Reply(body=huge, content_type="application/json"))
+    source, sleep = make(fake_service, tmp_path)
+    with pytest.raises(UnreadablePayload, match="chart of RELIANCE.NS is larger than the 8,388,608 bytes") as e:
+        run(source)
+    [kept] = e.value.raw  # kept for the raw zone: at most its head, not 10 MB
+    assert len(kept.body) <= TOO_LARGE_HEAD_BYTES and huge.startswith(kept.body) and sleep.calls == []
