@@ -60,7 +60,7 @@ def main() -> None:
     from ray import serve
 
     from sentinel_ray.config import Settings
-    from sentinel_ray.pipeline.run import run_backfill
+    from sentinel_ray.ingest.backfill import run_backfill
     from sentinel_ray.serve.deployments import ApiIngress, OperationsService, QueryService
     from sentinel_ray.storage.redis import EmbeddedRedis
 

@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 
 from sentinel_ray.config import Settings
-from sentinel_ray.pipeline.run import MAX_DAYS_PER_BLOCK, date_range, run_backfill
+from sentinel_ray.ingest.backfill import MAX_DAYS_PER_BLOCK, date_range, run_backfill
 from sentinel_ray.pipeline.store import InsertBuffer
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.rules import rules_for

@@ -105,7 +105,7 @@ def run_ray(slices: list[pa.Table], lake_uri: str) -> tuple[float, float, int]:
     they fetched), seconds including the driver's copy into it (from_arrow), valid rows."""
     import ray
 
-    from sentinel_ray.pipeline.run import tune_ray_data
+    from sentinel_ray.ingest.backfill import tune_ray_data
 
     tune_ray_data()
     now = dt.datetime.now(UTC)

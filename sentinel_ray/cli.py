@@ -39,7 +39,7 @@ def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from sentinel_ray.pipeline.run import run_backfill
+    from sentinel_ray.ingest.backfill import run_backfill
 
     end = args.end or _yesterday_utc()
     start = args.start or end - dt.timedelta(days=2)

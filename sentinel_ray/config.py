@@ -81,6 +81,8 @@ class Settings(BaseModel):
     batch_max_rows: int = Field(50_000, ge=1, description="micro-batch: at most this many rows ...")
     batch_max_wait_s: float = Field(0.5, gt=0, description="... or what arrived within this many seconds")
     claim_idle_s: float = Field(30.0, gt=0, description="entries pending this long are taken from a dead consumer")
+    stream_signals: bool = Field(True, description="prices consumers compute features, risk and alerts per batch "
+                                                   "(posts consumers refresh the features their posts fall in)")
 
     # -- sources (base URLs are settings so tests and proxies can point the real clients elsewhere).
     # Each adapter reads these through its own typed view below (`NseSettings`, ...).

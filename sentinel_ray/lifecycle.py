@@ -22,7 +22,7 @@ from ray import serve
 
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.supervisor import start_ingestion, stop_ingestion
-from sentinel_ray.pipeline.run import run_backfill
+from sentinel_ray.ingest.backfill import run_backfill
 from sentinel_ray.runtime import init_ray, publish_settings
 from sentinel_ray.serve.deployments import build_app
 from sentinel_ray.storage.redis import RedisSupervisor, ensure_redis

@@ -76,7 +76,7 @@ def backfilled(ray_session: None, base_settings: Settings, embedded_redis: str,
     """A replay backfill of a fixed range into a database and lake of its own, run once."""
     import datetime as dt
 
-    from sentinel_ray.pipeline.run import run_backfill
+    from sentinel_ray.ingest.backfill import run_backfill
 
     settings = base_settings.model_copy(update={
         "warehouse_database": "backfilled", "lake_uri": str(tmp_path_factory.mktemp("backfilled-lake"))})

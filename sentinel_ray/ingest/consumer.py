@@ -14,6 +14,12 @@ Nothing lost, nothing doubled, even when a consumer dies mid-batch:
   are processed again as exactly that batch, so the same files are rewritten rather than
   new ones added, and the warehouse's ReplacingMergeTree absorbs the re-insert.
 
+With `stream_signals` on, the prices consumer runs the signals of each stored batch
+(`detect.signals.SignalUpdater`: features, risk, alerts) before the XACK, and the posts
+consumer refreshes the features its posts fall in; a batch redelivered after a crash
+recomputes the same rows. Signals need the bars in time order: the supervisor runs one
+prices consumer.
+
 A failed batch stays pending and is retried, unless a retry cannot help: on a terminal
 error (`records.classify`), or after `dead_letter_after_failures` failures whose kind is
 unknown, what its attempts wrote is removed (its lake files, its warehouse rows) and its
@@ -35,13 +41,14 @@ from typing import Any
 import pyarrow as pa
 
 from sentinel_ray.config import Settings
+from sentinel_ray.detect.signals import SignalUpdater
 from sentinel_ray.ingest.streams import Entry, StreamStore
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import BatchResult, ErrorKind, classify, utc_now
-from sentinel_ray.schemas import QUALITY_METRICS
+from sentinel_ray.schemas import POSTS, PRICES, QUALITY_METRICS
 from sentinel_ray.schemas import dataset as dataset_named
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse
@@ -85,6 +92,11 @@ class ConsumerStats:
     last_dead_letter: str | None = None  # the error that sent them there
     # seconds from entering the stream to being stored (queryable), one per entry
     freshness_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    feature_rows: int = 0  # features_1m rows computed (prices) or refreshed (posts)
+    alerts_opened: int = 0
+    # per batch that opened an alert: seconds from its oldest entry entering the stream to
+    # the alert row written (an upper bound of the opening bar's own delay)
+    alert_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=1_000))
 
     def as_dict(self) -> dict[str, Any]:
         fresh = sorted(self.freshness_s)
@@ -93,7 +105,9 @@ class ConsumerStats:
                 "rows_quarantined": self.rows_quarantined, "errors": self.errors, "last_error": self.last_error,
                 "last_batch_at": self.last_batch_at, "freshness_p50_s": p(0.5), "freshness_p99_s": p(0.99),
                 "dead_letters": self.dead_letters, "dead_letter_rows": self.dead_letter_rows,
-                "last_dead_letter": self.last_dead_letter}
+                "last_dead_letter": self.last_dead_letter, "feature_rows": self.feature_rows,
+                "alerts_opened": self.alerts_opened, "alert_latency_max_s": (
+                    round(max(self.alert_latency_s), 3) if self.alert_latency_s else None)}
 
 
 class StreamConsumer:
@@ -112,6 +126,8 @@ class StreamConsumer:
         store.ensure_group(dataset)
         warehouse.ensure_schema()
         self.rules = rules_for(settings)
+        self.signals = (SignalUpdater(warehouse, lake, detected_by="stream")
+                        if settings.stream_signals and self.ds.name in (PRICES.name, POSTS.name) else None)
 
     # -- reading -------------------------------------------------------------------
     def next_batch(self, block_s: float | None = None) -> MicroBatch | None:
@@ -199,6 +215,8 @@ class StreamConsumer:
                               run_id=batch.key, started_at=now, rows_in=result.rows_in,
                               rows_valid=result.rows_valid, rows_quarantined=result.rows_quarantined)
             run.finish(self.warehouse)
+        self._hold_at_fault_point("before-signals")
+        self._signals(batch, result)
         self._hold_at_fault_point("before-ack")
         self._acknowledge(batch)
         self._count(batch, result)
@@ -206,6 +224,28 @@ class StreamConsumer:
         metrics.record_batch_by_source("stream", self.ds.name, result.valid, result.quarantined,
                                        time.perf_counter() - began)
         return result
+
+    def _signals(self, batch: MicroBatch, result: BatchResult) -> None:
+        if self.signals is None or result.valid.num_rows == 0:
+            return
+        # Prices features read the stored posts, a posts refresh reads the stored features:
+        # one at a time, or a refresh and a prices batch computed side by side could each
+        # miss the other's rows, and the later write would keep the miss.
+        with self.store.exclusive("signals"):
+            self._signals_held(batch, result)
+
+    def _signals_held(self, batch: MicroBatch, result: BatchResult) -> None:
+        if self.ds.name == PRICES.name:
+            opened_before = self.signals.counts.detect.alerts_opened
+            self.signals.on_prices(result.valid, batch_key=batch.key)
+            opened = self.signals.counts.detect.alerts_opened - opened_before
+            if opened:
+                self.stats.alerts_opened += opened
+                oldest_ms = min(e.created_ms for e in batch.entries)
+                self.stats.alert_latency_s.append(max(0.0, time.time() - oldest_ms / 1000))
+        else:
+            self.signals.on_posts(result.valid, batch_key=batch.key)
+        self.stats.feature_rows = self.signals.counts.feature_rows + self.signals.counts.refreshed_rows
 
     def _hold_at_fault_point(self, point: str) -> None:
         """Chaos drills: while `<prefix>:fault:<point>` exists, wait here (status says so).

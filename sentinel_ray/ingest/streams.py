@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -363,6 +364,25 @@ class StreamStore:
 
     def fault_held(self, point: str) -> bool:
         return bool(self.redis.exists(self.fault_key(point)))
+
+    def lock_key(self, name: str) -> str:
+        return f"{self.prefix}:lock:{name}"
+
+    @contextmanager
+    def exclusive(self, name: str, *, ttl_s: float = 15.0, wait_s: float = 60.0) -> Iterator[None]:
+        """One holder at a time across processes (redis-py's Lock: SET NX PX with a token,
+        released by its holder only). A holder killed inside frees it after `ttl_s`; a
+        section that outlives `ttl_s` loses the guarantee, so keep sections short."""
+        lock = self.redis.lock(self.lock_key(name), timeout=ttl_s, blocking_timeout=wait_s)
+        if not lock.acquire():
+            raise TimeoutError(f"lock {name!r} still held by another process after {wait_s:.0f} s")
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:  # expired meanwhile: nothing of ours to release
+                pass
 
     # -- observing -----------------------------------------------------------------
     def length(self, dataset: str) -> int:

@@ -1,8 +1,9 @@
-"""The stream driver of the features: called by a consumer after it stored a batch.
+"""Features of stored batches, continuing from a carried state: what both drivers call.
 
-`FeatureUpdater(warehouse, lake).on_prices(valid, batch_key=...)` runs the same
-`session_features` as the backfill on the batch's bars, continuing from the state it
-keeps in memory (bounded: `FeatureState`, ~300 KB per ticker). The state is never the
+`FeatureUpdater(warehouse, lake).on_prices(valid, batch_key=...)` runs `session_features`
+on a stored batch's bars (a stream micro-batch, or a backfill's block of days in day
+order), continuing from the state it keeps in memory (bounded: `FeatureState`). The
+callers are `detect.signals.SignalUpdater` (features, then risk and alerts). The state is never the
 only copy of anything: on the first batch after a (re)start it is rebuilt from the bars
 stored before that batch, so a consumer killed with SIGKILL mid-batch continues exactly
 as an undisturbed one would; a batch whose writes happened but whose ack did not is
@@ -20,7 +21,7 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sentinel_ray.market import MS_PER_MIN, ist_midnight_utc
+from sentinel_ray.market import MS_PER_MIN, ist_date, ist_midnight_utc
 from sentinel_ray.pipeline.features import (FeatureState, refresh_post_features, session_bars, session_features,
                                             warmup_start)
 from sentinel_ray.pipeline.features_store import read_posts, state_until, write_features
@@ -38,8 +39,9 @@ class FeatureUpdater:
         self.warehouse, self.lake, self.clock = warehouse, lake, clock
         self.state: FeatureState | None = None  # None: rebuild from the warehouse on the next batch
 
-    def on_prices(self, valid: pa.Table, *, batch_key: str) -> tuple[pa.Table, pa.Table]:
-        """Features of a stored prices batch's 1m bars (and their day rows), written."""
+    def on_prices(self, valid: pa.Table, *, batch_key: str | None) -> tuple[pa.Table, pa.Table]:
+        """Features of a stored prices batch's 1m bars (and their day rows), written. Lake
+        files are named by `batch_key` (a stream batch) or, when None, by the day."""
         bars = session_bars(valid)
         if bars.num_rows == 0:
             return FEATURES_1M.arrow_schema.empty_table(), FEATURES_1D.arrow_schema.empty_table()
@@ -53,10 +55,10 @@ class FeatureUpdater:
         except BaseException:
             self.state = None  # half-updated: rebuild from stored rows next time
             raise
-        write_features(self.warehouse, self.lake, f1m, f1d, batch_key=f"features-{batch_key}")
+        write_features(self.warehouse, self.lake, f1m, f1d, batch_key=_file_key(batch_key))
         return f1m, f1d
 
-    def on_posts(self, valid: pa.Table, *, batch_key: str) -> tuple[pa.Table, pa.Table]:
+    def on_posts(self, valid: pa.Table, *, batch_key: str | None) -> tuple[pa.Table, pa.Table]:
         """Refresh the feature rows whose post windows a stored posts batch falls in."""
         if valid.num_rows == 0:
             return FEATURES_1M.arrow_schema.empty_table(), FEATURES_1D.arrow_schema.empty_table()
@@ -73,18 +75,22 @@ class FeatureUpdater:
         f1d = self.warehouse.query_arrow(
             f"SELECT * FROM {{db}}.{FEATURES_1D.name} FINAL WHERE ticker IN {{t:Array(String)}} "
             f"AND day >= {{lo:{_T}}} AND day < {{hi:{_T}}}",
-            {"t": tickers, "lo": ist_midnight_utc((lo + dt.timedelta(hours=5, minutes=30)).date()),
+            {"t": tickers, "lo": ist_midnight_utc(ist_date(lo)),
              "hi": hi + dt.timedelta(days=31)})
         if f1m.num_rows == 0 and f1d.num_rows == 0:
             return FEATURES_1M.arrow_schema.empty_table(), FEATURES_1D.arrow_schema.empty_table()
         first = min(x for x in (_min(f1m, "ts"), _min(f1d, "day")) if x is not None)
         last = max(x for x in (_max(f1m, "ts"), _max(f1d, "day")) if x is not None)
-        since = ist_midnight_utc(warmup_start((first + dt.timedelta(hours=5, minutes=30)).date()))
+        since = ist_midnight_utc(warmup_start(ist_date(first)))
         posts = read_posts(self.warehouse, since, last + dt.timedelta(days=1))
         f1m, f1d = refresh_post_features(f1m.cast(FEATURES_1M.arrow_schema), f1d.cast(FEATURES_1D.arrow_schema),
                                          posts, computed_at=self.clock())
-        write_features(self.warehouse, self.lake, f1m, f1d, batch_key=f"features-{batch_key}")
+        write_features(self.warehouse, self.lake, f1m, f1d, batch_key=_file_key(batch_key))
         return f1m, f1d
+
+
+def _file_key(batch_key: str | None) -> str | None:
+    return None if batch_key is None else f"features-{batch_key}"
 
 
 def _min(t: pa.Table, col: str) -> dt.datetime | None:

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from sentinel_ray.config import Settings
-from sentinel_ray.pipeline.run import BackfillError, run_backfill
+from sentinel_ray.ingest.backfill import BackfillError, run_backfill
 from sentinel_ray.sources.replay import ReplaySource
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import connect_warehouse

@@ -1,4 +1,4 @@
-"""The Ray Data driver for backfills: fan out over date partitions, store each one.
+"""The backfill driver: history through the pipeline on Ray Data, then its signals.
 
 One Ray Data row per UTC day of the range, a few days per block. `map_batches` runs a
 pool of `DayWorker`s (one per CPU; each builds its source, lake and rules once): per
@@ -6,10 +6,13 @@ day it fetches the history from the source, keeps the raw payloads in the lake, 
 the pipeline functions and writes lake and warehouse (`process_and_store`), holding the
 warehouse inserts of its block to send them as one insert per table. Each day's files
 and rows are keyed by `<source>-<day>`, so running the same range again replaces
-instead of adding.
+instead of adding. A block hands its valid 1m bars back with its summary.
 
-The driver records each finished day in `backfill_days` as blocks come back and prints
-progress; a re-run skips the days already finished (resume) unless `force`.
+The driver takes the blocks in day order. For each it runs the signals the stream runs
+per micro-batch (`detect.signals.SignalUpdater`: features from the block's bars and the
+stored posts, then risk and alerts), while the workers go on with the next days; then
+it records the block's days in `backfill_days` and prints progress. A re-run skips the
+days already finished (resume) unless `force`.
 """
 from __future__ import annotations
 
@@ -26,13 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sentinel_ray.config import Settings
+from sentinel_ray.detect.signals import SignalUpdater
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.runs import PipelineRun
-from sentinel_ray.pipeline.features_store import compute_range, write_features
 from sentinel_ray.pipeline.store import InsertBuffer, process_and_store
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import FetchResult, utc_now
-from sentinel_ray.schemas import BACKFILL_DAYS, DATA_DATASETS, FEATURES_1D, FEATURES_1M, TIMESTAMP_TYPE
+from sentinel_ray.schemas import (BACKFILL_DAYS, DATA_DATASETS, FEATURES_1D, FEATURES_1M, PRICES, RISK_1M,
+                                  TIMESTAMP_TYPE)
 from sentinel_ray.sources import make_history_source
 from sentinel_ray.sources.base import HistorySource
 from sentinel_ray.storage.lake import Lake
@@ -59,6 +63,8 @@ class BackfillSummary:
     rows_valid: dict[str, int] = field(default_factory=dict)
     rows_quarantined: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    feature_rows: int = 0  # features_1m rows computed for the range
+    alerts_opened: int = 0
 
     @property
     def total_in(self) -> int:
@@ -83,12 +89,14 @@ class BackfillSummary:
         rate = self.total_in / self.seconds if self.seconds else 0.0
         lines.append(f"  total    rows in {self.total_in:>9,}  valid {self.total_valid:>9,}  "
                      f"quarantined {self.total_quarantined:>7,}  {rate:,.0f} rows/s")
+        lines.append(f"  signals  features_1m rows {self.feature_rows:,}  alerts opened {self.alerts_opened:,}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "source": self.source, "start": str(self.start), "end": str(self.end),
                 "days": self.days, "skipped": self.skipped, "seconds": round(self.seconds, 3), "rows_in": self.rows_in,
-                "rows_valid": self.rows_valid, "rows_quarantined": self.rows_quarantined, "reasons": self.reasons}
+                "rows_valid": self.rows_valid, "rows_quarantined": self.rows_quarantined, "reasons": self.reasons,
+                "feature_rows": self.feature_rows, "alerts_opened": self.alerts_opened}
 
 
 @dataclass(frozen=True)
@@ -120,12 +128,16 @@ def tune_ray_data(workers: int) -> None:
     Ray Data reserves part of the cluster per operator and ramps concurrency up only as
     task outputs are measured; on a 2-core machine with a single map operator that kept
     one task running at a time (measured in bench/pipeline_throughput.py: 1.5 -> 2.2M rows/s).
-    Its progress bars are off: the driver prints days, rows/s and ETA itself.
+    Its progress bars are off: the driver prints days, rows/s and ETA itself. Blocks are
+    returned in order (the signals need the days in order; a worker that finishes early
+    only waits for the driver, which is busy with the block before).
     """
     import ray
 
     ctx = ray.data.DataContext.get_current()
     ctx.op_resource_reservation_enabled = False
+    # blocks come back in day order: the driver's signals carry state from day to day
+    ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
 
@@ -155,7 +167,7 @@ class DayWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"day": [], "dataset": [], "rows_in": [], "rows_valid": [],
-                                     "rows_quarantined": [], "reasons": [], "months": []}
+                                     "rows_quarantined": [], "reasons": [], "months": [], "bars": []}
         buffer = InsertBuffer(self.warehouse)
         for day_text in batch["day"]:
             day = dt.date.fromisoformat(str(day_text))
@@ -181,8 +193,26 @@ class DayWorker:
                 out["rows_quarantined"].append(result.rows_quarantined)
                 out["reasons"].append(json.dumps(result.reason_counts()))
                 out["months"].append(json.dumps(_months(result.valid.column(ds.time_column))))
+                out["bars"].append(_bars_ipc(result.valid) if name == PRICES.name else b"")
         buffer.flush()  # the block's days count as finished only once their rows are in
         return out
+
+
+def _bars_ipc(prices: pa.Table) -> bytes:
+    """A day's valid 1m session bars as Arrow IPC, for the driver's features: the columns
+    `session_bars` reads, a few hundred kB a day (the worker has them; reading them back
+    from the warehouse would cost the owner actor a FINAL scan per block)."""
+    bars = prices.filter(pc.equal(prices.column("interval"), "1m")).select(
+        ["ticker", "exchange", "interval", "ts", "open", "high", "low", "close", "volume", "source"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, bars.schema) as writer:
+        writer.write_table(bars)
+    return sink.getvalue().to_pybytes()
+
+
+def _bars_of(block: list[dict[str, Any]]) -> pa.Table | None:
+    tables = [pa.ipc.open_stream(r["bars"]).read_all() for r in block if r["bars"]]
+    return pa.concat_tables(tables) if tables else None
 
 
 def _months(ts: pa.ChunkedArray) -> list[int]:
@@ -243,44 +273,44 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     run.record(warehouse)
     began = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    signals = SignalUpdater(warehouse, Lake(settings.resolved_lake_uri), detected_by="backfill")
+    computed: dict[str, set[int]] = {}
     try:
         if days:
             checked, prior = _months_with_rows(warehouse, source_name, days)
+            previous: dt.date | None = None
             for block in _run_days(settings, source_name, days, run.run_id):
+                block_days = sorted({dt.date.fromisoformat(str(r["day"])) for r in block})
+                if previous is None or _skipped_between(all_days, done, previous, block_days[0]):
+                    signals.reset()  # days in between came from an earlier run: states from the warehouse
+                bars = _bars_of(block)
+                if bars is not None:
+                    for name, months in _computed_months(signals.on_prices(bars, batch_key=None)).items():
+                        computed.setdefault(name, set()).update(months)
+                previous = block_days[-1]
                 rows.extend(block)
-                _record_finished(warehouse, source_name, run.run_id, block)
+                _record_finished(warehouse, source_name, run.run_id, block)  # signals included
                 if progress is not None:
                     finished = len({r["day"] for r in rows})
                     progress(Progress(finished, len(days), sum(int(r["rows_in"]) for r in rows),
                                       time.perf_counter() - began))
-            _merge_replaced_rows(warehouse, rows, checked, prior)
-            store_features(warehouse, Lake(settings.resolved_lake_uri), days[0], days[-1])
+            _merge_replaced_rows(warehouse, rows, computed, checked, prior)
     except BaseException as e:
         run.fail_quietly(warehouse, e)
         raise
     summary = _summarise(rows, run.run_id, source_name, start, end, len(days), time.perf_counter() - began)
     summary.skipped = len(done)
+    summary.feature_rows = signals.counts.feature_rows
+    summary.alerts_opened = signals.counts.detect.alerts_opened
     run.rows_in, run.rows_valid, run.rows_quarantined = (
         summary.total_in, summary.total_valid, summary.total_quarantined)
     run.finish(warehouse)
     return summary
 
 
-def store_features(warehouse: Warehouse, lake: Lake, start: dt.date, end: dt.date) -> tuple[int, int]:
-    """features_1m / features_1d of the sessions in [start, end] from the stored rows (the
-    trailing history read from the warehouse), into the warehouse and the curated lake.
-    Months that already held feature rows are merged, so a re-run replaces on disk too."""
-    lo, hi = _midnight(start - dt.timedelta(days=1)), _midnight(end + dt.timedelta(days=1))
-    prior = {name: {int(r["m"]) for r in warehouse.query_rows(
-        f"SELECT DISTINCT toYYYYMM(`{ds.time_column}`) AS m FROM {{db}}.`{name}` "
-        f"WHERE `{ds.time_column}` >= {{lo:DateTime64(3, 'UTC')}} AND `{ds.time_column}` < {{hi:DateTime64(3, 'UTC')}}",
-        {"lo": lo, "hi": hi})} for name, ds in ((FEATURES_1M.name, FEATURES_1M), (FEATURES_1D.name, FEATURES_1D))}
-    f1m, f1d = compute_range(warehouse, start, end, computed_at=utc_now())
-    write_features(warehouse, lake, f1m, f1d, batch_key=None)
-    for name, table, col in ((FEATURES_1M.name, f1m, "ts"), (FEATURES_1D.name, f1d, "day")):
-        for month in sorted(set(_months(table.column(col))) & prior[name]):
-            warehouse.command(f"OPTIMIZE TABLE {{db}}.`{name}` PARTITION ID '{month:d}' FINAL")
-    return f1m.num_rows, f1d.num_rows
+def _skipped_between(all_days: list[dt.date], done: set[dt.date], previous: dt.date, first: dt.date) -> bool:
+    """Whether a day between two blocks was finished by an earlier run (not seen by this one)."""
+    return any(previous < d < first and d in done for d in all_days)
 
 
 def _run_days(settings: Settings, source_name: str, days: list[dt.date], run_id: str) -> Iterable[list[dict[str, Any]]]:
@@ -324,35 +354,51 @@ def _record_finished(warehouse: Warehouse, source_name: str, run_id: str, block:
     warehouse.insert(BACKFILL_DAYS.name, table)
 
 
+# Tables the signals write for a backfill's days (any source's bars feed them).
+COMPUTED = (FEATURES_1M, FEATURES_1D, RISK_1M)
+
+
 def _months_with_rows(warehouse: Warehouse, source_name: str,
                       days: list[dt.date]) -> tuple[set[int], dict[str, set[int]]]:
-    """(months checked, per dataset the checked months that already hold rows of this
-    source): the only ones a re-insert can have doubled, and so need a merge. Checked:
-    the months of `days` and of the day before and after them."""
+    """(months checked, per table the checked months that already hold rows: of this
+    source for the data tables, any for the computed ones): the only ones a re-insert can
+    have doubled, and so need a merge. Checked: the months of `days` and of the day before
+    and after them."""
     lo = (days[0] - dt.timedelta(days=1)).replace(day=1)
     hi = ((days[-1] + dt.timedelta(days=1)).replace(day=1) + dt.timedelta(days=32)).replace(day=1)
     checked = {m.year * 100 + m.month for m in _month_starts(lo, hi - dt.timedelta(days=1))}
     prior: dict[str, set[int]] = {}
-    for name, ds in DATA_DATASETS.items():
+    tables = [(ds, True) for ds in DATA_DATASETS.values()] + [(ds, False) for ds in COMPUTED]
+    for ds, by_source in tables:
         found = warehouse.query_rows(
-            f"SELECT DISTINCT toYYYYMM(`{ds.time_column}`) AS m FROM {{db}}.`{name}` "
-            f"WHERE `{ds.time_column}` >= {{lo:DateTime64(3, 'UTC')}} AND `{ds.time_column}` < {{hi:DateTime64(3, 'UTC')}} "
-            f"AND source = {{source:String}}", {"lo": _midnight(lo), "hi": _midnight(hi), "source": source_name})
-        prior[name] = {int(r["m"]) for r in found}
+            f"SELECT DISTINCT toYYYYMM(`{ds.time_column}`) AS m FROM {{db}}.`{ds.name}` "
+            f"WHERE `{ds.time_column}` >= {{lo:DateTime64(3, 'UTC')}} AND `{ds.time_column}` < {{hi:DateTime64(3, 'UTC')}}"
+            + (" AND source = {source:String}" if by_source else ""),
+            {"lo": _midnight(lo), "hi": _midnight(hi), "source": source_name})
+        prior[ds.name] = {int(r["m"]) for r in found}
     return checked, prior
 
 
-def _merge_replaced_rows(warehouse: Warehouse, rows: list[dict[str, Any]], checked: set[int],
-                         prior: dict[str, set[int]]) -> None:
-    """Merge the months this backfill wrote that held rows of the source before it, so rows
-    it replaced are gone on disk too, not only under FINAL. A first load of a range merges
-    nothing (there is nothing to replace); a re-run merges only the months it touched.
-    Month ids are computed here, never taken from input."""
-    touched: dict[str, set[int]] = {}
+def _computed_months(f1m: pa.Table) -> dict[str, set[int]]:
+    """Months of the rows the signals wrote for these features_1m rows: risk_1m shares
+    their `ts`; a features_1d row is stamped 00:00 IST of its session, 18:30 UTC the day before."""
+    bar_months = set(_months(f1m.column("ts")))
+    day_stamps = pc.subtract(f1m.column("ts"), pa.scalar(dt.timedelta(hours=24), pa.duration("ms")))
+    return {FEATURES_1M.name: bar_months, RISK_1M.name: bar_months,
+            FEATURES_1D.name: bar_months | set(_months(day_stamps))}
+
+
+def _merge_replaced_rows(warehouse: Warehouse, rows: list[dict[str, Any]], computed: dict[str, set[int]],
+                         checked: set[int], prior: dict[str, set[int]]) -> None:
+    """Merge the months this backfill wrote that held rows before it, so rows it replaced
+    are gone on disk too, not only under FINAL. A first load of a range merges nothing
+    (there is nothing to replace); a re-run merges only the months it touched. Month ids
+    are computed here, never taken from input."""
+    touched: dict[str, set[int]] = {name: set(months) for name, months in computed.items()}
     for row in rows:
         touched.setdefault(str(row["dataset"]), set()).update(int(m) for m in json.loads(str(row["months"])))
-    for name in DATA_DATASETS:
-        for month in sorted(touched.get(name, set())):
+    for name, months in touched.items():
+        for month in sorted(months):
             if month in prior.get(name, set()) or month not in checked:
                 warehouse.command(f"OPTIMIZE TABLE {{db}}.`{name}` PARTITION ID '{month:d}' FINAL")
 

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 
 from sentinel_ray.config import Settings
-from sentinel_ray.pipeline.run import Progress, finished_days, run_backfill
+from sentinel_ray.ingest.backfill import Progress, finished_days, run_backfill
 from sentinel_ray.sources.replay import ReplaySource
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import connect_warehouse

@@ -1,0 +1,65 @@
+"""Signals in the stream: the prices consumer computes features, risk and alerts per batch;
+a streamed day's features equal a backfill's, even when the consumer dies mid-batch."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pyarrow as pa
+import pytest
+
+from sentinel_ray.config import Settings
+from sentinel_ray.ingest.backfill import run_backfill
+from sentinel_ray.schemas import FEATURES_1D, FEATURES_1M
+from sentinel_ray.storage.warehouse import connect_warehouse
+from tests.ingest.conftest import DAY
+from tests.ingest.test_faults import _run, _wait_for
+
+pytestmark = pytest.mark.ray
+
+
+def _stored(settings: Settings, ds) -> pa.Table:
+    """The table's rows (FINAL) without `computed_at`, in key order."""
+    cols = [c for c in ds.column_names if c != "computed_at"]
+    table = connect_warehouse(settings).query_arrow(
+        f"SELECT {', '.join(cols)} FROM {{db}}.{ds.name} FINAL ORDER BY {', '.join(ds.natural_key)}")
+    return pa.table({c: table.column(c).cast(ds.arrow_schema.field(c).type) for c in cols})
+
+
+def _backfilled_twin(settings: Settings) -> Settings:
+    twin = settings.model_copy(update={"warehouse_database": settings.warehouse_database + "_bf",
+                                       "lake_uri": settings.resolved_lake_uri + "-bf"})
+    run_backfill(twin, "replay", DAY, DAY)
+    return twin
+
+
+def test_streamed_features_equal_a_backfill_of_the_day_with_the_prices_consumer_killed_mid_batch(
+        ray_session, ingest_settings, prefix) -> None:
+    from sentinel_ray.ingest.supervisor import stream_store
+
+    store = stream_store(ingest_settings, prefix)
+    hold = f"{prefix}:fault:before-signals"
+    store.redis.set(hold, "1")
+
+    def kill_prices_consumer_between_its_writes_and_its_signals(sup) -> None:
+        status_key = store.status_key("consumer", "prices-0")
+
+        def held() -> bool:
+            raw = store.redis.get(status_key)
+            return bool(raw) and b"held at before-signals" in raw
+
+        _wait_for(held, "the prices consumer to store a batch and stop before its signals")
+        os.kill(json.loads(store.redis.get(status_key))["pid"], signal.SIGKILL)
+        store.redis.delete(hold)
+
+    status = _run(ingest_settings, prefix, kill_prices_consumer_between_its_writes_and_its_signals)
+    prices = status["consumers"]["prices-0"]
+    assert prices["restarts"] == 1 and prices["feature_rows"] > 0, prices
+
+    streamed = _stored(ingest_settings, FEATURES_1M)
+    backfilled = _stored(_backfilled_twin(ingest_settings), FEATURES_1M)
+    bars = connect_warehouse(ingest_settings).query_rows(
+        "SELECT uniqExact(ticker, exchange, ts) AS n FROM {db}.prices FINAL WHERE interval = '1m'")[0]["n"]
+    assert streamed.num_rows == bars > 0
+    assert streamed.equals(backfilled)  # every column, every row, nulls and NaNs included
