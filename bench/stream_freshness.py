@@ -1,13 +1,21 @@
 """Continuous ingestion: sustained throughput and freshness, in one run.
 
-    .venv/bin/python bench/stream_freshness.py [--days 6] [--rate 5000] [--seconds 20]
+    flock /tmp/sentinel-ray.lock .venv/bin/python bench/stream_freshness.py [--days 6] [--rate 5000] [--seconds 20]
+
+Signals are on (`stream_signals`, the default): the prices consumer computes features,
+risk and alerts of every batch before acknowledging it, the posts consumer refreshes the
+features its posts fall in.
 
 (1) firehose: the replay poller (firehose mode) -> Redis Streams -> consumers -> lake +
     warehouse, on Ray actors; events/s while the pipeline is busy (10%..90% of the run).
 (2) plain: one process, no Ray, no Redis: the same replay chunks through the same
-    pipeline functions into a lake and an embedded warehouse of its own.
+    pipeline functions into a lake and an embedded warehouse of its own (no signals).
 (3) freshness: entries published at a fixed rate (--rate events/s) into the stream;
     seconds from entering the stream to being stored (queryable), p50 and p99.
+(4) alerts: after a backfill of the 30 days before (the features' baselines), --alert-days
+    trading days of replay published in time order at --rate events/s; for every alert,
+    seconds from the entry holding its opening bar entering the stream to the alert row
+    being readable in the warehouse (polled every 50 ms), p50 and p99.
 
 The last line printed is one JSON object with the figures.
 """
@@ -120,18 +128,108 @@ def freshness(settings: Settings, rate: float, seconds: float) -> tuple[float, f
     return status["freshness_p50_s"], status["freshness_p99_s"]
 
 
+ALERT_DAY = dt.date(2026, 11, 16)  # a Monday: the replay's pumps of 16-20 November follow
+
+
+def alert_latency(settings: Settings, rate: float, days: int) -> dict[str, float | int]:
+    """Entry -> alert row seconds for the alerts of `days` trading days streamed at `rate` events/s."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from sentinel_ray.ingest.backfill import run_backfill
+    from sentinel_ray.ingest.supervisor import Supervisor, stream_store
+    from sentinel_ray.market import is_trading_day
+    from sentinel_ray.sources.replay import ReplaySource
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    settings = settings.model_copy(update={"sources_enabled": [], "batch_max_wait_s": 0.1})
+    run_backfill(settings, "replay", ALERT_DAY - dt.timedelta(days=30), ALERT_DAY - dt.timedelta(days=1))
+    source = ReplaySource.from_settings(settings)
+    stream_days = [d for d in (ALERT_DAY + dt.timedelta(days=i) for i in range(3 * days)) if is_trading_day(d)][:days]
+    now = dt.datetime.now(dt.timezone.utc)
+    fetched = [source.generate_day(d, run_id="", ingested_at=now).records for d in stream_days]
+    tables = {name: pa.concat_tables([f[name] for f in fetched]) for name in ("prices", "posts", "filings")}
+    # every row in time order, as a live feed would send them
+    order_ts = np.concatenate([pc.cast(tables[n].column("ts"), pa.int64()).to_numpy(zero_copy_only=False)
+                               for n in tables])
+    kinds = np.concatenate([np.full(tables[n].num_rows, i) for i, n in enumerate(tables)])
+    rows = np.concatenate([np.arange(tables[n].num_rows) for n in tables])
+    order = np.argsort(order_ts, kind="stable")
+    sup = Supervisor(settings, prefix="alerts")
+    sup.start()
+    sup.wait_ready()
+    store = stream_store(settings, "alerts")
+    wh = connect_warehouse(settings)
+    per_entry = max(1, int(rate / 10))
+    sent_at: dict[tuple[str, int], float] = {}  # (ticker, bar ms) -> when its entry entered the stream
+    seen: dict[str, float] = {}
+    began = time.perf_counter()
+    last_poll = 0.0
+    for n, lo in enumerate(range(0, len(order), per_entry)):
+        part = order[lo:lo + per_entry]
+        entry = {}
+        for i, name in enumerate(tables):
+            idx = rows[part[kinds[part] == i]]
+            if len(idx):
+                entry[name] = tables[name].take(pa.array(idx))
+        store.publish("bench", entry, update_cursor=False)
+        stamp = time.time()
+        if "prices" in entry:
+            p = entry["prices"]
+            for t, ms in zip(p.column("ticker").to_pylist(), pc.cast(p.column("ts"), pa.int64()).to_pylist()):
+                sent_at.setdefault((t, ms), stamp)
+        if time.perf_counter() - last_poll >= 0.05:
+            _poll_alerts(wh, seen)
+            last_poll = time.perf_counter()
+        time.sleep(max(0.0, began + (n + 1) * 0.1 - time.perf_counter()))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and store.lag("prices").length:
+        _poll_alerts(wh, seen)
+        time.sleep(0.05)
+    _poll_alerts(wh, seen)
+    consumer = sup.status()["consumers"]["prices-0"]
+    sup.stop()
+    opened = {r["alert_id"]: r for r in wh.query_rows(
+        "SELECT alert_id, ticker, opened_at FROM {db}.alerts FINAL WHERE detected_by = 'stream'")}
+    waits = []
+    for alert_id, first_seen in seen.items():
+        row = opened.get(alert_id)
+        if row is None:
+            continue
+        ms = int(row["opened_at"].replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+        if (row["ticker"], ms) in sent_at:
+            waits.append(first_seen - sent_at[(row["ticker"], ms)])
+    waits.sort()
+    q = (lambda f: round(waits[min(len(waits) - 1, int(f * len(waits)))], 3) if waits else None)
+    return {"alerts": len(waits), "events": len(order), "alert_p50_s": q(0.5), "alert_p99_s": q(0.99),
+            "alert_max_s": waits[-1] if waits else None, "freshness_p99_s": consumer["freshness_p99_s"],
+            "days": len(stream_days)}
+
+
+def _poll_alerts(wh, seen: dict[str, float]) -> None:
+    for r in wh.query_rows("SELECT alert_id FROM {db}.alerts WHERE detected_by = 'stream'"):
+        seen.setdefault(r["alert_id"], time.time())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=6, help="replay days for the throughput runs")
     parser.add_argument("--rate", type=float, default=5000.0, help="events/s for the freshness run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the freshness run")
+    parser.add_argument("--alert-days", type=int, default=5, help="trading days streamed for the alert latency run")
+    parser.add_argument("--only", help="sections to run, e.g. 14 (default: all)")
     args = parser.parse_args()
 
     import ray
 
+    from sentinel_ray.ingest.backfill import tune_ray_data
+    from sentinel_ray.runtime import RAY_NAMESPACE
     from sentinel_ray.sources.replay import ReplaySource
     from sentinel_ray.storage.redis import EmbeddedRedis
 
+    sections = set(args.only or "1234")
+    report: dict[str, object] = {"rate_for_freshness": args.rate}
     work = Path(tempfile.mkdtemp(prefix="sentinel-stream-bench-"))
     try:
         settings = _settings(work / "ray", args.days)
@@ -140,25 +238,41 @@ def main() -> None:
         total = sum(e["rows"] for e in expected.values())
         print(f"{total:,} replay events over {args.days} days", flush=True)
 
-        plain_rate = plain(work / "plain", args.days, total)
-        print(f"(2) plain process, no Ray/Redis : {plain_rate:>10,.0f} events/s", flush=True)
+        if "2" in sections:
+            report["plain_events_s"] = round(plain(work / "plain", args.days, total))
+            print(f"(2) plain process, no Ray/Redis : {report['plain_events_s']:>10,} events/s", flush=True)
 
         redis = EmbeddedRedis(settings.embedded_redis_dir).start()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 namespace=RAY_NAMESPACE)
+        tune_ray_data(2)
         try:
-            events_s = firehose(settings, total)
-            print(f"(1) firehose through the stream : {events_s:>10,.0f} events/s (target >= 20,000)", flush=True)
-            p50, p99 = freshness(settings, args.rate, args.seconds)
-            print(f"(3) freshness at {args.rate:,.0f} events/s  : p50 {p50:.3f}s  p99 {p99:.3f}s (target p99 <= 2s)",
-                  flush=True)
+            if "1" in sections:
+                report["events_s"] = round(firehose(settings, total))
+                print(f"(1) firehose through the stream : {report['events_s']:>10,} events/s (target >= 20,000)",
+                      flush=True)
+            if "3" in sections:
+                p50, p99 = freshness(settings, args.rate, args.seconds)
+                report.update(freshness_p50_s=p50, freshness_p99_s=p99)
+                print(f"(3) freshness at {args.rate:,.0f} events/s  : p50 {p50:.3f}s  p99 {p99:.3f}s "
+                      f"(target p99 <= 2s)", flush=True)
+            if "4" in sections:
+                alerts = alert_latency(settings.model_copy(update={"warehouse_database": "alerts"}), args.rate,
+                                       args.alert_days)
+                report.update(alert_p50_s=alerts["alert_p50_s"], alert_p99_s=alerts["alert_p99_s"],
+                              alerts=alerts["alerts"])
+                print(f"(4) alerts at {args.rate:,.0f} events/s     : {alerts['alerts']} alerts over "
+                      f"{alerts['days']} days, entry -> alert row p50 {alerts['alert_p50_s']}s  p99 "
+                      f"{alerts['alert_p99_s']}s (target p99 <= 5s); prices freshness p99 "
+                      f"{alerts['freshness_p99_s']}s", flush=True)
         finally:
             ray.shutdown()
             redis.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"stream/plain = {events_s / plain_rate:.2f}x")
-    print(json.dumps({"events_s": round(events_s), "plain_events_s": round(plain_rate), "freshness_p50_s": p50,
-                      "freshness_p99_s": p99, "rate_for_freshness": args.rate}))
+    if "events_s" in report and "plain_events_s" in report:
+        print(f"stream/plain = {report['events_s'] / report['plain_events_s']:.2f}x")
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
