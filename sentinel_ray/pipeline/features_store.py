@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sentinel_ray.market import ist_midnight_utc
-from sentinel_ray.pipeline.features import (WINDOW_SESSIONS, FeatureState, session_bars, session_date, session_day,
-                                            session_features, warmup_start)
+from sentinel_ray.pipeline.features import (STATE_SCHEMA, WINDOW_SESSIONS, FeatureState, session_bars, session_date,
+                                            session_day, session_features, warmup_start)
 from sentinel_ray.schemas import FEATURES_1D, FEATURES_1M, POSTS, PRICES, Dataset
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse
@@ -64,19 +65,11 @@ def state_until(warehouse: Warehouse, end: dt.datetime) -> FeatureState:
 
 
 def state_from_bars(prices: pa.Table) -> FeatureState:
-    bars = session_bars(prices)
-    if bars.num_rows == 0:
-        return FeatureState.empty()
-    last = pc.max(bars.column("day")).as_py()
-    bars = bars.filter(pc.greater_equal(bars.column("day"), last - WINDOW_SESSIONS))
-    bars = bars.sort_by([("ticker", "ascending"), ("exchange", "ascending"), ("day", "ascending"),
-                         ("minute", "ascending")])
-    return FeatureState(bars.select(FeatureState.empty().bars.column_names).cast(FeatureState.empty().bars.schema))
+    """The state after `prices`: their 1m session bars of the 21 sessions up to the latest."""
+    return FeatureState.of_bars(session_bars(prices).select(STATE_SCHEMA.names))
 
 
 def session_date_of(ordinal: int) -> dt.date:
-    import numpy as np
-
     return session_date(np.array([ordinal]))[0].astype(object)
 
 
