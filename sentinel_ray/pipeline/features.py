@@ -38,6 +38,7 @@ RET_MINUTES = (1, 5, 15, 60)
 POSTS_STD_FLOOR = 1.0  # posts per hour: a ticker silent so far still scores the posts it gets
 _IST_MS = int(IST_OFFSET.total_seconds() * 1000)
 _OPEN_MIN = SESSION_OPEN.hour * 60 + SESSION_OPEN.minute
+_CLOSE_MS_OF_DAY = (_OPEN_MIN + SESSION_BARS) * MS_PER_MIN  # 15:30 IST, from local midnight
 _HOLIDAYS = np.array(sorted(NSE_HOLIDAYS), dtype="datetime64[D]")
 _EPOCH = np.datetime64("1970-01-01", "D")
 _TS_BITS = 42  # ticker << 42 | epoch ms
@@ -513,6 +514,7 @@ def _bar_post_columns(code: np.ndarray, ts_ms: np.ndarray, px: _Posts, daily_pos
 
 
 def _day_post_columns(ticker: np.ndarray, d: int, daily_posts: tuple) -> dict[str, pa.Array]:
+    """A day row's post columns from `daily_posts` counted to each session's close."""
     n = len(ticker)
     date = session_date(np.array([d]))[0].astype(np.int64)
     idx = _ticker_index(daily_posts, ticker)
@@ -530,6 +532,7 @@ def refresh_post_features(f1m: pa.Table, f1d: pa.Table, posts: pa.Table | None, 
     when posts arrive after the bars they belong to. Price columns are kept."""
     px = _Posts.of(posts)
     daily = _daily_post_counts(px)
+    daily_to_close = _daily_post_counts(px, before_close=True)
     if f1m.num_rows:
         code = _ticker_index(daily, f1m.column("ticker").to_numpy(zero_copy_only=False))
         cols = _bar_post_columns(code, _ms(f1m.column("ts")), px, daily)
@@ -541,7 +544,7 @@ def refresh_post_features(f1m: pa.Table, f1d: pa.Table, posts: pa.Table | None, 
         parts = []
         for d in np.unique(ords):
             part = f1d.filter(pa.array(ords == d))
-            cols = _day_post_columns(part.column("ticker").to_numpy(zero_copy_only=False), int(d), daily)
+            cols = _day_post_columns(part.column("ticker").to_numpy(zero_copy_only=False), int(d), daily_to_close)
             parts.append(_set_columns(part, {**cols, "computed_at": pa.repeat(pa.scalar(computed_at, TIMESTAMP_TYPE),
                                                                                part.num_rows)}))
         f1d = pa.concat_tables(parts)
@@ -590,12 +593,20 @@ def _post_columns(code: np.ndarray, close_ms: np.ndarray, posts: _Posts) -> dict
     return out
 
 
-def _daily_post_counts(posts: _Posts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(ticker names, sorted keys ticker_code << 32 | IST date, posts, promo posts) per (ticker, date)."""
-    dates = ((posts.ts + _IST_MS) // MS_PER_DAY).astype(np.int64)
-    keys, inv = np.unique((posts.code << 32) | dates, return_inverse=True)
+def _daily_post_counts(posts: _Posts, *, before_close: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                               np.ndarray]:
+    """(ticker names, sorted keys ticker_code << 32 | IST date, posts, promo posts) per (ticker, date).
+
+    `before_close`: only posts published before the session close (15:30 IST) of their
+    date, what a day row counts: the row is as of its close, so its value never depends
+    on how far past the close the posts a caller read reach."""
+    local = posts.ts + _IST_MS
+    keep = (local % MS_PER_DAY) < _CLOSE_MS_OF_DAY if before_close else slice(None)
+    dates = (local[keep] // MS_PER_DAY).astype(np.int64)
+    promo = posts.promo[keep]
+    keys, inv = np.unique((posts.code[keep] << 32) | dates, return_inverse=True)
     return (posts.names, keys, np.bincount(inv, minlength=len(keys)).astype(np.float64),
-            np.bincount(inv, weights=posts.promo, minlength=len(keys)))
+            np.bincount(inv, weights=promo, minlength=len(keys)))
 
 
 def _ticker_index(daily: tuple, tickers: np.ndarray) -> np.ndarray:
@@ -650,16 +661,18 @@ def session_features(prices: pa.Table, posts: pa.Table | None, state: FeatureSta
         return FEATURES_1M.arrow_schema.empty_table(), FEATURES_1D.arrow_schema.empty_table(), state
     px = _Posts.of(posts)
     daily_posts = _daily_post_counts(px)
+    daily_to_close = _daily_post_counts(px, before_close=True)
     out_1m, out_1d = [], []
     for d, new, keys, lengths in _by_session(bars):
-        f1m, f1d = _one_session(new, d, keys, lengths, px, daily_posts, state, computed_at)
+        f1m, f1d = _one_session(new, d, keys, lengths, px, daily_posts, daily_to_close, state, computed_at)
         out_1m.append(f1m)
         out_1d.append(f1d)
     return pa.concat_tables(out_1m), pa.concat_tables(out_1d), state
 
 
 def _one_session(new: pa.Table, d: int, keys: list[tuple[str, str]], lengths: np.ndarray, px: _Posts,
-                 daily_posts: tuple, state: FeatureState, computed_at: dt.datetime) -> tuple[pa.Table, pa.Table]:
+                 daily_posts: tuple, daily_to_close: tuple, state: FeatureState,
+                 computed_at: dt.datetime) -> tuple[pa.Table, pa.Table]:
     """Session d's bars `new` (sorted by ticker, exchange, minute; runs of `keys` of
     `lengths`) stored in `state`, and their features read from it."""
     if state.newest != _NO_SESSION and d < state.newest - WINDOW_SESSIONS:
@@ -713,7 +726,7 @@ def _one_session(new: pa.Table, d: int, keys: list[tuple[str, str]], lengths: np
     f1m = pa.table({"ticker": new.column("ticker"), "exchange": new.column("exchange"), "ts": new.column("ts"),
                     "close": new.column("close"), "volume": new.column("volume"), **cols, **pcols,
                     "computed_at": stamp}).select(FEATURES_1M.column_names).cast(FEATURES_1M.arrow_schema)
-    f1d = _day_rows(d, state, keys, key, slots, live, daily_posts, computed_at)
+    f1d = _day_rows(d, state, keys, key, slots, live, daily_to_close, computed_at)
     return f1m, f1d
 
 

@@ -2,7 +2,7 @@
 
 `FeatureUpdater(warehouse, lake).on_prices(valid, batch_key=...)` runs `session_features`
 on a stored batch's bars (a stream micro-batch, or a backfill's block of days in day
-order), continuing from the state it keeps in memory (bounded: `FeatureState`). The
+order), continuing from the state it keeps in memory (bounded: `FeatureState`, ~131 KB per ticker and exchange). The
 callers are `detect.signals.SignalUpdater` (features, then risk and alerts). The state is never the
 only copy of anything: on the first batch after a (re)start it is rebuilt from the bars
 stored before that batch, so a consumer killed with SIGKILL mid-batch continues exactly

@@ -63,3 +63,11 @@ def test_streamed_features_equal_a_backfill_of_the_day_with_the_prices_consumer_
         "SELECT uniqExact(ticker, exchange, ts) AS n FROM {db}.prices FINAL WHERE interval = '1m'")[0]["n"]
     assert streamed.num_rows == bars > 0
     assert streamed.equals(backfilled)  # every column, every row, nulls and NaNs included
+def test_day_rows_and_risk_of_the_stream_match_the_backfill(ray_session, ingest_settings, prefix) -> None:
+    _run(ingest_settings, prefix)
+    twin = _backfilled_twin(ingest_settings)
+    assert _stored(ingest_settings, FEATURES_1D).equals(_stored(twin, FEATURES_1D))
+    wh, twin_wh = connect_warehouse(ingest_settings), connect_warehouse(twin)
+    count = "SELECT count() AS n, uniqExact(ticker, exchange, ts) AS k FROM {db}.risk_1m FINAL"
+    assert wh.query_rows(count)[0] == twin_wh.query_rows(count)[0]
+    assert wh.query_rows(count)[0]["n"] == _stored(ingest_settings, FEATURES_1M).num_rows

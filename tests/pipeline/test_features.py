@@ -158,7 +158,8 @@ def test_day_rows() -> None:
     assert r["ret_5d"] == 121.0 / 116.0 - 1
     assert r["ret_20d"] == 121.0 / 101.0 - 1
     assert r["volume_vs_median_20d"] == 2020 / np.median([2000 + k for k in range(20)])
-    assert (r["posts"], r["promo_posts"]) == (2, 1)
+    # the night post counts; the evening one (20:00 IST) comes after the row's close
+    assert (r["posts"], r["promo_posts"]) == (1, 0)
     assert r["posts_vs_median_20d"] is None  # median of 20 silent sessions is 0
 
 
@@ -353,8 +354,8 @@ class Reference:
         volume = sum(b["volume"] for b in today)
         median = statistics.median(day_vols) if day_vols else None
         date = REF_SESSIONS[d]
-        posts = ps.day_count(t, date)
-        past = [ps.day_count(t, REF_SESSIONS[s])[0] for s in range(d - WINDOW_SESSIONS, d)]
+        posts = ps.day_count(t, date, to_close=True)
+        past = [ps.day_count(t, REF_SESSIONS[s], to_close=True)[0] for s in range(d - WINDOW_SESSIONS, d)]
         posts_median = statistics.median(past)
         return {
             "ticker": t, "exchange": e, "day": ist_midnight_utc(date), "close": close, "volume": volume,
@@ -413,8 +414,10 @@ class Posts:
             cols[name] = (now - mean) / max(std, 1.0)
         return cols
 
-    def day_count(self, ticker: str, date: dt.date) -> tuple[int, int]:
-        day = [r for r in self.of(ticker) if r["ts"].astimezone(IST).date() == date]
+    def day_count(self, ticker: str, date: dt.date, *, to_close: bool = False) -> tuple[int, int]:
+        """Posts of the date (the day row's: only those published before the close, 15:30 IST)."""
+        day = [r for r in self.of(ticker) if r["ts"].astimezone(IST).date() == date
+               and (not to_close or r["ts"].astimezone(IST).time() < dt.time(15, 30))]
         return len(day), sum(r["is_pump_signal"] for r in day)
 
 
