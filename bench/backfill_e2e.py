@@ -8,8 +8,10 @@
        lake, Ray already started (its start is not the backfill's). Peak RSS of the driver,
        the map workers and the warehouse owner are sampled while it runs.
 (parts) then in this one process, on the same days and rows, each part alone:
-       source generation, raw-zone write, `process_batch`, curated Parquet write and the
-       warehouse insert (through the owner actor, in blocks of days as the backfill sends them).
+       source generation, raw-zone write, `process_batch`, curated Parquet write, the
+       warehouse insert (through the owner actor, in blocks of days as the backfill sends them)
+       and the signals (features, risk and alerts of each block: `SignalUpdater.on_prices`,
+       their warehouse and lake writes included).
 
 Prints rows/s of the whole and of each part, each part's share of the summed part time,
 and ends with one JSON line: e2e_rows_s, parts (rows/s each), rows, days, cores, peak_rss_mb.
@@ -29,18 +31,21 @@ from typing import Any
 
 import psutil
 
+import pyarrow as pa
+
 from sentinel_ray.config import Settings
+from sentinel_ray.detect.signals import SignalUpdater
 from sentinel_ray.ingest.backfill import MAX_DAYS_PER_BLOCK, date_range, run_backfill
 from sentinel_ray.pipeline.store import InsertBuffer
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import utc_now
-from sentinel_ray.schemas import DATA_DATASETS
+from sentinel_ray.schemas import DATA_DATASETS, PRICES
 from sentinel_ray.sources.replay import ReplaySource
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import connect_warehouse
 
-PARTS = ("generate", "raw_write", "process_batch", "curated_write", "warehouse_insert")
+PARTS = ("generate", "raw_write", "process_batch", "curated_write", "warehouse_insert", "signals")
 
 
 class PeakRss:
@@ -68,7 +73,7 @@ class PeakRss:
                     rss = proc.info["memory_info"].rss / 2**20
                 except (psutil.Error, TypeError):
                     continue
-                role = ("driver" if proc.info["pid"] == me else "map_worker" if "DayWorker" in cmd
+                role = ("driver" if proc.info["pid"] == me else "map_worker" if "MapBatches" in cmd
                         else "warehouse" if "WarehouseOwner" in cmd else None)
                 if role:
                     self.peaks[role] = max(self.peaks.get(role, 0.0), rss)
@@ -91,6 +96,8 @@ def time_parts(settings: Settings, days: list[dt.date], scratch: Path) -> tuple[
     rows = 0
     now = utc_now()
     buffer, held = InsertBuffer(warehouse), 0
+    signals = SignalUpdater(warehouse, lake, detected_by="backfill")
+    block_bars: list[pa.Table] = []
 
     def clock(part: str, began: float) -> float:
         t = time.perf_counter()
@@ -114,12 +121,16 @@ def time_parts(settings: Settings, days: list[dt.date], scratch: Path) -> tuple[
             lake.write_curated(ds, result.valid, batch_key=key)
             t = clock("curated_write", t)
             buffer.insert(name, result.valid)
+            if name == PRICES.name:
+                block_bars.append(result.valid)
         held += 1
         if held == MAX_DAYS_PER_BLOCK or day == days[-1]:
             t = time.perf_counter()
             buffer.flush()
-            clock("warehouse_insert", t)
-            held = 0
+            t = clock("warehouse_insert", t)
+            signals.on_prices(pa.concat_tables(block_bars), batch_key=None)  # features, risk, alerts
+            clock("signals", t)
+            held, block_bars = 0, []
     warehouse.command("DROP DATABASE IF EXISTS {db}")
     return seconds, rows
 
