@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sentinel_ray.market import IST, MS_PER_DAY, MS_PER_MIN, NSE_HOLIDAYS, SESSION_BARS, SESSION_OPEN_MS
+from sentinel_ray.market import IST_OFFSET, MS_PER_DAY, MS_PER_MIN, SESSION_BARS, SESSION_OPEN_MS, as_utc, format_ist
+from sentinel_ray.pipeline.features import session_ordinal
 from sentinel_ray.records import utc_now
 from sentinel_ray.schemas import ALERT_EVENTS, ALERTS, TIMESTAMP_TYPE
 
@@ -114,16 +115,9 @@ def session_index(ts_ms: np.ndarray) -> np.ndarray:
     bars' difference is the trading time between them. Outside the session it is the
     session's open or close of that day."""
     ts_ms = np.asarray(ts_ms, dtype=np.int64)
-    day = (ts_ms + int(IST.utcoffset(None).total_seconds() * 1000)) // MS_PER_DAY
+    day = (ts_ms + int(IST_OFFSET.total_seconds() * 1000)) // MS_PER_DAY
     minute = np.clip((ts_ms - (day * MS_PER_DAY + SESSION_OPEN_MS)) // MS_PER_MIN, 0, SESSION_BARS)
-    trading_days = np.busday_count(np.datetime64("1970-01-01", "D"), day.astype("datetime64[D]"),
-                                   holidays=sorted(NSE_HOLIDAYS))
-    return trading_days.astype(np.int64) * SESSION_BARS + minute
-
-
-def as_utc(moment: dt.datetime) -> dt.datetime:
-    """The warehouse hands back UTC, sometimes without saying so."""
-    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+    return session_ordinal(day.astype("datetime64[D]")).astype(np.int64) * SESSION_BARS + minute
 
 
 def _ms(moment: dt.datetime) -> int:
@@ -191,10 +185,6 @@ def advance(risk: pa.Table, state: dict[Key, Episode], *, detected_by: str) -> A
     return Advance(state=state, touched=touched, opened=opened, events=events)
 
 
-def _clock(moment: dt.datetime) -> str:
-    return f"{moment.astimezone(IST):%Y-%m-%d %H:%M} IST"
-
-
 def _reason_texts(reasons: str, limit: int = 3) -> str:
     try:
         return "; ".join(r["text"] for r in json.loads(reasons)[:limit])
@@ -206,14 +196,14 @@ def _opened_event(ep: Episode) -> dict[str, Any]:
     return {"event_id": f"{ep.alert_id}/opened", "alert_id": ep.alert_id, "at": ep.opened_at + _BAR,
             "actor": ep.detected_by, "action": "opened", "from_state": None, "to_state": "open",
             "disposition": None,
-            "note": f"score {ep.peak_score:.1f} at {_clock(ep.opened_at)}: {_reason_texts(ep.reasons)}"}
+            "note": f"score {ep.peak_score:.1f} at {format_ist(ep.opened_at)}: {_reason_texts(ep.reasons)}"}
 
 
 def _peak_event(ep: Episode, score: float, ts: dt.datetime) -> dict[str, Any]:
     return {"event_id": f"{ep.alert_id}/peak/{ts:%Y%m%dT%H%MZ}", "alert_id": ep.alert_id, "at": ts + _BAR,
             "actor": ep.detected_by, "action": "updated", "from_state": ep.state, "to_state": ep.state,
             "disposition": ep.disposition,
-            "note": f"peak {ep.peak_score:.1f} -> {score:.1f} at {_clock(ts)}"}
+            "note": f"peak {ep.peak_score:.1f} -> {score:.1f} at {format_ist(ts)}"}
 
 
 def attach_post_ids(episodes: Iterable[Episode], posts: pa.Table) -> None:

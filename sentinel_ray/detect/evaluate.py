@@ -28,7 +28,7 @@ from typing import Any, Collection
 import numpy as np
 import pyarrow as pa
 
-from sentinel_ray.market import IST
+from sentinel_ray.market import IST, as_utc
 
 MARKET_WIDE = "*"
 DEFAULT_SLACK = dt.timedelta(minutes=30)  # an alert just before the episode's labelled start still caught it
@@ -73,10 +73,6 @@ class Evaluation:
         return out
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
-
-
 def _lead_stats(leads: list[float]) -> tuple[float | None, float | None]:
     if not leads:
         return None, None
@@ -94,11 +90,11 @@ def _episode_rows(episodes: pa.Table) -> list[dict[str, Any]]:
         episodes = episodes.append_column("peak", episodes.column("peak_ts"))
     columns = ["episode_id", "kind", "is_manipulation", "ticker", "start", "peak", "end"]
     columns += [c for c in ("tickers", "chatter_start") if c in episodes.column_names]
-    rows = [{**e, "start": _utc(e["start"]), "peak": _utc(e["peak"]), "end": _utc(e["end"])}
+    rows = [{**e, "start": as_utc(e["start"]), "peak": as_utc(e["peak"]), "end": as_utc(e["end"])}
             for e in episodes.select(columns).to_pylist()]
     for e in rows:  # a promotion campaign before the price move is part of the episode
         chatter = e.get("chatter_start")
-        e["first"] = min(e["start"], _utc(chatter)) if chatter is not None else e["start"]
+        e["first"] = min(e["start"], as_utc(chatter)) if chatter is not None else e["start"]
     return rows
 
 
@@ -123,7 +119,7 @@ def evaluate(episodes: pa.Table, alerts: pa.Table, *, ticker_days: int | None = 
     them count neither way, and their ticker-days are not quiet."""
     eps = _episode_rows(episodes)
     skipped = _by_ticker(_episode_rows(ignored)) if ignored is not None and ignored.num_rows else {}
-    als = [{**a, "opened_at": _utc(a["opened_at"])} for a in alerts.select(["alert_id", "ticker", "opened_at"])
+    als = [{**a, "opened_at": as_utc(a["opened_at"])} for a in alerts.select(["alert_id", "ticker", "opened_at"])
            .to_pylist()]
     als = [a for a in als if not any(e["first"] - slack <= a["opened_at"] <= e["end"]
                                      for e in skipped.get(a["ticker"], []))]

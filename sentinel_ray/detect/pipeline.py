@@ -167,7 +167,6 @@ def run_seed(seed: int, start: dt.date, days: int, *, warmup_days: int = WARMUP_
     found = detect_days(source, start, end, warmup_days=warmup_days)
     truth = source.episodes(start, end - _DAY)
     begun = pc.greater_equal(truth.column("start"), pa.scalar(_utc_midnight(start), TIMESTAMP_TYPE))
-    earlier = truth.filter(pc.invert(begun))
     return SeedRun(seed=seed, episodes=truth.filter(begun), earlier=truth.filter(pc.invert(begun)),
                    alerts=found.alerts, days=found.trading_days, tickers=found.tickers, timing=found.timing)
 

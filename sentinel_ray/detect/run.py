@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sentinel_ray.detect.alerts import (STAY_THRESHOLD, Advance, Episode, Key, advance, alerts_table,
-                                        as_utc, attach_post_ids, events_table, transition)
+                                        attach_post_ids, events_table, transition)
 from sentinel_ray.detect.risk import risk_scores
+from sentinel_ray.market import as_utc
 from sentinel_ray.records import utc_now
 from sentinel_ray.schemas import ALERT_EVENTS, ALERTS, FEATURES_1M, RISK_1M, TIMESTAMP_TYPE
 from sentinel_ray.storage.warehouse import Warehouse

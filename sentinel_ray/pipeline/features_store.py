@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from sentinel_ray.market import ist_midnight_utc
 from sentinel_ray.pipeline.features import (STATE_SCHEMA, WINDOW_SESSIONS, FeatureState, session_bars, session_date,
-                                            session_day, session_features, warmup_start)
+                                            session_day)
 from sentinel_ray.schemas import FEATURES_1D, FEATURES_1M, POSTS, PRICES, Dataset
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse
@@ -73,17 +73,6 @@ def session_date_of(ordinal: int) -> dt.date:
     return session_date(np.array([ordinal]))[0].astype(object)
 
 
-def compute_range(warehouse: Warehouse, start: dt.date, end: dt.date, *,
-                  computed_at: dt.datetime) -> tuple[pa.Table, pa.Table]:
-    """features_1m and features_1d of the sessions in [start, end], from stored rows only."""
-    state = state_before(warehouse, start)
-    lo, hi = ist_midnight_utc(start), ist_midnight_utc(end + dt.timedelta(days=1))
-    prices = read_bars(warehouse, lo, hi)
-    posts = read_posts(warehouse, ist_midnight_utc(warmup_start(start)), hi)
-    f1m, f1d, _ = session_features(prices, posts, state, computed_at=computed_at)
-    return f1m, f1d
-
-
 def write_features(warehouse: Warehouse | None, lake: Lake | None, f1m: pa.Table, f1d: pa.Table, *,
                    batch_key: str | None) -> None:
     """Both tables to the warehouse and the curated lake. Lake files are named by
@@ -103,5 +92,4 @@ def _write_lake(lake: Lake, ds: Dataset, table: pa.Table, batch_key: str | None)
     dates = pc.cast(pc.add(table.column(ds.time_column), pa.scalar(dt.timedelta(hours=5, minutes=30))), pa.date32())
     for day in pc.unique(dates).to_pylist():
         part = table.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
-        # features have no `source` column: they are derived, under source=features
-        lake._write_parquet_to("curated", ds, "features", day, part, batch_key or f"features-{day.isoformat()}")
+        lake.write_computed(ds, part, day=day, batch_key=batch_key or f"features-{day.isoformat()}")

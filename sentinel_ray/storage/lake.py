@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from sentinel_ray.records import RawPayload
 from sentinel_ray.schemas import Dataset, dataset
 
+COMPUTED_SOURCE = "computed"  # the source partition of rows the platform derives (features)
 _EXTENSIONS = {"application/json": "json", "application/x-ndjson": "ndjson", "text/html": "html",
                "application/xml": "xml", "text/csv": "csv", "application/rss+xml": "xml"}
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
@@ -89,6 +90,11 @@ class Lake:
             part = table.filter(pc.equal(pc.fill_null(table.column("source"), "unknown"), source))
             paths.append(self._write_parquet_to("quarantine", ds, source, day, part, batch_key))
         return paths
+
+    def write_computed(self, ds: Dataset, table: pa.Table, *, day: dt.date, batch_key: str) -> str:
+        """Rows the platform computed (features), under `source=computed`: they come from every
+        source's rows, so no source partition is theirs."""
+        return self._write_parquet_to("curated", ds, COMPUTED_SOURCE, day, table, batch_key)
 
     def _write_parquet_to(self, zone: str, ds: Dataset, source: str, day: dt.date, table: pa.Table,
                           batch_key: str) -> str:
