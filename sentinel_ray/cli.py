@@ -10,10 +10,21 @@ import sys
 from typing import Sequence
 
 from sentinel_ray.config import ConfigError, Settings, load_settings
-from sentinel_ray.market import format_ist
+from sentinel_ray.market import IST, as_utc, format_ist, ist_date
 from sentinel_ray.runtime import join_platform
 
 log = logging.getLogger("sentinel_ray")
+
+
+def _ist_clock(value: dt.datetime | str | None) -> str:
+    """A stored UTC time (aware, naive-means-UTC, or ISO text) as IST to the second: '2026-11-05 10:42:07 IST'."""
+    if value in (None, ""):
+        return "-"
+    try:
+        moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:
+        return str(value)
+    return f"{as_utc(moment).astimezone(IST):%Y-%m-%d %H:%M:%S} IST"
 
 
 def _date(text: str) -> dt.date:
@@ -63,7 +74,7 @@ def _warn(line: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from sentinel_ray.lifecycle import Platform  # imports Ray and the whole platform: only `up` pays for it
+    from sentinel_ray.lifecycle import Platform, banner  # imports Ray and the whole platform: only `up` pays for it
 
     days = settings.backfill_days if args.days is None else args.days
     end = _yesterday_utc()
@@ -71,12 +82,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     with Platform(settings, dashboard=not args.no_dashboard, backfill=backfill,
                   ingest=settings.ingest_on_up and not args.no_ingest, say=_say, warn=_warn) as platform:
         up = platform.start()
-        _say(f"\nSentinel Ray is up.\n  API        {up.api}/api/stocks\n  API docs   {up.api}/docs\n"
-             f"  health     {up.api}/ready\n  status     sentinel-ray status")
-        if up.ray_dashboard:
-            _say(f"  Ray dash   {up.ray_dashboard}")
-        for url in up.metrics:
-            _say(f"  metrics    {url} (Prometheus; see docs/monitoring.md)")
+        _say("\nSentinel Ray is up.")
+        for line in banner(up, api_token_set=settings.api_token is not None):
+            _say(line)
         _say("Press Ctrl-C to stop.")
         if not args.exit_after_start:
             platform.wait()
@@ -91,11 +99,14 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     # --end names the last day shown: the window ends at the next midnight (UTC)
     end = dt.datetime.combine((args.end or _yesterday_utc()) + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
     start = dt.datetime.combine(args.start, dt.time(), dt.timezone.utc) if args.start else end - dt.timedelta(days=1)
-    rows = price_bars(connect_warehouse(settings), args.ticker.upper(), start, end, Interval(args.interval))
+    interval = Interval(args.interval)
+    rows = price_bars(connect_warehouse(settings), args.ticker.upper(), start, end, interval)
     for row in rows:
-        print(f"{row['ts']:%Y-%m-%d %H:%M}  O {row['open']:>10.2f}  H {row['high']:>10.2f}  "
+        # stored and served in UTC, shown as the market reads it; a daily bar is its IST trading day
+        when = f"{ist_date(as_utc(row['ts']))} IST      " if interval is Interval.DAY else format_ist(row["ts"])
+        print(f"{when}  O {row['open']:>10.2f}  H {row['high']:>10.2f}  "
               f"L {row['low']:>10.2f}  C {row['close']:>10.2f}  V {row['volume']:>12,}")
-    print(f"{len(rows)} bars", file=sys.stderr)
+    print(f"{len(rows)} bars (times in IST)", file=sys.stderr)
     return 0
 
 
@@ -187,13 +198,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for name, p in sorted(status["pollers"].items()):
         print(f"  {name:<10} {p.get('actor', '-'):<8} {p.get('state', '?'):<9} polls {p.get('polls', 0):>6}  "
               f"records {p.get('records', 0):>9,}  errors {p.get('errors', 0):>4}  "
-              f"restarts {p.get('restarts', 0)}  last error: {p.get('last_error') or '-'}")
+              f"restarts {p.get('restarts', 0)}  last poll {_ist_clock(p.get('last_poll_at'))}  "
+              f"last error: {p.get('last_error') or '-'}")
     print("consumers")
     for name, c in sorted(status["consumers"].items()):
         print(f"  {name:<10} {c.get('actor', '-'):<8} batches {c.get('batches', 0):>6}  rows {c.get('rows_in', 0):>9,}"
               f"  quarantined {c.get('rows_quarantined', 0):>6,}  freshness p50/p99 {c.get('freshness_p50_s')}/"
               f"{c.get('freshness_p99_s')} s  errors {c.get('errors', 0)}  restarts {c.get('restarts', 0)}  "
-              f"dead letters {c.get('dead_letters', 0)}  last error: {c.get('last_error') or '-'}")
+              f"dead letters {c.get('dead_letters', 0)}  last batch {_ist_clock(c.get('last_batch_at'))}  "
+              f"last error: {c.get('last_error') or '-'}")
     print("streams")
     for name, lag in sorted(status["streams"].items()):
         age = lag.get("oldest_pending_age_s")
@@ -201,7 +214,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
               f"oldest pending {'-' if age is None else f'{age:.1f}s'}  consumers {lag['consumers']}")
     print("dead letters")
     for name, dl in sorted((status.get("dead_letters") or {}).items()):
-        last = (f"last: {dl.get('last_error_type')} ({dl.get('last_error_kind')}) at {dl.get('last_at')}: "
+        last = (f"last: {dl.get('last_error_type')} ({dl.get('last_error_kind')}) at {_ist_clock(dl.get('last_at'))}: "
                 f"{(dl.get('last_error') or '')[:120]}") if dl.get("last_error") else "last: -"
         print(f"  {name:<10} waiting {dl.get('waiting', 0)} ({dl.get('rows_waiting', 0):,} rows)  "
               f"total {dl.get('entries_total', 0)} in {dl.get('batches_total', 0)} batches  "
@@ -222,7 +235,8 @@ def cmd_deadletters(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no dead letters for {args.dataset}")
         for r in rows:
             print(f"{r.get('id')}  from {r.get('original_id')}  source {r.get('source', '-')}  rows {r.get('rows', '-')}  "
-                  f"{r.get('error_type')} ({r.get('error_kind')}) by {r.get('consumer')} at {r.get('failed_at')}: "
+                  f"{r.get('error_type')} ({r.get('error_kind')}) by {r.get('consumer')} "
+                  f"at {_ist_clock(r.get('failed_at'))}: "
                   f"{(r.get('error') or '')[:200]}")
         return 0
     replayed = replay_dead_letters(settings, args.dataset, args.id or None)
@@ -250,7 +264,7 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(to_json(report))
         return 0
-    print(f"data quality, last {args.hours} h ({report['generated_at']:%Y-%m-%d %H:%M} UTC)")
+    print(f"data quality, last {args.hours} h (as of {format_ist(report['generated_at'])})")
     for name, d in report["datasets"].items():
         validity = "-" if d["validity"] is None else f"{d['validity']:.2%}"
         print(f"\n{name:<8} {d['status']:<10} rows {d['rows_in']:>10,}  valid {validity:>8}  "
@@ -258,7 +272,7 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
         for s in d["sources"]:
             v = "-" if s["validity"] is None else f"{s['validity']:.2%}"
             print(f"  {s['source']:<12} {s['status']:<10} rows {s['rows_in']:>10,}  valid {v:>8}  "
-                  f"last seen {s['last_seen'] or '-'}")
+                  f"last seen {format_ist(s['last_seen'])}")
             for a in s["alerts"]:
                 print(f"    ALERT {a['severity']}: {a['message']}")
         if d["rejected"]:
@@ -298,6 +312,21 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     print(f"quarantine replay {summary.run_id}: {summary.examined:,} rows in {summary.files} files re-validated; "
           f"{summary.requalified:,} moved to curated and the warehouse, {summary.still_quarantined:,} stay "
           f"({', '.join(f'{k}={v}' for k, v in sorted(summary.reasons.items())) or 'none'})")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
+    """Rewrite closed days' stream batch files of the curated lake as a few large files."""
+    from sentinel_ray.storage.compaction import compact
+    from sentinel_ray.storage.lake import Lake
+
+    # a named day is closed by the one who names it; otherwise a day is closed once quiet
+    summary = compact(Lake(settings.resolved_lake_uri), target_bytes=settings.lake_compact_target_bytes,
+                      quiet_s=0.0 if args.date else settings.lake_compact_quiet_s, dataset=args.dataset,
+                      day=args.date)
+    print(summary.render())
+    if args.json:
+        print(json.dumps(summary.as_dict()))
     return 0
 
 
@@ -415,6 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--limit", type=int, default=100, help="list: most rows shown")
     quarantine.set_defaults(func=cmd_quarantine)
 
+    compact = sub.add_parser("compact", help="rewrite closed days' stream files of the curated lake as a few "
+                                             "large ones; prints files per day before and after")
+    compact.add_argument("--dataset", choices=["prices", "posts", "filings", "features_1m", "features_1d"],
+                         help="only this dataset (default: all)")
+    compact.add_argument("--date", type=_date, help="only this UTC day, compacted even if written to recently")
+    compact.add_argument("--json", action="store_true", help="print the summary as one JSON object too")
+    compact.set_defaults(func=cmd_compact)
+
     status = sub.add_parser("status", help="state of pollers, consumers and streams of the running platform")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
@@ -475,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--start", type=_date, default=dt.date(2026, 3, 2), help="first day (default: 2026-03-02)")
     evaluate.add_argument("--json", action="store_true", help="only the JSON line")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    migrate = sub.add_parser("migrate", help="apply the warehouse's pending schema migrations (every start does too)")
+    migrate.add_argument("--dry-run", action="store_true", help="only list applied and pending versions")
+    migrate.set_defaults(func=cmd_migrate)
     return parser
 
 
@@ -489,6 +530,29 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"replay seeds {' '.join(map(str, args.seeds))}, {args.days} days from {args.start}")
         print(render(report))
     print(json.dumps(summary(report, timing)))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    warehouse = connect_warehouse(join_platform(settings))
+    status = warehouse.schema_status() if args.dry_run else warehouse.migrate()
+    adopted = (f" (its tables predate migrations: {'the baseline adopts them' if args.dry_run else 'adopted'})"
+               if status.unversioned else "")
+    print(f"warehouse {status.database}: schema version {status.version} of {status.latest}{adopted}")
+    for a in status.applied:
+        twice = f", applied {a.times} times" if a.times > 1 else ""
+        print(f"applied  {a.version}  {format_ist(a.applied_at)}  by {a.applied_by} in {a.duration_ms} ms{twice}  "
+              f"{a.description}")
+    for m in status.pending:
+        print(f"pending  {m.version}  {m.description}")
+        for statement in m.statements:
+            print("    " + statement.replace("{db}", f"`{status.database}`").replace("\n", "\n    ") + ";")
+    if status.applied_now:
+        print(f"applied now: {', '.join(map(str, status.applied_now))}")
+    elif not status.pending:
+        print("up to date")
     return 0
 
 

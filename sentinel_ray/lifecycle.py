@@ -10,6 +10,7 @@ it does not start Redis again while the platform is being taken down.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from sentinel_ray.ingest.supervisor import start_ingestion, stop_ingestion
 from sentinel_ray.ingest.backfill import run_backfill
 from sentinel_ray.runtime import init_ray, publish_settings
 from sentinel_ray.serve.deployments import build_app
+from sentinel_ray.storage.compaction import CompactionLoop
 from sentinel_ray.storage.redis import RedisSupervisor, ensure_redis
 from sentinel_ray.storage.warehouse import connect_warehouse, stop_embedded_warehouse
 
@@ -38,6 +40,28 @@ class Endpoints:
     api: str  # base URL of the HTTP API
     ray_dashboard: str | None
     metrics: list[str]  # one Prometheus scrape URL per live Ray node
+
+
+def banner(up: Endpoints, *, api_token_set: bool, ray_auth_mode: str | None = None) -> list[str]:
+    """What `up` prints once everything answers: where to open each part, and what each asks for."""
+    mode = (os.environ.get("RAY_AUTH_MODE", "") if ray_auth_mode is None else ray_auth_mode).strip().lower()
+    lines = [
+        f"  dashboard  {up.api}/  (alert queue, ticker timelines, trending, data quality; times in IST; "
+        + ("acknowledge and close alerts with the API token, SENTINEL_API_TOKEN)" if api_token_set
+           else "read-only until SENTINEL_API_TOKEN is set)"),
+        f"  API        {up.api}/api/stocks",
+        f"  API docs   {up.api}/docs",
+        f"  health     {up.api}/ready",
+        "  status     sentinel-ray status",
+    ]
+    if up.ray_dashboard:
+        # Ray >= 2.59 protects the dashboard of the clusters ray.init starts with a token
+        # (unless RAY_AUTH_MODE=disabled): its login page asks for it.
+        login = "" if mode == "disabled" else \
+            "  (token-protected: run `ray get-auth-token` and paste what it prints at the login)"
+        lines.append(f"  Ray dash   {up.ray_dashboard}{login}")
+    lines.extend(f"  metrics    {url} (Prometheus; see docs/monitoring.md)" for url in up.metrics)
+    return lines
 
 
 class Platform:
@@ -87,6 +111,9 @@ class Platform:
             self._cleanups.append(("ingestion", stop_ingestion))
             say(f"ingestion  pollers {', '.join(settings.sources_enabled) or 'none'} -> Redis Streams -> "
                 f"{settings.consumers_per_dataset} consumer(s) per dataset")
+            if settings.lake_compact_interval_s > 0:  # the stream's days, compacted once closed
+                compactor = CompactionLoop(settings, say=say).start()
+                self._cleanups.append(("lake compaction", compactor.stop))
 
         serve.start(http_options={"host": settings.api_host, "port": settings.api_port},
                     logging_config={"enable_access_log": False})

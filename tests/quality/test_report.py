@@ -47,3 +47,44 @@ def test_quarantine_list_cli(platform_env, capsys: pytest.CaptureFixture[str]) -
     lines = out.out.strip().splitlines()
     assert len(lines) == 3 and all("non_positive_price" in line for line in lines)
     assert "3 rows" in out.err
+
+
+def test_trend_per_source_and_its_charts_in_the_html(backfilled) -> None:
+    """Validity, volume and freshness per source over time: rows in the report, inline SVG in its HTML
+    (no script, nothing loaded: the file is read from the lake as it is)."""
+    import datetime as dt
+    import re
+
+    from sentinel_ray.quality.report import quality_report, source_trend, to_html, trend_bucket_s
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    settings, summary, *_ = backfilled
+    warehouse = connect_warehouse(settings)
+    report = quality_report(warehouse, settings, record=False)
+    assert report["trend_bucket_s"] == 900  # 24 h in at most 96 buckets
+    rows = report["trend"]
+    assert {(r["dataset"], r["source"]) for r in rows} == {("prices", "replay"), ("posts", "replay"),
+                                                           ("filings", "replay")}
+    for name in ("prices", "posts", "filings"):
+        mine = [r for r in rows if r["dataset"] == name]
+        # every row the backfill measured is in some bucket, and the trend adds up to the report's totals
+        assert sum(r["rows_in"] for r in mine) == report["datasets"][name]["rows_in"]
+        assert sum(r["rows_valid"] for r in mine) == report["datasets"][name]["rows_valid"]
+        assert all(r["bucket"].tzinfo is not None and r["freshness_s"] > 0 for r in mine)
+        assert all(r["validity"] == r["rows_valid"] / r["rows_in"] for r in mine if r["rows_in"])
+    # buckets are aligned on the bucket size, so a narrower window of the same data sums to the same
+    start = min(r["bucket"] for r in rows)
+    same = source_trend(warehouse, start, start + dt.timedelta(days=1), 900)
+    assert [(r["dataset"], r["bucket"], r["rows_in"]) for r in same] == \
+           [(r["dataset"], r["bucket"], r["rows_in"]) for r in sorted(rows, key=lambda r: (r["dataset"], r["bucket"]))]
+    assert trend_bucket_s(dt.timedelta(days=30)) == 43200 and trend_bucket_s(dt.timedelta(hours=1)) == 60
+
+    html = to_html(report)
+    assert "<script" not in html and not re.search(r"\b(src|href)=", html)  # nothing to load
+    for name in ("prices", "posts", "filings"):
+        section = html.split(f"<h2>{name}: ")[1].split("<h2>")[0]
+        charts = re.findall(r"<figure><figcaption>([^<]+)</figcaption><svg", section)
+        assert charts == ["validity (valid / rows in)", "volume (rows in)", "freshness (age of the newest row stored)"]
+        # one line per source per chart, a dot per point (few points), the source in the key
+        assert section.count("<polyline") == 3 and section.count("<circle") >= 3 and "replay" in section
+    assert "IST" in html
