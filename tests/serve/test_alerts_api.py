@@ -3,6 +3,7 @@ risk_1m, alerts, alert_events; then the routes over HTTP on 127.0.0.1 (Ray Serve
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -199,7 +200,12 @@ def test_post_needs_the_token(api: str, headers: dict) -> None:
     ("post", "/api/alerts/SUZLON-NSE-20261105T0410Z", {"json": {"state": "snoozed"}}, 422, "state"),
     ("post", "/api/alerts/SUZLON-NSE-20261105T0410Z", {"json": {}}, 422, "give a state"),
     ("post", "/api/alerts/SUZLON-NSE-20261105T0410Z", {"json": {"state": "closed", "colour": "red"}}, 422, "colour"),
-    ("post", "/api/alerts/SUZLON-NSE-20261105T0410Z", {"data": "not json"}, 422, ""),
+    ("post", "/api/alerts/SUZLON-NSE-20261105T0410Z", {"data": "not json"}, 422, "the body is not JSON"),
+    ("post", "/api/alerts/SUZLON-NSE-20261105T0410Z", {"json": {"state": None}}, 422, "give a state"),
+    ("post", "/api/alerts/SUZLON-NSE-20261105T0410Z", {"json": {"state": "closed", "actor": "ásha"}}, 422,
+     "actor: String should match pattern"),
+    ("get", "/api/alerts/bad id!", {}, 422, "path parameter alert_id: String should match pattern"),
+    ("get", "/api/alerts", {"params": {"end": "2026-11-05T04:00"}}, 422, "query parameter end: not a valid time"),
     ("get", "/api/alerts", {"params": {"state": "snoozed"}}, 422, "state"),
     ("get", "/api/alerts", {"params": {"ticker": "NOTREAL"}}, 404, "unknown ticker"),
     ("get", "/api/alerts", {"params": {"start": "2026-11-06", "end": "2026-11-05"}}, 422, "must be before end"),
@@ -211,19 +217,52 @@ def test_post_needs_the_token(api: str, headers: dict) -> None:
     ("get", "/api/stocks/TCS/risk", {}, 404, "no risk score"),
     ("get", "/api/stocks/NOTREAL/risk", {}, 404, "unknown ticker"),
     ("get", "/api/stocks/SUZLON/risk", {"params": {"exchange": "LSE"}}, 422, "exchange"),
-    ("get", "/api/features/asof", {"params": {"tickers": "SUZLON"}}, 422, "ts"),
+    ("get", "/api/features/asof", {"params": {"tickers": "SUZLON"}}, 422, "query parameter ts: required"),
+    ("get", "/api/features/asof", {"params": {"tickers": "SUZLON,", "ts": "2026-11-05"}}, 422,
+     "query parameter tickers: give 1 to 100 comma-separated symbols"),
     ("get", "/api/features/asof", {"params": {"tickers": "SUZLON,NOTREAL", "ts": "2026-11-05T04:00:00Z"}}, 404,
      "NOTREAL"),
     ("get", "/api/features/asof", {"params": {"tickers": ",".join(["TCS"] * 101), "ts": "2026-11-05"}}, 422,
      "at most 100"),
-    ("get", "/api/trending", {"params": {"hours": "0"}}, 422, "hours"),
+    ("get", "/api/trending", {"params": {"hours": "0"}}, 422, "query parameter hours"),
     ("get", "/api/stocks/NOTREAL/filings", {}, 404, "unknown ticker"),
 ])
 def test_bad_input_gets_a_clear_4xx(api: str, method: str, path: str, kwargs: dict, status: int,
                                     fragment: str) -> None:
     r = getattr(requests, method)(f"{api}{path}", headers=TOKEN, **kwargs)
     assert r.status_code == status, r.text
-    assert fragment in r.text
+    body = r.json()
+    assert list(body) == ["detail"] and isinstance(body["detail"], str), body  # one error shape
+    assert fragment in body["detail"]
+
+
+_TIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _times(value: object) -> list[str]:
+    """Every string in a JSON value that reads as a date-time."""
+    if isinstance(value, str):
+        return [value] if _TIME_TEXT.match(value) else []
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [t for item in items for t in _times(item)]
+
+
+@pytest.mark.parametrize("path, params", [
+    ("/api/alerts", {"start": "2026-11-05", "end": "2026-11-06"}),
+    ("/api/alerts/SUZLON-NSE-20261105T0410Z", {}),
+    ("/api/stocks/SUZLON/risk", {}),
+    ("/api/stocks/SUZLON/features", {"start": "2026-11-05T04:00:00Z", "end": "2026-11-05T05:00:00Z"}),
+    ("/api/features/asof", {"tickers": "SUZLON,YESBANK", "ts": "2026-11-05T06:00:00+05:30"}),
+    ("/api/trending", {"end": "2026-11-06T00:00:00Z"}),
+    ("/api/stocks/SUZLON/filings", {"start": "2026-11-05", "end": "2026-11-06"}),
+    ("/api/stocks/SUZLON/posts", {"start": "2026-11-05", "end": "2026-11-06"}),
+])
+def test_every_time_in_a_response_says_it_is_utc(api: str, path: str, params: dict) -> None:
+    response = requests.get(f"{api}{path}", params=params)
+    assert response.status_code == 200, response.text
+    times = _times(response.json())
+    assert times, f"{path} answered no time to check"
+    assert [t for t in times if not t.endswith("Z")] == []
 
 
 def test_features_by_minute_and_day(api: str) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import time
 from typing import Iterable, Iterator
@@ -83,21 +84,94 @@ def test_pipelines_lists_the_backfill(api: str, backfilled) -> None:
     assert summary.run_id in {r["run_id"] for r in runs}
 
 
-@pytest.mark.parametrize("path, params, status, fragment", [
+NOT_A_TIME = "not a valid time: give an RFC 3339 date-time with an offset"
+
+
+@pytest.mark.parametrize("path, params, status, detail", [
     ("/api/stocks/NOTREAL/prices", {}, 404, "unknown ticker 'NOTREAL'"),
     ("/api/stocks/NOTREAL/posts", {}, 404, "unknown ticker"),
-    ("/api/stocks/TCS/prices", {"start": "yesterday"}, 422, "start"),
-    ("/api/stocks/TCS/prices", {"start": "2026-11-06", "end": "2026-11-05"}, 422, "must be before end"),
-    ("/api/stocks/TCS/prices", {"start": "2026-01-01", "end": "2026-11-05"}, 422, "narrow start/end"),
-    ("/api/stocks/TCS/prices", {"interval": "5m"}, 422, "interval"),
-    ("/api/stocks/TCS/prices", {"exchange": "NYSE"}, 422, "exchange"),
-    ("/api/stocks/TCS/posts", {"limit": "0"}, 422, "limit"),
-    ("/api/stocks/TCS/posts", {"limit": "abc"}, 422, "limit"),
+    ("/api/stocks/TCS/prices", {"start": "yesterday"}, 422, f"query parameter start: {NOT_A_TIME}"),
+    ("/api/stocks/TCS/prices", {"end": "2026-13-45"}, 422, f"query parameter end: {NOT_A_TIME}"),
+    ("/api/stocks/TCS/prices", {"end": "2026-11-05T04:00:00"}, 422, f"query parameter end: {NOT_A_TIME}"),  # naive
+    ("/api/stocks/TCS/prices", {"end": "2026-11-05 04:00:00Z"}, 422, f"query parameter end: {NOT_A_TIME}"),
+    ("/api/stocks/TCS/prices", {"end": "0.5"}, 422, f"query parameter end: {NOT_A_TIME}"),  # no Unix seconds
+    ("/api/stocks/TCS/prices", {"start": "2026-11-05T23:59:60+05:30"}, 422, "query parameter start: not a valid "
+                                                                            "time (a leap second is 23:59:60 UTC)"),
+    ("/api/stocks/TCS/prices", {"start": "2026-11-06", "end": "2026-11-05"}, 422,
+     "start (2026-11-06T00:00:00+00:00) must be before end (2026-11-05T00:00:00+00:00)"),
+    ("/api/stocks/TCS/prices", {"start": "2026-01-01", "end": "2026-11-05"}, 422,
+     "range of 308 days is more than the 31 days allowed for this interval; narrow start/end"),
+    ("/api/stocks/TCS/prices", {"interval": "5m"}, 422, "query parameter interval: Input should be '1m', '1h' or '1d'"),
+    ("/api/stocks/TCS/prices", {"exchange": "NYSE"}, 422, "query parameter exchange: String should match pattern"),
+    ("/api/stocks/TCS/posts", {"limit": "0"}, 422, "query parameter limit: Input should be greater than or equal to 1"),
+    ("/api/stocks/TCS/posts", {"limit": "abc"}, 422, "query parameter limit: Input should be a valid integer"),
+    ("/api/data/quarantine", {"dataset": "prices", "end": "2026-11-31"}, 422,
+     "query parameter end: not a valid date: give one like 2026-11-05"),
+    ("/api/data/quarantine", {}, 422, "query parameter dataset: required"),
+    ("/api/nothing/here", {}, 404, "no such path: see /docs for the API's routes"),
 ])
-def test_bad_input_gets_a_clear_4xx(api: str, path: str, params: dict, status: int, fragment: str) -> None:
+def test_bad_input_gets_a_clear_4xx(api: str, path: str, params: dict, status: int, detail: str) -> None:
+    """Every refusal has one body, {"detail": "<text naming the parameter>"}: ours, FastAPI's
+    parameter checks and Starlette's unknown path alike."""
     response = requests.get(f"{api}{path}", params=params)
     assert response.status_code == status, response.text
-    assert fragment in response.text
+    body = response.json()
+    assert list(body) == ["detail"] and isinstance(body["detail"], str), body
+    assert body["detail"].startswith(detail), body
+
+
+def test_dates_and_offsets_are_read_as_the_times_they_name(api: str) -> None:
+    """A date is its midnight UTC; an offset is honoured; the answer's range says so in UTC."""
+    for start, end in (("2026-11-05", "2026-11-06"), ("2026-11-05T05:30:00+05:30", "2026-11-05T19:00:00-05:00"),
+                       ("2026-11-05T00:00:00z", "2026-11-06t00:00:00Z")):
+        body = requests.get(f"{api}/api/stocks/TCS/prices", params={"start": start, "end": end}).json()
+        assert (body["start"], body["end"]) == ("2026-11-05T00:00:00Z", "2026-11-06T00:00:00Z"), (start, end)
+        assert 370 <= len(body["bars"]) <= 375
+
+
+def test_a_method_a_path_does_not_have_is_a_405_naming_the_ones_it_has(api: str) -> None:
+    response = requests.delete(f"{api}/api/alerts/SUZLON-NSE-20261105T0410Z")
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, POST"
+    assert response.json() == {"detail": "method DELETE not allowed here; allowed: GET, POST"}
+
+
+_TIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _times(value: object) -> Iterator[str]:
+    """Every string in a JSON value that reads as a date-time."""
+    if isinstance(value, str) and _TIME_TEXT.match(value):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _times(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _times(item)
+
+
+@pytest.mark.parametrize("path, params", [
+    ("/api/stocks", {}),
+    ("/api/stocks/RELIANCE/prices", {"start": "2026-11-05", "end": "2026-11-06"}),
+    ("/api/stocks/RELIANCE/posts", {"start": "2026-11-05", "end": "2026-11-10"}),
+    ("/api/stocks/RELIANCE/features", {"start": "2026-11-05", "end": "2026-11-06"}),
+    ("/api/stocks/RELIANCE/features", {"start": "2026-11-01", "end": "2026-11-10", "interval": "1d"}),
+    ("/api/trending", {"end": "2026-11-06T00:00:00Z"}),
+    ("/api/data/pipelines", {}),
+    ("/api/data/pipelines/health", {}),
+    ("/api/data/freshness", {}),
+    ("/api/data/quality", {}),
+    ("/api/data/quality/prices", {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}),
+])
+def test_every_time_in_a_response_says_it_is_utc(api: str, path: str, params: dict) -> None:
+    """RFC 3339 with the offset, UTC: the warehouse's naive times are made aware before they
+    are answered, in typed responses and in the untyped ones (pipelines, freshness, quality)."""
+    response = requests.get(f"{api}{path}", params=params)
+    assert response.status_code == 200, response.text
+    times = list(_times(response.json()))
+    assert times, f"{path} answered no time to check"
+    naive = [t for t in times if not t.endswith(("Z", "+00:00"))]
+    assert not naive, naive[:5]
 
 
 TOKEN = {"Authorization": "Bearer test-token"}
@@ -119,15 +193,22 @@ def test_webhook_refuses_a_wrong_or_missing_token(api: str, headers: dict) -> No
 @pytest.mark.parametrize("body, fragment", [
     ({"records": "not a list"}, "records"),
     ({"records": []}, "records"),
-    ({"records": [{"text": 123.5}]}, "text"),
-    ({"records": [{"post_id": "x", "likes": 3}]}, "likes"),
-    ({"records": [{"ts": "not a time"}]}, "ts"),
+    ({"records": [{"text": 123.5}]}, "records[0].text: Input should be a valid string"),
+    ({"records": [{"post_id": "x", "likes": 3}]}, "records[0].likes: Extra inputs are not permitted"),
+    ({"records": [{"ts": "not a time"}]}, "records[0].ts: not an RFC 3339 date-time with an offset"),
+    # the documented schema's types exactly: no naive time, no number for a time, no "5" or false for 5
+    ({"records": [WEBHOOK_POSTS[0], {"ts": "2026-11-06T05:00:00"}]}, "records[1].ts: not an RFC 3339 date-time"),
+    ({"records": [{"ts": 1793000000}]}, "records[0].ts: not an RFC 3339 date-time"),
+    ({"records": [{"engagement": "5"}]}, "records[0].engagement: Input should be a valid integer"),
+    ({"records": [{"engagement": False}]}, "records[0].engagement: Input should be a valid integer"),
+    ({"records": [{"tickers": "TCS"}]}, "records[0].tickers: Input should be a valid list"),
     ({"source": "", "records": [{"text": "hello world"}]}, "source"),
+    ({"source": " \t", "records": [{"text": "hello world"}]}, "source"),
 ])
 def test_webhook_rejects_malformed_bodies(api: str, body: dict, fragment: str) -> None:
     response = requests.post(f"{api}/ingest/posts", json=body, headers=TOKEN)
     assert response.status_code == 422, response.text
-    assert fragment in response.text
+    assert fragment in response.json()["detail"]
 
 
 def test_webhook_rejects_unknown_datasets_and_non_json(api: str) -> None:
