@@ -8,6 +8,11 @@ connects itself. Both are used through the same `Warehouse` interface.
 
 Values always travel as server-side parameters (`{ticker:String}`); the only text put
 into SQL is the database name, which the settings restrict to an identifier.
+
+The schema is versioned: `ensure_schema` applies the pending migrations of
+`storage/migrations.py` (recorded in the database's `schema_migrations`) and checks the
+tables against schemas.py; see that module for the rules and for how concurrent starts
+are kept from applying one twice.
 """
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ from sentinel_ray.config import Settings
 from sentinel_ray.records import (ErrorKind, SentinelError, WarehouseError, WarehouseRefused, WarehouseUnavailable,
                                   classify)
 from sentinel_ray.runtime import RAY_NAMESPACE
-from sentinel_ray.schemas import ALL_DATASETS, dataset
+from sentinel_ray.schemas import dataset
+from sentinel_ray.storage import migrations
+from sentinel_ray.storage.migrations import SchemaStatus
 
 ACTOR_NAME = "sentinel-warehouse"
 _ERROR_CHARS = 1_000  # ClickHouse messages can quote a whole statement
@@ -46,6 +53,8 @@ class Warehouse(Protocol):
     database: str
 
     def ensure_schema(self) -> None: ...
+    def migrate(self) -> SchemaStatus: ...
+    def schema_status(self) -> SchemaStatus: ...
     def insert(self, dataset_name: str, table: pa.Table) -> int: ...
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table: ...
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
@@ -83,11 +92,25 @@ class ClickHouseWarehouse:
     def _sql(self, sql: str) -> str:
         return sql.replace("{db}", f"`{self.database}`")
 
+    @property
+    def embedded(self) -> bool:
+        return self.dsn.startswith("chdb://")
+
     def ensure_schema(self) -> None:
-        with self._lock, mapped_errors("creating the schema"):
-            self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
-            for ds in ALL_DATASETS.values():
-                self.client.command(ds.ddl(self.database))
+        """The database at this code's schema version, checked against schemas.py (or SchemaMismatch)."""
+        self.migrate()
+
+    def migrate(self) -> SchemaStatus:
+        """Apply the pending migrations; the status says which ran. Under this client's lock, so
+        one process's callers take turns; a chdb engine has no other process, a server has the
+        migrations' lease for those."""
+        with self._lock:
+            return migrations.migrate(self, exclusive=self.embedded)
+
+    def schema_status(self) -> SchemaStatus:
+        """Applied and pending migrations, changing nothing."""
+        with self._lock:
+            return migrations.read_status(self)
 
     def insert(self, dataset_name: str, table: pa.Table) -> int:
         if table.num_rows == 0:
@@ -147,6 +170,12 @@ class ActorWarehouse:
 
     def ensure_schema(self) -> None:
         self._call("ensure_schema")
+
+    def migrate(self) -> SchemaStatus:
+        return self._call("migrate")
+
+    def schema_status(self) -> SchemaStatus:
+        return self._call("schema_status")
 
     def insert(self, dataset_name: str, table: pa.Table) -> int:
         return self._call("insert", dataset_name, table)
