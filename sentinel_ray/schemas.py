@@ -94,6 +94,9 @@ INGEST_FIELDS: tuple[Field, ...] = (
     Field("source", Kind.SYMBOL, doc="source adapter that produced the row (replay, yahoo, nse, ...)"),
     Field("run_id", Kind.SYMBOL, doc="pipeline run (backfill job or stream batch) that wrote the row"),
     Field("ingested_at", Kind.TIMESTAMP, doc="when the platform received the row; newest wins on re-insert"),
+    Field("raw_id", Kind.SYMBOL, required=False,
+          doc="the raw payload the row was read from: its path in the lake's raw zone (source=/dataset=/date=/file)"),
+    Field("raw_pos", Kind.INT, required=False, doc="the record's 0-based position in that payload"),
 )
 
 

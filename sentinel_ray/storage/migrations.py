@@ -334,6 +334,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "posts.is_pump_signal: Nullable(Int64) -> Nullable(Bool)", [
         "ALTER TABLE {db}.`posts` MODIFY COLUMN `is_pump_signal` Nullable(Bool) SETTINGS mutations_sync = 2",
     ]),
+    # Lineage: each row names the raw payload it was read from and its place in it. Rows
+    # stored before this read NULL (their payloads are in the raw zone, unlinked).
+    Migration(4, "prices, posts, filings: raw_id and raw_pos (lineage to the raw zone)", [
+        f"ALTER TABLE {{db}}.`{table}` ADD COLUMN IF NOT EXISTS `raw_id` LowCardinality(Nullable(String)) "
+        f"AFTER `ingested_at`, ADD COLUMN IF NOT EXISTS `raw_pos` Nullable(Int64) AFTER `raw_id`"
+        for table in ("prices", "posts", "filings")
+    ]),
 )
 
 

@@ -17,7 +17,7 @@ def price_row(**overrides: object) -> dict[str, object]:
     row: dict[str, object] = {
         "ticker": "RELIANCE", "exchange": "NSE", "interval": "1m", "ts": TS,
         "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10,
-        "source": "replay", "run_id": "r1", "ingested_at": TS,
+        "source": "replay", "run_id": "r1", "ingested_at": TS, "raw_id": "s/d/2026-11-05/payload.json", "raw_pos": 0,
     }
     row.update(overrides)
     return row
@@ -27,7 +27,7 @@ def post_row(**overrides: object) -> dict[str, object]:
     row: dict[str, object] = {
         "platform": "reddit", "post_id": "p1", "author": "a", "text": "RELIANCE to the moon",
         "ts": TS, "url": None, "engagement": 3, "tickers": ["RELIANCE"],
-        "source": "reddit", "run_id": "r1", "ingested_at": TS,
+        "source": "reddit", "run_id": "r1", "ingested_at": TS, "raw_id": "s/d/2026-11-05/payload.json", "raw_pos": 0,
     }
     row.update(overrides)
     return row
@@ -38,7 +38,7 @@ def filing_row(**overrides: object) -> dict[str, object]:
         "exchange": "NSE", "filing_id": "f1", "ticker": "RELIANCE", "company": "Reliance Industries Ltd",
         "subject": "Board Meeting Intimation", "details": None, "ts": TS,
         "attachment_url": "https://nsearchives.nseindia.com/corporate/RELIANCE_02012024_Intimation.pdf",
-        "source": "nse", "run_id": "r1", "ingested_at": TS,
+        "source": "nse", "run_id": "r1", "ingested_at": TS, "raw_id": "s/d/2026-11-05/payload.json", "raw_pos": 0,
     }
     row.update(overrides)
     return row

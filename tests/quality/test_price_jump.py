@@ -182,6 +182,7 @@ def yahoo_csv(path: Path) -> pa.Table:
         **{c.lower(): pc.cast(raw.column(c), pa.float64()) for c in ("Open", "High", "Low", "Close")},
         "volume": pc.cast(raw.column("Volume"), pa.int64()),
         "source": ["yahoo"] * n, "run_id": ["r"] * n, "ingested_at": pc.cast(when, PRICES.field("ts").kind.arrow),
+        "raw_id": [path.name] * n, "raw_pos": list(range(n)),
     }, schema=PRICES.record_schema)
 
 

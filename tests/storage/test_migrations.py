@@ -31,6 +31,7 @@ from sentinel_ray.storage.warehouse import ClickHouseWarehouse
 SERVER_URL = os.environ.get("SENTINEL_TEST_CLICKHOUSE_URL")
 PREVIOUS_DDL = Path(__file__).parent / "previous_ddl"
 NEXT = MIGRATIONS[-1].version + 1
+ALL_VERSIONS = [m.version for m in MIGRATIONS]
 UTC = dt.timezone.utc
 
 # The checksums of released migrations. A mismatch means one was edited: every warehouse that
@@ -39,6 +40,7 @@ RELEASED = {
     1: "8158b929da10e572f89beec884e29a980919b0c6107bf82e906eac08c625fbcd",
     2: "7c45c3f4b9522acb4620d2562b07fca54c3da5f6e63dfd15cf2cefa50a27b0a5",
     3: "f77a373662280f455ff7e00fdff1c7907807ea85fe2fba9b60290e67b1e212be",
+    4: "163059022275416159dd495ed41ac5593db9e0fb494ea5e4c83569aad9974e3b",
 }
 
 Open = Callable[[str], ClickHouseWarehouse]
@@ -171,7 +173,7 @@ EDITS: dict[str, tuple[dict[str, Dataset], list[str]]] = {
         f"Nullable(Float64) AFTER `sentiment_60m`'])"]),
     "required field": (_with(POSTS, POSTS.fields + (Field("shares", Kind.INT),)), [
         f"posts.shares (Int64) is in schemas.py but no migration adds it: append Migration({NEXT}, 'add posts.shares', "
-        f"['ALTER TABLE {{db}}.`posts` ADD COLUMN IF NOT EXISTS `shares` Int64 DEFAULT 0 AFTER `ingested_at`']) "
+        f"['ALTER TABLE {{db}}.`posts` ADD COLUMN IF NOT EXISTS `shares` Int64 DEFAULT 0 AFTER `raw_pos`']) "
         f"(existing rows read the DEFAULT: make it what they mean)"]),
     "dropped field": (_with(POSTS, tuple(f for f in POSTS.fields if f.name != "url")), [
         f"posts.url (Nullable(String)) is created by the migrations but is not in schemas.py: append "
@@ -237,7 +239,7 @@ def test_a_start_refuses_a_warehouse_that_does_not_match_schemas_py(open_db: Ope
     wh.command("ALTER TABLE {db}.posts DROP COLUMN url")
     with pytest.raises(SchemaMismatch, match=r"(?s)does not match schemas.py.*posts.url \(Nullable\(String\)\) "
                                              r"is in schemas.py but no migration adds it: "
-                                             r"append Migration\(4, 'add posts.url'"):
+                                             rf"append Migration\({NEXT}, 'add posts.url'"):
         wh.ensure_schema()
 
 
@@ -260,11 +262,11 @@ def test_a_previous_release_upgrades_in_place(open_db: Open, commit: str) -> Non
     old_columns = _columns(old)
     written = _write_rows(old)
     before = old.schema_status()
-    assert before.unversioned and [m.version for m in before.pending] == [1, 2, 3] and before.applied == ()
+    assert before.unversioned and [m.version for m in before.pending] == ALL_VERSIONS and before.applied == ()
 
     status = old.migrate()
-    assert status.applied_now == (1, 2, 3) and status.unversioned and status.pending == ()
-    assert [(a.version, a.times) for a in status.applied] == [(1, 1), (2, 1), (3, 1)]
+    assert status.applied_now == tuple(ALL_VERSIONS) and status.unversioned and status.pending == ()
+    assert [(a.version, a.times) for a in status.applied] == [(v, 1) for v in ALL_VERSIONS]
     assert old.migrate().applied_now == ()  # idempotent
 
     fresh = open_db(f"fresh_for_{commit}")
@@ -375,7 +377,7 @@ def test_an_interrupted_migration_runs_again_whole(open_db: Open) -> None:
 def test_the_dry_run_changes_nothing(open_db: Open) -> None:
     missing = open_db("never_created")
     status = missing.schema_status()
-    assert (status.version, [m.version for m in status.pending], status.unversioned) == (0, [1, 2, 3], False)
+    assert (status.version, [m.version for m in status.pending], status.unversioned) == (0, ALL_VERSIONS, False)
     assert missing.query_rows("SELECT count() AS n FROM system.databases WHERE name = {d:String}",
                               {"d": missing.database}) == [{"n": 0}]
     old = open_db("dry_8e1f259")
@@ -403,8 +405,8 @@ def test_concurrent_starts_on_a_server_apply_each_migration_once(open_db: Open) 
     for t in threads:
         t.join(60)
     assert all(isinstance(r, migrations.SchemaStatus) for r in results), results
-    assert sorted(r.applied_now for r in results) == [(), (), (1, 2, 3)]
-    assert [(a.version, a.times) for a in writers[0].schema_status().applied] == [(1, 1), (2, 1), (3, 1)]
+    assert sorted(r.applied_now for r in results) == [(), (), tuple(ALL_VERSIONS)]
+    assert [(a.version, a.times) for a in writers[0].schema_status().applied] == [(v, 1) for v in ALL_VERSIONS]
 
 
 def test_a_writer_waits_for_the_lease_and_takes_over_a_lapsed_one(open_db: Open) -> None:
@@ -418,7 +420,7 @@ def test_a_writer_waits_for_the_lease_and_takes_over_a_lapsed_one(open_db: Open)
         time.sleep(1.5)
         assert not done and waiter.schema_status().applied == ()  # waiting its turn
     thread.join(30)
-    assert done[0].applied_now == (1, 2, 3)
+    assert done[0].applied_now == tuple(ALL_VERSIONS)
 
     crashed = Lease(holder, lease_s=1, settle_s=0)
     crashed.__enter__()  # and never leaves: its process died
@@ -447,7 +449,7 @@ def test_concurrent_starts_through_the_embedded_owner_apply_each_migration_once(
         t.join(120)
     assert errors == []
     status = connect_warehouse(isolated_settings).schema_status()
-    assert [(a.version, a.times) for a in status.applied] == [(1, 1), (2, 1), (3, 1)] and status.pending == ()
+    assert [(a.version, a.times) for a in status.applied] == [(v, 1) for v in ALL_VERSIONS] and status.pending == ()
 
 
 # --- sentinel-ray migrate ------------------------------------------------------------------
@@ -464,12 +466,13 @@ def test_the_migrate_command(open_db: Open, monkeypatch: pytest.MonkeyPatch,
 
     assert cli.main(["migrate", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert f"warehouse {wh.database}: schema version 0 of 3" in out and "predate migrations" in out
+    assert f"warehouse {wh.database}: schema version 0 of {NEXT - 1}" in out and "predate migrations" in out
     assert "pending  1  baseline" in out and "MODIFY COLUMN `is_pump_signal` Nullable(Bool)" in out
     assert wh.schema_status().pending  # nothing applied
 
     assert cli.main(["migrate"]) == 0
     out = capsys.readouterr().out
-    assert f"warehouse {wh.database}: schema version 3 of 3" in out and "applied now: 1, 2, 3" in out
+    assert f"warehouse {wh.database}: schema version {NEXT - 1} of {NEXT - 1}" in out and (
+        "applied now: " + ", ".join(map(str, ALL_VERSIONS))) in out
     assert cli.main(["migrate", "--dry-run"]) == 0
     assert "up to date" in capsys.readouterr().out
