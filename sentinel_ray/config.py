@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 ENV_PREFIX = "SENTINEL_"
 CONFIG_ENV = "SENTINEL_CONFIG"
@@ -32,6 +32,19 @@ class Settings(BaseModel):
     warehouse_dsn: str = Field("", description="chdb:///<dir> (embedded, default) or http(s)://host:8123")
     warehouse_database: str = Field("sentinel", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     lake_uri: str = Field("", description="local path or pyarrow filesystem URI (s3://...); default <data_dir>/lake")
+    # -- the lake on S3 (lake_uri=s3://bucket/prefix, or any S3-compatible store). Without keys, the
+    # AWS SDK's own chain applies (AWS_* variables, ~/.aws, an instance role)
+    s3_endpoint_url: str = Field("", description="an S3-compatible server (http://minio:9000); empty: AWS")
+    s3_region: str = Field("", description="the bucket's region; empty: the AWS SDK's default")
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = Field(None, validate_default=True)
+    # -- lake compaction: a day's stream batches leave one small file each; a closed day's are
+    # rewritten as a few files of about this size (`sentinel-ray compact`, and `up` on its own)
+    lake_compact_target_bytes: int = Field(128 * 1024 * 1024, ge=1024, description="size of a compacted file")
+    lake_compact_quiet_s: float = Field(900.0, ge=0, description=(
+        "a day partition no file was written to for this long is closed, and may be compacted"))
+    lake_compact_interval_s: float = Field(300.0, ge=0, description=(
+        "`up` looks for closed days to compact this often; 0: never on its own"))
     redis_url: str = Field("", description="redis://, rediss:// or unix://; empty starts an embedded Redis")
     redis_key_prefix: str = Field("sentinel", pattern=r"^[A-Za-z0-9_.-]+$",
                                   description="prefix of every Redis key the platform writes (streams, cursors, cache)")
@@ -160,6 +173,21 @@ class Settings(BaseModel):
             raise ValueError("must start with chdb://, http:// or https://")
         return v
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    @field_validator("s3_secret_access_key")
+    @classmethod
+    def _s3_key_pair(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (v is None) != (info.data.get("s3_access_key_id") is None):
+            raise ValueError("set s3_access_key_id and s3_secret_access_key together, or neither "
+                             "(then the AWS SDK finds credentials itself)")
+        return v
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, v: str) -> str:
@@ -181,8 +209,8 @@ class Settings(BaseModel):
         return self.resolved_warehouse_dsn.startswith("chdb://")
 
     @property
-    def resolved_lake_uri(self) -> str:
-        return self.lake_uri or str(self.resolved_data_dir / "lake")
+    def resolved_lake_uri(self) -> LakeUri:
+        return LakeUri(self.lake_uri or str(self.resolved_data_dir / "lake"), LakeS3Settings.of(self))
 
     @property
     def embedded_redis_dir(self) -> Path:
@@ -334,6 +362,32 @@ class ReferenceSettings(SettingsView):
     bse_site_url: str = _setting("bse_site_url")
     user_agent: str = _setting("http_user_agent")
     timeout_s: float = _setting("reference_timeout_s")
+
+
+class LakeS3Settings(SettingsView):
+    """How the lake reaches S3 when its URI is s3://... (`storage.lake`)."""
+
+    endpoint_url: str = _setting("s3_endpoint_url")
+    region: str = _setting("s3_region")
+    access_key_id: SecretStr | None = _setting("s3_access_key_id")
+    secret_access_key: SecretStr | None = _setting("s3_secret_access_key")
+
+
+class LakeUri(str):
+    """`Settings.resolved_lake_uri`: the lake's URI as text, with the S3 settings it is reached
+    with attached. Every process opens the lake as `Lake(settings.resolved_lake_uri)` (drivers, Ray
+    actors and tasks, jobs), so the endpoint and credentials travel with the settings they came in,
+    never as part of the text that is printed and logged."""
+
+    s3: LakeS3Settings | None
+
+    def __new__(cls, uri: str, s3: LakeS3Settings | None = None) -> Self:
+        made = super().__new__(cls, uri)
+        made.s3 = s3
+        return made
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return LakeUri, (str(self), self.s3)
 
 
 def env_name(setting: str) -> str:

@@ -1,0 +1,250 @@
+"""Compaction of the lake: a closed day's batch files rewritten as a few files of a target size.
+
+Every stream micro-batch leaves one small curated Parquet file per (dataset, source, day) it
+touches, named by its batch key (that name is what makes a redelivered batch rewrite
+instead of add). A day of prices at real-time pace leaves tens of thousands. Once a day
+partition is closed, nothing written to it for `lake_compact_quiet_s`, its small files
+are rewritten as `compacted-<digest>.parquet` files of about `lake_compact_target_bytes`.
+
+Crash-safe and idempotent, in this order (the manifest format is `storage.lake`'s):
+  1. each compacted file is written whole under a name derived from the batch files it
+     holds and their SHA-256s; until step 2 no reader looks at it (an orphan);
+  2. the partition's `_compaction.json` is published in one atomic write: from then on
+     readers read the compacted files and skip every batch file it names;
+  3. the batch files (and compacted files it replaced) are deleted.
+A crash before 2 leaves the old files read as before; run again, the same inputs give
+the same names. A crash after 2 leaves covered copies nobody reads; the next pass
+deletes them (first checking each still has the bytes the manifest holds: a batch
+rewritten differently meanwhile is released instead, see `Lake.release`). Compacted files
+no manifest names are deleted once older than `orphan_age_s`, so a compaction or release
+running elsewhere at that moment keeps the file it is about to publish.
+
+Run one compactor per lake at a time (`up`'s loop, or `sentinel-ray compact`): two at once
+on the same day write the same files and the same manifest, but one that listed a late
+file the other did not could publish over the other's manifest.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Self
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sentinel_ray.config import Settings
+from sentinel_ray.schemas import Dataset
+from sentinel_ray.schemas import dataset as dataset_named
+from sentinel_ray.storage.lake import Lake, Manifest, Partition, partition_day, sha256
+
+log = logging.getLogger(__name__)
+ORPHAN_AGE_S = 600.0
+MAX_ROUNDS = 4  # rewrites of one partition per pass (two suffice but for tiny targets)
+_DATASET = re.compile(r"/dataset=([^/]+)/")
+
+
+@dataclass
+class PartitionCompaction:
+    """What one pass did to one day partition."""
+
+    directory: str  # relative to the lake's root
+    files_before: int  # files a reader reads
+    files_after: int
+    bytes_before: int
+    bytes_after: int
+    batch_files: int  # batch files in the partition (held in compacted files or on their own)
+    rows: int  # rows its compacted files hold
+
+    def render(self) -> str:
+        return (f"  {self.directory}: {self.files_before:,} files ({_mb(self.bytes_before)}) -> "
+                f"{self.files_after:,} ({_mb(self.bytes_after)}), {self.rows:,} rows, "
+                f"{self.batch_files:,} batch files")
+
+
+@dataclass
+class CompactionSummary:
+    compacted: list[PartitionCompaction] = field(default_factory=list)
+    open_days: int = 0  # partitions with small files still being written to (not closed)
+    tidied: int = 0  # covered copies and orphans deleted, batches released
+    seconds: float = 0.0
+
+    def render(self) -> str:
+        lines = [f"compaction: {len(self.compacted)} day partition(s) compacted in {self.seconds:.1f}s"
+                 + (f", {self.open_days} still open" if self.open_days else "")
+                 + (f", {self.tidied} leftover file(s) tidied" if self.tidied else "")]
+        lines.extend(p.render() for p in self.compacted)
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"compacted": [p.__dict__ for p in self.compacted], "open_days": self.open_days,
+                "tidied": self.tidied, "seconds": round(self.seconds, 3)}
+
+
+def compact(lake: Lake, *, target_bytes: int, quiet_s: float, dataset: str | None = None,
+            day: dt.date | None = None, now: dt.datetime | None = None,
+            orphan_age_s: float = ORPHAN_AGE_S) -> CompactionSummary:
+    """Compact every closed day partition of the curated zone (of `dataset`, of `day`).
+
+    Not the quarantine zone: a quarantine replay keys the rows it moves by the bytes of
+    each quarantine file (`pipeline.quarantine_replay`), which a compacted file cannot give back."""
+    began = time.perf_counter()
+    now = now or dt.datetime.now(dt.timezone.utc)
+    summary = CompactionSummary()
+    for part in lake.partitions("curated", dataset):
+        ds = _dataset_of(part.directory)
+        if ds is None or (day is not None and partition_day(part.directory + "/") != day):
+            continue
+        tidied = tidy(lake, part, ds, now=now, orphan_age_s=orphan_age_s)
+        if tidied:
+            summary.tidied += tidied
+            part = lake.partition(part.directory)
+        newest = max((part.files[n].mtime for n in part.uncovered), default=None)
+        if newest is not None and (now - newest).total_seconds() < quiet_s:
+            if _groups(part, target_bytes):
+                summary.open_days += 1
+            continue
+        done = compact_partition(lake, part, ds, target_bytes=target_bytes)
+        if done is not None:
+            summary.compacted.append(done)
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def compact_partition(lake: Lake, part: Partition, ds: Dataset, *, target_bytes: int) -> PartitionCompaction | None:
+    """Rewrite the small files of one partition as files of up to `target_bytes` (None: nothing to do).
+
+    Groups are cut by the sizes of the files they replace, and a compacted file comes out
+    smaller than those (each small file carries its own footer and statistics): so the new
+    files are looked at again, and small ones merged, until no two small files remain."""
+    first, rounds = part, 0
+    while rounds < MAX_ROUNDS and (groups := _groups(part, target_bytes)):
+        _rewrite(lake, part, ds, groups)
+        part = lake.partition(part.directory)
+        rounds += 1
+    if rounds == 0:
+        return None
+    return PartitionCompaction(
+        directory=part.directory[len(lake.root) + 1:], files_before=len(first.readable),
+        files_after=len(part.readable), bytes_before=_size(first, first.readable),
+        bytes_after=_size(part, part.readable), batch_files=len(part.logical),
+        rows=sum(part.manifest.outputs.values()) if part.manifest else 0)
+
+
+def _rewrite(lake: Lake, part: Partition, ds: Dataset, groups: list[list[str]]) -> None:
+    schema = lake.zone_schema(part.directory, ds)
+    before = part.manifest or Manifest()
+    after = before.without([name for group in groups for name in group if name in before.outputs])
+    for group in groups:
+        held: list[tuple[str, pa.Table, str]] = []
+        for name in group:
+            if name in before.outputs:
+                held.extend(lake.held_tables(part.directory, before, name, schema))
+            else:
+                data = lake.read_bytes(part.path(name))
+                held.append((name, pq.read_table(pa.BufferReader(data), schema=schema), sha256(data)))
+        output, placed = lake.write_compacted(part.directory, held, ds, schema)  # 1. unseen until published
+        after.outputs[output] = sum(t.num_rows for _, t, _ in held)
+        after.inputs.update(placed)
+    lake.publish(part.directory, after)  # 2. the switch
+    for name in (n for group in groups for n in group):  # 3. nobody reads these any more
+        if name not in after.outputs:
+            lake.delete_quietly(part.path(name))
+
+
+def tidy(lake: Lake, part: Partition, ds: Dataset, *, now: dt.datetime, orphan_age_s: float) -> int:
+    """Finish what an interrupted compaction or release left: covered copies still on disk
+    (deleted when they hold the bytes the manifest holds, released when they were rewritten
+    since), and old compacted files no manifest names. The number of files dealt with."""
+    dealt = 0
+    for name in part.leftovers:
+        try:
+            data = lake.read_bytes(part.path(name))
+        except FileNotFoundError:
+            continue
+        if sha256(data) == part.manifest.inputs[name].sha256:
+            lake.delete_quietly(part.path(name))
+        else:
+            lake.release(part.directory, name, ds)
+        dealt += 1
+    for name in part.orphans:
+        mtime = part.files[name].mtime
+        if mtime is not None and (now - mtime).total_seconds() >= orphan_age_s:
+            lake.delete_quietly(part.path(name))
+            dealt += 1
+    return dealt
+
+
+def _groups(part: Partition, target_bytes: int) -> list[list[str]]:
+    """The small files (under half the target) of a partition, in row order (compacted files
+    by the batches they hold, then batch files by name, that is by stream id), cut into
+    groups of up to the target size (a last lone file joins the group before it); only
+    groups of two or more are worth a rewrite."""
+    small = [(n, part.files[n].size or 0) for n in part.readable
+             if n in part.files and (part.files[n].size or 0) < target_bytes / 2]
+    groups: list[list[str]] = []
+    size = 0
+    for name, n_bytes in small:
+        if not groups or (groups[-1] and size + n_bytes > target_bytes):
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += n_bytes
+    if len(groups) > 1 and len(groups[-1]) == 1:
+        groups[-2].extend(groups.pop())
+    return [g for g in groups if len(g) > 1]
+
+
+def _dataset_of(directory: str) -> Dataset | None:
+    match = _DATASET.search(directory + "/")
+    if match is None:
+        return None
+    try:
+        return dataset_named(match.group(1))
+    except KeyError:  # not a dataset's partition
+        return None
+
+
+def _size(part: Partition, names: list[str]) -> int:
+    return sum(part.files[n].size or 0 for n in names if n in part.files)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{n / 1e3:,.1f} kB"
+
+
+class CompactionLoop:
+    """`up`'s compactor: every `lake_compact_interval_s`, the curated days closed for
+    `lake_compact_quiet_s` are compacted (in a thread of the `up` process: pyarrow does the
+    work outside the GIL)."""
+
+    def __init__(self, settings: Settings, *, say: Callable[[str], None]) -> None:
+        self.settings = settings
+        self._say = say
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lake-compaction", daemon=True)
+        self.last: CompactionSummary | None = None
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        lake = Lake(self.settings.resolved_lake_uri)
+        while not self._stop.wait(self.settings.lake_compact_interval_s):
+            try:
+                self.last = compact(lake, target_bytes=self.settings.lake_compact_target_bytes,
+                                    quiet_s=self.settings.lake_compact_quiet_s)
+            except Exception as e:  # noqa: BLE001 - a failed pass leaves readable files; the next one retries
+                log.warning("lake compaction failed (%s: %s); trying again in %.0f s", type(e).__name__, e,
+                            self.settings.lake_compact_interval_s)
+                continue
+            if self.last.compacted:
+                self._say(self.last.render())

@@ -1,0 +1,285 @@
+"""Compaction: fewer files, the same rows, at every crash point and across redeliveries."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sentinel_ray.config import Settings
+from sentinel_ray.schemas import PRICES
+from sentinel_ray.storage.compaction import CompactionLoop, compact
+from sentinel_ray.storage.lake import MANIFEST, Lake
+from tests.ingest.conftest import ingest_settings, prefix, store  # noqa: F401 - fixtures
+
+UTC = dt.timezone.utc
+DAY = dt.date(2026, 11, 5)
+OTHER_DAY = dt.date(2026, 11, 6)
+KEY = [("ticker", "ascending"), ("ts", "ascending"), ("run_id", "ascending")]
+
+
+def _batch(k: int, day: dt.date = DAY, minutes: int = 375) -> pa.Table:
+    """One stream batch's bars: a ticker per batch, a session of random-walk bars (they
+    compress like real ones, so file sizes are realistic)."""
+    rng = np.random.default_rng(k)
+    close = 100.0 + k + np.cumsum(rng.normal(0, 0.2, minutes))
+    start = dt.datetime.combine(day, dt.time(3, 45), UTC)
+    columns = {
+        "ticker": [f"T{k:03d}"] * minutes, "exchange": ["NSE"] * minutes, "interval": ["1m"] * minutes,
+        "ts": [start + dt.timedelta(minutes=m) for m in range(minutes)],
+        "open": close + rng.normal(0, 0.05, minutes), "high": close + 0.3, "low": close - 0.3, "close": close,
+        "volume": rng.integers(1_000, 50_000, minutes), "source": ["replay"] * minutes,
+        "run_id": [f"prices-{k}"] * minutes, "ingested_at": [start] * minutes}
+    schema = PRICES.arrow_schema  # any other column (lineage) is null
+    return pa.table([pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(minutes, f.type)
+                     for f in schema], schema=schema)
+
+
+def _stream_day(lake: Lake, batches: int = 40) -> None:
+    for k in range(batches):
+        lake.write_curated(PRICES, _batch(k), batch_key=f"prices-{k:06d}-0")
+    lake.write_curated(PRICES, _batch(999, OTHER_DAY), batch_key="prices-backfill")  # a day of one file
+
+
+def _rows(lake: Lake) -> pa.Table:
+    return lake.read("curated", "prices").sort_by(KEY)
+
+
+def _readable(lake: Lake, day: dt.date = DAY) -> list[str]:
+    [part] = [p for p in lake.partitions("curated", "prices") if f"date={day}" in p.directory]
+    return part.readable
+
+
+def _on_disk(lake: Lake, day: dt.date = DAY) -> list[str]:
+    [part] = [p for p in lake.partitions("curated", "prices") if f"date={day}" in p.directory]
+    return sorted(part.files)
+
+
+def test_a_closed_day_becomes_a_few_files_with_the_same_rows(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    _stream_day(lake)
+    before, listed = _rows(lake), lake.list_files("curated", "prices")
+    sizes = sum(Path(p).stat().st_size for p in listed)
+    target = sizes // 3  # three-ish files
+
+    summary = compact(lake, target_bytes=target, quiet_s=0)
+    [done] = summary.compacted
+    assert done.files_before == 40 and 1 < done.files_after <= 4 and done.batch_files == 40 and done.rows == 40 * 375
+    assert "date=2026-11-05: 40 files" in summary.render()
+    assert _rows(lake).equals(before)
+    assert len(_readable(lake)) == done.files_after
+    assert all(n.startswith("compacted-") or n == MANIFEST for n in _on_disk(lake))  # batch files gone
+    assert lake.list_files("curated", "prices") == listed  # each batch still listed once, readable alone
+    assert lake.read_file(listed[7]).equals(_batch(7))
+    assert _readable(lake, OTHER_DAY) == ["part-prices-backfill.parquet"]  # one file: nothing to do
+
+    again = compact(lake, target_bytes=target, quiet_s=0)  # idempotent
+    assert again.compacted == [] and _rows(lake).equals(before)
+
+
+def test_a_day_still_written_to_waits(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    _stream_day(lake)
+    waiting = compact(lake, target_bytes=10**9, quiet_s=3600)
+    assert waiting.compacted == [] and waiting.open_days == 1 and len(_readable(lake)) == 40
+    later = compact(lake, target_bytes=10**9, quiet_s=3600, now=dt.datetime.now(UTC) + dt.timedelta(hours=2))
+    assert [p.files_after for p in later.compacted] == [1]
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_on(monkeypatch, method: str, after: int, when=lambda *a: True) -> None:
+    """Make Lake.<method> raise on its (after+1)-th call that `when` accepts."""
+    real = getattr(Lake, method)
+    calls = {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        if when(*args):
+            calls["n"] += 1
+            if calls["n"] > after:
+                raise Crash(f"{method} #{calls['n']}")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, method, crashing)
+
+
+CRASH_POINTS = {
+    # the second compacted file half-way: the first is written, no manifest yet
+    "writing outputs": ("put_bytes", 1, lambda path, data: "/compacted-" in path),
+    # every output written, the manifest not
+    "publishing": ("publish", 0, lambda *a: True),
+    # published; some batch files deleted, the rest still on disk
+    "deleting inputs": ("delete_quietly", 5, lambda path: "/part-" in path),
+}
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_a_crash_at_any_step_leaves_every_row_readable_once(point: str, tmp_path: Path, monkeypatch) -> None:
+    lake = Lake(str(tmp_path))
+    _stream_day(lake)
+    before = _rows(lake)
+    target = sum(Path(p).stat().st_size for p in lake.list_files("curated", "prices")) // 3
+    with monkeypatch.context() as patch:
+        _crash_on(patch, *CRASH_POINTS[point])
+        with pytest.raises(Crash):
+            compact(lake, target_bytes=target, quiet_s=0)
+    assert _rows(lake).equals(before)  # old files, or new ones: never both
+    published = (tmp_path / "curated/dataset=prices/source=replay/date=2026-11-05" / MANIFEST).exists()
+    assert published == (point == "deleting inputs")
+
+    compact(lake, target_bytes=target, quiet_s=0, orphan_age_s=0)  # run again: it finishes
+    assert _rows(lake).equals(before)
+    clean = Lake(str(tmp_path / "clean"))
+    _stream_day(clean)
+    compact(clean, target_bytes=target, quiet_s=0)
+    assert _on_disk(lake) == _on_disk(clean)  # the same files as a run that never crashed
+
+
+def test_rewriting_a_compacted_batch(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    _stream_day(lake)
+    before = _rows(lake)
+    compact(lake, target_bytes=10**9, quiet_s=0)
+    manifest = (tmp_path / "curated/dataset=prices/source=replay/date=2026-11-05" / MANIFEST).read_bytes()
+    files = _on_disk(lake)
+
+    # the same batch stored again (a redelivery): nothing changes, not even a file
+    lake.write_curated(PRICES, _batch(7), batch_key="prices-000007-0")
+    assert _rows(lake).equals(before) and _on_disk(lake) == files
+    assert (tmp_path / "curated/dataset=prices/source=replay/date=2026-11-05" / MANIFEST).read_bytes() == manifest
+
+    # the batch stored again with other rows: they replace its held ones
+    changed = _batch(7, minutes=10)
+    lake.write_curated(PRICES, changed, batch_key="prices-000007-0")
+    now = _rows(lake)
+    assert now.num_rows == before.num_rows - 365
+    assert now.filter(pa.compute.equal(now.column("ticker"), "T007")).sort_by(KEY).equals(changed.sort_by(KEY))
+    assert "part-prices-000007-0.parquet" in _readable(lake)
+
+    # a batch removed (a dead-lettered batch's undo) leaves the compacted file too
+    held = [p for p in lake.list_files("curated", "prices") if p.endswith("part-prices-000003-0.parquet")]
+    lake.replace_file(held[0], PRICES.arrow_schema.empty_table(), PRICES)
+    assert _rows(lake).num_rows == before.num_rows - 365 - 375
+    assert len(lake.list_files("curated", "prices")) == 40  # 41 batch files, one gone
+
+    compact(lake, target_bytes=10**9, quiet_s=0)  # the rewritten batch joins the compacted file again
+    assert len(_readable(lake)) == 1 and _rows(lake).num_rows == before.num_rows - 365 - 375
+
+
+def test_a_rewrite_left_on_disk_by_a_crash_is_taken_in(tmp_path: Path, monkeypatch) -> None:
+    """A batch rewritten with other rows, and the process dying before its rows were released:
+    readers keep the held rows until the next pass, which releases the new ones."""
+    lake = Lake(str(tmp_path))
+    _stream_day(lake)
+    compact(lake, target_bytes=10**9, quiet_s=0)
+    changed = _batch(7, minutes=10)
+    with monkeypatch.context() as patch:
+        patch.setattr(Lake, "release", lambda *a: (_ for _ in ()).throw(Crash("before release")))
+        with pytest.raises(Crash):
+            lake.write_curated(PRICES, changed, batch_key="prices-000007-0")
+    total = 41 * 375
+    assert _rows(lake).num_rows == total  # the old rows, once
+    summary = compact(lake, target_bytes=10**9, quiet_s=0)
+    assert summary.tidied == 1
+    rows = _rows(lake)
+    assert rows.num_rows == total - 365
+    assert rows.filter(pa.compute.equal(rows.column("ticker"), "T007")).num_rows == 10
+
+
+def test_the_cli_prints_files_per_day_before_and_after(tmp_path: Path, monkeypatch, capsys) -> None:
+    from sentinel_ray.cli import main
+
+    lake = Lake(str(tmp_path / "lake"))
+    _stream_day(lake)
+    before = _rows(lake)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SENTINEL_DATA_DIR", str(tmp_path))
+    # main() sets RAY_AUTH_MODE for good otherwise: this process's later ray.init would then fail
+    monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "token"))
+    assert main(["compact", "--dataset", "prices"]) == 0
+    assert "0 day partition(s) compacted" in capsys.readouterr().out  # written just now: still open
+    assert main(["compact", "--dataset", "prices", "--date", "2026-11-05"]) == 0
+    out = capsys.readouterr().out
+    assert "curated/dataset=prices/source=replay/date=2026-11-05: 40 files" in out and "-> 1 (" in out, out
+    assert _rows(lake).equals(before)
+
+
+def test_up_compacts_on_its_own(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, lake_compact_interval_s=0.05, lake_compact_quiet_s=0)
+    lake = Lake(settings.resolved_lake_uri)
+    _stream_day(lake)
+    said: list[str] = []
+    loop = CompactionLoop(settings, say=said.append).start()
+    try:
+        deadline = time.monotonic() + 30
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    assert said and "40 files" in said[0]
+    assert len(_readable(lake)) == 1
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_batch_redelivered_after_its_day_was_compacted_adds_no_rows(where, ray_session, ingest_settings, store,
+                                                                      s3_endpoint) -> None:  # noqa: F811
+    """A consumer dies after its writes, before its XACK; the day is compacted meanwhile (its
+    files included); its restart stores the batch again: exact counts, no doubles, no new file."""
+    from sentinel_ray.ingest.poller import SourcePoller
+    from tests.ingest.conftest import drain, expected_counts, firehose, make_consumer, stored_counts
+    from tests.ingest.test_faults import _assert_no_duplicate_files
+    from tests.storage.conftest import on_s3
+
+    settings = ingest_settings.model_copy(update={"replay_chunk_rows": 700, "batch_max_rows": 700})
+    settings = on_s3(settings, s3_endpoint) if where == "s3" else settings
+    lake = Lake(settings.resolved_lake_uri)
+    poller = SourcePoller(settings, firehose(settings), store=store, lake=lake)
+    asyncio.run(poller.poll_once())
+
+    class Died(BaseException):
+        pass
+
+    first = make_consumer(settings, store, "prices-0")
+    first._acknowledge = lambda batch: (_ for _ in ()).throw(Died())  # written, then the process dies
+    batch = first.next_batch()
+    with pytest.raises(Died):
+        first.store_batch(batch)
+    # the rest as it streams in, a micro-batch per poll, leaving the dead one's batch pending
+    patient = settings.model_copy(update={"claim_idle_s": 3600.0})
+    prices, posts = make_consumer(patient, store, "prices-1"), make_consumer(patient, store, "posts-0", "posts")
+    while asyncio.run(poller.poll_once()) or poller.stats.state != "idle":
+        prices.run_once()
+        posts.run_once()
+    drain(prices)
+    drain(posts)
+    assert stored_counts(settings) == expected_counts(settings)
+    before = _rows(lake)
+
+    summary = compact(lake, target_bytes=settings.lake_compact_target_bytes, quiet_s=0, dataset="prices")
+    print(summary.render())
+    [day] = [p for p in summary.compacted if "source=replay" in p.directory]
+    assert day.files_before > 10 and day.files_after == 1
+    assert _rows(lake).equals(before)
+    held = f"part-{batch.key}.parquet"
+    assert any(p.endswith("/" + held) for p in lake.list_files("curated", "prices"))
+    assert held not in _on_disk(lake)
+    files = _on_disk(lake)
+
+    restarted = make_consumer(settings, store, "prices-0")  # its own pending batch first
+    again = restarted.next_batch()
+    assert again.key == batch.key and again.ids == batch.ids
+    restarted.store_batch(again)
+    drain(restarted)
+    assert store.lag("prices").pending == 0
+    assert stored_counts(settings) == expected_counts(settings)
+    _assert_no_duplicate_files(settings)
+    assert _rows(lake).equals(before)
+    assert _on_disk(lake) == files  # the same bytes were held already: nothing written
