@@ -7,8 +7,10 @@ of the package, so sources, storage, quality, pipeline, ingest and serve can all
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -184,6 +186,12 @@ def _refined(exc: BaseException, name: str, kind: ErrorKind) -> ErrorKind:
 
 # --- what sources return --------------------------------------------------------------
 
+# Lineage: the two columns on every record table an adapter returns, naming the raw payload
+# the record was read from (RawPayload.payload_id) and its 0-based position in that payload
+# (in the order the payload lists its records).
+RAW_ID = "raw_id"
+RAW_POS = "raw_pos"
+
 
 @dataclass(frozen=True)
 class RawPayload:
@@ -194,7 +202,18 @@ class RawPayload:
     received_at: dt.datetime
     body: bytes
     content_type: str = "application/json"
-    request: str = ""  # what was asked (URL without secrets, or a description), for audit
+    request: str = ""  # what was asked (URL without secrets, or a description), for audit and replay
+
+    @cached_property
+    def payload_id(self) -> str:
+        """`source/dataset/<received UTC date>/<sha1 of the body, 16 hex>`: the same bytes received
+        the same day have the same id, whoever fetched them and however often (content-addressed),
+        and the id names the raw-zone partition (source, dataset, date) the payload is kept in."""
+        received = self.received_at if self.received_at.tzinfo is not None \
+            else self.received_at.replace(tzinfo=dt.timezone.utc)  # naive means UTC
+        day = received.astimezone(dt.timezone.utc).date().isoformat()
+        digest = hashlib.sha1(self.body, usedforsecurity=False).hexdigest()[:16]
+        return f"{self.source}/{self.dataset}/{day}/{digest}"
 
     @classmethod
     def of(cls, source: str, dataset: str, response: Any) -> "RawPayload":

@@ -1,11 +1,14 @@
-"""Source adapters, by name. Modules load only when their source is used."""
+"""Source adapters, by name, and the parsers of their kept raw payloads (`parser_for`).
+Modules load only when their source is used."""
 from __future__ import annotations
 
 import importlib
+from typing import Callable
 
 from sentinel_ray.config import Settings
-from sentinel_ray.records import SourceError
+from sentinel_ray.records import RawPayload, SourceError
 from sentinel_ray.sources.base import HistorySource, Source
+from sentinel_ray.sources.lineage import ParsedPayload
 
 # name -> "module:Class"; one module per source.
 SOURCE_CLASSES: dict[str, str] = {
@@ -48,3 +51,31 @@ def make_stream_source(name: str, settings: Settings) -> Source:
 
         return LiveReplaySource.from_settings(settings)
     return make_source(name, settings)
+
+
+# name -> "module:function": the function every poll of the source reads its payloads with,
+# for reading kept payloads again (a replay from the raw zone); see `lineage`.
+PARSERS: dict[str, str] = {
+    "replay": "sentinel_ray.sources.replay:parse_payload",  # ReplaySource's and LiveReplaySource's
+    "yahoo": "sentinel_ray.sources.yahoo:parse_payload",
+    "nse": "sentinel_ray.sources.nse:parse_payload",
+    "filings": "sentinel_ray.sources.filings:parse_payload",
+    "reddit": "sentinel_ray.sources.reddit:parse_payload",
+    "x": "sentinel_ray.sources.x:parse_payload",
+    "telegram": "sentinel_ray.sources.telegram:parse_payload",
+    "youtube": "sentinel_ray.sources.youtube:parse_payload",
+    "rss": "sentinel_ray.sources.rss:parse_payload",
+}
+Parser = Callable[[RawPayload], ParsedPayload]
+
+
+def parser_for(name: str) -> Parser:
+    """The records of one raw payload the source `name` received: `parser(payload)` -> dataset
+    name -> table (with `raw_id` and `raw_pos`), exactly what the poll that received it emitted
+    (its `unparseable` attribute lists the records that could not be read). An unreadable
+    payload raises `parsing.UnreadablePayload`."""
+    try:
+        module_name, function = PARSERS[name].split(":")
+    except KeyError:
+        raise SourceError(f"unknown source {name!r}; available: {', '.join(SOURCE_NAMES)}") from None
+    return getattr(importlib.import_module(module_name), function)

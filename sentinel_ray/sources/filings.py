@@ -23,6 +23,10 @@ that time (an `Incremental` mark), so a poll never re-emits and never misses an 
 sharing the boundary second.
 BSE's pages are walked newest first until a page reaches what the cursor has already
 seen, the last page, or `page_cap` pages.
+
+Records are read from the kept answers by `parse_payload`, what a replay from the raw zone
+calls too (see `lineage`): an answer's request URL says which exchange's list it is, and its
+text notes (`#skip=`) the announcements an earlier poll had emitted.
 """
 from __future__ import annotations
 
@@ -42,8 +46,10 @@ from sentinel_ray.market import EXCHANGES, ist_date, parse_ist
 from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import FILINGS
 from sentinel_ray.sources.base import Source
-from sentinel_ray.sources.http import HttpClient, HttpResponse
+from sentinel_ray.sources.http import HttpClient
 from sentinel_ray.sources.incremental import Incremental
+from sentinel_ray.sources.lineage import (ParsedPayload, concat_records, finish, payload_schema, positioned,
+                                          read_whole, request_url, skipping, withholding)
 from sentinel_ray.sources.nse import (
     NSE_DATE,
     NSE_DATETIME,
@@ -51,18 +57,21 @@ from sentinel_ray.sources.nse import (
     exchange_http_client,
     from_iso,
     iso_utc,
-    read_payload,
+    payload_json,
     received,
 )
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     UnreadablePayload,
+    as_of,
     clean_text,
     http_url,
     in_range,
     note_unparseable,
     note_unreadable,
+    off_loop,
+    record_error,
 )
 
 log = logging.getLogger(__name__)
@@ -189,7 +198,57 @@ def filings_table(filings: list[Filing], received: list[dt.datetime]) -> pa.Tabl
         "run_id": [None] * len(filings),
         "ingested_at": received,
     }
-    return pa.Table.from_pydict(cols, schema=FILINGS.record_schema)
+    return pa.Table.from_pydict(cols, schema=payload_schema(FILINGS))
+
+
+@dataclass
+class Announcements:
+    """One announcements answer as read: per item, in the answer's order, its filing or why it
+    could not be read; and how many announcements the query matches (BSE says, NSE does not)."""
+
+    outcomes: list[Filing | str]
+    total: int | None = None
+
+
+def read_announcements(payload: RawPayload) -> Announcements:
+    """The announcements of a kept NSE or BSE answer (which one, its request URL says); SourceError
+    when the body is not JSON of the list expected."""
+    url = request_url(payload.request)
+    path = urllib.parse.urlsplit(url).path
+    if path.endswith(NSE_ANNOUNCEMENTS_PATH):
+        items, parse, total = _nse_items(_json(payload, "NSE announcements")), nse_filing, None
+    elif path.endswith(BSE_ANNOUNCEMENTS_PATH):
+        number = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)).get("pageno", "?")
+        what = f"BSE announcements page {number}"
+        doc, items = _bse_rows(_json(payload, what), number)
+        parse, total = bse_filing, _bse_total_rows(doc)
+    else:
+        raise SourceError(f"filings: {url[:200]} is no announcements list the adapter reads")
+    outcomes: list[Filing | str] = []
+    with as_of(payload.received_at):
+        for item in items:
+            try:
+                outcomes.append(parse(item))
+            except RECORD_ERRORS as e:
+                outcomes.append(record_error(e))
+    return Announcements(outcomes, total)
+
+
+def _json(payload: RawPayload, what: str) -> Any:
+    return payload_json(payload.body, payload.request, payload.content_type, FilingsSource.name, what)
+
+
+def announcement_records(payload: RawPayload, read: Announcements) -> ParsedPayload:
+    """The filings of an answer read by `read_announcements`, as its poll emitted them."""
+    readable = [(position, f) for position, f in enumerate(read.outcomes) if isinstance(f, Filing)]
+    table = filings_table([f for _, f in readable], [payload.received_at] * len(readable))
+    return finish(payload, {FILINGS.name: positioned(table, [position for position, _ in readable])},
+                  [(position, error) for position, error in enumerate(read.outcomes) if isinstance(error, str)])
+
+
+def parse_payload(payload: RawPayload) -> ParsedPayload:
+    """The filings of one kept NSE or BSE announcements answer (see `lineage`)."""
+    return announcement_records(payload, read_whole(payload, read_announcements))
 
 
 # --- the source -----------------------------------------------------------------------
@@ -197,34 +256,41 @@ def filings_table(filings: list[Filing], received: list[dt.datetime]) -> pa.Tabl
 
 @dataclass
 class _Batch:
-    filings: list[Filing] = field(default_factory=list)
-    received: list[dt.datetime] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)
     raw: list[RawPayload] = field(default_factory=list)
     skipped: int = 0
     unparseable: list[dict[str, Any]] = field(default_factory=list)
     pages: int = 0
     truncated: bool = False
 
-    def take(self, items: list[Any], parse: Callable[[Mapping[str, Any]], Filing], response: HttpResponse,
-             mark: Mark) -> bool:
-        """Keep the filings among `items` past `mark` (unreadable ones are counted as skipped);
-        True when some were not (they were emitted before)."""
-        reached_seen = False
-        for position, item in enumerate(items):
-            try:
-                filing = parse(item)
-            except RECORD_ERRORS as e:
+    async def read(self, what: str) -> Announcements:
+        """The last payload of `raw`, read (off the event loop when big); UnreadablePayload when it
+        cannot be."""
+        payload = self.raw[-1]
+        try:
+            return await off_loop(lambda _body: read_announcements(payload), payload.body)
+        except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
+            raise UnreadablePayload(str(e), self.raw) from None
+
+    def take(self, read: Announcements, mark: Mark) -> bool:
+        """Keep the filings of the last payload past `mark` (unreadable ones are counted as
+        skipped); True when some were not (they were emitted before)."""
+        index = len(self.raw) - 1
+        reached_seen, skip = False, []
+        for position, filing in enumerate(read.outcomes):
+            if isinstance(filing, str):
                 self.skipped += 1
                 notes: dict[str, Any] = {}
-                note_unparseable(notes, len(self.raw) - 1, position, e)
+                note_unparseable(notes, index, position, filing)
                 self.unparseable.extend(notes["unparseable"])
                 continue
             if mark.is_new(filing.ts, filing.filing_id):
-                self.filings.append(filing)
-                self.received.append(response.received_at)
                 mark.emit(filing.ts, filing.filing_id)
             else:
+                skip.append(position)
                 reached_seen = True
+        self.raw[index] = skipping(self.raw[index], skip)
+        self.tables.append(announcement_records(self.raw[index], read)[FILINGS.name])
         return reached_seen
 
 
@@ -287,8 +353,6 @@ class FilingsSource(Source):
         if errors and not batches and len(unreadable) < len(errors):
             # nothing read, and something other than a bad answer (network, credentials) to retry for
             raise next(e for e in errors.values() if not isinstance(e, UnreadablePayload))
-        filings = [f for b in batches.values() for f in b.filings]
-        received_at = [r for b in batches.values() for r in b.received]
         meta: dict[str, Any] = {"skipped": sum(b.skipped for b in batches.values()),
                                 "pages": {ex: b.pages for ex, b in batches.items()},
                                 "truncated": [ex for ex, b in batches.items() if b.truncated],
@@ -298,14 +362,15 @@ class FilingsSource(Source):
             meta.setdefault("unparseable", []).extend({**u, "payload": u["payload"] + len(raw)} for u in b.unparseable)
             raw.extend(b.raw)
         for exchange, b in unreadable.items():
-            raw.extend(b.raw)
+            # its readable pages' filings wait for the exchange's next readable answer: none emitted
+            raw.extend([withholding(p) for p in b.raw[:-1]] + b.raw[-1:])
             note_unreadable(meta, len(raw) - 1, errors[exchange])  # the exchange's last payload is the bad one
         if not meta.get("unparseable"):
             meta.pop("unparseable", None)
         if not batches:
             raise UnreadablePayload(str(next(iter(errors.values()))), raw)
-        return FetchResult(raw=raw,
-                           records={FILINGS.name: filings_table(filings, received_at)},
+        tables = [t for b in batches.values() for t in b.tables]
+        return FetchResult(raw=raw, records={FILINGS.name: concat_records(tables, FILINGS)},
                            next_cursor=next_cursor or None, meta=meta)
 
     def _window(self, mark: Mark) -> tuple[dt.date, dt.date]:
@@ -316,37 +381,34 @@ class FilingsSource(Source):
     async def _nse(self, mark: Mark, batch: _Batch) -> None:
         start, end = self._window(mark)
         params = {"index": "equities", "from_date": start.strftime(NSE_DATE), "to_date": end.strftime(NSE_DATE)}
-        response = await received(self.nse.get(NSE_ANNOUNCEMENTS_PATH, params, referer_path=NSE_ANNOUNCEMENTS_PAGE),
-                                  self.name, FILINGS.name, batch.raw)
+        await received(self.nse.get(NSE_ANNOUNCEMENTS_PATH, params, referer_path=NSE_ANNOUNCEMENTS_PAGE),
+                       self.name, FILINGS.name, batch.raw)
         batch.pages = 1
-        items = await read_payload(response, self.name, "NSE announcements", batch.raw, _nse_items)
-        batch.take(items, nse_filing, response, mark)
+        batch.take(await batch.read("NSE announcements"), mark)
 
     async def _bse(self, mark: Mark, batch: _Batch) -> None:
         start, end = self._window(mark)
         page_size = 0
 
-        async def page(number: int | None) -> tuple[int, HttpResponse, Any, list[Any]]:
+        async def page(number: int | None) -> tuple[int, Announcements]:
             assert number is not None
             request = self.bse_http.get(
                 self.bse_base_url + BSE_ANNOUNCEMENTS_PATH, headers=BSE_HEADERS,
                 params={"pageno": number, "strCat": "-1", "subcategory": "-1",
                         "strPrevDate": start.strftime(BSE_DATE), "strToDate": end.strftime(BSE_DATE),
                         "strScrip": "", "strSearch": "P", "strType": "C"})
-            response = await received(request, self.name, FILINGS.name, batch.raw)
-            doc, rows = await read_payload(response, self.name, f"BSE announcements page {number}", batch.raw,
-                                           lambda doc: _bse_rows(doc, number))
-            return number, response, doc, rows
+            await received(request, self.name, FILINGS.name, batch.raw)
+            return number, await batch.read(f"BSE announcements page {number}")
 
-        def next_page(fetched: tuple[int, HttpResponse, Any, list[Any]]) -> int | None:
-            number, _, doc, rows = fetched
-            total = _bse_total_rows(doc)
-            return None if not rows or (total is not None and number * page_size >= total) else number + 1
+        def next_page(fetched: tuple[int, Announcements]) -> int | None:
+            number, read = fetched
+            total = read.total
+            return None if not read.outcomes or (total is not None and number * page_size >= total) else number + 1
 
         pages = Pager(page, next_page, limit=self.page_cap, first=1)
-        async for _, response, _, rows in pages:
-            reached_seen = batch.take(rows, bse_filing, response, mark)
-            page_size = page_size or len(rows)
+        async for _, read in pages:
+            reached_seen = batch.take(read, mark)
+            page_size = page_size or len(read.outcomes)
             if reached_seen:
                 break  # newest first: every later page is older still
         batch.pages = pages.pages

@@ -26,13 +26,20 @@ warehouse's day bucket. A quote is a snapshot of the running session: it is emit
 that session's 1d bar (open, day high, day low, last price -> close, traded volume), so
 repeated polls update one row (ReplacingMergeTree keeps the newest `ingested_at`), and
 the official bar from history replaces it once NSE publishes it after the close.
+
+Records are read from the kept answers by `parse_payload`, what a replay from the raw zone
+calls too (see `lineage`): the request URL, kept whole (NSE's public query holds no secret),
+names the endpoint and the symbol; its text notes (`#skip=`) what the poll had emitted before
+and, for a backfill, its run id and ingestion time.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
-from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow as pa
 
@@ -42,10 +49,13 @@ from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources.base import HistorySource
 from sentinel_ray.sources.http import AuthError, BodyTooLarge, HttpClient, HttpResponse
+from sentinel_ray.sources.lineage import (ParsedPayload, concat_records, cut_short, finish, payload_schema,
+                                          positioned, read_whole, request_url, skipping, stamped)
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     PayloadError,
     UnreadablePayload,
+    as_of,
     count,
     in_range,
     loads_json,
@@ -53,6 +63,7 @@ from sentinel_ray.sources.parsing import (
     note_unreadable,
     number,
     off_loop,
+    record_error,
     unreadable_poll,
 )
 
@@ -94,23 +105,18 @@ def from_iso(text: str) -> dt.datetime:
 # --- plumbing shared with filings ------------------------------------------------------
 
 
-def json_body(response: HttpResponse, source: str, what: str) -> Any:
-    """The response's JSON, or a SourceError saying what came instead (NSE and BSE answer
-    blocked or broken requests with HTML pages and status 200)."""
+def payload_json(body: bytes, url: str, content_type: str, source: str, what: str) -> Any:
+    """The JSON of a body received from `url` (a kept payload's request) as `content_type`, or a
+    SourceError saying what came instead (NSE and BSE answer blocked or broken requests with
+    HTML pages and status 200)."""
     try:
-        return loads_json(response.body, f"{source}: {what}")
+        return loads_json(body, f"{source}: {what}")
     except PayloadError as e:
-        if response.body.lstrip()[:1] in (b"{", b"[") and "not JSON" not in str(e):
-            raise SourceError(f"{source}: {what} from {response.url.split('?', 1)[0]} cannot be read: {e}") from None
-        head = response.body[:80].decode("utf-8", errors="replace")
-        raise SourceError(f"{source}: {what} from {response.url.split('?', 1)[0]} is not JSON "
-                          f"({response.content_type}, starts {head!r})") from None
-
-
-async def read_json(response: HttpResponse, source: str, what: str) -> Any:
-    """`json_body`, parsed in a worker thread when the body is big: history and announcement
-    lists run to megabytes, and the event loop is shared with every other poller."""
-    return await off_loop(lambda _body: json_body(response, source, what), response.body)
+        where = request_url(url).split("?", 1)[0]
+        if body.lstrip()[:1] in (b"{", b"[") and "not JSON" not in str(e):
+            raise SourceError(f"{source}: {what} from {where} cannot be read: {e}") from None
+        head = body[:80].decode("utf-8", errors="replace")
+        raise SourceError(f"{source}: {what} from {where} is not JSON ({content_type}, starts {head!r})") from None
 
 
 async def received(request: Awaitable[HttpResponse], source: str, dataset: str, raw: list[RawPayload]) -> HttpResponse:
@@ -119,20 +125,10 @@ async def received(request: Awaitable[HttpResponse], source: str, dataset: str, 
     try:
         response = await request
     except BodyTooLarge as e:
-        raw.append(public_raw(source, dataset, e.response))
+        raw.append(cut_short(public_raw(source, dataset, e.response)))
         raise UnreadablePayload(str(e), raw) from None
     raw.append(public_raw(source, dataset, response))
     return response
-
-
-async def read_payload(response: HttpResponse, source: str, what: str, raw: list[RawPayload],
-                       shape: Callable[[Any], Any] = lambda doc: doc) -> Any:
-    """`shape` of the response's JSON (the response is the last of `raw`); UnreadablePayload when
-    the body is not JSON or not of the shape expected (`shape` raises SourceError)."""
-    try:
-        return shape(await read_json(response, source, what))
-    except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
-        raise UnreadablePayload(str(e), raw) from None
 
 
 def public_raw(source: str, dataset: str, response: HttpResponse) -> RawPayload:
@@ -157,17 +153,6 @@ def nse_symbols(tickers: Sequence[str]) -> list[str]:
         if symbol and symbol not in out:
             out.append(symbol)
     return out
-
-
-def _readable_bars(rows: Any, meta: dict[str, Any], payload: int) -> Iterator[tuple[dt.date, Any]]:
-    """(session date, OHLCV) of each history row that can be read; the others are counted in
-    `meta` and listed as unparseable (pointing at raw payload `payload`), and skipped."""
-    for position, row in enumerate(rows):
-        try:
-            yield history_bar(row)
-        except RECORD_ERRORS as e:
-            meta["skipped"] += 1
-            note_unparseable(meta, payload, position, e)
 
 
 class NseSession:
@@ -228,18 +213,19 @@ class _Bars:
     """Daily bars collected row by row, turned into one PRICES table at the end."""
 
     def __init__(self) -> None:
-        self.cols: dict[str, list[Any]] = {name: [] for name in PRICES.column_names}
+        self.schema = payload_schema(PRICES)
+        self.cols: dict[str, list[Any]] = {name: [] for name in self.schema.names}
         self.keys: set[tuple[str, dt.datetime]] = set()
 
     def add(self, ticker: str, ts: dt.datetime, ohlcv: tuple[float, float, float, float, int | None],
             ingested_at: dt.datetime, run_id: str | None = None) -> None:
         values = (ticker, "NSE", "1d", ts, *ohlcv, NseSource.name, run_id, ingested_at)
-        for name, value in zip(PRICES.column_names, values, strict=True):
+        for name, value in zip(self.schema.names, values, strict=True):
             self.cols[name].append(value)
         self.keys.add((ticker, ts))
 
     def table(self) -> pa.Table:
-        return pa.Table.from_pydict(self.cols, schema=PRICES.record_schema)
+        return pa.Table.from_pydict(self.cols, schema=self.schema)
 
 
 def _number(value: Any) -> float | None:
@@ -293,6 +279,95 @@ def history_bar(row: Mapping[str, Any]) -> tuple[dt.date, tuple[float, float, fl
     return day, (*prices, volume)  # type: ignore[return-value]
 
 
+# --- kept answers ---------------------------------------------------------------------
+
+
+Bar = tuple[dt.date, tuple[float, float, float, float, int | None]]  # session date, OHLCV
+
+
+@dataclass
+class Answer:
+    """A kept quote or history answer as read: its symbol and, per record in the answer's order,
+    its bar or why it could not be read. A quote holds at most one record (position 0): none when
+    NSE knows no such symbol (`unknown`) or the session has not traded yet (`untraded`)."""
+
+    kind: str  # "quote" or "history"
+    symbol: str
+    outcomes: list[Bar | str]
+    updated: dt.datetime | None = None  # a quote's last update time
+    unknown: bool = False
+    untraded: bool = False
+
+
+def read_answer(payload: RawPayload) -> Answer:
+    """A kept quote or history answer (which one, and whose, its request URL says); SourceError
+    when the body is not JSON of the shape expected."""
+    with as_of(payload.received_at):
+        return _read_answer(payload)
+
+
+def _read_answer(payload: RawPayload) -> Answer:
+    url = request_url(payload.request)
+    parts = urlsplit(url)
+    symbol = dict(parse_qsl(parts.query)).get("symbol", "")
+    if parts.path.endswith(QUOTE_PATH):
+        doc = payload_json(payload.body, url, payload.content_type, NseSource.name, f"quote for {symbol}")
+        quote = quote_record(doc, symbol)
+        if quote is None:
+            return Answer("quote", symbol, [], unknown=True)
+        try:
+            updated, ohlcv = quote_bar(quote)
+        except RECORD_ERRORS as e:
+            return Answer("quote", symbol, [record_error(e)])
+        if any(v is None or v <= 0 for v in ohlcv[:4]) or not ohlcv[4]:
+            # Before the first trade of a session NSE shows zeros; that is no bar yet.
+            return Answer("quote", symbol, [], updated, untraded=True)
+        return Answer("quote", symbol, [(ist_date(updated), ohlcv)], updated)
+    if parts.path.endswith(HISTORY_PATH):
+        doc = payload_json(payload.body, url, payload.content_type, NseSource.name, f"history for {symbol}")
+        outcomes: list[Bar | str] = []
+        for row in history_rows(doc, symbol):
+            try:
+                outcomes.append(history_bar(row))
+            except RECORD_ERRORS as e:
+                outcomes.append(record_error(e))
+        return Answer("history", symbol, outcomes)
+    raise SourceError(f"nse: {url[:200]} is no quote or history the adapter reads")
+
+
+def answer_records(payload: RawPayload, answer: Answer) -> ParsedPayload:
+    """The daily bars of an answer read by `read_answer`, as its poll emitted them."""
+    bars, positions = _Bars(), []
+    for position, bar in enumerate(answer.outcomes):
+        if not isinstance(bar, str):
+            day, ohlcv = bar
+            bars.add(answer.symbol, ist_midnight_utc(day), ohlcv, payload.received_at)
+            positions.append(position)
+    return finish(payload, {PRICES.name: positioned(bars.table(), positions)},
+                  [(position, error) for position, error in enumerate(answer.outcomes) if isinstance(error, str)])
+
+
+def parse_payload(payload: RawPayload) -> ParsedPayload:
+    """The daily bars of one kept quote or history answer (see `lineage`)."""
+    return answer_records(payload, read_whole(payload, read_answer))
+
+
+async def _read(raw: list[RawPayload]) -> Answer:
+    """The last of `raw`, read (off the event loop when big); UnreadablePayload when it cannot be."""
+    payload = raw[-1]
+    try:
+        return await off_loop(lambda _body: read_answer(payload), payload.body)
+    except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
+        raise UnreadablePayload(str(e), raw) from None
+
+
+def _note_unparseable(answer: Answer, meta: dict[str, Any], payload: int) -> None:
+    for position, error in enumerate(answer.outcomes):
+        if isinstance(error, str):
+            meta["skipped"] += 1
+            note_unparseable(meta, payload, position, error)
+
+
 # --- the source -----------------------------------------------------------------------
 
 
@@ -327,20 +402,23 @@ class NseSource(HistorySource):
         cursor = cursor or {}
         quotes_seen: dict[str, str] = dict(cursor.get("quotes", {}))
         history_seen: dict[str, str] = dict(cursor.get("history", {}))
-        bars, raw, meta = _Bars(), [], {"skipped": 0, "unknown_symbols": [], "untraded": []}
+        tables: list[pa.Table] = []
+        keys: set[tuple[str, dt.date]] = set()  # (symbol, session) of the bars emitted
+        raw: list[RawPayload] = []
+        meta: dict[str, Any] = {"skipped": 0, "unknown_symbols": [], "untraded": []}
         now = self.clock()
         # One symbol's unreadable answer must not hold back the others': it is noted (and kept in
         # the raw zone by the poller), that symbol's cursor stays, and the poll goes on.
         if self._history_due(now):
             for symbol in self.symbols:
                 try:
-                    await self._poll_history(symbol, now, history_seen, bars, raw, meta)
+                    await self._poll_history(symbol, now, history_seen, tables, keys, raw, meta)
                 except UnreadablePayload as e:
                     note_unreadable(meta, len(raw) - 1, e)
             self._history_checked_at = now
         for symbol in self.symbols:
             try:
-                await self._poll_quote(symbol, quotes_seen, bars, raw, meta)
+                await self._poll_quote(symbol, quotes_seen, tables, keys, raw, meta)
             except UnreadablePayload as e:
                 note_unreadable(meta, len(raw) - 1, e)
         next_cursor: dict[str, Any] | None = {"quotes": quotes_seen, "history": history_seen}
@@ -349,77 +427,83 @@ class NseSource(HistorySource):
         unreadable = unreadable_poll(raw, meta)
         if unreadable is not None:
             raise unreadable
-        return FetchResult(raw=raw, records={PRICES.name: bars.table()}, next_cursor=next_cursor, meta=meta)
+        return FetchResult(raw=raw, records={PRICES.name: concat_records(tables, PRICES)}, next_cursor=next_cursor,
+                           meta=meta)
 
     def _history_due(self, now: dt.datetime) -> bool:
         return self._history_checked_at is None or now - self._history_checked_at >= self.history_every
 
-    async def _poll_history(self, symbol: str, now: dt.datetime, seen: dict[str, str], bars: _Bars,
-                            raw: list[RawPayload], meta: dict[str, Any]) -> None:
+    async def _poll_history(self, symbol: str, now: dt.datetime, seen: dict[str, str], tables: list[pa.Table],
+                            keys: set[tuple[str, dt.date]], raw: list[RawPayload], meta: dict[str, Any]) -> None:
         today = ist_date(now)
         last = dt.date.fromisoformat(seen[symbol]) if symbol in seen else None
         start = last + dt.timedelta(days=1) if last else today - dt.timedelta(days=self.history_days)
         if start > today:
             return
-        response = await received(self._history(symbol, start, today), self.name, PRICES.name, raw)
-        newest = last
-        rows = await read_payload(response, self.name, f"history for {symbol}", raw,
-                                  lambda doc: history_rows(doc, symbol))
-        for day, ohlcv in _readable_bars(rows, meta, len(raw) - 1):
-            if (last and day <= last) or day > today:
+        await received(self._history(symbol, start, today), self.name, PRICES.name, raw)
+        answer, index = await _read(raw), len(raw) - 1
+        _note_unparseable(answer, meta, index)
+        newest, skip = last, []
+        for position, bar in enumerate(answer.outcomes):
+            if isinstance(bar, str):
                 continue
-            bars.add(symbol, ist_midnight_utc(day), ohlcv, response.received_at)
+            day = bar[0]
+            if (last and day <= last) or day > today:
+                skip.append(position)
+                continue
+            keys.add((symbol, day))
             newest = max(newest, day) if newest else day
+        raw[index] = skipping(raw[index], skip)
+        tables.append(answer_records(raw[index], answer)[PRICES.name])
         if newest:
             seen[symbol] = newest.isoformat()
 
-    async def _poll_quote(self, symbol: str, seen: dict[str, str], bars: _Bars, raw: list[RawPayload],
-                          meta: dict[str, Any]) -> None:
+    async def _poll_quote(self, symbol: str, seen: dict[str, str], tables: list[pa.Table],
+                          keys: set[tuple[str, dt.date]], raw: list[RawPayload], meta: dict[str, Any]) -> None:
         request = self.nse.get(QUOTE_PATH, {"functionName": "getSymbolData", "marketType": "N",
                                             "series": SERIES, "symbol": symbol},
                                referer_path=f"/get-quotes/equity?symbol={symbol}")
-        response = await received(request, self.name, PRICES.name, raw)
-        quote = await read_payload(response, self.name, f"quote for {symbol}", raw,
-                                   lambda doc: quote_record(doc, symbol))
-        if quote is None:
+        await received(request, self.name, PRICES.name, raw)
+        answer, index = await _read(raw), len(raw) - 1
+        if answer.unknown:
             meta["unknown_symbols"].append(symbol)
             return
-        try:
-            updated, ohlcv = quote_bar(quote)
-        except RECORD_ERRORS as e:
-            meta["skipped"] += 1
-            note_unparseable(meta, len(raw) - 1, 0, e)
-            return
+        _note_unparseable(answer, meta, index)
+        updated = answer.updated
+        if updated is None:
+            return  # unreadable: noted
         if symbol in seen and updated <= from_iso(seen[symbol]):
+            raw[index] = skipping(raw[index], range(len(answer.outcomes)))
             return  # the same snapshot as last poll: nothing new to say
-        if any(v is None or v <= 0 for v in ohlcv[:4]) or not ohlcv[4]:
-            # Before the first trade of a session NSE shows zeros; that is no bar yet.
+        if answer.untraded:
             meta["untraded"].append(symbol)
             return
-        ts = ist_midnight_utc(ist_date(updated))
         # After the close the same poll may already hold NSE's official bar of this
         # session (from history): one row per key per batch, and the official one wins.
-        if (symbol, ts) not in bars.keys:
-            bars.add(symbol, ts, ohlcv, response.received_at)
+        if (symbol, ist_date(updated)) in keys:
+            raw[index] = skipping(raw[index], [0])
+        else:
+            keys.add((symbol, ist_date(updated)))
+            tables.append(answer_records(raw[index], answer)[PRICES.name])
         seen[symbol] = iso_utc(updated)
 
     # -- backfill ------------------------------------------------------------------------
     async def fetch_history(self, day: dt.date, *, run_id: str, ingested_at: dt.datetime) -> FetchResult:
         """The official daily bar of session `day` for every watched ticker (none on holidays)."""
-        bars, raw, meta = _Bars(), [], {"skipped": 0}
+        tables, raw, meta = [], [], {"skipped": 0}
         try:
             for symbol in self.symbols:
-                response = await received(self._history(symbol, day, day), self.name, PRICES.name, raw)
-                rows = await read_payload(response, self.name, f"history for {symbol}", raw,
-                                          lambda doc, symbol=symbol: history_rows(doc, symbol))
-                for session, ohlcv in _readable_bars(rows, meta, len(raw) - 1):
-                    if session == day:
-                        bars.add(symbol, ist_midnight_utc(session), ohlcv, ingested_at, run_id)
+                await received(self._history(symbol, day, day), self.name, PRICES.name, raw)
+                answer, index = await _read(raw), len(raw) - 1
+                _note_unparseable(answer, meta, index)
+                skip = [i for i, bar in enumerate(answer.outcomes) if not isinstance(bar, str) and bar[0] != day]
+                raw[index] = stamped(skipping(raw[index], skip), run_id=run_id, ingested_at=ingested_at)
+                tables.append(answer_records(raw[index], answer)[PRICES.name])
         finally:
             # A backfill runs each day in its own event loop (asyncio.run); an aiohttp
             # session must not outlive its loop, so close it and handshake afresh next day.
             await self.close()
-        return FetchResult(raw=raw, records={PRICES.name: bars.table()}, next_cursor=None, meta=meta)
+        return FetchResult(raw=raw, records={PRICES.name: concat_records(tables, PRICES)}, next_cursor=None, meta=meta)
 
     async def _history(self, symbol: str, start: dt.date, end: dt.date) -> HttpResponse:
         return await self.nse.get(HISTORY_PATH, {"symbol": symbol, "series": json.dumps([SERIES]),
@@ -427,5 +511,4 @@ class NseSource(HistorySource):
                                   referer_path=f"/get-quotes/equity?symbol={symbol}")
 
 
-__all__ = ["NseSession", "NseSource", "exchange_http_client", "json_body", "public_raw", "read_json", "read_payload",
-           "received"]
+__all__ = ["NseSession", "NseSource", "exchange_http_client", "parse_payload", "payload_json", "public_raw", "received"]

@@ -16,16 +16,20 @@ bodies) ends as a declared outcome, at one of two levels:
 
 Values that no real market or platform produces become None (optional fields) or a
 ValueError (required ones): times before 1990 or after tomorrow, counts below 0 or from
-2^53 up, non-finite numbers, links that are not http(s).
+2^53 up, non-finite numbers, links that are not http(s). "Tomorrow" is the day after the
+payload was received when a parser says so (`as_of`), so a payload read again from the raw
+zone months later gives the records it gave when it arrived.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import datetime as dt
 import json
 import math
 import re
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from sentinel_ray.records import SourceError
 
@@ -202,8 +206,22 @@ def ascii_int(value: Any) -> int:
     raise ValueError(f"not an integer: {str(value)[:20]!r}")
 
 
+_AS_OF: contextvars.ContextVar[dt.datetime | None] = contextvars.ContextVar("parsing_as_of", default=None)
+
+
+@contextlib.contextmanager
+def as_of(moment: dt.datetime) -> Iterator[None]:
+    """Within the block, times are judged as of `moment` (a payload's received_at), not the clock."""
+    token = _AS_OF.set(moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc))
+    try:
+        yield
+    finally:
+        _AS_OF.reset(token)
+
+
 def latest_allowed() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc) + FUTURE_SLACK
+    """The latest time a real record can carry: a day after now (or after the `as_of` moment)."""
+    return (_AS_OF.get() or dt.datetime.now(dt.timezone.utc)) + FUTURE_SLACK
 
 
 def in_range(ts: dt.datetime) -> dt.datetime:
@@ -235,10 +253,15 @@ def http_url(value: Any) -> str | None:
 # --- records that could not be read ------------------------------------------------------------
 
 
+def record_error(error: BaseException) -> str:
+    """Why a record could not be read, as its note says it (a parser keeps it with the record's position)."""
+    return f"{type(error).__name__}: {str(error)[:200]}"
+
+
 def note_unparseable(meta: dict[str, Any], payload: int, position: int, error: BaseException | str) -> None:
     """Note in `meta["unparseable"]` that record `position` of raw payload `payload` (its index in
     FetchResult.raw) could not be read, and why; a follow-up quarantines them (reason `unparseable`)."""
-    reason = error if isinstance(error, str) else f"{type(error).__name__}: {str(error)[:200]}"
+    reason = error if isinstance(error, str) else record_error(error)
     meta.setdefault("unparseable", []).append({"payload": payload, "position": position,
                                                "error": clean_text(reason)})
 

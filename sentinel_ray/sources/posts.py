@@ -1,8 +1,9 @@
 """The posts dataset as every social and news adapter emits it (Reddit, X, Telegram, YouTube, RSS).
 
 Adapters parse their service's items into `PostItem`s; `posts_table` turns them into one
-table in `POSTS.record_schema`, column by column. `tickers` and `run_id` are left null for
-the pipeline: its enrich step finds the tickers in the text, for every source alike.
+table in `POSTS.record_schema` (lineage aside: `lineage.finish` adds it), column by column.
+`tickers` and `run_id` are left null for the pipeline: its enrich step finds the tickers in
+the text, for every source alike.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from sentinel_ray.schemas import POSTS
+from sentinel_ray.sources.lineage import payload_schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +31,9 @@ class PostItem:
 
 
 def posts_table(posts: Sequence[PostItem], *, platform: str, source: str) -> pa.Table:
-    """`posts` as a table in POSTS.record_schema (`platform` and `source` on every row, tickers and
-    run_id null)."""
-    schema = POSTS.record_schema
+    """`posts` as a table in POSTS.record_schema, lineage aside (`lineage.payload_schema`:
+    `platform` and `source` on every row, tickers and run_id null)."""
+    schema = payload_schema(POSTS)
     n = len(posts)
 
     def column(name: str, values: list) -> pa.Array:

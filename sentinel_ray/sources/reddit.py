@@ -18,7 +18,9 @@ fixed schedule) and would stack under our retries, so the requestor turns those 
 into exceptions and `RetryPolicy` retries them with an injectable sleep; and prawcore
 sends its own 16 s default timeout on every API call, so the requestor applies ours.
 The same hook keeps every API response body for the lake (never the token response:
-it holds a bearer token).
+it holds a bearer token). Records are read from those bodies by `parse_payload`, what a
+replay from the raw zone calls too (see `lineage`): a page's request text notes (`#skip=`)
+the children an earlier poll or page had emitted.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from typing import Any
 
 import praw
 import prawcore
+import pyarrow as pa
 import requests
 from prawcore import exceptions as pce
 
@@ -44,18 +47,23 @@ from sentinel_ray.sources.http import (DEFAULT_MAX_SERVER_WAIT_S, TOO_LARGE_HEAD
                                       HttpResponse, HttpStatusError, Retry, RetryPolicy, Sleep, TokenBucket,
                                       retry_after_seconds, with_retries)
 from sentinel_ray.sources.incremental import Incremental
+from sentinel_ray.sources.lineage import (ParsedPayload, concat_records, cut_short, finish, positioned, read_whole,
+                                          request_url, skipping, withholding)
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
     MAX_PAYLOAD_BYTES,
     RECORD_ERRORS,
     PayloadError,
     UnreadablePayload,
+    as_of,
     count,
     epoch_seconds,
     loads_json,
     note_unparseable,
     note_unreadable,
+    off_loop,
     optional_text,
+    record_error,
     unreadable_poll,
 )
 from sentinel_ray.sources.posts import PostItem, posts_table
@@ -76,21 +84,21 @@ class _TransportError(pce.PrawcoreException):
 
 class _Unreadable(pce.PrawcoreException):
     """A body that cannot be read (too big, too deep, not JSON): not retried. `head` is what was
-    read of it (all of it, unless it was too big)."""
+    read of it (all of it, unless it was too big: `cut_short`)."""
 
-    def __init__(self, message: str, head: bytes = b"") -> None:
+    def __init__(self, message: str, head: bytes = b"", *, cut_short: bool = False) -> None:
         super().__init__(message)
-        self.head = head
+        self.head, self.cut_short = head, cut_short
         self.answer: HttpResponse | None = None  # set for reads (GET) only: a token answer is never kept
 
 
 class _UnreadableAnswer(SourceError):
-    """A listing answer that cannot be read; `response` holds it (a read, never the token answer)
-    for the raw zone."""
+    """A listing answer praw could not read; `response` holds it (a read, never the token answer)
+    for the raw zone, all of it unless `cut_short`."""
 
-    def __init__(self, message: str, response: HttpResponse | None) -> None:
+    def __init__(self, message: str, response: HttpResponse | None, *, cut_short: bool = False) -> None:
         super().__init__(message)
-        self.response = response
+        self.response, self.cut_short = response, cut_short
 
 
 class _WaitTooLong(pce.PrawcoreException):
@@ -110,7 +118,7 @@ def _read_body(response: Any, deadline: float) -> None:
             size += len(chunk)
             if size > MAX_PAYLOAD_BYTES:
                 raise _Unreadable(f"body larger than {MAX_PAYLOAD_BYTES:,} bytes",
-                                  b"".join(chunks)[:TOO_LARGE_HEAD_BYTES])
+                                  b"".join(chunks)[:TOO_LARGE_HEAD_BYTES], cut_short=True)
             if time.monotonic() > deadline:
                 raise _TransportError("the body took longer than the timeout to arrive")
     except requests.RequestException as e:
@@ -216,7 +224,8 @@ def _classify(exc: Exception, where: str) -> _Verdict:
     if isinstance(exc, _WaitTooLong):
         return _Verdict(False, FetchError(f"reddit: {where}: {exc}; giving up for now"))
     if isinstance(exc, _Unreadable):
-        return _Verdict(False, _UnreadableAnswer(f"reddit: {where}: the response cannot be read: {exc}", exc.answer))
+        return _Verdict(False, _UnreadableAnswer(f"reddit: {where}: the response cannot be read: {exc}", exc.answer,
+                                                 cut_short=exc.cut_short))
     if isinstance(exc, pce.BadJSON):
         answer = exc.response
         is_read = getattr(answer.request, "method", "") == "GET"  # never the token answer: it may hold a token
@@ -243,6 +252,7 @@ class _Item:
     ts: float  # created_utc, seconds
     url: str | None
     engagement: int | None
+    when: dt.datetime  # created_utc as a time
 
 
 def _int(value: Any) -> int | None:
@@ -258,7 +268,7 @@ def _item(child: Any) -> _Item | None:
     if not isinstance(created, (int, float)) or isinstance(created, bool) or not isinstance(item_id, str) \
             or kind not in ("t3", "t1"):
         return None
-    epoch_seconds(created)  # ValueError when not a real time (Infinity, year 1, 1970): the record is unparseable
+    when = epoch_seconds(created)  # ValueError when not a real time (Infinity, year 1, 1970): the record is unparseable
     author = optional_text(data.get("author"))
     author = author if author != "[deleted]" else None
     permalink = optional_text(data.get("permalink"))
@@ -282,12 +292,11 @@ def _item(child: Any) -> _Item | None:
     if post_id is None:
         return None
     # a net-downvoted post has a negative score: no engagement to speak of, not a negative count
-    return _Item(post_id, author, optional_text(text) or "", float(created), url, count(engagement))
+    return _Item(post_id, author, optional_text(text) or "", float(created), url, count(engagement), when)
 
 
 def _post(item: _Item, received_at: dt.datetime) -> PostItem:
-    return PostItem(item.post_id, item.author, item.text, epoch_seconds(item.ts),
-                    item.url, item.engagement, received_at)
+    return PostItem(item.post_id, item.author, item.text, item.when, item.url, item.engagement, received_at)
 
 
 def _listing(payload: Any, where: str) -> tuple[list[Any], str | None]:
@@ -298,6 +307,47 @@ def _listing(payload: Any, where: str) -> tuple[list[Any], str | None]:
                           f" got {str(payload)[:200]}")
     after = data.get("after")
     return data["children"], after if isinstance(after, str) and after else None
+
+
+@dataclass
+class Listing:
+    """One listing page as read: per child, in the page's order, its item (None: not a post at
+    all; a string: why it could not be read), and the page's `after` token."""
+
+    outcomes: list[_Item | str | None]
+    after: str | None
+
+
+def read_listing(payload: RawPayload) -> Listing:
+    """The children of a listing page; SourceError when the body is not a Listing."""
+    where = request_url(payload.request)
+    try:
+        doc = loads_json(payload.body, f"reddit: {where}")
+    except PayloadError as e:
+        raise SourceError(f"reddit: {where}: the response cannot be read: {e}") from None
+    children, after = _listing(doc, where)
+    outcomes: list[_Item | str | None] = []
+    with as_of(payload.received_at):
+        for child in children:
+            try:
+                outcomes.append(_item(child))
+            except RECORD_ERRORS as e:
+                outcomes.append(record_error(e))
+    return Listing(outcomes, after)
+
+
+def listing_records(payload: RawPayload, listing: Listing) -> ParsedPayload:
+    """The posts of a listing page read by `read_listing`, as its poll emitted them."""
+    readable = [(position, item) for position, item in enumerate(listing.outcomes) if isinstance(item, _Item)]
+    table = posts_table([_post(item, payload.received_at) for _, item in readable], platform=RedditSource.platform,
+                        source=RedditSource.name)
+    return finish(payload, {POSTS.name: positioned(table, [position for position, _ in readable])},
+                  [(position, error) for position, error in enumerate(listing.outcomes) if isinstance(error, str)])
+
+
+def parse_payload(payload: RawPayload) -> ParsedPayload:
+    """The posts of one kept listing page (see `lineage`)."""
+    return listing_records(payload, read_whole(payload, read_listing))
 
 
 class RedditSource(Source):
@@ -375,46 +425,55 @@ class RedditSource(Source):
 
     # ---- polling -----------------------------------------------------------------
 
-    async def _poll_stream(self, subreddit: str, stream: str, state: dict[str, Any] | None, posts: list[PostItem],
+    async def _poll_stream(self, subreddit: str, stream: str, state: dict[str, Any] | None, tables: list[pa.Table],
                            raw: list[RawPayload], meta: dict[str, Any]) -> dict[str, Any] | None:
         """New items of one listing since `state` ({"ts": newest created_utc, "ids": fullnames at it})."""
         path = f"r/{subreddit}/{STREAMS[stream]}"
         mark: Incremental[float] = Incremental.load(state)
 
-        async def page(after: str | None) -> tuple[list[Any], str | None, HttpResponse]:
+        async def page(after: str | None) -> tuple[int, Listing]:
             try:
-                payload, response = await self._get(path, {"limit": PAGE_SIZE, **({"after": after} if after else {})})
+                _, response = await self._get(path, {"limit": PAGE_SIZE, **({"after": after} if after else {})})
             except _UnreadableAnswer as e:
                 if e.response is None:  # the token answer: never kept (it may hold a token), not a listing
                     raise SourceError(str(e)) from None
-                raw.append(RawPayload.of(self.name, POSTS.name, e.response))  # kept in the raw zone, reported
-                raise UnreadablePayload(str(e), raw) from None
-            raw.append(RawPayload.of(self.name, POSTS.name, response))
+                payload = RawPayload.of(self.name, POSTS.name, e.response)
+                raw.append(cut_short(payload) if e.cut_short else payload)  # kept in the raw zone
+                if e.cut_short:
+                    raise UnreadablePayload(str(e), raw) from None
+                try:  # praw could not read it (its JSON decoder is not the adapter's): the parser may
+                    return len(raw) - 1, await off_loop(lambda _body: read_listing(payload), payload.body)
+                except SourceError:
+                    raise UnreadablePayload(str(e), raw) from None
+            payload = RawPayload.of(self.name, POSTS.name, response)
+            raw.append(payload)
             try:
-                return *_listing(payload, path), response
+                return len(raw) - 1, await off_loop(lambda _body: read_listing(payload), payload.body)
             except SourceError as e:  # the whole page: kept in the raw zone by the poller, reported
                 raise UnreadablePayload(str(e), raw) from None
 
-        pages = Pager(page, lambda listing: listing[1], limit=self.page_cap)
-        async for children, _, response in pages:
+        pages = Pager(page, lambda fetched: fetched[1].after, limit=self.page_cap)
+        async for index, listing in pages:
             reached_cursor = False
-            for position, child in enumerate(children):
-                try:
-                    item = _item(child)
-                except RECORD_ERRORS as e:
+            skip: list[int] = []  # read, and not emitted: the page's request text says so, for replays
+            for position, item in enumerate(listing.outcomes):
+                if isinstance(item, str):
                     meta["skipped"] += 1
-                    note_unparseable(meta, len(raw) - 1, position, e)
+                    note_unparseable(meta, index, position, item)
                     continue
                 if item is None:
                     meta["skipped"] += 1
                     continue
                 if mark.is_older(item.ts):
                     reached_cursor = True  # newest first: everything further down was emitted before
+                    skip.extend(range(position, len(listing.outcomes)))
                     break
                 if not mark.is_new(item.ts, item.post_id) or item.post_id in mark.emitted_ids:
+                    skip.append(position)
                     continue  # emitted before; or a repeat, as listings shift while paging
                 mark.emit(item.ts, item.post_id)
-                posts.append(_post(item, response.received_at))
+            raw[index] = skipping(raw[index], skip)
+            tables.append(listing_records(raw[index], listing)[POSTS.name])
             if reached_cursor:
                 break
         if pages.truncated and mark.start_value is not None:
@@ -431,23 +490,24 @@ class RedditSource(Source):
         (several items can share one second).
         """
         previous = (cursor or {}).get("subreddits", {})
-        posts: list[PostItem] = []
+        tables: list[pa.Table] = []
         raw: list[RawPayload] = []
         meta: dict[str, Any] = {"skipped": 0, "truncated": []}
         states: dict[str, dict[str, Any]] = {}
         for subreddit in self.subreddits:
             sub_states = dict(previous.get(subreddit, {}))
             for stream in STREAMS:
-                emitted, noted = len(posts), len(meta.get("unparseable", []))
+                emitted, noted, first = len(tables), len(meta.get("unparseable", [])), len(raw)
                 try:
-                    state = await self._poll_stream(subreddit, stream, sub_states.get(stream), posts, raw, meta)
+                    state = await self._poll_stream(subreddit, stream, sub_states.get(stream), tables, raw, meta)
                 except UnreadablePayload as e:
                     # Newest first: the unreadable page (and any after it) holds items between what was
                     # read and the listing's mark, so the listing keeps its mark and gives back what it
                     # read this poll (all of it comes again next poll); the other listings go on.
                     log.warning("reddit: r/%s %s: %s; its cursor stays, the other listings go on", subreddit,
                                 stream, e)
-                    del posts[emitted:]
+                    del tables[emitted:]
+                    raw[first:-1] = [withholding(p) for p in raw[first:-1]]
                     if "unparseable" in meta:
                         del meta["unparseable"][noted:]
                     note_unreadable(meta, len(raw) - 1, e)
@@ -461,8 +521,8 @@ class RedditSource(Source):
         if unreadable is not None:
             raise unreadable
         next_cursor = {"subreddits": {**previous, **states}} if (states or cursor) else None
-        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=self.platform, source=self.name)},
-                           next_cursor=next_cursor, meta=meta)
+        return FetchResult(raw=raw, records={POSTS.name: concat_records(tables, POSTS)}, next_cursor=next_cursor,
+                           meta=meta)
 
     def _drop_client(self) -> None:
         if self._session is not None:

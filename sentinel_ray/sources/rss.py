@@ -20,6 +20,12 @@ feed fails does the poll raise: UnreadablePayload (carrying them) when every fee
 unreadable, else the first other error. An entry that cannot be read (an `<item>` with
 neither title nor description, which RSS 2.0 requires one of) is noted in
 `meta["unparseable"]` once: the feed's `seen` ids remember it (as noted, not as emitted).
+
+Records are read from the kept documents by `parse_payload`, what a replay from the raw zone
+calls too (see `lineage`). A document's request text notes (`#skip=`) the entries it lists
+that were emitted before, and, when they differ from the request's, the feed URL links are
+resolved against (`feed=`, a redirected feed; never its query) and the Content-Type header
+as sent (`content_type=`, when it named a charset).
 """
 from __future__ import annotations
 
@@ -35,16 +41,20 @@ from html.parser import HTMLParser
 from typing import Any, Mapping, Sequence
 
 import feedparser
+import pyarrow as pa
 
 from sentinel_ray.config import RssSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source
 from sentinel_ray.sources.http import BodyTooLarge, HttpClient
+from sentinel_ray.sources.lineage import (ParsedPayload, concat_records, cut_short, finish, positioned, read_whole,
+                                          request_context, request_url, request_with, skipping)
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     PayloadError,
     UnreadablePayload,
+    as_of,
     check_size,
     clean_text,
     http_url,
@@ -53,6 +63,7 @@ from sentinel_ray.sources.parsing import (
     note_unreadable,
     off_loop,
     optional_text,
+    record_error,
     unreadable_poll,
 )
 from sentinel_ray.sources.posts import PostItem, posts_table
@@ -82,6 +93,7 @@ class ParsedFeed:
     skipped: int  # entries that could not be read (those in `unparseable`)
     undated: int  # entries whose date could not be read
     unparseable: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)  # (position, key, error)
+    positions: list[int] = dataclasses.field(default_factory=list)  # of each post's entry in the document
 
 
 def parse_feed(body: bytes, feed_url: str, received_at: dt.datetime, content_type: str | None = None) -> ParsedFeed:
@@ -104,16 +116,38 @@ def parse_feed(body: bytes, feed_url: str, received_at: dt.datetime, content_typ
         raise SourceError(f"rss: feed {feed_url} is not a readable RSS/Atom document "
                           f"({problem or 'no feed element found'}): {body[:80]!r}")
     feed_title = optional_text(html_to_text(doc.feed.get("title", "") or ""))
-    posts, undated, unparseable = [], 0, []
+    posts, positions, undated, unparseable = [], [], 0, []
     for position, entry in enumerate(doc.entries):
         try:
             post = entry_post(entry, feed_title, received_at)
         except RECORD_ERRORS as e:
-            unparseable.append((position, entry_key(entry), f"{type(e).__name__}: {str(e)[:200]}"))
+            unparseable.append((position, entry_key(entry), record_error(e)))
             continue
         undated += post.ts is None
         posts.append(post)
-    return ParsedFeed(feed_title, posts, problem, len(unparseable), undated, unparseable)
+        positions.append(position)
+    return ParsedFeed(feed_title, posts, problem, len(unparseable), undated, unparseable, positions)
+
+
+def read_feed(payload: RawPayload) -> ParsedFeed:
+    """`parse_feed` of a kept document, with what its request text says: the feed URL and the
+    Content-Type header it was fetched with."""
+    context = request_context(payload.request)
+    with as_of(payload.received_at):
+        return parse_feed(payload.body, context.get("feed") or request_url(payload.request), payload.received_at,
+                          context.get("content_type", payload.content_type) or None)
+
+
+def feed_records(payload: RawPayload, parsed: ParsedFeed) -> ParsedPayload:
+    """The posts of a document read by `read_feed`, as its poll emitted them."""
+    table = posts_table(parsed.posts, platform=PLATFORM, source=RssSource.name)
+    return finish(payload, {POSTS.name: positioned(table, parsed.positions)},
+                  [(position, error) for position, _, error in parsed.unparseable])
+
+
+def parse_payload(payload: RawPayload) -> ParsedPayload:
+    """The posts of one kept feed document (see `lineage`)."""
+    return feed_records(payload, read_whole(payload, read_feed))
 
 
 def entry_key(entry: Mapping[str, Any]) -> str:
@@ -310,7 +344,7 @@ class RssSource(Source):
 
         # an entry already emitted from any feed is old news in every feed
         emitted: set[str] = {i for state in previous.values() for i in state.seen}
-        posts: list[PostItem] = []
+        tables: list[pa.Table] = []
         states: dict[str, FeedState] = {}
         raw: list[RawPayload] = []
         meta: dict[str, Any] = {"feeds": len(self.feeds), "not_modified": [], "malformed_feeds": {},
@@ -324,34 +358,38 @@ class RssSource(Source):
                 continue
             if out.raw is not None:
                 raw.append(out.raw)
-            states[url] = self._advance(out, emitted, posts, meta, len(raw) - 1)
+            states[url] = self._advance(out, emitted, tables, raw, meta)
         unreadable = unreadable_poll(raw, meta)
         if unreadable is not None:
             raise unreadable
 
         next_cursor = {"feeds": {url: s.dump() for url, s in states.items()}}
-        if next_cursor == self._dump(previous, self.feeds) and not posts:
+        if next_cursor == self._dump(previous, self.feeds) and not sum(t.num_rows for t in tables):
             next_cursor = cursor  # nothing new: the cursor stays as it was
-        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=PLATFORM, source=self.name)},
+        return FetchResult(raw=raw, records={POSTS.name: concat_records(tables, POSTS)},
                            next_cursor=next_cursor, meta=meta)
 
-    def _advance(self, out: FeedPoll, emitted: set[str], posts: list[PostItem], meta: dict[str, Any],
-                 payload: int) -> FeedState:
-        """Take the feed's new entries into `posts` (its unreadable ones into `meta["unparseable"]`,
-        pointing at raw payload `payload`); return its next state."""
+    def _advance(self, out: FeedPoll, emitted: set[str], tables: list[pa.Table], raw: list[RawPayload],
+                 meta: dict[str, Any]) -> FeedState:
+        """Take the feed's new entries into `tables` (its unreadable ones into `meta["unparseable"]`,
+        pointing at its payload, the last of `raw`); return its next state."""
         if out.not_modified or out.parsed is None:
             meta["not_modified"].append(out.url)
             return out.state
+        payload = len(raw) - 1
         parsed = out.parsed
         if parsed.problem:
             meta["malformed_feeds"][out.url] = parsed.problem
         meta["skipped"] += parsed.skipped
-        fresh = []
-        for post in parsed.posts:
+        fresh, skip = [], []
+        for post, position in zip(parsed.posts, parsed.positions, strict=True):
             if post.post_id not in emitted:
                 emitted.add(post.post_id)
                 fresh.append(post)
-        posts.extend(fresh)
+            else:
+                skip.append(position)
+        raw[payload] = skipping(raw[payload], skip)
+        tables.append(feed_records(raw[payload], parsed)[POSTS.name])
         # A feed lists the same entries poll after poll: an unreadable one is noted (and quarantined)
         # once, then remembered in `seen` under a key of its own, so that the entry, once the
         # publisher mends it, is still new as a post.
@@ -376,14 +414,20 @@ class RssSource(Source):
         try:
             response = await self.http.get(url, headers=state.conditional_headers(), accept_statuses=NOT_MODIFIED)
         except BodyTooLarge as e:
-            raise UnreadablePayload(str(e), [RawPayload.of(self.name, POSTS.name, e.response)]) from None
+            raise UnreadablePayload(str(e), [cut_short(RawPayload.of(self.name, POSTS.name, e.response))]) from None
         if response.status == 304:
             return FeedPoll(url, state, not_modified=True)
         headers = response.headers  # HttpClient's: names in any case
         raw = RawPayload.of(self.name, POSTS.name, response)
+        # what parsing needs that the payload's own fields lose: the URL asked for (links resolve against
+        # it; a redirect changes the response's) and a charset named in the Content-Type header
+        feed, content_type = url.split("?", 1)[0], headers.get("Content-Type")
+        raw = dataclasses.replace(raw, request=request_with(
+            raw.request, feed=feed if feed != request_url(raw.request) else None,
+            content_type=None if content_type == raw.content_type else content_type or ""))  # "": none was sent
         try:
             # feedparser takes seconds on big or deeply nested documents: off the event loop
-            parsed = await off_loop(parse_feed, response.body, url, response.received_at, headers.get("Content-Type"))
+            parsed = await off_loop(lambda _body: read_feed(raw), raw.body)
         except SourceError as e:
             raise UnreadablePayload(str(e), [raw]) from None
         validators = FeedState(headers.get("ETag"), headers.get("Last-Modified"), state.newest, state.seen)

@@ -13,6 +13,11 @@ and `<link rel="prev|next">`; the newest page has no "next".
 Channel previews publish views, not likes or shares, so `engagement` is the view count.
 Posts without text (stickers, photos or videos without a caption, voice notes) are
 skipped and counted in `meta["skipped"]`; a poll's question and options count as text.
+
+Records are read from the kept pages by `parse_payload`, what a replay from the raw zone calls
+too (see `lineage`): a post's position is its block's in the page, and a page's request text
+notes (`#skip=`) the posts it shows that an earlier poll or page had emitted (the channel is
+in every post's `data-post`, so the page alone says whose posts they are).
 """
 from __future__ import annotations
 
@@ -23,19 +28,23 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from sentinel_ray.config import TelegramSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source
-from sentinel_ray.sources.http import BodyTooLarge, HttpClient, HttpResponse
+from sentinel_ray.sources.http import BodyTooLarge, HttpClient
 from sentinel_ray.sources.incremental import Incremental
+from sentinel_ray.sources.lineage import (ParsedPayload, concat_records, cut_short, finish, positioned, read_whole,
+                                          request_url, skipping)
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     PayloadError,
     UnreadablePayload,
+    as_of,
     check_size,
     clean_text,
     count,
@@ -43,6 +52,7 @@ from sentinel_ray.sources.parsing import (
     note_unparseable,
     note_unreadable,
     off_loop,
+    record_error,
     unreadable_poll,
 )
 from sentinel_ray.sources.posts import PostItem, posts_table
@@ -68,6 +78,7 @@ class Message:
     ts: dt.datetime
     views: int | None
     forwarded_from: str | None
+    position: int = 0  # of its block among the page's message blocks
 
     @property
     def url(self) -> str:
@@ -170,12 +181,12 @@ def parse_page(body: bytes | str, where: str = "page") -> Page:
         try:
             message = _message(block)
         except RECORD_ERRORS as e:
-            unparseable.append((position, f"{type(e).__name__}: {str(e)[:200]}"))
+            unparseable.append((position, record_error(e)))
             message = None
         if message is None:
             malformed += 1
         else:
-            messages.append(message)
+            messages.append(dataclasses.replace(message, position=position))
     messages.sort(key=lambda m: m.message_id)
     has_newer = (tree.css_first("a.tme_messages_more[data-after]") is not None
                  or tree.css_first('link[rel="next"]') is not None)
@@ -183,6 +194,25 @@ def parse_page(body: bytes | str, where: str = "page") -> Page:
     before = (older.attributes.get("data-before") or "") if older is not None else ""
     readable = before.isascii() and before.isdigit() and int(before) < 2 ** 53
     return Page(messages, malformed, has_newer, int(before) if readable else None, unparseable)
+
+
+def read_page(payload: RawPayload) -> Page:
+    """`parse_page` of a kept page."""
+    with as_of(payload.received_at):
+        return parse_page(payload.body, request_url(payload.request))
+
+
+def page_records(payload: RawPayload, page: Page) -> ParsedPayload:
+    """The posts of a preview page read by `parse_page` (those with text), as its poll emitted them."""
+    posted = [m for m in page.messages if m.text is not None]
+    table = posts_table([m.post(payload.received_at) for m in posted], platform=TelegramSource.platform,
+                        source=TelegramSource.name)
+    return finish(payload, {POSTS.name: positioned(table, [m.position for m in posted])}, page.unparseable)
+
+
+def parse_payload(payload: RawPayload) -> ParsedPayload:
+    """The posts of one kept preview page (see `lineage`)."""
+    return page_records(payload, read_whole(payload, read_page))
 
 
 class TelegramSource(Source):
@@ -199,34 +229,35 @@ class TelegramSource(Source):
         self.page_cap = settings.page_cap
         self.http = http or HttpClient.from_settings(self.name, settings, rate_per_s=RATE_PER_S, burst=BURST)
 
-    async def _page(self, channel: str, after: int | None, raw: list[RawPayload]) -> tuple[Page, HttpResponse]:
-        """One preview page, its answer appended to `raw`; UnreadablePayload when it is no preview page."""
+    async def _page(self, channel: str, after: int | None, raw: list[RawPayload]) -> tuple[Page, int]:
+        """One preview page and its payload's index in `raw`; UnreadablePayload when it is no preview page."""
         try:
             response = await self.http.get(f"{self.base_url}/s/{channel}",
                                            params={"after": after} if after is not None else None)
         except BodyTooLarge as e:  # its head: kept in the raw zone by the poller, reported
-            raw.append(RawPayload.of(self.name, POSTS.name, e.response))
+            raw.append(cut_short(RawPayload.of(self.name, POSTS.name, e.response)))
             raise UnreadablePayload(str(e), raw) from None
-        raw.append(RawPayload.of(self.name, POSTS.name, response))
+        payload = RawPayload.of(self.name, POSTS.name, response)
+        raw.append(payload)
         try:
             # big or deeply nested pages take seconds to parse: off the event loop
-            return await off_loop(parse_page, response.body, f"/s/{channel}"), response
+            return await off_loop(lambda _body: read_page(payload), payload.body), len(raw) - 1
         except SourceError as e:  # the whole page: kept in the raw zone by the poller, reported
             raise UnreadablePayload(str(e), raw) from None
 
-    async def _poll_channel(self, channel: str, last_id: int | None, posts: list[PostItem], raw: list[RawPayload],
+    async def _poll_channel(self, channel: str, last_id: int | None, tables: list[pa.Table], raw: list[RawPayload],
                             meta: dict[str, Any]) -> int | None:
         """Posts newer than `last_id` (the newest page when None); returns the newest id seen."""
         mark: Incremental[int] = Incremental(last_id)
 
-        async def page(after: int | None) -> tuple[Page, HttpResponse]:
+        async def page(after: int | None) -> tuple[Page, int]:
             return await self._page(channel, after, raw)
 
         # oldest first: the next page is the one after the newest post seen
         pages = Pager(page, lambda fetched: mark.last_value if fetched[0].has_newer else None, limit=self.page_cap,
                       first=last_id)
         try:
-            await self._read_pages(pages, last_id, mark, posts, raw, meta)
+            await self._read_pages(pages, last_id, mark, tables, raw, meta)
         except UnreadablePayload as e:
             # Oldest first: what the pages before it emitted stands (the cursor moves with it), and
             # the next poll asks again for what follows; the other channels go on.
@@ -237,39 +268,41 @@ class TelegramSource(Source):
                      self.page_cap, mark.last_value)
         return mark.last_value
 
-    async def _read_pages(self, pages: Pager[int, tuple[Page, HttpResponse]], last_id: int | None,
-                          mark: Incremental[int], posts: list[PostItem], raw: list[RawPayload],
+    async def _read_pages(self, pages: Pager[int, tuple[Page, int]], last_id: int | None,
+                          mark: Incremental[int], tables: list[pa.Table], raw: list[RawPayload],
                           meta: dict[str, Any]) -> None:
-        async for listing, response in pages:
+        async for listing, index in pages:
             meta["skipped"] += listing.malformed
             for position, error in listing.unparseable:
-                note_unparseable(meta, len(raw) - 1, position, error)
+                note_unparseable(meta, index, position, error)
             fresh = [m for m in listing.messages if mark.last_value is None or m.message_id > mark.last_value]
             for message in fresh:
                 if message.text is None:
                     meta["skipped"] += 1
-                else:
-                    posts.append(message.post(response.received_at))
                 # textless posts advance the cursor too: they are not worth asking for again
                 mark.emit(message.message_id)
+            fresh_positions = {m.position for m in fresh}
+            raw[index] = skipping(raw[index], [m.position for m in listing.messages
+                                               if m.position not in fresh_positions and m.text is not None])
+            tables.append(page_records(raw[index], listing)[POSTS.name])
             if not fresh or last_id is None:
                 break  # nothing newer; or the first poll, which starts from the newest page
 
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
         """New posts of every channel since `cursor` = {"last_id": {<channel>: <newest message id seen>}}."""
         previous: dict[str, int] = dict((cursor or {}).get("last_id", {}))
-        posts: list[PostItem] = []
+        tables: list[pa.Table] = []
         raw: list[RawPayload] = []
         meta: dict[str, Any] = {"skipped": 0}
         last_ids = dict(previous)
         for channel in self.channels:
-            newest = await self._poll_channel(channel, previous.get(channel), posts, raw, meta)
+            newest = await self._poll_channel(channel, previous.get(channel), tables, raw, meta)
             if newest is not None:
                 last_ids[channel] = newest
         unreadable = unreadable_poll(raw, meta)
         if unreadable is not None:
             raise unreadable
-        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=self.platform, source=self.name)},
+        return FetchResult(raw=raw, records={POSTS.name: concat_records(tables, POSTS)},
                            next_cursor={"last_id": last_ids} if last_ids else cursor, meta=meta)
 
     async def close(self) -> None:

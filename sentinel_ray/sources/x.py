@@ -17,6 +17,10 @@ told those header names (`RATE_LIMIT_HEADERS`): when an answer says the window i
 up it waits for the reset before the next request, a 429 waits for the reset before its
 retry, and a reset further away than the retry policy allows gives up for now. A
 Retry-After, when one is sent, still wins.
+
+Records are read from the kept answers by `parse_payload`, what a replay from the raw zone
+calls too (see `lineage`); a page's request text notes (`#skip=`) the posts an earlier query
+of the same poll had already emitted (a post can match two of the split queries).
 """
 from __future__ import annotations
 
@@ -27,17 +31,22 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import pyarrow as pa
+
 from sentinel_ray.config import XSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source, require_secrets
 from sentinel_ray.sources.http import BodyTooLarge, HttpClient, HttpResponse, HttpStatusError
 from sentinel_ray.sources.incremental import Incremental
+from sentinel_ray.sources.lineage import (ParsedPayload, concat_records, cut_short, finish, positioned, read_whole,
+                                          skipping, withholding)
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     PayloadError,
     UnreadablePayload,
+    as_of,
     count,
     in_range,
     loads_json,
@@ -45,6 +54,7 @@ from sentinel_ray.sources.parsing import (
     note_unreadable,
     off_loop,
     optional_text,
+    record_error,
     unreadable_poll,
 )
 from sentinel_ray.sources.posts import PostItem, posts_table
@@ -143,6 +153,45 @@ def _parse_page(body: bytes, where: str) -> _Page:
     return _Page(data, users, newest if isinstance(newest, str) else None, token if isinstance(token, str) else None)
 
 
+@dataclass
+class SearchPage:
+    """One search answer as read: per post, in the answer's order, its id as sent (None when not a
+    string) and its record (None: malformed; a string: why it could not be read)."""
+
+    page: _Page
+    ids: list[str | None]
+    outcomes: list[PostItem | str | None]
+
+
+def read_search_page(payload: RawPayload) -> SearchPage:
+    """A search answer's posts; SourceError when it is not a search answer."""
+    page = _parse_page(payload.body, SEARCH_PATH)
+    ids: list[str | None] = []
+    outcomes: list[PostItem | str | None] = []
+    with as_of(payload.received_at):
+        for tweet in page.tweets:
+            tweet_id = tweet.get("id") if isinstance(tweet, dict) else None
+            ids.append(tweet_id if isinstance(tweet_id, str) else None)
+            try:
+                outcomes.append(_post(tweet, page.users, payload.received_at))
+            except RECORD_ERRORS as e:
+                outcomes.append(record_error(e))
+    return SearchPage(page, ids, outcomes)
+
+
+def page_records(payload: RawPayload, read: SearchPage) -> ParsedPayload:
+    """The posts of a search answer read by `read_search_page`, as its poll emitted them."""
+    readable = [(position, post) for position, post in enumerate(read.outcomes) if isinstance(post, PostItem)]
+    table = posts_table([post for _, post in readable], platform=XSource.platform, source=XSource.name)
+    return finish(payload, {POSTS.name: positioned(table, [position for position, _ in readable])},
+                  [(position, error) for position, error in enumerate(read.outcomes) if isinstance(error, str)])
+
+
+def parse_payload(payload: RawPayload) -> ParsedPayload:
+    """The posts of one kept search answer (see `lineage`)."""
+    return page_records(payload, read_whole(payload, read_search_page))
+
+
 def _post(tweet: Any, users: dict[str, str], received_at: dt.datetime) -> PostItem | None:
     """One post of a search answer; None when it is malformed."""
     if not isinstance(tweet, dict):
@@ -203,13 +252,15 @@ class XSource(Source):
         return await self.http.get(f"{self.base_url}{SEARCH_PATH}", params=params,
                                    headers={"Authorization": f"Bearer {self.bearer_token}"})
 
-    async def _poll_query(self, query: str, since_id: str | None, posts: list[PostItem], seen: set[str],
+    async def _poll_query(self, query: str, since_id: str | None, tables: list[pa.Table], seen: list[str],
                           raw: list[RawPayload], meta: dict[str, Any]) -> str | None:
-        """Posts matching `query` newer than `since_id`; returns the query's next since_id."""
+        """Posts matching `query` newer than `since_id`; returns the query's next since_id. `seen`: the
+        ids of the posts this poll has emitted so far, in order."""
         # X compares ids as numbers; since_id is exclusive, so the mark needs no boundary ids
         mark: Incremental[int] = Incremental(int(since_id) if since_id else None)
+        emitted = set(seen)
 
-        async def page(next_token: str | None) -> tuple[HttpResponse, _Page]:
+        async def page(next_token: str | None) -> tuple[int, SearchPage]:
             params = {"query": query, "max_results": 100, "tweet.fields": TWEET_FIELDS,
                       "expansions": "author_id", "user.fields": "username"}
             if since_id:
@@ -219,45 +270,48 @@ class XSource(Source):
             try:
                 response = await self._search(params)
             except BodyTooLarge as e:  # its head: kept in the raw zone by the poller, reported
-                raw.append(RawPayload.of(self.name, POSTS.name, e.response))
+                raw.append(cut_short(RawPayload.of(self.name, POSTS.name, e.response)))
                 raise UnreadablePayload(str(e), raw) from None
-            raw.append(RawPayload.of(self.name, POSTS.name, response))
+            payload = RawPayload.of(self.name, POSTS.name, response)
+            raw.append(payload)
             try:
                 # a page may be megabytes of JSON: parsed off the event loop, which other pollers share
-                return response, await off_loop(_parse_page, response.body, SEARCH_PATH)
+                return len(raw) - 1, await off_loop(lambda _body: read_search_page(payload), payload.body)
             except SourceError as e:  # the whole page: kept in the raw zone by the poller, reported
                 raise UnreadablePayload(str(e), raw) from None
 
-        pages = Pager(page, lambda fetched: fetched[1].next_token, limit=self.page_cap)
-        async for response, listing in pages:
-            for position, tweet in enumerate(listing.tweets):
-                tweet_id = tweet.get("id") if isinstance(tweet, dict) else None
-                if isinstance(tweet_id, str) and tweet_id in seen:  # the same post can match two split queries
+        pages = Pager(page, lambda fetched: fetched[1].page.next_token, limit=self.page_cap)
+        async for index, listing in pages:
+            skip: list[int] = []  # read, and not emitted: the page's request text says so, for replays
+            for position, (tweet_id, post) in enumerate(zip(listing.ids, listing.outcomes)):
+                if tweet_id is not None and tweet_id in emitted:  # the same post can match two split queries
+                    skip.append(position)
                     continue
-                try:
-                    post = _post(tweet, listing.users, response.received_at)
-                except RECORD_ERRORS as e:
-                    note_unparseable(meta, len(raw) - 1, position, e)
+                if isinstance(post, str):
+                    note_unparseable(meta, index, position, post)
                     post = None
                 if post is None:
                     meta["skipped"] += 1
                     continue
-                posts.append(post)
-                seen.add(post.post_id)
+                seen.append(post.post_id)
+                emitted.add(post.post_id)
                 mark.emit(int(post.post_id))
-            if pages.pages == 1 and listing.newest_id and listing.newest_id.isascii() and listing.newest_id.isdigit() \
-                    and int(listing.newest_id) < 2 ** 63:
-                mark.emit(int(listing.newest_id))
+            raw[index] = skipping(raw[index], skip)
+            tables.append(page_records(raw[index], listing)[POSTS.name])
+            newest_id = listing.page.newest_id
+            if pages.pages == 1 and newest_id and newest_id.isascii() and newest_id.isdigit() \
+                    and int(newest_id) < 2 ** 63:
+                mark.emit(int(newest_id))
         if pages.truncated and since_id is not None:
             log.warning("x: page cap %d reached for query %r before since_id; older new posts are not fetched",
                         self.page_cap, query)
             meta["truncated"].append(query)
         return str(mark.last_value) if mark.moved else since_id
 
-    async def _poll_query_or_restart(self, query: str, since_id: str | None, posts: list[PostItem], seen: set[str],
+    async def _poll_query_or_restart(self, query: str, since_id: str | None, tables: list[pa.Table], seen: list[str],
                                      raw: list[RawPayload], meta: dict[str, Any]) -> str | None:
         try:
-            return await self._poll_query(query, since_id, posts, seen, raw, meta)
+            return await self._poll_query(query, since_id, tables, seen, raw, meta)
         except HttpStatusError as e:
             # Recent search covers 7 days and answers 400 to an older since_id (after a long outage):
             # everything it still holds is newer than that cursor, so start over from the newest.
@@ -265,27 +319,27 @@ class XSource(Source):
                 raise
             log.warning("x: since_id %s is older than recent search reaches; reading query %r afresh", since_id, query)
             meta["expired_since_id"].append(query)
-            return await self._poll_query(query, None, posts, seen, raw, meta)
+            return await self._poll_query(query, None, tables, seen, raw, meta)
 
     async def fetch(self, cursor: dict[str, Any] | None) -> FetchResult:
         """New posts of every query since `cursor` = {"since_id": {<query>: <newest post id seen>}}."""
         previous: dict[str, str] = dict((cursor or {}).get("since_id", {}))
-        posts: list[PostItem] = []
+        tables: list[pa.Table] = []
         raw: list[RawPayload] = []
-        seen: set[str] = set()
+        seen: list[str] = []
         meta: dict[str, Any] = {"skipped": 0, "truncated": [], "expired_since_id": [], "queries": len(self.queries)}
         since = dict(previous)
         for query in self.queries:
-            emitted, noted = len(posts), len(meta.get("unparseable", []))
+            emitted, noted, first, posted = len(tables), len(meta.get("unparseable", [])), len(raw), len(seen)
             try:
-                newest = await self._poll_query_or_restart(query, previous.get(query), posts, seen, raw, meta)
+                newest = await self._poll_query_or_restart(query, previous.get(query), tables, seen, raw, meta)
             except UnreadablePayload as e:
                 # Newest first: the unreadable page (and any after it) holds posts between what was
                 # read and the query's since_id, so the query keeps its since_id and gives back what
                 # it read this poll (all of it comes again next poll); the other queries go on.
                 log.warning("x: query %r: %s; its since_id stays, the other queries go on", query, e)
-                seen.difference_update(p.post_id for p in posts[emitted:])
-                del posts[emitted:]
+                del seen[posted:], tables[emitted:]
+                raw[first:-1] = [withholding(p) for p in raw[first:-1]]
                 if "unparseable" in meta:
                     del meta["unparseable"][noted:]
                 note_unreadable(meta, len(raw) - 1, e)
@@ -295,7 +349,7 @@ class XSource(Source):
         unreadable = unreadable_poll(raw, meta)
         if unreadable is not None:
             raise unreadable
-        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=self.platform, source=self.name)},
+        return FetchResult(raw=raw, records={POSTS.name: concat_records(tables, POSTS)},
                            next_cursor={"since_id": since} if since else cursor, meta=meta)
 
     async def close(self) -> None:

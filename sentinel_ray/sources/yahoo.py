@@ -4,8 +4,9 @@ Yahoo's chart API (`GET /v8/finance/chart/<SYMBOL>?interval=1m|1d&period1=..&per
 or `range=..`) answers `{"chart": {"result": [{"meta": {...}, "timestamp": [...],
 "indicators": {"quote": [{"open": [...], "high", "low", "close", "volume"}]}}],
 "error": null}}`. The adapter does not speak that protocol itself: yfinance does (cookie
-and crumb, its fixes for Yahoo's quirks: a live bar appended after `period2`, bars outside
-the regular session, DST), and the adapter turns yfinance's frame into PRICES rows.
+and crumb, retries), and the adapter reads the chart body yfinance received into PRICES
+rows the way yfinance's own history does (its fixes for Yahoo's quirks: a live bar appended
+after `period2`, bars outside the regular session, DST; see the end of this doc).
 
 How it drives yfinance, and why:
 
@@ -47,19 +48,34 @@ Bars: `ts` is the bar's open in UTC. Daily bars are keyed at 00:00 IST of the se
 date, yfinance's (and NSE's) convention, which is also the warehouse's day bucket. A bar
 still forming (the current minute, today's session before 16:00 IST) is not emitted: the
 cursor moves past what is emitted, so only complete bars may be.
+
+Records are read from the chart bodies kept for the raw zone, by `parse_payload` (`read_chart`
+then `chart_records`), what a replay from the raw zone calls too (see `lineage`): yfinance
+does the talking, its frame is not used. `read_chart` makes the bars yfinance's
+`PriceHistory.history` makes of the body (with prepost, repair, actions, auto_adjust and
+keepna off), step by step: sorted by time, the live bar past `period2` dropped, the DST slip of
+daily bars mended, intraday bars outside the regular session dropped, daily bars keyed at
+00:00 of their session date in the exchange's zone, a separate live row folded into its bar,
+repeated times dropped, missing volume 0, bars with no value at all dropped. The chart's
+request URL (the crumb left out) says the symbol, interval and `period2`; its text notes
+(`#skip=`) the bars the poll did not emit (still forming, emitted before, outside a
+backfill's day) and a backfill's run id and ingestion time. A bar's position is its index in
+the body's `timestamp` list.
 """
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+import math
 import random
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -75,14 +91,15 @@ from sentinel_ray.market import DAILY_BAR_FINAL_AFTER, EXCHANGE_TZ, YAHOO_SUFFIX
 from sentinel_ray.records import FetchResult, RawPayload, SourceError, utc_now
 from sentinel_ray.schemas import PRICES, TIMESTAMP_TYPE
 from sentinel_ray.sources.base import HistorySource
+from sentinel_ray.sources.lineage import (ParsedPayload, concat_records, cut_short, finish, payload_schema,
+                                          positioned, read_whole, request_url, skipping, stamped)
 from sentinel_ray.sources.parsing import (
     EARLIEST,
     MAX_COUNT,
     MAX_PAYLOAD_BYTES,
-    RECORD_ERRORS,
     PayloadError,
     UnreadablePayload,
-    epoch_seconds,
+    as_of,
     latest_allowed,
     loads_json,
     note_unparseable,
@@ -198,6 +215,7 @@ class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         url = self._rebased(url)
+        asked = _with_query(url, kwargs.get("params"))  # yfinance passes the query as params: recorded with it
         try:
             kwargs["timeout"] = self._timeout_within_budget(kwargs.get("timeout"))
             response = super().request(method, url, *args, **kwargs)
@@ -206,13 +224,13 @@ class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined
             if getattr(e, "code", None) == _FILESIZE_EXCEEDED and answer is not None:
                 headers = {str(k).lower(): str(v) for k, v in answer.headers.items()}
                 head = (answer.content or b"")[:TOO_LARGE_HEAD_BYTES]
-                self.calls.append(RecordedCall(method, url, answer.status_code, headers, head, utc_now(),
+                self.calls.append(RecordedCall(method, asked, answer.status_code, headers, head, utc_now(),
                                                f"{type(e).__name__}: {e}", too_large=True))
             else:
-                self.calls.append(RecordedCall(method, url, None, {}, b"", utc_now(), f"{type(e).__name__}: {e}"))
+                self.calls.append(RecordedCall(method, asked, None, {}, b"", utc_now(), f"{type(e).__name__}: {e}"))
             raise
         headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
-        self.calls.append(RecordedCall(method, url, response.status_code, headers, response.content, utc_now()))
+        self.calls.append(RecordedCall(method, asked, response.status_code, headers, response.content, utc_now()))
         return response
 
     def _timeout_within_budget(self, requested: Any) -> Any:
@@ -230,6 +248,15 @@ class RecordingSession(_http_backend.Session):  # type: ignore[misc,name-defined
             return url
         base = self.rebase_to
         return urlunsplit((base.scheme, base.netloc, base.path + parts.path, parts.query, parts.fragment))
+
+
+def _with_query(url: str, params: Any) -> str:
+    """`url` with the query `params` added, as the request line carries them."""
+    if not params:
+        return url
+    items = params.items() if isinstance(params, Mapping) else params
+    query = urlencode([(k, v) for k, v in items if v is not None])
+    return f"{url}{'&' if urlsplit(url).query else '?'}{query}" if query else url
 
 
 def _is_yahoo_host(host: str | None) -> bool:
@@ -259,67 +286,38 @@ class _Call:
     error: BaseException | None
 
 
-@dataclass
-class _Chart:
-    """One symbol and interval's answer: yfinance's frame (None: no such symbol, 404), the recorded
-    chart call it came from, and the positions of bars in the body whose time is not a real one."""
+# --- chart bodies to rows --------------------------------------------------------------------
 
-    frame: pd.DataFrame | None
-    call: RecordedCall
+
+_PRICE_KEYS = ("open", "high", "low", "close")
+
+
+@dataclass
+class Chart:
+    """A chart body as read (`read_chart`): the listing and interval its request asked for, the
+    bars yfinance would make of it, each with its position in the body's `timestamp` list, and
+    the positions of bars whose time is not a real one (they are no bars)."""
+
+    symbol: YahooSymbol
+    interval: str
+    zone: str  # the exchange's time zone
+    positions: np.ndarray  # int64
+    ms: np.ndarray  # bar open, epoch ms (a daily bar: 00:00 of its session date in `zone`)
+    prices: dict[str, np.ndarray]  # open, high, low, close: float64, NaN where there is none
+    volume: np.ndarray  # float64
     unreal: list[int]
 
+    @property
+    def empty(self) -> bool:
+        return len(self.ms) == 0
 
-# --- frames to rows --------------------------------------------------------------------------
-
-
-def _frame_ms(frame: pd.DataFrame) -> np.ndarray:
-    index = pd.DatetimeIndex(frame.index)
-    return index.tz_convert("UTC").as_unit("ms").asi8
-
-
-def _column(frame: pd.DataFrame, name: str, keep: np.ndarray) -> np.ndarray:
-    """A numeric column of the kept rows; what is not a finite number becomes NaN (null in the table)."""
-    if name not in frame.columns:
-        return np.full(int(keep.sum()), np.nan)
-    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)[keep]
-    return np.where(np.isfinite(values), values, np.nan)
+    def dates(self) -> np.ndarray:
+        """Each bar's date in the exchange's zone (a daily bar's session date)."""
+        return np.array(pd.DatetimeIndex(pd.to_datetime(self.ms, unit="ms", utc=True)).tz_convert(self.zone).date)
 
 
-def _real_times(ms: np.ndarray) -> np.ndarray:
-    """Rows whose bar time is a real one (1990 to tomorrow): Yahoo's zeros and sentinels are no bars."""
-    lo, hi = int(EARLIEST.timestamp() * 1000), int(latest_allowed().timestamp() * 1000)
-    return (ms >= lo) & (ms <= hi)
-
-
-def bars_table(frame: pd.DataFrame | None, symbol: YahooSymbol, interval: str, keep: np.ndarray | None,
-               ingested_at: dt.datetime, run_id: str | None = None) -> pa.Table:
-    """The rows of `frame` selected by `keep` as a PRICES table."""
-    if frame is None or frame.empty:
-        return PRICES.record_schema.empty_table()
-    keep = np.ones(len(frame), dtype=bool) if keep is None else keep
-    keep = keep & _real_times(_frame_ms(frame))
-    n = int(keep.sum())
-    volume = np.rint(_column(frame, "Volume", keep))
-    volume = np.where((volume >= 0) & (volume < MAX_COUNT), volume, np.nan)  # 2^63-1 is no volume
-    cols = {
-        "ticker": pa.array([symbol.ticker] * n, pa.string()),
-        "exchange": pa.array([symbol.exchange] * n, pa.string()),
-        "interval": pa.array([interval] * n, pa.string()),
-        "ts": pa.array(_frame_ms(frame)[keep], pa.int64()).cast(TIMESTAMP_TYPE),
-        **{name.lower(): pa.array(_column(frame, name, keep), pa.float64(), from_pandas=True)
-           for name in ("Open", "High", "Low", "Close")},
-        "volume": pa.array(volume, pa.float64(), from_pandas=True).cast(pa.int64()),
-        "source": pa.array([YahooSource.name] * n, pa.string()),
-        "run_id": pa.array([run_id] * n, pa.string()),
-        "ingested_at": pa.array([ingested_at] * n, TIMESTAMP_TYPE),
-    }
-    return pa.Table.from_pydict(cols, schema=PRICES.record_schema)
-
-
-def check_chart_body(body: bytes, symbol: YahooSymbol) -> list[int]:
-    """A 2xx chart body must be Yahoo's chart JSON; anything else is a clear SourceError. Returns
-    the positions (in its `timestamp` list) of bars whose time is not a real one: yfinance keeps
-    them in its frame, the adapter drops them and notes them as unparseable."""
+def chart_result(body: bytes, symbol: YahooSymbol) -> dict[str, Any]:
+    """A 2xx chart body's result object; SourceError when the body is not Yahoo's chart JSON."""
     try:
         doc = loads_json(body, f"yahoo: chart of {symbol.yahoo}")
     except PayloadError as e:
@@ -334,22 +332,215 @@ def check_chart_body(body: bytes, symbol: YahooSymbol) -> list[int]:
     result = doc["chart"].get("result")
     if not isinstance(result, list) or not result or not isinstance(result[0], dict):
         raise SourceError(f"yahoo: chart of {symbol.yahoo} has no result")
-    times = result[0].get("timestamp")
-    return [i for i, t in enumerate(times) if not _real_time(t)] if isinstance(times, list) else []
+    return result[0]
 
 
-def _real_time(value: Any) -> bool:
+def _numbers(values: Any, n: int, what: str) -> np.ndarray:
+    """A column of the body as float64: what is not a finite number is NaN (absent: all NaN)."""
+    if values is None:
+        return np.full(n, np.nan)
+    if not isinstance(values, list) or len(values) != n:
+        raise SourceError(f"yahoo: chart's {what} is not a list of {n} values")
+    out = np.fromiter((_float(v) for v in values), dtype="float64", count=n)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _float(value: Any) -> float:
+    """A number as yfinance's frame holds it (a numeric string too); NaN for anything else."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isascii():
+            return math.nan  # float() reads Unicode digits
     try:
-        epoch_seconds(value)
-    except RECORD_ERRORS:
-        return False
-    return True
+        return float(value)  # a bool is 0 or 1, as in yfinance's frame
+    except (TypeError, ValueError, OverflowError):  # 10**400 is no float
+        return math.nan
 
 
-def _note_unreal_bars(chart: _Chart, meta: dict[str, Any], payload: int) -> None:
+def _step_ms(interval: str) -> int | None:
+    unit = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}.get(interval[-1:])
+    return int(interval[:-1]) * unit if unit and interval[:-1].isdigit() else None
+
+
+def read_chart(payload: RawPayload) -> Chart:
+    """The bars of a kept chart body, as yfinance's history makes them (see the module doc), and
+    the positions of those whose time is not a real one; SourceError when the body is not a chart."""
+    url = request_url(payload.request)
+    parts = urlsplit(url)
+    symbol = YahooSymbol.parse(unquote(parts.path.rsplit("/", 1)[-1]))
+    query = dict(parse_qsl(parts.query))
+    with as_of(payload.received_at):
+        result = chart_result(payload.body, symbol)
+        meta = result.get("meta") if isinstance(result.get("meta"), dict) else {}
+        interval = query.get("interval") or str(meta.get("dataGranularity") or "1d")
+        zone = _zone(meta.get("exchangeTimezoneName"))
+        times = result.get("timestamp") if isinstance(result.get("timestamp"), list) else []
+        secs = _numbers(times, len(times), "timestamp")
+        lo, hi = EARLIEST.timestamp(), latest_allowed().timestamp()
+        real = (secs >= lo) & (secs <= hi)  # Yahoo's zeros and sentinels are no bars
+    unreal = np.flatnonzero(~real).tolist()
+    indicators = result.get("indicators") if isinstance(result.get("indicators"), dict) else {}
+    quotes = indicators.get("quote")
+    quote = quotes[0] if isinstance(quotes, list) and quotes and isinstance(quotes[0], dict) else {}
+    n = len(times)
+    if not n or not quote:
+        return _chart(symbol, interval, zone, np.empty(0, np.int64), np.empty(0, np.int64),
+                      {k: np.empty(0) for k in (*_PRICE_KEYS, "adjclose", "volume")}, unreal)
+    cols = {k: _numbers(quote.get(k), n, k) for k in (*_PRICE_KEYS, "volume")}
+    adjusted = indicators.get("adjclose")
+    adjclose = adjusted[0].get("adjclose") if isinstance(adjusted, list) and adjusted \
+        and isinstance(adjusted[0], dict) else None
+    cols["adjclose"] = _numbers(adjclose, n, "adjclose") if adjclose is not None else cols["close"]
+    order = np.flatnonzero(real)
+    order = order[np.argsort(secs[order], kind="stable")]
+    ms = (secs[order] * 1000).astype(np.int64)
+    cols = {k: v[order] for k, v in cols.items()}
+    positions = order.astype(np.int64)
+
+    def keep(mask: np.ndarray) -> None:
+        nonlocal ms, positions, cols
+        ms, positions, cols = ms[mask], positions[mask], {k: v[mask] for k, v in cols.items()}
+
+    period2 = query.get("period2", "")
+    if period2.isascii() and period2.isdigit() and len(ms) and ms[-1] >= int(period2) * 1000:
+        keep(np.arange(len(ms)) < len(ms) - 1)  # Yahoo appends the latest price even past the end asked for
+    intraday = interval[-1:] in ("m", "h")
+    local = pd.DatetimeIndex(pd.to_datetime(ms, unit="ms", utc=True)).tz_convert(zone)
+    if interval in ("1d", "1w", "1wk"):
+        # daily bars start at 00:00; a few zones get them at 22:00 or 23:00 the day before (DST)
+        slip = np.where((local.minute == 0) & np.isin(local.hour, (22, 23)), 24 - local.hour, 0)
+        ms = ms + slip.astype(np.int64) * 3_600_000
+        local = pd.DatetimeIndex(pd.to_datetime(ms, unit="ms", utc=True)).tz_convert(zone)
+    prepost = intraday and query.get("includePrePost", "").lower() == "true"
+    if intraday and not prepost:
+        keep(~_outside_session(ms, local, meta, zone, _step_ms(interval) or 60_000))
+        local = pd.DatetimeIndex(pd.to_datetime(ms, unit="ms", utc=True)).tz_convert(zone)
+    if not intraday:
+        midnight = pd.to_datetime(local.date).tz_localize(zone, ambiguous=True, nonexistent="shift_forward")
+        ms = np.asarray(midnight.tz_convert("UTC").as_unit("ms").asi8, dtype=np.int64)
+        by_time = np.argsort(ms, kind="stable")
+        keep(by_time)
+    _fold_live_row(ms, cols, interval, prepost, keep)
+    if len(ms):
+        keep(np.concatenate([[True], ms[1:] != ms[:-1]]))  # a time twice: the first stays
+    cols["volume"] = np.where(np.isnan(cols["volume"]), 0.0, cols["volume"])
+    values = np.stack([cols[k] for k in (*_PRICE_KEYS, "adjclose", "volume")]) if len(ms) else np.empty((6, 0))
+    keep(~np.all(np.isnan(values) | (values == 0), axis=0))  # no value at all: no bar
+    return _chart(symbol, interval, zone, positions, ms, cols, unreal)
+
+
+def _chart(symbol: YahooSymbol, interval: str, zone: str, positions: np.ndarray, ms: np.ndarray,
+           cols: dict[str, np.ndarray], unreal: list[int]) -> Chart:
+    return Chart(symbol, interval, zone, positions, ms, {k: cols[k] for k in _PRICE_KEYS}, cols["volume"], unreal)
+
+
+def _zone(name: Any) -> str:
+    if isinstance(name, str) and name:
+        try:
+            ZoneInfo(name)
+            return name
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return EXCHANGE_TZ  # NSE's and BSE's, which every watched listing trades in
+
+
+def _outside_session(ms: np.ndarray, local: pd.DatetimeIndex, meta: Mapping[str, Any], zone: str,
+                     step_ms: int) -> np.ndarray:
+    """Intraday bars outside their day's regular session (meta.tradingPeriods): Yahoo sends
+    some despite includePrePost=false. Days the meta lists no session for are kept."""
+    periods = meta.get("tradingPeriods")
+    regular = periods.get("regular") if isinstance(periods, dict) else periods
+    sessions: dict[dt.date, tuple[float, float]] = {}
+    for day in regular if isinstance(regular, list) else []:
+        for period in day if isinstance(day, list) else [day]:
+            start, end = (period.get("start"), period.get("end")) if isinstance(period, dict) else (None, None)
+            try:
+                date = dt.datetime.fromtimestamp(start, ZoneInfo(zone)).date()
+                sessions.setdefault(date, (float(start) * 1000.0, float(end) * 1000.0))
+            except (TypeError, ValueError, OverflowError, OSError):  # no session time: a day without one
+                continue
+    if not sessions:
+        return np.zeros(len(ms), dtype=bool)
+    bounds = np.array([sessions.get(d, (np.nan, np.nan)) for d in local.date], dtype="float64").reshape(-1, 2)
+    return (ms >= bounds[:, 1]) | (ms + step_ms <= bounds[:, 0])  # NaN compares False: kept
+
+
+def _fold_live_row(ms: np.ndarray, cols: dict[str, np.ndarray], interval: str, prepost: bool,
+                   keep: Callable[[np.ndarray], None]) -> None:
+    """Yahoo often sends the live price as a row of its own after the last bar: a daily chart's
+    last two rows on one date keep the last; an intraday row inside the previous bar's minute
+    is folded into that bar (yfinance's fix_Yahoo_returning_live_separate)."""
+    if len(ms) < 2:
+        return
+    last, prev = len(ms) - 1, len(ms) - 2
+    mask = np.ones(len(ms), dtype=bool)
+    if interval == "1d":
+        if ms[last] == ms[prev]:  # keyed at their session date: the same date
+            mask[prev] = False
+            keep(mask)
+        return
+    step = _step_ms(interval)
+    if step is None or ms[last] - ms[prev] >= step or ms[last] == ms[prev]:
+        return
+    if prepost and ms[last] % 60_000 == 0:
+        return  # the start of the post-market session, no live row
+    if np.isnan(cols["open"][prev]):
+        cols["open"][prev] = cols["open"][last]
+    if not np.isnan(cols["high"][last]):
+        cols["high"][prev] = np.nanmax([cols["high"][last], cols["high"][prev]])
+    if not np.isnan(cols["low"][last]):
+        cols["low"][prev] = np.nanmin([cols["low"][last], cols["low"][prev]])
+    cols["close"][prev] = cols["close"][last]
+    cols["adjclose"][prev] = cols["adjclose"][last]
+    cols["volume"][prev] += cols["volume"][last]
+    mask[last] = False
+    keep(mask)
+
+
+def chart_records(payload: RawPayload, chart: Chart) -> ParsedPayload:
+    """The PRICES rows of a chart read by `read_chart`, as its poll emitted them."""
+    n = len(chart.ms)
+    volume = np.rint(chart.volume)
+    volume = np.where((volume >= 0) & (volume < MAX_COUNT), volume, np.nan)  # 2^63-1 is no volume
+    cols = {
+        "ticker": pa.array([chart.symbol.ticker] * n, pa.string()),
+        "exchange": pa.array([chart.symbol.exchange] * n, pa.string()),
+        "interval": pa.array([chart.interval] * n, pa.string()),
+        "ts": pa.array(chart.ms, pa.int64()).cast(TIMESTAMP_TYPE),
+        **{name: pa.array(chart.prices[name], pa.float64(), from_pandas=True) for name in _PRICE_KEYS},
+        "volume": pa.array(volume, pa.float64(), from_pandas=True).cast(pa.int64()),
+        "source": pa.array([YahooSource.name] * n, pa.string()),
+        "run_id": pa.nulls(n, pa.string()),
+        "ingested_at": pa.array([payload.received_at] * n, TIMESTAMP_TYPE),
+    }
+    table = pa.Table.from_pydict(cols, schema=payload_schema(PRICES))
+    return finish(payload, {PRICES.name: positioned(table, chart.positions)})
+
+
+def parse_payload(payload: RawPayload) -> ParsedPayload:
+    """The bars of one kept chart body (see `lineage`); bars whose time is not a real one are
+    the unparseable records."""
+    chart = read_whole(payload, read_chart)
+    records = chart_records(payload, chart)
+    records.unparseable = [(position, UNREAL_BAR) for position in chart.unreal]
+    return records
+
+
+UNREAL_BAR = "ValueError: the bar's time is not a real one (before 1990, after tomorrow, or not a number)"
+
+
+@dataclass
+class _Chart:
+    """One symbol and interval's answer: its bars (None: no such symbol, 404) and the payload they
+    were read from, as recorded."""
+
+    chart: Chart | None
+    payload: RawPayload
+
+
+def _note_unreal_bars(chart: Chart, meta: dict[str, Any], payload: int) -> None:
     for position in chart.unreal:
-        note_unparseable(meta, payload, position, "ValueError: the bar's time is not a real one (before 1990, "
-                                                  "after tomorrow, or not a number)")
+        note_unparseable(meta, payload, position, UNREAL_BAR)
 
 
 # --- the source ------------------------------------------------------------------------------
@@ -408,22 +599,24 @@ class YahooSource(HistorySource):
                 if window is None:
                     continue
                 try:
-                    chart = await self._chart(symbol, interval, window, raw)
+                    answer = await self._chart(symbol, interval, window, raw)
                 except UnreadablePayload as e:
                     # one listing's unreadable chart must not hold back the others': noted (kept in the
                     # raw zone by the poller), its cursor stays, the poll goes on
                     note_unreadable(meta, len(raw) - 1, e)
                     continue
-                if chart.frame is None:  # 404: nothing to keep but the fact
+                chart = answer.chart
+                if chart is None:  # 404: nothing to keep but the fact
                     missing.append(symbol.yahoo)
                     continue
-                raw.append(chart.call.raw(self.name))
+                raw.append(answer.payload)
                 _note_unreal_bars(chart, meta, len(raw) - 1)
                 meta["skipped"] += len(chart.unreal)
-                if chart.frame.empty:  # yfinance's empty frame has no time zone: nothing to look at
+                if chart.empty:
                     continue
-                keep = self._complete(chart.frame, interval, now, since)
-                table = bars_table(chart.frame, symbol, interval, keep, chart.call.received_at)
+                keep = self._complete(chart.ms, interval, now, since)
+                raw[-1] = skipping(raw[-1], chart.positions[~keep].tolist())
+                table = chart_records(raw[-1], chart)[PRICES.name]
                 if table.num_rows:
                     tables.append(table)
                     newest = pc.max(table.column("ts").cast(pa.int64())).as_py()
@@ -431,10 +624,10 @@ class YahooSource(HistorySource):
         unreadable = unreadable_poll(raw, meta)
         if unreadable is not None:
             raise unreadable
-        records = pa.concat_tables(tables) if tables else PRICES.record_schema.empty_table()
         next_cursor = {"last_ts": last} if last else cursor
         meta["missing_symbols"] = sorted(set(missing))
-        return FetchResult(raw=raw, records={PRICES.name: records}, next_cursor=next_cursor, meta=meta)
+        return FetchResult(raw=raw, records={PRICES.name: concat_records(tables, PRICES)}, next_cursor=next_cursor,
+                           meta=meta)
 
     @staticmethod
     def _poll_window(since: int | None, interval: str, now: dt.datetime) -> dict[str, Any] | None:
@@ -446,8 +639,7 @@ class YahooSource(HistorySource):
         return None if start >= now else {"start": start}
 
     @staticmethod
-    def _complete(frame: pd.DataFrame, interval: str, now: dt.datetime, since: int | None) -> np.ndarray:
-        ms = _frame_ms(frame)
+    def _complete(ms: np.ndarray, interval: str, now: dt.datetime, since: int | None) -> np.ndarray:
         final_after = STEP["1m"] if interval == "1m" else DAILY_BAR_FINAL_AFTER
         keep = ms + int(final_after.total_seconds() * 1000) <= _to_ms(now)
         return keep & (ms > since) if since is not None else keep
@@ -467,31 +659,28 @@ class YahooSource(HistorySource):
         tables, raw, missing = [], [], []
         meta: dict[str, Any] = {"interval": interval, "missing_symbols": missing, "skipped": 0}
         for symbol in self.symbols:
-            chart = await self._chart(symbol, interval, window, raw)
-            frame = chart.frame
-            if frame is None:
+            answer = await self._chart(symbol, interval, window, raw)
+            chart = answer.chart
+            if chart is None:
                 missing.append(symbol.yahoo)
                 continue
-            raw.append(chart.call.raw(self.name))
+            raw.append(answer.payload)
             _note_unreal_bars(chart, meta, len(raw) - 1)
             meta["skipped"] += len(chart.unreal)
-            if frame.empty:
+            if chart.empty:
                 continue
-            ms = _frame_ms(frame)
-            if intraday:
-                keep = (ms >= lo) & (ms < hi)
-            else:
-                keep = np.array([d == day for d in pd.DatetimeIndex(frame.index).date], dtype=bool)
-            tables.append(bars_table(frame, symbol, interval, keep, ingested_at, run_id))
-        records = pa.concat_tables(tables) if tables else PRICES.record_schema.empty_table()
-        return FetchResult(raw=raw, records={PRICES.name: records}, next_cursor=None, meta=meta)
+            keep = (chart.ms >= lo) & (chart.ms < hi) if intraday else chart.dates() == day
+            raw[-1] = stamped(skipping(raw[-1], chart.positions[~keep].tolist()), run_id=run_id,
+                              ingested_at=ingested_at)
+            tables.append(chart_records(raw[-1], chart)[PRICES.name])
+        return FetchResult(raw=raw, records={PRICES.name: concat_records(tables, PRICES)}, next_cursor=None, meta=meta)
 
     # -- one chart, with retries -----------------------------------------------------------
     async def _chart(self, symbol: YahooSymbol, interval: str, window: Mapping[str, Any],
                      raw: list[RawPayload]) -> _Chart:
-        """yfinance's frame for one symbol and interval plus the recorded chart call it came from;
-        frame None when Yahoo knows no such symbol (404). A 2xx body that cannot be read is
-        appended to `raw` and raised as UnreadablePayload."""
+        """The bars of one symbol and interval (read from the chart body yfinance received) and
+        the payload for the raw zone; bars None when Yahoo knows no such symbol (404). A 2xx body
+        that cannot be read is appended to `raw` and raised as UnreadablePayload."""
 
         async def attempt() -> _Chart | Retry:
             call = await asyncio.to_thread(self._history_blocking, symbol.yahoo, interval, dict(window))
@@ -500,8 +689,9 @@ class YahooSource(HistorySource):
             if chart is None:
                 raise SourceError(f"yahoo: yfinance made no chart request for {symbol.yahoo}"
                                   + (f" ({call.error!r})" if call.error else ""))
+            payload = chart.raw(self.name)
             if chart.too_large and chart.status is not None and chart.status < 300:
-                raw.append(chart.raw(self.name))  # its head: kept in the raw zone by the poller, reported
+                raw.append(cut_short(payload))  # its head: kept in the raw zone by the poller, reported
                 raise UnreadablePayload(f"yahoo: chart of {symbol.yahoo} is larger than the {MAX_PAYLOAD_BYTES:,} "
                                         f"bytes a payload may hold; not read further", raw)
             if chart.status is None:
@@ -509,21 +699,21 @@ class YahooSource(HistorySource):
             if chart.status < 300:
                 try:
                     # up to 8 MiB of JSON: read off the event loop, which other pollers share
-                    unreal = await off_loop(check_chart_body, chart.body, symbol)
+                    bars = await off_loop(lambda _body: read_chart(payload), payload.body)
                     if call.error is not None:
                         raise SourceError(f"yahoo: yfinance could not read the chart of {symbol.yahoo}: "
                                           f"{call.error!r}")
                 except SourceError as e:  # the whole body: kept in the raw zone by the poller, reported
-                    raw.append(chart.raw(self.name))
+                    raw.append(payload)
                     raise UnreadablePayload(str(e), raw) from call.error
-                return _Chart(call.frame, chart, unreal)
+                return _Chart(bars, payload)
             if chart.status in (401, 403):
                 raise AuthError(f"yahoo: HTTP {chart.status} from {chart.url.split('?', 1)[0]} even with a fresh "
                                 f"cookie and crumb; Yahoo refuses this client; not retrying",
                                 status=chart.status, body=chart.body)
             if chart.status == 404:
                 log.warning("yahoo: no such symbol %s (HTTP 404)", symbol.yahoo)
-                return _Chart(None, chart, [])
+                return _Chart(None, payload)
             if chart.status in RETRY_STATUSES:
                 return Retry(f"HTTP {chart.status}", retry_after_seconds(chart.headers.get("retry-after")))
             raise HttpStatusError(chart.status, chart.url.split("?", 1)[0], chart.body)

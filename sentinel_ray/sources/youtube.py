@@ -21,6 +21,10 @@ later poll spends quota asking for its comments again.
 
 The API key never leaves the query string of the request itself: errors and logs drop
 query strings (http.py) and the raw payloads record the request without it.
+
+Records are read from the kept answers by `parse_payload`, what a replay from the raw zone
+calls too (see `lineage`): an answer's request text (endpoint and query, the key left out)
+says which list it is, and notes (`#skip=`) the items an earlier poll or page had emitted.
 """
 from __future__ import annotations
 
@@ -33,7 +37,9 @@ import logging
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+
+import pyarrow as pa
 
 from sentinel_ray.config import YouTubeSettings
 from sentinel_ray.records import FetchResult, RawPayload, SourceError
@@ -41,11 +47,14 @@ from sentinel_ray.schemas import POSTS
 from sentinel_ray.sources.base import Source, require_secrets
 from sentinel_ray.sources.http import AuthError, BodyTooLarge, HttpClient, HttpResponse, HttpStatusError
 from sentinel_ray.sources.incremental import Incremental
+from sentinel_ray.sources.lineage import (ParsedPayload, concat_records, cut_short, finish, positioned, read_whole,
+                                          request_url, skipping, withholding)
 from sentinel_ray.sources.paging import Pager
 from sentinel_ray.sources.parsing import (
     RECORD_ERRORS,
     PayloadError,
     UnreadablePayload,
+    as_of,
     count,
     in_range,
     loads_json,
@@ -82,6 +91,7 @@ class Video:
     video_id: str
     published: dt.datetime
     post: PostItem
+    position: int = 0  # in the response's `items`
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class Comment:
     comment_id: str
     published: dt.datetime
     post: PostItem
+    position: int = 0  # in the response's `items`
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,7 @@ def parse_search(body: bytes, received_at: dt.datetime) -> Page:
                 item["id"].get("kind", "youtube#video") != "youtube#video":
             continue
         try:
-            videos.append(_video(item, received_at))
+            videos.append(dataclasses.replace(_video(item, received_at), position=position))
         except RECORD_ERRORS as e:
             unparseable.append(_unparseable(position, item, e))
     return Page(videos, _token(doc), len(unparseable), unparseable)
@@ -131,10 +142,35 @@ def parse_comment_threads(body: bytes, received_at: dt.datetime) -> Page:
     comments, unparseable = [], []
     for position, item in enumerate(_items(doc, "commentThreads")):
         try:
-            comments.append(_comment(item, received_at))
+            comments.append(dataclasses.replace(_comment(item, received_at), position=position))
         except RECORD_ERRORS as e:
             unparseable.append(_unparseable(position, item, e))
     return Page(comments, _token(doc), len(unparseable), unparseable)
+
+
+ENDPOINTS = {"search": parse_search, "commentThreads": parse_comment_threads}
+
+
+def read_page(payload: RawPayload) -> Page:
+    """A kept list response, read as the endpoint its request names (search or commentThreads)."""
+    endpoint = request_url(payload.request).split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    parse = ENDPOINTS.get(endpoint)
+    if parse is None:
+        raise SourceError(f"youtube: {request_url(payload.request)[:200]} is no list the adapter reads")
+    with as_of(payload.received_at):
+        return parse(payload.body, payload.received_at)
+
+
+def page_records(payload: RawPayload, page: Page) -> ParsedPayload:
+    """The posts (videos or comments) of a response read by `read_page`, as its poll emitted them."""
+    table = posts_table([item.post for item in page.items], platform=PLATFORM, source=YouTubeSource.name)
+    return finish(payload, {POSTS.name: positioned(table, [item.position for item in page.items])},
+                  [(u.position, u.error) for u in page.unparseable])
+
+
+def parse_payload(payload: RawPayload) -> ParsedPayload:
+    """The posts of one kept search or commentThreads response (see `lineage`)."""
+    return page_records(payload, read_whole(payload, read_page))
 
 
 def _unparseable(position: int, item: Any, error: BaseException) -> Unparseable:
@@ -378,36 +414,36 @@ class YouTubeSource(Source):
         """New videos and new comments since `cursor` (see YouTubeCursor; None: the last `lookback`)."""
         state = YouTubeCursor.load(cursor)
         raw: list[RawPayload] = []
+        tables: list[pa.Table] = []
         meta: dict[str, Any] = {"skipped": 0, "videos": 0, "comments": 0, "closed_videos": [],
                                 "truncated": []}
         noted = list(state.noted)
 
-        found, searched = await self._search(state, raw, meta, noted)
         known = set(state.recent) | {v.video_id for v in state.videos}
-        new_videos = [v for v in found.values() if v.video_id not in known]
+        found, searched = await self._search(state, known, tables, raw, meta, noted)
+        meta["videos"] = sum(t.num_rows for t in tables)
         tracked = self._track(state, found)
 
-        comments: list[Comment] = []
         for video in tracked:
             if not video.closed:
-                comments.extend(await self._new_comments(video, raw, meta, noted))
+                await self._new_comments(video, tables, raw, meta, noted)
 
         unreadable = unreadable_poll(raw, meta)
         if unreadable is not None:
             raise unreadable
-        posts = [v.post for v in new_videos] + [c.post for c in comments]
-        meta["videos"], meta["comments"] = len(new_videos), len(comments)
+        meta["comments"] = sum(t.num_rows for t in tables) - meta["videos"]
         next_state = self._next_state(state, found, tracked, searched)
         next_state.noted = noted[:MAX_NOTED]
         unchanged = next_state.dump() == YouTubeCursor.load(cursor).dump()
-        return FetchResult(raw=raw, records={POSTS.name: posts_table(posts, platform=PLATFORM, source=self.name)},
+        return FetchResult(raw=raw, records={POSTS.name: concat_records(tables, POSTS)},
                            next_cursor=cursor if unchanged else next_state.dump(), meta=meta)
 
     # -- step 1: search -------------------------------------------------------------------
 
-    async def _search(self, state: YouTubeCursor, raw: list[RawPayload], meta: dict[str, Any],
-                      noted: list[str]) -> tuple[dict[str, Video], bool]:
-        """Videos found by every query, and whether every search page could be read."""
+    async def _search(self, state: YouTubeCursor, known: set[str], tables: list[pa.Table], raw: list[RawPayload],
+                      meta: dict[str, Any], noted: list[str]) -> tuple[dict[str, Video], bool]:
+        """Videos found by every query (those not `known` and not found before become posts in
+        `tables`), and whether every search page could be read."""
         if state.published_after:
             since = parse_time(state.published_after) - self.overlap
         else:
@@ -420,11 +456,16 @@ class YouTubeSource(Source):
                       "publishedAfter": since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                       "maxResults": SEARCH_PAGE_SIZE}
             unparseable: list[tuple[int, Unparseable]] = []
-            pages = self._pages("search", params, raw, meta, parse_search, unparseable)
+            pages = self._pages("search", params, raw, meta, unparseable)
             try:
-                async for page in pages:
+                async for index, page in pages:
+                    skip = []
                     for video in page.items:
+                        if video.video_id in found or video.video_id in known:
+                            skip.append(video.position)  # found by an earlier page or query, or emitted before
                         found.setdefault(video.video_id, video)
+                    raw[index] = skipping(raw[index], skip)
+                    tables.append(page_records(raw[index], page)[POSTS.name])
             except UnreadablePayload as e:
                 # What the readable pages found stands (remembered in `recent`, so never emitted
                 # twice), but the search resumes from where it was (see _next_state); the other
@@ -440,18 +481,28 @@ class YouTubeSource(Source):
 
     # -- step 2: comments -----------------------------------------------------------------
 
-    async def _new_comments(self, video: TrackedVideo, raw: list[RawPayload], meta: dict[str, Any],
-                            noted: list[str]) -> list[Comment]:
+    async def _new_comments(self, video: TrackedVideo, tables: list[pa.Table], raw: list[RawPayload],
+                            meta: dict[str, Any], noted: list[str]) -> None:
+        """The video's new comments into `tables` (none when its pages could not all be read)."""
         params = {"part": "snippet", "videoId": video.video_id, "order": "time",
                   "maxResults": COMMENTS_PAGE_SIZE, "textFormat": "plainText"}
         mark = video.mark()
-        emitted: list[Comment] = []
+        emitted: dict[str, Comment] = {}
+        read: list[tuple[int, Page, list[int]]] = []  # (payload index, page, positions skipped)
         unparseable: list[tuple[int, Unparseable]] = []
-        pages = self._pages("commentThreads", params, raw, meta, parse_comment_threads, unparseable)
+        first = len(raw)
+        pages = self._pages("commentThreads", params, raw, meta, unparseable)
         try:
-            async for page in pages:
+            async for index, page in pages:
                 fresh = [c for c in page.items if mark.is_new(c.published, c.comment_id)]
-                emitted.extend(fresh)
+                # a comment may come twice when pages shift while new comments arrive: the first is kept
+                taken = set()
+                for comment in fresh:
+                    if comment.comment_id not in emitted:
+                        emitted[comment.comment_id] = comment
+                        taken.add(comment.position)
+                skip = [c.position for c in page.items if c.position not in taken]
+                read.append((index, page, skip))
                 if len(fresh) < len(page.items):
                     break  # order=time: the rest is older than what earlier polls emitted
         except _VideoClosed as e:
@@ -460,23 +511,25 @@ class YouTubeSource(Source):
             meta["skipped"] += 1
             meta["closed_videos"].append({"video_id": video.video_id, "reason": e.reason})
             video.closed = e.reason
-            return []
+            raw[first:] = [withholding(p) for p in raw[first:]]
+            return
         except UnreadablePayload as e:
             # Newest first: comments between the unreadable page and the video's mark may be on
             # it, so the mark stays and what this poll read of the video comes again next poll
             # (its unreadable items are noted then); the other videos go on.
             log.warning("youtube: comments of video %s: %s; its mark stays", video.video_id, e)
             note_unreadable(meta, len(raw) - 1, e)
-            return []
+            raw[first:-1] = [withholding(p) for p in raw[first:-1]]
+            return
         _note_new(unparseable, meta, noted)
         if pages.truncated:
             meta["truncated"].append(f"commentThreads:{video.video_id}")
-        # a comment may come twice when pages shift while new comments arrive
-        emitted = list({c.comment_id: c for c in emitted}.values())
-        for comment in emitted:
+        for index, page, skip in read:
+            raw[index] = skipping(raw[index], skip)
+            tables.append(page_records(raw[index], page)[POSTS.name])
+        for comment in emitted.values():
             mark.emit(comment.published, comment.comment_id)
         video.advance(mark)
-        return emitted
 
     def _track(self, state: YouTubeCursor, found: Mapping[str, Video]) -> list[TrackedVideo]:
         """Videos whose comments this poll reads: every video found now plus the remembered ones."""
@@ -507,31 +560,31 @@ class YouTubeSource(Source):
     # -- HTTP -------------------------------------------------------------------------------
 
     def _pages(self, endpoint: str, params: dict[str, Any], raw: list[RawPayload], meta: dict[str, Any],
-               parse: Callable[[bytes, dt.datetime], Page],
-               unparseable: list[tuple[int, Unparseable]]) -> Pager[str, Page]:
-        """Parsed pages of one list call, following nextPageToken up to `page_cap` pages. Items
-        that cannot be read go to `unparseable` (with their payload's index in `raw`), for the
-        caller to note once the whole list was read; a page that cannot be read at all is an
-        UnreadablePayload (the page appended to `raw`)."""
+               unparseable: list[tuple[int, Unparseable]]) -> Pager[str, tuple[int, Page]]:
+        """Parsed pages of one list call (with their payload's index in `raw`), following
+        nextPageToken up to `page_cap` pages. Items that cannot be read go to `unparseable` (with
+        their payload's index), for the caller to note once the whole list was read; a page that
+        cannot be read at all is an UnreadablePayload (the page appended to `raw`)."""
 
-        async def page(token: str | None) -> Page:
+        async def page(token: str | None) -> tuple[int, Page]:
             page_params = {**params, **({"pageToken": token} if token else {})}
             try:
                 response = await self._get(endpoint, page_params)
             except BodyTooLarge as e:  # its head: kept in the raw zone by the poller, reported
-                raw.append(self._raw(endpoint, page_params, e.response))
+                raw.append(cut_short(self._raw(endpoint, page_params, e.response)))
                 raise UnreadablePayload(str(e), raw) from None
-            raw.append(self._raw(endpoint, page_params, response))
+            payload = self._raw(endpoint, page_params, response)
+            raw.append(payload)
             try:
                 # up to 8 MiB of JSON: parsed off the event loop, which other pollers share
-                parsed = await off_loop(parse, response.body, response.received_at)
+                parsed = await off_loop(lambda _body: read_page(payload), payload.body)
             except SourceError as e:  # the whole page: kept in the raw zone by the poller, reported
                 raise UnreadablePayload(str(e), raw) from None
             meta["skipped"] += parsed.skipped
             unparseable.extend((len(raw) - 1, item) for item in parsed.unparseable)
-            return parsed
+            return len(raw) - 1, parsed
 
-        return Pager(page, lambda parsed: parsed.next_page_token, limit=self.page_cap, stop_on_repeat=True)
+        return Pager(page, lambda fetched: fetched[1].next_page_token, limit=self.page_cap, stop_on_repeat=True)
 
     async def _get(self, endpoint: str, params: Mapping[str, Any]) -> HttpResponse:
         url = f"{self.base_url}/{endpoint}"

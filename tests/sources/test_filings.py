@@ -9,13 +9,15 @@ import pytest
 from sentinel_ray.config import FilingsSettings, Settings
 from sentinel_ray.schemas import FILINGS
 from sentinel_ray.sources import make_source
-from sentinel_ray.records import SourceError
+from sentinel_ray.records import RAW_POS, RawPayload, SourceError
+from sentinel_ray.sources.lineage import record_schema, request_context, request_url
 from sentinel_ray.sources.filings import (BSE_ANNOUNCEMENTS_PATH, NSE_ANNOUNCEMENTS_PATH, FilingsSource,
     normalise_company, ticker_for_company)
 from sentinel_ray.sources.http import AuthError, FetchError
 from tests.fakes.server import Reply
 from sentinel_ray.market import IST
-from tests.sources.helpers import UTC, RecordingSleep, fast_client, fetch_once as run, payloads
+from tests.sources.helpers import (UTC, RecordingSleep, assert_replays, fast_client, fetch_once as run, payloads,
+                                   skipped)
 
 EVENING = dt.datetime(2025, 4, 1, 12, 15, tzinfo=UTC)  # 17:45 IST
 payload = payloads("filings")
@@ -75,7 +77,7 @@ def test_announcements_from_both_exchanges(fake_service) -> None:
     result = run(source)
 
     table = result.records["filings"]
-    assert table.schema == FILINGS.record_schema
+    assert table.schema == record_schema(FILINGS)
     got = rows(result)
     nse = [r for r in got if r["exchange"] == "NSE"]
     bse = [r for r in got if r["exchange"] == "BSE"]
@@ -268,7 +270,7 @@ def test_empty_answers_give_an_empty_table_and_keep_the_cursor(fake_service) -> 
         source, _ = make(fake_service)
         result = run(source, given)
         assert result.records["filings"].num_rows == 0
-        assert result.records["filings"].schema == FILINGS.record_schema
+        assert result.records["filings"].schema == record_schema(FILINGS)
         assert result.next_cursor == given
 
 
@@ -296,3 +298,47 @@ def test_real_nse_announcement_parses(fake_service, shared_fixtures) -> None:
     assert filing["details"] == item["attchmntText"] and filing["attachment_url"] == item["attchmntFile"]
     assert filing["ts"] == ist("2023-10-18T22:11:48")  # exchdisstime "18-Oct-2023 22:11:48" IST
     assert result.raw[0].body == body
+
+
+# --- replay from the raw zone -------------------------------------------------------------------
+
+
+def _filing_id(payload: RawPayload, position: int) -> str:
+    doc = json.loads(payload.body)
+    if BSE_ANNOUNCEMENTS_PATH in payload.request:
+        return doc["Table"][position]["NEWSID"]
+    return (doc["data"] if isinstance(doc, dict) else doc)[position]["seq_id"]
+
+
+def test_kept_answers_parse_to_the_polls_records(fake_service) -> None:
+    serve_nse(fake_service, Reply(body=payload("nse_announcements.json")),
+              Reply(body=payload("nse_announcements_next.json")))
+    pages = dict(FIRST_BSE)
+    fake_service.route("GET", BSE_ANNOUNCEMENTS_PATH, bse_pages(pages))
+    one = run(make(fake_service)[0])
+    pages.clear()
+    pages["1"] = payload("bse_next_page1.json")
+    two = run(make(fake_service, now=EVENING + dt.timedelta(minutes=10))[0], one.next_cursor)
+    # every row is the announcement at its raw_pos in the answer its raw_id names
+    key = lambda row: row["filing_id"]  # noqa: E731
+    assert assert_replays("filings", one, _filing_id, key)["filings"] == len(rows(one)) > 0
+    assert assert_replays("filings", two, _filing_id, key) == {"filings": 3}
+    nse, bse = two.raw
+    assert [(r["filing_id"], r[RAW_POS]) for r in rows(two)][2:] == [("d4e5f6a7-b8c9-4d0e-9f1a-2b3c4d5e6f08", 0)]
+    # NSE lists everything again: what the first poll emitted is read, not emitted, and the request says so
+    assert {r["filing_id"] for r in skipped("filings", nse, "filings")} == \
+        {r["filing_id"] for r in rows(one) if r["exchange"] == "NSE"}
+    assert "from_date=01-04-2025" in request_url(nse.request) and request_context(bse.request)["skip"]
+    assert {r["filing_id"] for r in skipped("filings", bse, "filings")} <= {r["filing_id"] for r in rows(one)}
+
+
+def test_an_exchange_whose_later_page_is_unreadable_gives_back_the_pages_before(fake_service) -> None:
+    fake_service.route("GET", BSE_ANNOUNCEMENTS_PATH, bse_pages({"1": payload("bse_page1.json"),
+                                                                 "2": b"<html>Service Unavailable</html>"}))
+    serve_nse(fake_service, Reply(body=payload("nse_announcements.json")))
+    result = run(make(fake_service)[0])
+    assert {r["exchange"] for r in rows(result)} == {"NSE"}  # BSE's page 1 waits for a readable page 2
+    nse, bse_page1, bse_page2 = result.raw
+    assert request_context(bse_page1.request) == {"withheld": "1"} and "withheld" not in bse_page2.request
+    assert [n["payload"] for n in result.meta["unreadable"]] == [2]
+    assert assert_replays("filings", result, _filing_id, lambda row: row["filing_id"])["filings"] > 0

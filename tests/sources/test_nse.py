@@ -11,14 +11,17 @@ import pytest
 from sentinel_ray.config import NseSettings, Settings
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources import make_source
-from sentinel_ray.records import SourceError
+from sentinel_ray.records import RAW_POS, RawPayload, SourceError
+from sentinel_ray.sources import parser_for
+from sentinel_ray.sources.lineage import record_schema, request_context, request_url
 from sentinel_ray.sources.http import AuthError, FetchError
 from sentinel_ray.sources.nse import HISTORY_PATH, QUOTE_PATH, NseSource, nse_symbols
 from sentinel_ray.sources.parsing import UnreadablePayload
 from sentinel_ray.market import parse_ist
 from tests.fakes.server import Reply
 from sentinel_ray.market import IST
-from tests.sources.helpers import UTC, RecordingSleep, fast_client, fetch_once as run, payloads
+from tests.sources.helpers import (UTC, RecordingSleep, assert_replays, fast_client, fetch_once as run, payloads,
+                                   skipped)
 
 MORNING = dt.datetime(2025, 2, 3, 5, 40, tzinfo=UTC)  # 11:10 IST, Monday
 UA = "Mozilla/5.0 (X11; Linux x86_64) sentinel-ray/test"
@@ -79,7 +82,7 @@ def test_first_poll_handshakes_then_reads_history_and_quotes(fake_service) -> No
     result = run(source)
 
     table = result.records["prices"]
-    assert table.schema == PRICES.record_schema
+    assert table.schema == record_schema(PRICES)
     got = rows(result)
     history = [r for r in got if r["ts"] < session_ts("2025-02-03")]
     assert [(r["ticker"], r["ts"], r["close"], r["volume"]) for r in history] == [
@@ -283,7 +286,7 @@ def test_empty_answers_give_an_empty_table_and_keep_the_cursor(fake_service, unk
         source, _, _ = make(fake_service)
         result = run(source, given)
         assert result.records["prices"].num_rows == 0
-        assert result.records["prices"].schema == PRICES.record_schema
+        assert result.records["prices"].schema == record_schema(PRICES)
         assert result.next_cursor == given
         assert result.meta["unknown_symbols"] == ["RELIANCE"]
 
@@ -351,3 +354,65 @@ def test_real_historical_sample_parses(fake_service, shared_fixtures) -> None:
         row["CH_TOT_TRADED_QTY"])
     # NSE's own TIMESTAMP of the session is 00:00 IST, the key used for daily bars
     assert bar["ts"] == dt.datetime.fromisoformat(row["TIMESTAMP"].replace("Z", "+00:00"))
+
+
+# --- replay from the raw zone -------------------------------------------------------------------
+
+
+def _session(payload: RawPayload, position: int) -> str:
+    doc = json.loads(payload.body)
+    if HISTORY_PATH in payload.request:
+        return doc["data"][position]["CH_TIMESTAMP"][:10]
+    assert position == 0  # a quote is one record
+    return parse_ist(doc["equityResponse"][0]["lastUpdateTime"], "%d-%b-%Y %H:%M:%S").astimezone(IST).date().isoformat()
+
+
+def _row_session(row: dict) -> str:
+    return row["ts"].astimezone(IST).date().isoformat()
+
+
+def test_kept_answers_parse_to_the_polls_records(fake_service) -> None:
+    serve_home(fake_service)
+    fake_service.route("GET", HISTORY_PATH, Reply(body=payload("history_reliance.json")))
+    fake_service.route("GET", QUOTE_PATH, Reply(body=payload("quote_reliance.json")),
+                       Reply(body=payload("quote_reliance.json")), Reply(body=payload("quote_reliance_later.json")))
+    source, _, clock = make(fake_service)
+
+    async def polls():
+        try:
+            one = await source.fetch(None)
+            clock.now += dt.timedelta(minutes=2)
+            two = await source.fetch(one.next_cursor)
+            clock.now += dt.timedelta(hours=1)
+            return one, two, await source.fetch(two.next_cursor)
+        finally:
+            await source.close()
+
+    one, two, three = asyncio.run(polls())
+    # every row is the session at its raw_pos in the answer its raw_id names
+    assert assert_replays("nse", one, _session, _row_session) == {"prices": 4}
+    assert assert_replays("nse", two, _session, _row_session) == {"prices": 0}
+    assert assert_replays("nse", three, _session, _row_session) == {"prices": 1}
+    assert [r[RAW_POS] for r in rows(one)] == [0, 1, 2, 0]  # three sessions of history, then the quote
+    # the unchanged quote: read, and not emitted (the same snapshot as before)
+    [quote] = two.raw
+    assert request_context(quote.request) == {"skip": "0"} and "symbol=RELIANCE" in request_url(quote.request)
+    assert [r["close"] for r in skipped("nse", quote, "prices")] == [r["close"] for r in rows(one)][-1:]
+    # history asked again from the day after the cursor: the fixture still lists the sessions emitted before
+    history = three.raw[0]
+    assert {r["ts"] for r in skipped("nse", history, "prices")} == {r["ts"] for r in rows(one)[:3]}
+
+
+def test_a_backfill_keeps_its_run_id_and_ingestion_time_in_the_request(fake_service) -> None:
+    serve_home(fake_service)
+    fake_service.route("GET", HISTORY_PATH, Reply(body=payload("history_reliance.json")))
+    source, _, _ = make(fake_service, symbols=("RELIANCE", "TCS"))
+    ingested = dt.datetime(2025, 2, 4, 1, 2, 3, 456789, tzinfo=UTC)
+    result = asyncio.run(source.fetch_history(dt.date(2025, 1, 30), run_id="bf-7", ingested_at=ingested))
+    assert assert_replays("nse", result, _session, _row_session) == {"prices": 2}
+    for payload_ in result.raw:  # the other two sessions of the answer are outside the day
+        assert request_context(payload_.request) == {"skip": "0,2", "run_id": "bf-7",
+                                                      "ingested_at": "2025-02-04T01:02:03.456789+00:00"}
+    replayed = parser_for("nse")(result.raw[0])["prices"].to_pylist()
+    assert [(r["ticker"], r["run_id"], r["ingested_at"]) for r in replayed] == [
+        ("RELIANCE", "bf-7", ingested.replace(microsecond=456000))]

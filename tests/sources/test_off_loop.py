@@ -103,6 +103,7 @@ async def _poll_with_ticker(source: Source) -> tuple[int, float]:
     return sum(t.num_rows for t in result.records.values()), longest
 
 
+@pytest.mark.no_replay_check  # the replay check (conftest.py) would parse the body again, on the loop
 @pytest.mark.parametrize("name", list(ADAPTERS))
 def test_a_big_body_does_not_stall_the_event_loop(name: str, tmp_path: Path, monkeypatch) -> None:
     # on the loop first: what a first poll in a process pays once (imports, the first session, the

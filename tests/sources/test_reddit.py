@@ -10,12 +10,13 @@ import pytest
 from sentinel_ray.config import RedditSettings, Settings
 from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.records import MissingCredentials, SourceError
+from sentinel_ray.records import RAW_ID, RAW_POS, MissingCredentials, RawPayload, SourceError
+from sentinel_ray.sources.lineage import record_schema, request_context, request_url
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError, RetryPolicy
 from sentinel_ray.sources.parsing import UnreadablePayload
 from sentinel_ray.sources.reddit import RedditSource
 from tests.fakes.server import Reply
-from tests.sources.helpers import RecordingSleep, fetch_once as fetch, json_reply, payloads
+from tests.sources.helpers import RecordingSleep, assert_replays, fetch_once as fetch, json_reply, payloads, skipped
 
 SUB = "IndianStreetBets"
 NEW, COMMENTS, TOKEN = f"/r/{SUB}/new", f"/r/{SUB}/comments/", "/api/v1/access_token"
@@ -58,7 +59,7 @@ def test_happy_path_submissions_and_comments(fake_service) -> None:
     src, sleep = source(fake_service)
     result = fetch(src)
     table = result.records["posts"]
-    assert table.schema == POSTS.record_schema
+    assert table.schema == record_schema(POSTS)
     assert table.column("tickers").null_count == table.num_rows  # found by the pipeline's enrich step
     tickers = dict(zip(table.column("post_id").to_pylist(), enrich(table, POSTS).column("tickers").to_pylist()))
     rows = table.to_pylist()
@@ -234,7 +235,7 @@ def test_empty_listing_keeps_the_cursor(fake_service) -> None:
     serve(fake_service, new=ok(listing()), comments=ok(listing()))
     src, _ = source(fake_service)
     result = fetch(src)
-    assert result.rows("posts") == 0 and result.records["posts"].schema == POSTS.record_schema
+    assert result.rows("posts") == 0 and result.records["posts"].schema == record_schema(POSTS)
     assert result.next_cursor is None
     cursor = {"subreddits": {SUB: {"submissions": {"ts": 1.0, "ids": ["t3_a"]}}}}
     src, _ = source(fake_service)
@@ -283,3 +284,43 @@ def test_from_settings_points_praw_at_the_configured_hosts(fake_service) -> None
     result = fetch(src)
     assert result.rows("posts") == 5 and len(fake_service.seen(NEW)) == 1
     assert fake_service.seen(NEW)[0].headers["User-Agent"].startswith(settings.http_user_agent)
+
+
+# --- replay from the raw zone -------------------------------------------------------------------
+
+
+def _child_name(payload: RawPayload, position: int) -> str:
+    return json.loads(payload.body)["data"]["children"][position]["data"]["name"]
+
+
+def rows(result) -> list[dict[str, Any]]:
+    return result.records["posts"].to_pylist()
+
+
+def test_kept_pages_parse_to_the_polls_records(fake_service) -> None:
+    first_page = json.loads(body("new_page1.json"))
+    old = first_page["data"]["children"]
+    newer = json.loads(json.dumps(old[0]))
+    newer["data"].update(id="1h0d00", name="t3_1h0d00", created_utc=1764152000.0, title="TCS buyback announced")
+    polls = iter([new_pages, lambda request: ok(listing(newer, *old, after="t3_1h0c3c"))])
+    serve(fake_service, new=lambda request: (next(polls) if request.query.get("after") is None else new_pages)(request))
+    src, _ = source(fake_service)
+
+    first = fetch(src)
+    # every row is the record at its raw_pos in the listing its raw_id names
+    assert assert_replays("reddit", first, _child_name, lambda row: row["post_id"]) == {"posts": 7}
+    assert [(r[RAW_ID], r[RAW_POS]) for r in rows(first)] == [
+        (first.raw[0].payload_id, 0), (first.raw[0].payload_id, 1), (first.raw[0].payload_id, 2),
+        (first.raw[1].payload_id, 0), (first.raw[1].payload_id, 1), (first.raw[2].payload_id, 0),
+        (first.raw[2].payload_id, 1)]
+    assert all(request_context(p.request) == {} for p in first.raw)  # a first poll emits all it reads
+
+    second = fetch(src, first.next_cursor)
+    assert assert_replays("reddit", second, _child_name, lambda row: row["post_id"]) == {"posts": 1}
+    assert [(r["post_id"], r[RAW_POS]) for r in rows(second)] == [("t3_1h0d00", 0)]
+    new_page, comments = second.raw
+    # the rest of each listing was emitted by the first poll: read, not emitted, and the request says so
+    assert request_url(new_page.request).endswith(NEW) and request_context(new_page.request) == {"skip": "1-3"}
+    assert [r["post_id"] for r in skipped("reddit", new_page)] == [c["data"]["name"] for c in old]
+    assert request_context(comments.request) == {"skip": "0-1"}
+    assert [r["post_id"] for r in skipped("reddit", comments)] == [r["post_id"] for r in rows(first)][-2:]

@@ -12,7 +12,9 @@ import pyarrow.compute as pc
 import pytest
 
 from sentinel_ray import reference
+from sentinel_ray.records import RAW_ID, RAW_POS
 from sentinel_ray.schemas import FILINGS, POSTS, PRICES
+from sentinel_ray.sources.lineage import record_schema, request_context, request_url
 from sentinel_ray.market import MS_PER_DAY, MS_PER_MIN, NSE_HOLIDAYS, SESSION_BARS, SESSION_OPEN_MS, is_trading_day
 from sentinel_ray.sources.replay import ReplaySource
 from sentinel_ray.sources.replay.episodes import KINDS
@@ -339,10 +341,14 @@ def test_post_ids_are_unique_across_days(source: ReplaySource) -> None:
 def test_records_use_the_dataset_columns_and_types(trading) -> None:
     for name, ds in (("prices", PRICES), ("posts", POSTS), ("filings", FILINGS)):
         table = trading.records[name]
-        assert table.schema == ds.record_schema
-        ingested = [f for f in ds.arrow_schema if not ds.field(f.name).derived]  # derived: the pipeline's to fill
-        assert table.schema.names == [f.name for f in ingested]
-        assert [f.type for f in table.schema] == [f.type for f in ingested]
+        assert table.schema == record_schema(ds)
+        ingested = [f for f in ds.arrow_schema if not ds.field(f.name).derived  # derived: the pipeline's to fill
+                    and f.name not in (RAW_ID, RAW_POS)]
+        # then where each record was read from: its payload's id and its line in that payload
+        assert table.schema.names == [f.name for f in ingested] + [RAW_ID, RAW_POS]
+        assert [f.type for f in table.schema][:-2] == [f.type for f in ingested]
+        assert pa.types.is_string(table.schema.field(RAW_ID).type)
+        assert pa.types.is_integer(table.schema.field(RAW_POS).type)
         assert set(table.column("run_id").to_pylist()) == {"test-run"}
         assert set(table.column("ingested_at").to_pylist()) == {INGESTED}
 
@@ -351,12 +357,14 @@ def test_raw_payload_parses_back_to_the_records(trading) -> None:
     assert [p.dataset for p in trading.raw] == ["prices", "posts", "filings"]
     for payload in trading.raw:
         assert payload.content_type == "application/x-ndjson"
-        assert payload.request == f"replay://{payload.dataset}/2025-03-05"
+        assert request_url(payload.request) == f"replay://{payload.dataset}/2025-03-05"
+        # the run's lineage rides in the request text, not in the service's answer
+        assert request_context(payload.request) == {"run_id": "test-run", "ingested_at": INGESTED.isoformat()}
         assert payload.source == "replay"
         lines = [json.loads(line) for line in payload.body.decode("utf-8").splitlines()]
         table = trading.records[payload.dataset]
         assert len(lines) == table.num_rows
-        assert list(lines[0]) == table.schema.names
+        assert list(lines[0]) + ["run_id", "ingested_at", RAW_ID, RAW_POS] == table.schema.names
         first = table.slice(0, 1).to_pylist()[0]
         assert dt.datetime.fromisoformat(lines[0]["ts"]) == first["ts"]
         for col in ("ticker", "open", "close", "volume", "post_id", "text", "tickers", "filing_id", "subject"):

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import feedparser
 import pytest
 from aiohttp import web
 
@@ -13,11 +14,13 @@ from sentinel_ray.config import RssSettings, Settings
 from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.records import SourceError
+from sentinel_ray.records import RAW_POS, RawPayload, SourceError
+from sentinel_ray.sources.lineage import record_schema, request_context, request_url
 from sentinel_ray.sources.http import AuthError, FetchError
 from sentinel_ray.sources.rss import RssSource, html_to_text, parse_feed
 from tests.fakes.server import Reply
-from tests.sources.helpers import UTC, RecordingSleep, fast_client, payloads, poll_chain, rows
+from tests.sources.helpers import (UTC, RecordingSleep, assert_replays, fast_client, payloads, poll_chain, rows,
+                                   skipped)
 
 ET = "/markets/rssfeeds/1977021501.cms"
 MC = "/rss/marketreports.xml"
@@ -73,7 +76,7 @@ def test_happy_path_rss_and_atom(fake_service) -> None:
     (result,) = poll_chain(make_source(fake_service, [ET, MC, BS, ATOM]), 1)
 
     table = result.records[POSTS.name]
-    assert table.schema == POSTS.record_schema
+    assert table.schema == record_schema(POSTS)
     assert table.num_rows == 3 + 2 + 2 + 2
     assert set(table.column("platform").to_pylist()) == {"news"}
     assert set(table.column("source").to_pylist()) == {"rss"}
@@ -153,7 +156,7 @@ def test_304_not_modified_means_nothing_new(fake_service) -> None:
     assert again.headers["If-None-Match"] == 'W/"feed-v1"'
     assert again.headers["If-Modified-Since"] == "Mon, 06 May 2024 11:00:00 GMT"
     assert second.rows(POSTS.name) == 0 and second.raw == []
-    assert second.records[POSTS.name].schema == POSTS.record_schema
+    assert second.records[POSTS.name].schema == record_schema(POSTS)
     assert sorted(second.meta["not_modified"]) == sorted(fake_service.url + p for p in (ET, BS))
     assert second.next_cursor is first.next_cursor  # unchanged
 
@@ -260,7 +263,7 @@ def test_empty_feed_gives_an_empty_table_and_keeps_the_cursor(fake_service) -> N
     cursor = {"feeds": {}}
     first, second = (poll_chain(make_source(fake_service, [MC]), 1, c)[0] for c in (None, cursor))
     for result in (first, second):
-        assert result.rows(POSTS.name) == 0 and result.records[POSTS.name].schema == POSTS.record_schema
+        assert result.rows(POSTS.name) == 0 and result.records[POSTS.name].schema == record_schema(POSTS)
     assert first.next_cursor is None and second.next_cursor is cursor
 
 
@@ -323,3 +326,49 @@ def test_parse_feed_without_content_type_is_not_malformed() -> None:
                         dt.datetime(2024, 5, 6, tzinfo=UTC))
     assert parsed.problem is None and len(parsed.posts) == 2
     assert parsed.title == "Business Standard News :: Markets"
+
+
+# --- replay from the raw zone -------------------------------------------------------------------
+
+
+def _entry_id(payload: RawPayload, position: int) -> str:
+    entry = feedparser.parse(payload.body).entries[position]
+    return entry.get("id") or entry.get("link")
+
+
+def test_kept_documents_parse_to_the_polls_records(fake_service) -> None:
+    publishers = serve_all(fake_service)
+    newer = payload(FILES[MC]).replace(b"<item>", b"""<item>
+<title><![CDATA[Closing Bell: Sensex sheds 400 points]]></title>
+<guid>https://www.moneycontrol.com/news/business/markets/closing-bell-12686000.html</guid>
+<description><![CDATA[<p>Benchmarks ended lower for a second day.</p>]]></description>
+<pubDate>Mon, 06 May 2024 15:45:00 +0530</pubDate>
+</item>
+<item>""", 1)
+    first, second = poll_chain(make_source(fake_service, [ET, MC, BS, ATOM]), 2,
+                               between=lambda i: publishers[MC].publish(newer, 2))
+    # every row is the entry at its raw_pos in the document its raw_id names
+    assert assert_replays("rss", first, _entry_id, lambda row: row["post_id"]) == {"posts": 9}
+    assert assert_replays("rss", second, _entry_id, lambda row: row["post_id"]) == {"posts": 1}
+    [mc] = second.raw  # the others answered 304: no payload
+    assert [(r["post_id"], r[RAW_POS]) for r in rows(second)] == [
+        ("https://www.moneycontrol.com/news/business/markets/closing-bell-12686000.html", 0)]
+    # the document lists the new entry, then those the first poll emitted: read, not emitted, and said so
+    assert request_context(mc.request) == {"skip": "1-2"} and request_url(mc.request) == fake_service.url + MC
+    assert {r["post_id"] for r in skipped("rss", mc)} == {r["post_id"] for r in rows(first) if r["url"] and
+                                                          "moneycontrol" in r["url"]}
+
+
+def test_a_redirected_feed_keeps_its_url_and_charset_for_the_parser(fake_service) -> None:
+    fake_service.route("GET", "/moved.atom", Reply(301, headers={"Location": "/markets/feed/latest.atom"}))
+    fake_service.route("GET", "/markets/feed/latest.atom", lambda request: web.Response(
+        body=payload(FILES[ATOM]), headers={"Content-Type": "application/atom+xml; charset=utf-8"}))
+    (result,) = poll_chain(make_source(fake_service, ["/moved.atom"]), 1)
+    assert assert_replays("rss", result, _entry_id, lambda row: row["post_id"]) == {"posts": 2}
+    [kept] = result.raw
+    assert request_url(kept.request) == fake_service.url + "/markets/feed/latest.atom"
+    # links resolve against the feed asked for, as the poll resolved them; the charset the header named
+    assert request_context(kept.request) == {"feed": fake_service.url + "/moved.atom",
+                                             "content_type": "application/atom+xml; charset=utf-8"}
+    relative = [r["url"] for r in rows(result) if r["post_id"].endswith("auto-sales-preview-april-2024")]
+    assert relative == [f"{fake_service.url}/markets/auto-sales-preview-april-2024/"]

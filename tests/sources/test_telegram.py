@@ -10,11 +10,14 @@ import pytest
 from sentinel_ray.config import Settings, TelegramSettings
 from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.records import SourceError
+from selectolax.lexbor import LexborHTMLParser
+
+from sentinel_ray.records import RAW_POS, RawPayload, SourceError
+from sentinel_ray.sources.lineage import record_schema, request_context
 from sentinel_ray.sources.http import AuthError
 from sentinel_ray.sources.telegram import TelegramSource, parse_page, parse_views
 from tests.fakes.server import Reply
-from tests.sources.helpers import UTC, RecordingSleep, fast_client, fetch_once as fetch, payloads
+from tests.sources.helpers import UTC, RecordingSleep, assert_replays, fast_client, fetch_once as fetch, payloads, skipped
 
 CHANNEL = "dalal_rockets"
 PATH = f"/s/{CHANNEL}"
@@ -44,7 +47,7 @@ def test_happy_path_first_poll_reads_the_newest_page(fake_service) -> None:
     src, sleep = source(fake_service)
     result = fetch(src)
     table = result.records["posts"]
-    assert table.schema == POSTS.record_schema
+    assert table.schema == record_schema(POSTS)
     assert table.column("tickers").null_count == table.num_rows  # found by the pipeline's enrich step
     tickers = enrich(table, POSTS).column("tickers").to_pylist()
     rows = table.to_pylist()
@@ -147,7 +150,7 @@ def test_a_malformed_message_is_skipped_and_counted(fake_service) -> None:
 def test_empty_result_keeps_the_cursor(fake_service) -> None:
     src, _ = source(fake_service, html(body("empty.html")))
     result = fetch(src)
-    assert result.rows("posts") == 0 and result.records["posts"].schema == POSTS.record_schema
+    assert result.rows("posts") == 0 and result.records["posts"].schema == record_schema(POSTS)
     assert result.next_cursor is None
     src, _ = source(fake_service, html(body("empty.html")))
     assert fetch(src, {"last_id": {CHANNEL: 104}}).next_cursor == {"last_id": {CHANNEL: 104}}
@@ -250,3 +253,32 @@ def test_real_fragments_are_not_pages(shared_fixtures: Path) -> None:
     for path in fragments:
         with pytest.raises(SourceError, match="not a public channel preview page"):
             parse_page(path.read_bytes(), path.name)
+
+
+# --- replay from the raw zone -------------------------------------------------------------------
+
+
+def _data_post(payload: RawPayload, position: int) -> str:
+    return LexborHTMLParser(payload.body.decode()).css("div.tgme_widget_message")[position].attributes["data-post"]
+
+
+def test_kept_pages_parse_to_the_polls_records(fake_service) -> None:
+    src, _ = source(fake_service)
+    polls, cursor = [], None
+    for _ in range(3):
+        polls.append(fetch(src, cursor))
+        cursor = polls[-1].next_cursor
+    for result in polls:  # every row is the message at its raw_pos (its block) in the page its raw_id names
+        assert_replays("telegram", result, _data_post, lambda row: row["post_id"])
+    assert [r[RAW_POS] for r in polls[0].records["posts"].to_pylist()] == [0, 2, 3]  # 102, a sticker, is no post
+
+
+def test_a_page_showing_posts_emitted_before_says_so(fake_service) -> None:
+    src, _ = source(fake_service, html(body("latest.html")))  # whatever `after` asks: 101..104
+    result = fetch(src, {"last_id": {CHANNEL: 102}})
+    assert assert_replays("telegram", result, _data_post, lambda row: row["post_id"]) == {"posts": 2}
+    assert [(r["post_id"], r[RAW_POS]) for r in result.records["posts"].to_pylist()] == [
+        (f"{CHANNEL}/103", 2), (f"{CHANNEL}/104", 3)]
+    [page] = result.raw
+    assert request_context(page.request) == {"skip": "0"}  # 102, a sticker, is no post: nothing to skip
+    assert [r["post_id"] for r in skipped("telegram", page)] == [f"{CHANNEL}/101"]

@@ -14,11 +14,13 @@ import yaml
 from sentinel_ray.config import Settings, XSettings
 from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.records import MissingCredentials, SourceError
+from sentinel_ray.records import RAW_POS, MissingCredentials, RawPayload, SourceError
+from sentinel_ray.sources.lineage import record_schema, request_context, request_url
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
 from sentinel_ray.sources.x import MAX_QUERY_LENGTH, RATE_LIMIT_HEADERS, SEARCH_PATH, XSource, build_queries
 from tests.fakes.server import Reply
-from tests.sources.helpers import RecordingSleep, fast_client, fetch_once as fetch, json_reply as ok, payloads
+from tests.sources.helpers import (RecordingSleep, assert_replays, fast_client, fetch_once as fetch, json_reply as ok,
+                                   payloads, skipped)
 
 TICKERS = ["SUZLON", "RELIANCE", "HDFCBANK"]
 body = payloads("x")
@@ -49,7 +51,7 @@ def test_happy_path(fake_service) -> None:
     src, sleep = source(fake_service)
     result = fetch(src)
     table = result.records["posts"]
-    assert table.schema == POSTS.record_schema
+    assert table.schema == record_schema(POSTS)
     assert table.column("tickers").null_count == table.num_rows  # found by the pipeline's enrich step
     tickers = enrich(table, POSTS).column("tickers").to_pylist()
     rows = table.to_pylist()
@@ -117,7 +119,7 @@ def test_cursor_resume_uses_since_id(fake_service) -> None:
     assert second.next_cursor == {"since_id": {src.queries[0]: "2125810780241678337"}}
     third = fetch(src, second.next_cursor)
     assert third.rows("posts") == 0 and third.next_cursor == second.next_cursor
-    assert third.records["posts"].schema == POSTS.record_schema
+    assert third.records["posts"].schema == record_schema(POSTS)
 
 
 def test_split_queries_have_their_own_cursor_and_emit_a_post_once(fake_service) -> None:
@@ -223,7 +225,7 @@ def test_one_malformed_post_is_skipped(fake_service) -> None:
 def test_empty_result_keeps_the_cursor(fake_service) -> None:
     src, _ = source(fake_service, ok(body("search_empty.json")))
     result = fetch(src)
-    assert result.rows("posts") == 0 and result.records["posts"].schema == POSTS.record_schema
+    assert result.rows("posts") == 0 and result.records["posts"].schema == record_schema(POSTS)
     assert result.next_cursor is None
     cursor = {"since_id": {src.queries[0]: "2125803024143093761"}}
     src, _ = source(fake_service, ok(body("search_empty.json")))
@@ -299,3 +301,33 @@ def test_real_answer_with_surrogate_pair_escapes(fake_service, shared_fixtures: 
     src, _ = source(fake_service, ok(recorded))
     text = fetch(src).records["posts"].column("text")[0].as_py()
     assert text.startswith("It’s finally here! \U0001F941 Say hello to the new #TwitterAPI.")
+
+
+# --- replay from the raw zone -------------------------------------------------------------------
+
+
+def _post_id(payload: RawPayload, position: int) -> str:
+    return json.loads(payload.body)["data"][position]["id"]
+
+
+def test_kept_answers_parse_to_the_polls_records(fake_service) -> None:
+    src, _ = source(fake_service)
+    first = fetch(src)
+    # every row is the post at its raw_pos in the answer its raw_id names
+    assert assert_replays("x", first, _post_id, lambda row: row["post_id"]) == {"posts": 3}
+    assert [r[RAW_POS] for r in first.records["posts"].to_pylist()] == [0, 1, 0]
+    # the request says what was asked, never the bearer token (a header) nor the query (no secrets kept)
+    assert all(request_url(p.request).endswith(SEARCH_PATH) and "AAAA" not in p.request for p in first.raw)
+    second = fetch(src, first.next_cursor)
+    assert assert_replays("x", second, _post_id, lambda row: row["post_id"]) == {"posts": 1}
+
+
+def test_a_post_two_split_queries_match_is_skipped_in_the_second_answer(fake_service) -> None:
+    src, _ = source(fake_service, lambda request: ok(body("search_page2.json")), max_query_length=90)
+    result = fetch(src)
+    assert assert_replays("x", result, _post_id, lambda row: row["post_id"]) == {"posts": 1}
+    first, *others = result.raw
+    assert request_context(first.request) == {} and len(others) == 2
+    for payload in others:  # the same answer, read again for the next queries: its post was emitted already
+        assert request_context(payload.request) == {"skip": "0"} and payload.payload_id == first.payload_id
+        assert [r["post_id"] for r in skipped("x", payload)] == result.records["posts"].column("post_id").to_pylist()

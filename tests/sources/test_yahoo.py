@@ -15,11 +15,14 @@ from sentinel_ray.config import Settings, YahooSettings
 from sentinel_ray.schemas import PRICES
 from sentinel_ray.sources import make_source
 from sentinel_ray.records import SourceError
+from sentinel_ray.records import RAW_POS, RawPayload
+from sentinel_ray.sources import parser_for
+from sentinel_ray.sources.lineage import record_schema, request_context, request_url
 from sentinel_ray.sources.http import AuthError, FetchError, RetryPolicy
 from sentinel_ray.sources.yahoo import YahooSource, YahooSymbol
 from tests.fakes.server import Reply
 from sentinel_ray.market import IST
-from tests.sources.helpers import UTC, RecordingSleep, fetch_once as run, payloads
+from tests.sources.helpers import UTC, RecordingSleep, assert_replays, fetch_once as run, payloads, skipped
 
 AFTER_CLOSE = dt.datetime(2025, 2, 3, 10, 30, tzinfo=UTC)  # 16:00 IST on Monday 2025-02-03
 CHART = "/v8/finance/chart/RELIANCE.NS"
@@ -77,7 +80,7 @@ def test_intraday_and_daily_bars_for_nse_and_bse(fake_service, tmp_path) -> None
     result = run(source)
 
     table = result.records["prices"]
-    assert table.schema == PRICES.record_schema
+    assert table.schema == record_schema(PRICES)
     got = rows(result)
     assert len(got) == 2 * (5 + 3)
     first = got[0]
@@ -241,7 +244,7 @@ def test_empty_chart_gives_empty_table_and_keeps_the_cursor(fake_service, tmp_pa
         source, _ = make(fake_service, tmp_path)
         result = run(source, given)
         assert result.records["prices"].num_rows == 0
-        assert result.records["prices"].schema == PRICES.record_schema
+        assert result.records["prices"].schema == record_schema(PRICES)
         assert result.next_cursor == given
         assert len(result.raw) == 1
 
@@ -364,3 +367,70 @@ def test_a_chart_past_the_payload_bound_is_not_read_past_it(fake_service, tmp_pa
         run(source)
     [kept] = e.value.raw  # kept for the raw zone: at most its head, not 10 MB
     assert len(kept.body) <= TOO_LARGE_HEAD_BYTES and huge.startswith(kept.body) and sleep.calls == []
+
+
+# --- replay from the raw zone -------------------------------------------------------------------
+
+
+def _bar_time(payload: RawPayload, position: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(json.loads(payload.body)["chart"]["result"][0]["timestamp"][position], UTC)
+
+
+def _same_bar(payload: RawPayload, position: int) -> str:
+    """The bar the body lists at `position`: its minute, or for a daily bar its session date (IST)."""
+    interval = "1d" if "interval=1d" in payload.request else "1m"
+    moment = _bar_time(payload, position)
+    return moment.astimezone(IST).date().isoformat() if interval == "1d" else moment.isoformat()
+
+
+def _row_bar(row: dict) -> str:
+    return row["ts"].astimezone(IST).date().isoformat() if row["interval"] == "1d" else row["ts"].isoformat()
+
+
+def test_kept_charts_parse_to_the_polls_records(fake_service, tmp_path) -> None:
+    serve_yahoo(fake_service, Reply(body=payload("chart_1m_first.json")), Reply(body=payload("chart_1m_next.json")))
+    one = run(make(fake_service, tmp_path, now=ist(9, 20))[0])
+    two = run(make(fake_service, tmp_path, now=ist(9, 22) + dt.timedelta(seconds=30))[0], one.next_cursor)
+    # every row is the bar at its raw_pos in the chart its raw_id names
+    assert assert_replays("yahoo", one, _same_bar, _row_bar) == {"prices": 5}
+    assert assert_replays("yahoo", two, _same_bar, _row_bar) == {"prices": 2}
+    # the chart's request says what was asked (symbol, interval, window), never yfinance's crumb
+    [chart] = two.raw
+    asked = request_url(chart.request)
+    assert CHART in asked and "interval=1m" in asked and f"period1={int(ist(9, 20).timestamp())}" in asked
+    assert "period2=" in asked and "crumb" not in chart.request
+    # 09:18 and 09:19 were emitted by the first poll, 09:22 is still forming: read, not emitted, said so
+    assert request_context(chart.request) == {"skip": "0-1,4"}
+    assert [r["ts"] for r in skipped("yahoo", chart, "prices")] == [ist(9, 18), ist(9, 19), ist(9, 22)]
+    assert [(r["ts"], r[RAW_POS]) for r in two.records["prices"].to_pylist()] == [(ist(9, 20), 2), (ist(9, 21), 3)]
+
+
+def test_a_daily_chart_skips_the_bar_still_forming(fake_service, tmp_path) -> None:
+    serve_yahoo(fake_service, chart_by_interval({"1d": payload("chart_1d.json")}))
+    result = run(make(fake_service, tmp_path, intervals=("1d",), now=ist(11, 0))[0])
+    assert assert_replays("yahoo", result, _same_bar, _row_bar) == {"prices": 2}
+    assert request_context(result.raw[0].request) == {"skip": "2"}  # today's session, before 16:00 IST
+
+
+def test_a_backfill_keeps_its_run_id_and_ingestion_time_in_the_request(fake_service, tmp_path) -> None:
+    serve_yahoo(fake_service, chart_by_interval({"1d": payload("chart_1d.json")}))
+    source, _ = make(fake_service, tmp_path, now=dt.datetime(2025, 6, 1, tzinfo=UTC))
+    result = asyncio.run(source.fetch_history(dt.date(2025, 1, 31), run_id="bf-2", ingested_at=AFTER_CLOSE))
+    assert assert_replays("yahoo", result, _same_bar, _row_bar) == {"prices": 1}
+    assert request_context(result.raw[0].request) == {"skip": "0", "run_id": "bf-2",
+                                                      "ingested_at": AFTER_CLOSE.isoformat()}
+    [row] = parser_for("yahoo")(result.raw[0])["prices"].to_pylist()
+    assert (row["run_id"], row["ingested_at"], row[RAW_POS]) == ("bf-2", AFTER_CLOSE, 1)
+
+
+def test_a_chart_too_large_to_read_is_no_payload_a_replay_reads(fake_service, tmp_path) -> None:
+    from sentinel_ray.sources.parsing import UnreadablePayload
+
+    serve_yahoo(fake_service, Reply(body=b'{"pad": "' + b"x" * (10 * 1024 * 1024) + b'"}',
+                                    content_type="application/json"))
+    with pytest.raises(UnreadablePayload) as e:
+        run(make(fake_service, tmp_path)[0])
+    [kept] = e.value.raw
+    assert request_context(kept.request) == {"cut_short": "1"}
+    with pytest.raises(UnreadablePayload, match="only the first .* bytes of the answer were kept"):
+        parser_for("yahoo")(kept)

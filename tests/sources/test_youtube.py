@@ -15,12 +15,14 @@ from aiohttp import web
 from sentinel_ray.config import Settings, YouTubeSettings
 from sentinel_ray.pipeline.enrich import enrich
 from sentinel_ray.schemas import POSTS
-from sentinel_ray.records import MissingCredentials, SourceError
+from sentinel_ray.records import RAW_POS, MissingCredentials, RawPayload, SourceError
+from sentinel_ray.sources.lineage import record_schema, request_context, request_url
 from sentinel_ray.sources.http import AuthError, FetchError, HttpStatusError
 from sentinel_ray.sources.youtube import (YouTubeSource, _explain, error_reason, parse_comment_threads,
     search_queries, search_terms)
 from tests.fakes.server import Reply
-from tests.sources.helpers import RecordingSleep, fast_client, payloads, poll_chain, polls as poll, rows
+from tests.sources.helpers import (RecordingSleep, assert_replays, fast_client, payloads, poll_chain, polls as poll,
+                                   rows, skipped)
 
 KEY = "AIzaSy-TEST-KEY-not-a-real-one"
 NOW = dt.datetime(2024, 5, 6, 12, 0, tzinfo=dt.timezone.utc)
@@ -87,7 +89,7 @@ def test_happy_path_videos_and_comments_with_pagination(fake_service) -> None:
     (result,) = poll(make_source(fake), None)
 
     table = result.records[POSTS.name]
-    assert table.schema == POSTS.record_schema
+    assert table.schema == record_schema(POSTS)
     assert table.column("tickers").null_count == table.num_rows  # found by the pipeline's enrich step
     tickers = dict(zip(table.column("post_id").to_pylist(), enrich(table, POSTS).column("tickers").to_pylist()))
     by_id = {r["post_id"]: r for r in rows(result)}
@@ -204,7 +206,7 @@ def test_cursor_round_trips_and_a_third_poll_is_empty(fake_service) -> None:
     assert first.rows(POSTS.name) == 7
     assert second.rows(POSTS.name) == 0 and third.rows(POSTS.name) == 0
     assert second.next_cursor == first.next_cursor  # nothing new: the cursor stays as it was
-    assert third.records[POSTS.name].schema == POSTS.record_schema
+    assert third.records[POSTS.name].schema == record_schema(POSTS)
 
 
 def test_tracked_videos_are_bounded(fake_service) -> None:
@@ -388,7 +390,7 @@ def test_empty_result_keeps_the_cursor(fake_service) -> None:
     first, second = poll(make_source(fake), None, cursor)
     for result in (first, second):
         assert result.rows(POSTS.name) == 0
-        assert result.records[POSTS.name].schema == POSTS.record_schema
+        assert result.records[POSTS.name].schema == record_schema(POSTS)
     assert first.next_cursor is None and second.next_cursor == cursor
 
 
@@ -467,3 +469,34 @@ def test_real_payload_textdisplay_fallback(shared_fixtures: Path) -> None:
     texts = [c.post.text for c in page.items]
     assert not any("&#39;" in t or "<br>" in t for t in texts)
     assert any("can't" in t for t in texts)
+
+
+# --- replay from the raw zone -------------------------------------------------------------------
+
+
+def _item_id(payload: RawPayload, position: int) -> str:
+    item = json.loads(payload.body)["items"][position]
+    if "/search" in request_url(payload.request):
+        return f"video:{item['id']['videoId']}"
+    return item["snippet"]["topLevelComment"]["id"]
+
+
+def test_kept_answers_parse_to_the_polls_records(fake_service) -> None:
+    fake = FakeYouTube(fake_service).happy()
+    first_page = json.loads(payload("comments_h5Rk2mNqT0w_page1.json"))
+    fake.comments[("h5Rk2mNqT0w", None)] = [Reply(body=payload("comments_h5Rk2mNqT0w_page1.json")),
+                                           Reply(json={**first_page, "items": [NEW_COMMENT, *first_page["items"]]})]
+    first, second = poll_chain(make_source(fake), 2)
+    # every row is the video or comment at its raw_pos in the answer its raw_id names
+    assert assert_replays("youtube", first, _item_id, lambda row: row["post_id"]) == {"posts": 7}
+    assert assert_replays("youtube", second, _item_id, lambda row: row["post_id"]) == {"posts": 1}
+    # what the key is sent with never reaches the request kept: the endpoint and the rest of the query do
+    assert all(KEY not in p.request and "key=" not in p.request for p in first.raw + second.raw)
+    assert [(r["post_id"], r[RAW_POS]) for r in rows(second)] == [("UgNEWcomment0001AaABAg", 0)]
+    searches = [p for p in second.raw if "/search?" in p.request]
+    comments = [p for p in second.raw if "videoId=h5Rk2mNqT0w" in p.request]
+    # the search lists the videos the first poll emitted, and the video's page the comments it emitted
+    assert {r["post_id"] for p in searches for r in skipped("youtube", p)} == \
+        {r["post_id"] for r in rows(first) if r["post_id"].startswith("video:")}
+    assert request_context(comments[0].request) == {"skip": f"1-{len(first_page['items'])}"}
+    assert {r["post_id"] for r in skipped("youtube", comments[0])} <= {r["post_id"] for r in rows(first)}

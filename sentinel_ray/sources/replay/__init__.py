@@ -9,10 +9,11 @@ alerts) can be exercised and checked against ground truth with no network.
 Modules, each importing only those above it: `simulator` (the market: walks, bars),
 `chatter` (posts and filings), `episodes` (pumps and hard negatives: the ground truth),
 `faults` (bad records and their expected rejects),
-`tables` (records tables), `wire` (NDJSON bodies), `source` (`ReplaySource`),
+`tables` (records tables), `wire` (NDJSON bodies), `source` (`ReplaySource`, and
+`parse_payload`: its payloads read back into records),
 `live` (`LiveReplaySource`).
 """
 from sentinel_ray.sources.replay.live import LiveReplaySource
-from sentinel_ray.sources.replay.source import ReplaySource
+from sentinel_ray.sources.replay.source import ReplaySource, parse_payload
 
-__all__ = ["LiveReplaySource", "ReplaySource"]
+__all__ = ["LiveReplaySource", "ReplaySource", "parse_payload"]

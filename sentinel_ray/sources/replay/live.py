@@ -10,12 +10,15 @@ import numpy as np
 import pyarrow as pa
 
 from sentinel_ray.market import MS_PER_DAY, SESSION_OPEN_MS
-from sentinel_ray.records import FetchResult, RawPayload
-from sentinel_ray.schemas import TIMESTAMP_TYPE
+from sentinel_ray.records import RAW_ID, RAW_POS, FetchResult
+from sentinel_ray.schemas import DATA_DATASETS, TIMESTAMP_TYPE
 from sentinel_ray.sources.base import Source
+from sentinel_ray.sources.lineage import with_raw
 from sentinel_ray.sources.replay.simulator import day_start_ms
-from sentinel_ray.sources.replay.source import ReplaySource
-from sentinel_ray.sources.replay.wire import to_ndjson
+from sentinel_ray.sources.replay.source import ReplaySource, wire_payload
+
+
+RUN_ID = ""  # a live feed's rows belong to no run (the pipeline's stream batches set theirs)
 
 
 class LiveReplaySource(Source):
@@ -53,11 +56,12 @@ class LiveReplaySource(Source):
     def _day(self, day: dt.date) -> dict[str, tuple[pa.Table, np.ndarray]]:
         """The day's rows per dataset in emission order, with their emission times (ms)."""
         if self._day_cache is None or self._day_cache[0] != day:
-            result = self.replay.generate_day(day, run_id="", ingested_at=dt.datetime.now(dt.timezone.utc))
+            result = self.replay.generate_day(day, run_id=RUN_ID, ingested_at=dt.datetime.now(dt.timezone.utc))
             start_ms = day_start_ms(day)
             end_ms = start_ms + MS_PER_DAY - 1
             ordered = {}
             for name, table in result.records.items():
+                table = table.drop_columns([RAW_ID, RAW_POS])  # a poll's payload is a slice: its own lineage
                 ts = table.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
                 ts = np.where(np.isnan(ts.astype(float)), start_ms, ts) if table.column("ts").null_count else ts
                 emit = np.clip(ts.astype(np.int64), start_ms, end_ms)
@@ -91,15 +95,17 @@ class LiveReplaySource(Source):
         if exhausted:  # this day is fully emitted: the next poll starts the next day
             next_cursor.update(day=(day + dt.timedelta(days=1)).isoformat(), emitted_ms=None)
         received = dt.datetime.now(dt.timezone.utc)
+        received_ms = int(received.timestamp() * 1000)
         raw, records = [], {}
         for name, table in tables.items():
             if table.num_rows == 0:
                 continue
-            stamp = pa.array(np.full(table.num_rows, int(received.timestamp() * 1000)), TIMESTAMP_TYPE)
+            stamp = pa.array(np.full(table.num_rows, received_ms), TIMESTAMP_TYPE)
             table = table.set_column(table.schema.get_field_index("ingested_at"), "ingested_at", stamp)
-            records[name] = table
-            raw.append(RawPayload(self.name, name, received, to_ndjson(table), "application/x-ndjson",
-                                  f"replay-live://{name}/{day.isoformat()}"))
+            payload = wire_payload(DATA_DATASETS[name], table, received, f"replay-live://{name}/{day.isoformat()}",
+                                   run_id=RUN_ID, ingested_ms=received_ms)
+            records[name] = with_raw(table, DATA_DATASETS[name], payload.payload_id)
+            raw.append(payload)
         return FetchResult(raw, records, next_cursor, {"day": day.isoformat()})
 
     def _slice(self, day: dt.date, after_ms: int | None, upto_ms: int | None) -> tuple[dict[str, pa.Table], int | None]:

@@ -1,4 +1,5 @@
-"""`ReplaySource`: the simulated service that answers "everything for one UTC day"."""
+"""`ReplaySource`: the simulated service that answers "everything for one UTC day", and
+`parse_payload`, which reads its payloads (NDJSON bodies) back into records."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,15 +10,48 @@ import pyarrow as pa
 
 from sentinel_ray import reference
 from sentinel_ray.market import MS_PER_DAY, SESSION_BARS, is_trading_day
-from sentinel_ray.records import FetchResult, RawPayload
-from sentinel_ray.schemas import FILINGS, POSTS, PRICES
+
+from sentinel_ray.records import FetchResult, RawPayload, SourceError
+from sentinel_ray.schemas import DATA_DATASETS, FILINGS, POSTS, PRICES, Dataset
 from sentinel_ray.sources.base import HistorySource
+from sentinel_ray.sources.lineage import ParsedPayload, finish, payload_schema, positioned, stamped, with_raw
+from sentinel_ray.sources.parsing import UnreadablePayload
 from sentinel_ray.sources.replay.chatter import day_posts, routine_filings
 from sentinel_ray.sources.replay.episodes import Episode, EpisodeSchedule, protected_tickers
 from sentinel_ray.sources.replay.faults import with_bad_posts, with_bad_prices
-from sentinel_ray.sources.replay.simulator import STREAM_BAD, STREAM_FILINGS, STREAM_POSTS, SimulatedMarket, day_start_ms
+from sentinel_ray.sources.replay.simulator import (STREAM_BAD, STREAM_FILINGS, STREAM_POSTS, SimulatedMarket,
+                                                   day_start_ms, ms_to_datetime)
 from sentinel_ray.sources.replay.tables import filings_table, posts_table, prices_table
-from sentinel_ray.sources.replay.wire import to_ndjson
+from sentinel_ray.sources.replay.wire import read_ndjson, to_ndjson
+
+REPLAY = "replay"
+
+
+def wire_payload(ds: Dataset, table: pa.Table, received_at: dt.datetime, request: str, *, run_id: str,
+                 ingested_ms: int) -> RawPayload:
+    """The simulated service's answer of `table`'s records (whose `run_id` and `ingested_at` are
+    `run_id` and `ingested_ms`): their NDJSON without that lineage of the platform's, which the
+    request text carries instead (as any adapter's backfill does), so a day's answer is the same
+    bytes whichever run asks for it."""
+    body = to_ndjson(table.drop_columns(["run_id", "ingested_at"]))
+    payload = RawPayload(REPLAY, ds.name, received_at, body, "application/x-ndjson", request)
+    return stamped(payload, run_id=run_id, ingested_at=ms_to_datetime(ingested_ms))
+
+
+def parse_payload(payload: RawPayload) -> ParsedPayload:
+    """The records of one of the simulated service's payloads (`ReplaySource` and
+    `LiveReplaySource` alike): its NDJSON read back, each line one record at its position,
+    the run's lineage from the request text, values and types exactly as `generate_day`
+    returned them (the injected bad rows too)."""
+    ds = DATA_DATASETS.get(payload.dataset)
+    if ds is None:
+        raise SourceError(f"replay: no dataset {payload.dataset!r}")
+    try:
+        table = read_ndjson(payload.body, payload_schema(ds))
+    except (pa.ArrowInvalid, ValueError) as e:
+        raise UnreadablePayload(f"replay: {payload.request}: not NDJSON of {ds.name} ({str(e)[:200]})",
+                                [payload]) from None
+    return finish(payload, {ds.name: positioned(table, np.arange(table.num_rows))})
 
 
 class ReplaySource(HistorySource):
@@ -30,7 +64,7 @@ class ReplaySource(HistorySource):
     `episode_rates` overrides the other kinds' rates (`episodes.DEFAULT_RATES`).
     """
 
-    name = "replay"
+    name = REPLAY
     datasets = ("prices", "posts", "filings")
 
     def __init__(
@@ -107,13 +141,16 @@ class ReplaySource(HistorySource):
         filings.sort(key=lambda f: (f["ts"], f["filing_id"]))
         ingested_ms = int(ingested_at.timestamp() * 1000)
         lineage = {"source": self.name, "run_id": run_id, "ingested_ms": ingested_ms}
-        records = {
-            PRICES.name: prices_table(price_cols, price_masks, lineage),
-            POSTS.name: posts_table(posts, lineage),
-            FILINGS.name: filings_table(filings, lineage),
+        tables = {
+            PRICES: prices_table(price_cols, price_masks, lineage),
+            POSTS: posts_table(posts, lineage),
+            FILINGS: filings_table(filings, lineage),
         }
-        raw = [RawPayload(self.name, name, ingested_at, to_ndjson(table), "application/x-ndjson",
-                          f"replay://{name}/{day.isoformat()}") for name, table in records.items()]
+        raw = [wire_payload(ds, table, ingested_at, f"replay://{ds.name}/{day.isoformat()}", run_id=run_id,
+                            ingested_ms=ingested_ms) for ds, table in tables.items()]
+        # a body lists its records in table order: record i is line i
+        records = {ds.name: with_raw(table, ds, payload.payload_id)
+                   for (ds, table), payload in zip(tables.items(), raw, strict=True)}
         return FetchResult(
             raw=raw,
             records=records,

@@ -2,7 +2,8 @@
 
 Column names, order and Arrow types are the dataset's, but every field is nullable
 (`Dataset.record_schema`): the injected bad rows hold nulls in required columns, which
-is exactly what validation must find.
+is exactly what validation must find. `raw_id` / `raw_pos` are not among them: they say
+where a record was read from, so they are set once its payload exists (`lineage.with_raw`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from sentinel_ray.schemas import FILINGS, POSTS, PRICES, TIMESTAMP_TYPE
+from sentinel_ray.sources.lineage import payload_schema
 
 
 def prices_table(cols: dict[str, np.ndarray], masks: dict[str, np.ndarray], lineage: dict[str, Any]) -> pa.Table:
@@ -33,7 +35,7 @@ def prices_table(cols: dict[str, np.ndarray], masks: dict[str, np.ndarray], line
         num("volume", pa.int64()),
         *_lineage(n, lineage),
     ]
-    return pa.Table.from_arrays(arrays, schema=PRICES.record_schema)
+    return pa.Table.from_arrays(arrays, schema=payload_schema(PRICES))
 
 
 def posts_table(posts: dict[str, list[Any]], lineage: dict[str, Any]) -> pa.Table:
@@ -49,7 +51,7 @@ def posts_table(posts: dict[str, list[Any]], lineage: dict[str, Any]) -> pa.Tabl
         pa.array(posts["tickers"], pa.list_(pa.string())),
         *_lineage(n, lineage),
     ]
-    return pa.Table.from_arrays(arrays, schema=POSTS.record_schema)
+    return pa.Table.from_arrays(arrays, schema=payload_schema(POSTS))
 
 
 def filings_table(filings: list[dict[str, Any]], lineage: dict[str, Any]) -> pa.Table:
@@ -63,7 +65,7 @@ def filings_table(filings: list[dict[str, Any]], lineage: dict[str, Any]) -> pa.
         pa.array([f["attachment_url"] for f in filings], pa.string()),
         *_lineage(n, lineage),
     ]
-    return pa.Table.from_arrays(arrays, schema=FILINGS.record_schema)
+    return pa.Table.from_arrays(arrays, schema=payload_schema(FILINGS))
 
 
 def _timestamps(ms: np.ndarray) -> pa.Array:

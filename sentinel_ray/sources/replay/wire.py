@@ -5,7 +5,8 @@ unescaped slashes: that is what the service has always sent, and raw payloads ar
 byte for byte. `to_ndjson` builds the same bytes column-wise with Arrow compute (each
 distinct string or time spelled once, then taken), about 10x faster; tables it cannot
 prove it spells identically (floats pandas would print with float noise, NaN, -0.0)
-take the pandas path.
+take the pandas path. `read_ndjson` reads a body back into the table it was written from,
+same values and types (a replay from the raw zone reads the simulator's payloads with it).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 
 from sentinel_ray.market import IST, IST_OFFSET
 
@@ -51,6 +53,19 @@ def to_ndjson(table: pa.Table) -> bytes:
     lines = pc.binary_join_element_wise(*parts, "")
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
     return lines.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+
+
+def read_ndjson(body: bytes, schema: pa.Schema) -> pa.Table:
+    """The table `to_ndjson` wrote `body` from, in `schema` (a field a line lacks is null; a field
+    `schema` lacks, or a line that is not JSON of it, is a pyarrow.ArrowInvalid)."""
+    if not body:
+        return schema.empty_table()
+    table = pj.read_json(pa.BufferReader(body), read_options=pj.ReadOptions(block_size=_READ_BLOCK_BYTES),
+                         parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"))
+    return table.select(schema.names)
+
+
+_READ_BLOCK_BYTES = 4 << 20  # a few blocks a day of prices: read on as many threads
 
 
 def _append(parts: list[pa.Array | str], part: pa.Array | str) -> None:
