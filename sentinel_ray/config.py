@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo,
+                      field_validator)
 
 ENV_PREFIX = "SENTINEL_"
 CONFIG_ENV = "SENTINEL_CONFIG"
@@ -97,6 +98,15 @@ class Settings(BaseModel):
     stream_signals: bool = Field(True, description="prices consumers compute features, risk and alerts per batch "
                                                    "(posts consumers refresh the features their posts fall in)")
 
+    # -- lineage: OpenLineage run events of backfills, replays and stream batches go to the warehouse's
+    # lineage_events table, and to this server too when it is set (Marquez, a data catalog). The server
+    # is best effort: one that is down or slow never fails a run or holds it up (the table keeps every event)
+    openlineage_url: AnyHttpUrl | None = Field(None, description=(
+        "OpenLineage server the run events are POSTed to (http://marquez:5000); unset: the table only"))
+    openlineage_endpoint: str = Field("api/v1/lineage", description="the events' path under openlineage_url")
+    openlineage_api_key: SecretStr | None = Field(None, description="sent as 'Authorization: Bearer <key>'")
+    openlineage_timeout_s: float = Field(5.0, gt=0, le=60, description="seconds one POST of an event may take")
+
     # -- sources (base URLs are settings so tests and proxies can point the real clients elsewhere).
     # Each adapter reads these through its own typed view below (`NseSettings`, ...).
     http_timeout_s: float = Field(20.0, gt=0, le=300)
@@ -142,6 +152,20 @@ class Settings(BaseModel):
         # lists come from env vars as "a,b,c"
         if isinstance(v, str):
             return [item.strip() for item in v.split(",") if item.strip()]
+        return v
+
+    @field_validator("openlineage_url", "openlineage_api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        # SENTINEL_OPENLINEAGE_URL= (set, but empty) turns the endpoint off rather than failing the start
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("openlineage_url")
+    @classmethod
+    def _no_credentials_in_url(cls, v: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # settings are printed and published to workers as text: a secret belongs in a SecretStr
+        if v is not None and (v.username or v.password):
+            raise ValueError("must not carry credentials; set openlineage_api_key instead")
         return v
 
     @field_validator("poll_intervals", "replay_episode_rates", mode="before")

@@ -323,6 +323,29 @@ BACKFILL_DAYS = Dataset(
     version_column="finished_at",
 )
 
+LINEAGE_EVENTS = Dataset(
+    name="lineage_events",
+    doc="OpenLineage run events (START, COMPLETE, FAIL) of backfills, replays and stream batches, one row per "
+        "event (monitoring/lineage_events.py); emitting an event again replaces its row",
+    fields=(
+        Field("event_id", Kind.STRING, doc="uuid5 of the run's runId and the event type: the same event, the same id"),
+        Field("event_time", Kind.TIMESTAMP, doc="the event's eventTime"),
+        Field("event_type", Kind.SYMBOL, doc="START, COMPLETE, FAIL (OpenLineage's eventType)"),
+        Field("run_id", Kind.STRING, doc="the platform's run id (pipeline_runs.run_id, a stream batch's key)"),
+        Field("run_uuid", Kind.STRING, doc="the event's run.runId: uuid5 of run_id in the job namespace"),
+        Field("job_namespace", Kind.SYMBOL, doc="sentinel-ray://<warehouse database>"),
+        Field("job", Kind.SYMBOL, doc="backfill, replay, stream.prices, ..."),
+        Field("inputs", Kind.STRING, doc="JSON list of the event's input datasets (namespace, name, facets)"),
+        Field("outputs", Kind.STRING, doc="JSON list of the event's output datasets, with rowCount on a COMPLETE"),
+        Field("error", Kind.STRING, required=False, doc="a FAIL's error message"),
+        Field("event", Kind.STRING, doc="the whole event as JSON: what the OpenLineage endpoint is sent"),
+        Field("emitted_at", Kind.TIMESTAMP, doc="version: the latest emission of an event wins"),
+    ),
+    natural_key=("run_id", "event_id"),
+    time_column="event_time",
+    version_column="emitted_at",
+)
+
 # --- surveillance: features, risk and alerts (computed, not ingested) ---------------------
 # Floats are nullable where a window has too little history to say anything (e.g. a
 # 60-minute return in the first hour of the first session); `computed_at` versions a row,
@@ -456,7 +479,8 @@ SURVEILLANCE_DATASETS: dict[str, Dataset] = {d.name: d for d in (FEATURES_1M, FE
 # Datasets that flow through the pipeline (sources -> lake -> warehouse).
 DATA_DATASETS: dict[str, Dataset] = {d.name: d for d in (PRICES, POSTS, FILINGS)}
 ALL_DATASETS: dict[str, Dataset] = {**DATA_DATASETS, **{d.name: d for d in (PIPELINE_RUNS, QUALITY_METRICS,
-                                                                               QUALITY_ALERTS, BACKFILL_DAYS)},
+                                                                               QUALITY_ALERTS, BACKFILL_DAYS,
+                                                                               LINEAGE_EVENTS)},
                                      **SURVEILLANCE_DATASETS}
 
 

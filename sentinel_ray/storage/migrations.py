@@ -341,6 +341,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         f"AFTER `ingested_at`, ADD COLUMN IF NOT EXISTS `raw_pos` Nullable(Int64) AFTER `raw_id`"
         for table in ("prices", "posts", "filings")
     ]),
+    # OpenLineage run events of backfills, replays and stream batches (monitoring/lineage_events.py)
+    Migration(5, "create lineage_events", [
+        """CREATE TABLE IF NOT EXISTS {db}.`lineage_events` (
+    `event_id` String,
+    `event_time` DateTime64(3, 'UTC'),
+    `event_type` LowCardinality(String),
+    `run_id` String,
+    `run_uuid` String,
+    `job_namespace` LowCardinality(String),
+    `job` LowCardinality(String),
+    `inputs` String,
+    `outputs` String,
+    `error` Nullable(String),
+    `event` String,
+    `emitted_at` DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(`emitted_at`)
+PARTITION BY toYYYYMM(`event_time`)
+ORDER BY (`run_id`, `event_id`)""",
+    ]),
 )
 
 

@@ -41,6 +41,7 @@ RELEASED = {
     2: "7c45c3f4b9522acb4620d2562b07fca54c3da5f6e63dfd15cf2cefa50a27b0a5",
     3: "f77a373662280f455ff7e00fdff1c7907807ea85fe2fba9b60290e67b1e212be",
     4: "163059022275416159dd495ed41ac5593db9e0fb494ea5e4c83569aad9974e3b",
+    5: "5e05a0ab135d506f905d4f5b1536750fd15bcb8f9d4cfe08534b83585c386f1d",
 }
 
 Open = Callable[[str], ClickHouseWarehouse]
