@@ -71,6 +71,10 @@ class QueryService:
     async def risk(self, ticker: str, exchange: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(queries.latest_risk, self.warehouse, ticker, exchange)
 
+    async def risk_history(self, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval,
+                           exchange: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(queries.risk_history, self.warehouse, ticker, start, end, interval, exchange)
+
     async def trending(self, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict[str, Any]]:
         return await asyncio.to_thread(queries.trending, self.warehouse, start, end, limit)
 

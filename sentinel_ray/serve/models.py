@@ -390,6 +390,24 @@ class RiskResponse(BaseModel):
     computed_at: Time
 
 
+class RiskPoint(BaseModel):
+    ts: Time = Field(..., description="the bar scored (1m), or the start of the hour or IST trading day (1h, 1d)")
+    score: float = Field(..., description="0-100; for 1h and 1d the highest of the bucket")
+    volume_score: float = Field(..., description="0-1 (each sub-score its own highest of the bucket)")
+    price_score: float
+    promo_score: float
+    chatter_score: float
+
+
+class RiskHistoryResponse(BaseModel):
+    ticker: str
+    exchange: str
+    interval: Interval
+    start: Time
+    end: Time
+    points: list[RiskPoint] = Field(..., description="oldest first")
+
+
 class AsOfRow(BaseModel):
     ticker: str
     features: Optional[FEATURES_1M.model] = None  # type: ignore[valid-type]

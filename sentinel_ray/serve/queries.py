@@ -84,7 +84,8 @@ def price_bars(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.da
 def posts_mentioning(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime,
                      limit: int) -> list[dict[str, Any]]:
     return warehouse.query_rows(
-        "SELECT platform, post_id, author, text, ts, url, engagement, tickers, source, run_id, ingested_at "
+        "SELECT platform, post_id, author, text, ts, url, engagement, tickers, sentiment, promo_score, "
+        "is_pump_signal, promo_evidence, source, run_id, ingested_at "
         "FROM {db}.posts FINAL WHERE has(tickers, {ticker:String}) "
         "AND ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')} "
         "ORDER BY ts DESC LIMIT {limit:UInt32}",
@@ -159,6 +160,24 @@ def latest_risk(warehouse: Warehouse, ticker: str, exchange: str) -> dict[str, A
         "computed_at FROM {db}.risk_1m FINAL WHERE ticker = {ticker:String} AND exchange = {exchange:String} "
         "ORDER BY ts DESC LIMIT 1", {"ticker": ticker, "exchange": exchange})
     return _utc_rows(rows)[0] if rows else None
+
+
+def risk_history(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval,
+                 exchange: str = "NSE") -> list[dict[str, Any]]:
+    """risk_1m of a ticker over [start, end): every scored bar (1m), or per hour or IST trading
+    day (1h, 1d, the buckets of `price_bars`) the highest score and the highest of each sub-score."""
+    scores = ("score", "volume_score", "price_score", "promo_score", "chatter_score")
+    where = (f"ticker = {{ticker:String}} AND exchange = {{exchange:String}} "
+             f"AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}}")
+    if interval is Interval.MINUTE:
+        sql = f"SELECT ts, {', '.join(scores)} FROM {{db}}.risk_1m FINAL WHERE {where} ORDER BY ts"
+    else:
+        peaks = ", ".join(f"max({c}) AS {c}" for c in scores)
+        # not `AS ts`: ClickHouse would read that alias in the WHERE, filtering buckets instead of bars
+        sql = (f"SELECT {_BUCKET[interval]} AS bucket, {peaks} FROM {{db}}.risk_1m FINAL WHERE {where} "
+               f"GROUP BY bucket ORDER BY bucket")
+    rows = warehouse.query_rows(sql, {"ticker": ticker, "exchange": exchange, "start": start, "end": end})
+    return _utc_rows([{"ts": row.pop("bucket"), **row} if "bucket" in row else row for row in rows])
 
 
 def features_asof(warehouse: Warehouse, tickers: list[str], asof: dt.datetime, exchange: str,

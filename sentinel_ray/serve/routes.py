@@ -41,6 +41,7 @@ from sentinel_ray.market import EXCHANGES, as_utc
 from sentinel_ray.records import WarehouseError, utc_now
 from sentinel_ray.reference import symbol_table
 from sentinel_ray.schemas import DATA_DATASETS, FEATURES_1D, FEATURES_1M
+from sentinel_ray.serve import pages
 from sentinel_ray.serve.http_metrics import instrument
 from sentinel_ray.serve.models import (
     AlertDetail,
@@ -59,6 +60,7 @@ from sentinel_ray.serve.models import (
     QueryTime,
     ReadyResponse,
     RecordsRefused,
+    RiskHistoryResponse,
     RiskResponse,
     StockSummary,
     Tickers,
@@ -114,7 +116,13 @@ api = _Api(
     title="Sentinel Ray",
     description="Market-surveillance data for NSE/BSE equities: prices, social mentions, pipeline health.",
     version="0.1.0",
+    # FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN: blank with no internet.
+    # pages.router serves /docs from the package instead, with the dashboard page at /.
+    docs_url=None,
+    redoc_url=None,
 )
+# before @serve.ingress below, which freezes a copy of the app with the routes it has then
+api.include_router(pages.router)
 instrument(api)  # request count and latency per route template, as Ray metrics
 
 _BACKEND_ERRORS: tuple[type[BaseException], ...] = (WarehouseError, redis.RedisError, RayError, ConnectionError,
@@ -643,6 +651,27 @@ class ApiRoutes:
             raise HTTPException(404, detail=f"no risk score for {info['symbol']} on {exchange} yet: detection has "
                                             f"not run over its features")
         return RiskResponse(**{**row, "reasons": _reasons(row["reasons"])})
+
+    @api.get("/api/stocks/{ticker}/risk/history", tags=["stocks"], response_model=RiskHistoryResponse,
+             responses=errors(404, 422, 503, e404="unknown ticker"))
+    async def risk_history(
+        self,
+        ticker: str,
+        start: QueryTime | None = Query(None, description="default end - 7 d (1m), 90 d (1h) or 2 y (1d)"),
+        end: QueryTime | None = Query(None, description="exclusive; default now; at most 31 d (1m), 366 d (1h) "
+                                                        "or 10 y (1d) after start"),
+        interval: Interval = Query(Interval.MINUTE, description="1m: every scored bar; 1h, 1d: the highest "
+                                                                 "scores of each hour or IST trading day"),
+        exchange: str = Query("NSE", pattern=_EXCHANGE_PATTERN),
+    ) -> RiskHistoryResponse:
+        """The risk score of a ticker over time (risk_1m), on the same time buckets as its price
+        bars: the line under a price chart. No scores in the range is an empty list."""
+        info = self._symbol(ticker)
+        start, end = resolve_range(start, end, DEFAULT_WINDOW[interval], MAX_WINDOW[interval])
+        points = await _answer(self.query.risk_history.remote(info["symbol"], *stored(start, end), interval,
+                                                              exchange))
+        return RiskHistoryResponse(ticker=info["symbol"], exchange=exchange, interval=interval, start=start,
+                                   end=end, points=points)
 
     @api.get("/api/features/asof", tags=["features"], response_model=AsOfResponse,
              responses=errors(404, 422, 503, e404="an unknown ticker among `tickers`"))

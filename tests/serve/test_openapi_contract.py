@@ -44,7 +44,8 @@ CROSS_PARAMETER_REFUSALS = re.compile(
     rf"|{_RECORD_REFUSAL}(; {_RECORD_REFUSAL})*")
 SCHEMA_CANNOT_SAY = ["/api/alerts", "/api/data/quality/{dataset}", "/api/data/quarantine", "/api/trending",
                      "/api/stocks/{ticker}/prices", "/api/stocks/{ticker}/posts", "/api/stocks/{ticker}/features",
-                     "/api/stocks/{ticker}/filings", "/api/features/asof", "/ingest/prices", "/ingest/posts",
+                     "/api/stocks/{ticker}/filings", "/api/stocks/{ticker}/risk/history", "/api/features/asof",
+                     "/ingest/prices", "/ingest/posts",
                      "/ingest/filings"]
 POSITIVE_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis' default
 

@@ -214,7 +214,10 @@
   // ---- alert queue -------------------------------------------------------------------------
   async function loadQueue() {
     const state = $("#queue-state").value;
+    const asked = (S.queueAsked = (S.queueAsked || 0) + 1);
     const rows = await api("api/alerts", { state, start: iso(Date.now() - 365 * DAY_MS), limit: 500 });
+    // a slower answer to an older question (another state filter) must not overwrite a newer one
+    if (asked !== S.queueAsked || state !== $("#queue-state").value) return;
     rows.sort((a, b) => b.peak_score - a.peak_score || ms(b.opened_at) - ms(a.opened_at));
     S.queue = rows;
     renderQueue();
@@ -314,6 +317,7 @@
     $("#ticker").value = ticker;
     $("#day").value = S.day;
     for (const b of document.querySelectorAll(".seg button")) b.classList.toggle("on", b.dataset.interval === interval);
+    $("label.day").hidden = interval !== "1m"; // a day is what a 1m view shows; 1h and 1d show a span
     history.replaceState(null, "", `#ticker=${ticker}&interval=${interval}${interval === "1m" ? "&day=" + S.day : ""}`);
     const title = $("#timeline-title");
     title.textContent = `${ticker} · loading…`;
@@ -554,7 +558,7 @@
       ],
       axes: [
         timeAxis,
-        { label: "₹", stroke: "#57606a", size: 64, grid: { stroke: "#eef0f3" }, values: (u, vals) => vals.map((v) => num(v)) },
+        { label: "price (₹)", labelSize: 18, stroke: "#57606a", size: 64, grid: { stroke: "#eef0f3" }, values: (u, vals) => vals.map((v) => num(v)) },
         { scale: "vol", side: 1, stroke: "#8c959f", grid: { show: false }, size: 52, values: (u, vals) => vals.map(compact) },
       ],
       hooks: {
