@@ -10,12 +10,14 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from sentinel_ray.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
 RAY_NAMESPACE = "sentinel"
 _KV_KEY = b"sentinel:settings"
+HEAD_RESOURCE = "node:__internal_head__"  # a resource only the head node has (Ray's own)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,23 @@ def join_platform(settings: Settings, *, needs_ray: bool = False, start_ray: boo
     else:
         join_ray()
     return settings_for_job()
+
+
+def on_the_head_node() -> Any:
+    """A scheduling strategy that places an actor on the cluster's head node and nowhere else.
+
+    For the actors that must outlive any one worker node (the ingestion supervisor, which
+    owns the pollers and consumers: Ray ends what an actor owns when the actor's node goes).
+    The head lives as long as the cluster. A soft affinity is not enough: with free room
+    elsewhere Ray places a zero-CPU actor on another node (tests/test_multinode.py)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    head = next((node["NodeID"] for node in ray.nodes() if node["Alive"] and HEAD_RESOURCE in node["Resources"]),
+                None)
+    if head is None:
+        raise RuntimeError("no alive head node in this Ray cluster")
+    return NodeAffinitySchedulingStrategy(head, soft=False)
 
 
 def publish_settings(settings: Settings) -> None:

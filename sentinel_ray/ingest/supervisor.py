@@ -6,6 +6,11 @@ and re-runs its `run()` loop (`max_task_retries=-1`), which resumes from Redis. 
 supervisor itself is a named, detached actor (`sentinel-supervisor`), so `sentinel-ray
 status` in another terminal can ask it; it also re-creates any actor Ray gave up on.
 
+On a cluster of several nodes the pollers and consumers are spread over the nodes
+(`SPREAD`), and an actor whose node is lost is started again on a surviving one. The
+supervisor runs on the head node: it owns them, and Ray ends what an actor owns when
+the actor's node goes.
+
 Restarts are counted in Redis (`<prefix>:restarts:<kind>:<name>`), not in the actors'
 memory, which a restart wipes: an actor Ray restarted counts itself when it comes back,
 and the supervisor counts the actors it re-creates. `start()` sets them back to 0.
@@ -27,7 +32,7 @@ from sentinel_ray.ingest.poller import SourcePoller
 from sentinel_ray.ingest.streams import StreamStore
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.quality.rules import rules_for
-from sentinel_ray.runtime import RAY_NAMESPACE
+from sentinel_ray.runtime import RAY_NAMESPACE, on_the_head_node
 from sentinel_ray.schemas import DATA_DATASETS, PRICES
 from sentinel_ray.sources import make_stream_source
 from sentinel_ray.storage.lake import Lake
@@ -37,6 +42,9 @@ from sentinel_ray.storage.warehouse import connect_warehouse
 log = logging.getLogger(__name__)
 SUPERVISOR_NAME = "sentinel-supervisor"
 CHECK_EVERY_S = 5.0
+# Ingestion actors need no CPU of their own, so the default scheduler would pack them all on
+# the supervisor's node; spread, a lost node takes only its share of them (tests/test_multinode.py).
+WORKER_SCHEDULING = "SPREAD"
 
 
 def with_key_prefix(settings: Settings, prefix: str | None) -> Settings:
@@ -138,13 +146,15 @@ class Supervisor:
 
     def _start_poller(self, source: str) -> None:
         handle = PollerActor.options(name=f"{self.prefix}-poller-{source}", namespace=RAY_NAMESPACE,
-                                     get_if_exists=True).remote(self.settings, source)
+                                     get_if_exists=True, scheduling_strategy=WORKER_SCHEDULING,
+                                     ).remote(self.settings, source)
         self.pollers[source] = handle
         self.runs[f"poller:{source}"] = handle.run.remote()
 
     def _start_consumer(self, dataset: str, name: str) -> None:
         handle = ConsumerActor.options(name=f"{self.prefix}-consumer-{name}", namespace=RAY_NAMESPACE,
-                                       get_if_exists=True).remote(self.settings, dataset, name)
+                                       get_if_exists=True, scheduling_strategy=WORKER_SCHEDULING,
+                                       ).remote(self.settings, dataset, name)
         self.consumers[name] = handle
         self.runs[f"consumer:{name}"] = handle.run.remote()
 
@@ -251,8 +261,9 @@ class SupervisorActor:
 
 def start_ingestion(settings: Settings) -> Any:
     """Create (or find) the supervisor actor and start everything it supervises."""
+    # on the head: the pollers and consumers are its own, and Ray ends them with it
     handle = SupervisorActor.options(name=SUPERVISOR_NAME, namespace=RAY_NAMESPACE, lifetime="detached",
-                                     get_if_exists=True).remote(settings)
+                                     get_if_exists=True, scheduling_strategy=on_the_head_node()).remote(settings)
     ray.get(handle.start.remote())
     handle.watch.remote()
     return handle

@@ -20,7 +20,3 @@ def test_serve_config_is_valid_and_points_at_the_app() -> None:
     assert names == {deployments.ApiIngress.name, deployments.QueryService.name,
                      deployments.OperationsService.name}
 
-
-def test_cluster_yaml_parses() -> None:
-    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
-    assert cluster["cluster_name"] == "sentinel-ray" and cluster["provider"]["type"] == "local"
