@@ -30,7 +30,9 @@ import pyarrow.compute as pc
 
 from sentinel_ray.config import Settings
 from sentinel_ray.detect.signals import SignalUpdater
+from sentinel_ray.ingest.lineage import keep_payloads, stamp_raw_ids
 from sentinel_ray.monitoring import metrics
+from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.store import InsertBuffer, process_and_store
 from sentinel_ray.quality.rules import rules_for
@@ -186,10 +188,10 @@ class DayWorker:
             ingested_at = utc_now()
             fetched = self.loop.run_until_complete(_fetch_day(self.source, day, self.run_id, ingested_at))
             batch_key = f"{self.source_name}-{day.isoformat()}"
-            for seq, payload in enumerate(fetched.raw):
-                self.lake.write_raw(payload, day=day, batch_key=batch_key, seq=seq)
+            kept = keep_payloads(self.lake, fetched.raw, day=day, batch_key=batch_key)
+            records = stamp_raw_ids(fetched.records, kept)  # each row names the raw file it came from
             for name, ds in DATA_DATASETS.items():
-                table = fetched.records.get(name)
+                table = records.get(name)
                 if table is None:
                     continue
                 began = time.perf_counter()
@@ -275,14 +277,17 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     """
     all_days = date_range(start, end)
     make_history_source(source_name, settings)  # fail fast on an unknown source or bad rules, before any work
-    rules_for(settings)
+    rules = rules_for(settings)
     warehouse = connect_warehouse(settings)
     warehouse.ensure_schema()
     done = set() if force else finished_days(warehouse, source_name, start, end)
     days = [d for d in all_days if d not in done]
     run = PipelineRun("backfill", {"source": source_name, "start": str(start), "end": str(end),
+                                   "rules_version": rules.version,
                                    **({"force": True} if force else {}), **({"skipped": len(done)} if done else {})})
     run.record(warehouse)
+    emitter = LineageEmitter(settings, warehouse)
+    event = emitter.start(run.run_id, job="backfill", params=run.params, **_lineage_io(source_name))
     began = time.perf_counter()
     rows: list[dict[str, Any]] = []
     signals = SignalUpdater(warehouse, Lake(settings.resolved_lake_uri), detected_by="backfill")
@@ -309,6 +314,8 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
             _merge_replaced_rows(warehouse, rows, computed, checked, prior)
     except BaseException as e:
         run.fail_quietly(warehouse, e)
+        event.fail(e)
+        emitter.close()
         raise
     summary = _summarise(rows, run.run_id, source_name, start, end, len(days), time.perf_counter() - began)
     summary.skipped = len(done)
@@ -317,7 +324,20 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     run.rows_in, run.rows_valid, run.rows_quarantined = (
         summary.total_in, summary.total_valid, summary.total_quarantined)
     run.finish(warehouse)
+    event.complete({**{name: summary.rows_valid.get(name, 0) for name in DATA_DATASETS},
+                    FEATURES_1M.name: summary.feature_rows})
+    emitter.close()
     return summary
+
+
+def _lineage_io(source_name: str) -> dict[str, list[LineageDataset]]:
+    """What a backfill reads (the source's raw zone) and writes (the data tables and their
+    curated files, the features and risk computed from them)."""
+    data = [*DATA_DATASETS]
+    return {"inputs": [LineageDataset.lake(f"raw/source={source_name}")],
+            "outputs": [*(LineageDataset.warehouse(name) for name in data),
+                        *(LineageDataset.lake(f"curated/dataset={name}", schema=name) for name in data),
+                        LineageDataset.warehouse(FEATURES_1M.name), LineageDataset.warehouse(RISK_1M.name)]}
 
 
 def _skipped_between(all_days: list[dt.date], done: set[dt.date], previous: dt.date, first: dt.date) -> bool:

@@ -44,6 +44,7 @@ from sentinel_ray.config import Settings
 from sentinel_ray.detect.signals import SignalUpdater
 from sentinel_ray.ingest.streams import Entry, StreamStore
 from sentinel_ray.monitoring import metrics
+from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.quality.rules import rules_for
@@ -128,6 +129,10 @@ class StreamConsumer:
         self.rules = rules_for(settings)
         self.signals = (SignalUpdater(warehouse, lake, detected_by="stream")
                         if settings.stream_signals and self.ds.name in (PRICES.name, POSTS.name) else None)
+        self.lineage = LineageEmitter(settings, warehouse)  # an OpenLineage run per batch
+        self.lineage_io = {"inputs": [LineageDataset.stream(store.stream_key(dataset), schema=dataset)],
+                           "outputs": [LineageDataset.warehouse(dataset),
+                                       LineageDataset.lake(f"curated/dataset={dataset}", schema=dataset)]}
 
     # -- reading -------------------------------------------------------------------
     def next_batch(self, block_s: float | None = None) -> MicroBatch | None:
@@ -206,17 +211,21 @@ class StreamConsumer:
         began = time.perf_counter()
         table = pa.concat_tables([e.table for e in batch.entries], promote_options="permissive")
         now = utc_now()
+        event = self.lineage.start(batch.key, job=f"stream.{self.ds.name}", params={"entries": len(batch.entries)},
+                                   **self.lineage_io)
         result = process_and_store(table, self.ds, lake=self.lake, warehouse=self.warehouse, day=batch.day,
                                    batch_key=batch.key, now=now, run_id=batch.key, ingested_at=None,
                                    pipeline="stream", rules=self.rules)
         if self.record_runs:
             run = PipelineRun("stream", {"dataset": self.ds.name, "entries": len(batch.entries),
-                                         "sources": sorted({e.source for e in batch.entries})},
+                                         "sources": sorted({e.source for e in batch.entries}),
+                                         "rules_version": self.rules.version},
                               run_id=batch.key, started_at=now, rows_in=result.rows_in,
                               rows_valid=result.rows_valid, rows_quarantined=result.rows_quarantined)
             run.finish(self.warehouse)
         self._hold_at_fault_point("before-signals")
         self._signals(batch, result)
+        event.complete({self.ds.name: result.rows_valid})
         self._hold_at_fault_point("before-ack")
         self._acknowledge(batch)
         self._count(batch, result)
@@ -303,6 +312,8 @@ class StreamConsumer:
         self.stats.last_error = f"{type(error).__name__}: {error}"[:500]
         self._record_failure(self.stats.last_error)
         kind, batch = classify(error), self._current
+        if batch is not None:
+            self.lineage.fail(batch.key, job=f"stream.{self.ds.name}", error=error, **self.lineage_io)
         if batch is None or kind is ErrorKind.TRANSIENT:
             log.warning("%s: batch failed (%s); retrying", self.name, self.stats.last_error)
             return False

@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.streams import StreamStore
+from sentinel_ray.ingest.lineage import raw_zone_id, stamp_raw_ids
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.records import REJECT_REASON, FetchResult, MissingCredentials, RawPayload, Reason, utc_now
 from sentinel_ray.schemas import dataset
@@ -113,7 +114,8 @@ class SourcePoller:
         # before the publish: a poll that dies in between rewrites the same file (named by content)
         unparseable = self._quarantine_unparseable(result, raw_paths)
         self._report_unreadable(result, raw_paths)
-        self.store.publish(self.source.name, result.records, result.next_cursor)
+        records = stamp_raw_ids(result.records, {p.payload_id: path for p, path in zip(result.raw, raw_paths)})
+        self.store.publish(self.source.name, records, result.next_cursor)
         published = sum(t.num_rows for t in result.records.values())
         self.stats.polls += 1
         self.stats.records += published
@@ -127,7 +129,7 @@ class SourcePoller:
         """The payload in the raw zone, named by its content; its path relative to the lake root."""
         digest = hashlib.sha256(payload.body).hexdigest()[:20]
         path = self.lake.write_raw(payload, day=payload.received_at.date(), batch_key=f"{self.source.name}-{digest}")
-        return path[len(self.lake.root) + 1:] if path.startswith(self.lake.root + "/") else path
+        return raw_zone_id(self.lake, path)
 
     def _quarantine_unparseable(self, result: FetchResult, raw_paths: list[str]) -> int:
         """Quarantine rows (reason unparseable) for the records the adapter noted it could not

@@ -13,6 +13,7 @@ to quarantine with a reason, not refused here. No message echoes a value it refu
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -21,9 +22,11 @@ from typing import Any
 import pyarrow as pa
 from pydantic import ConfigDict, TypeAdapter, ValidationError, field_validator
 
+from sentinel_ray.ingest.lineage import raw_zone_id
 from sentinel_ray.ingest.streams import StreamStore
-from sentinel_ray.records import utc_now
+from sentinel_ray.records import RAW_ID, RAW_POS, RawPayload, utc_now
 from sentinel_ray.schemas import DATA_DATASETS, Kind
+from sentinel_ray.storage.lake import Lake
 
 # One request becomes one stream entry; this bounds the entry (the body size is the HTTP layer's).
 MAX_RECORDS = 10_000
@@ -85,9 +88,23 @@ def records_table(dataset: str, source: str, records: list[Any], received_at: dt
     return table
 
 
-def publish_records(streams: StreamStore, dataset: str, source: str, records: list[Any]) -> Intake:
-    """Validate `records` and append them to `dataset`'s stream as one entry (no cursor: a push has none)."""
-    table = records_table(dataset, source, records, utc_now())
+def publish_records(streams: StreamStore, dataset: str, source: str, records: list[Any], *,
+                    body: bytes | None = None, lake: Lake | None = None) -> Intake:
+    """Validate `records` and append them to `dataset`'s stream as one entry (no cursor: a push has none).
+
+    With a lake, the request `body` is kept first in the raw zone like a polled payload (named
+    by its content, under the day it arrived), and each row names it (`raw_id`) and its index
+    in `records` (`raw_pos`): a pushed row traces back to the request that brought it."""
+    received_at = utc_now()
+    table = records_table(dataset, source, records, received_at)
+    if lake is not None and body is not None:
+        payload = RawPayload(source, dataset, received_at, body, "application/json", f"POST /ingest/{dataset}")
+        digest = hashlib.sha256(body).hexdigest()[:20]
+        path = lake.write_raw(payload, day=received_at.date(), batch_key=f"webhook-{digest}")
+        for name, column in ((RAW_ID, pa.repeat(pa.scalar(raw_zone_id(lake, path)), table.num_rows)),
+                             (RAW_POS, pa.array(range(table.num_rows), pa.int64()))):
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, table.schema.field(index), column.cast(table.schema.field(index).type))
     [entry_id] = streams.publish(source, {dataset: table}, update_cursor=False)
     return Intake(dataset=dataset, accepted=table.num_rows, entry_id=entry_id)
 

@@ -2,8 +2,9 @@
 
 `ApiRoutes` holds the routes as methods and is a Serve ingress class; deployments.py
 deploys it as `ApiIngress`, handing it the QueryService and OperationsService handles.
-Every warehouse and lake access goes through those handles; the ingress itself holds only
-the Redis client the webhook intake publishes with.
+Every warehouse read and lake read goes through those handles; the ingress itself holds only
+what the webhook intake writes with: the Redis client it publishes with and the lake whose
+raw zone keeps each pushed body.
 
 The contract OpenAPI states, and tests/serve/test_openapi_contract.py holds it to:
 - every time in a response is RFC 3339 with its offset, in UTC: what the backends answer
@@ -69,6 +70,7 @@ from sentinel_ray.serve.models import (
     intake_request_model,
 )
 from sentinel_ray.serve.queries import DEFAULT_WINDOW, MAX_WINDOW, Interval
+from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.redis import connect_redis
 
 log = logging.getLogger(__name__)
@@ -382,6 +384,7 @@ class ApiRoutes:
         self.symbols = _known_symbols()
         self.api_token = settings.api_token.get_secret_value() if settings.api_token else ""
         self.streams = StreamStore(connect_redis(settings.resolved_redis_url), settings.redis_key_prefix)
+        self.lake = Lake(settings.resolved_lake_uri)  # pushed bodies are kept in the raw zone
         self.max_body_bytes: int = settings.webhook_max_body_bytes
 
     def _require_token(self, credentials: HTTPAuthorizationCredentials | None) -> None:
@@ -514,7 +517,7 @@ class ApiRoutes:
         try:
             source, records = webhook.parse_body(raw)
             check_records(dataset, records)
-            intake = webhook.publish_records(self.streams, dataset, source, records)
+            intake = webhook.publish_records(self.streams, dataset, source, records, body=raw, lake=self.lake)
         except webhook.IntakeError as e:
             raise HTTPException(e.status_code, detail=str(e)) from None
         except RecordsRefused as e:

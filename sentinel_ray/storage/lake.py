@@ -50,7 +50,8 @@ from sentinel_ray.records import RawPayload
 from sentinel_ray.schemas import Dataset, dataset
 
 COMPUTED_SOURCE = "computed"  # the source partition of rows the platform derives (features)
-MANIFEST = "_compaction.json"  # per partition: which batch files its compacted files hold
+MANIFEST = "_compaction.json"
+RAW_META_PREFIX = "_meta-"  # beside each raw payload: its arrival time, content type and request text  # per partition: which batch files its compacted files hold
 COMPACTED_PREFIX = "compacted-"
 PARQUET_ZONES = ("curated", "quarantine")
 _OBJECT_STORES = ("s3", "gcs")
@@ -216,11 +217,51 @@ class Lake:
             raise
 
     def write_raw(self, payload: RawPayload, *, day: dt.date, batch_key: str, seq: int = 0) -> str:
+        """The body exactly as received, and beside it (`_meta-<file>.json`) what a parser needs
+        besides the body: when it arrived, its content type and the request text. Returns the path."""
         ext = _EXTENSIONS.get(payload.content_type.split(";")[0].strip(), "bin")
         path = self._path("raw", f"source={_safe(payload.source)}", f"dataset={_safe(payload.dataset)}",
                           f"date={day.isoformat()}", f"{_safe(batch_key)}-{seq}.{ext}")
         self.put_bytes(path, payload.body)
+        received = payload.received_at if payload.received_at.tzinfo else payload.received_at.replace(
+            tzinfo=dt.timezone.utc)
+        meta = {"source": payload.source, "dataset": payload.dataset, "received_at": received.isoformat(),
+                "content_type": payload.content_type, "request": payload.request, "payload_id": payload.payload_id}
+        directory, name = path.rsplit("/", 1)
+        self.put_bytes(f"{directory}/{RAW_META_PREFIX}{name}.json", json.dumps(meta).encode())
         return path
+
+    def read_raw(self, raw_id: str) -> RawPayload:
+        """A kept payload by its raw-zone id (its path under the lake root, what rows carry as
+        `raw_id`). A payload kept before its sidecar existed reads with what its path tells."""
+        if not raw_id.startswith("raw/") or ".." in raw_id.split("/"):
+            raise FileNotFoundError(f"not a raw-zone id: {raw_id!r}")
+        path = self._path(raw_id)
+        body = self.read_bytes(path)
+        directory, name = path.rsplit("/", 1)
+        try:
+            meta = json.loads(self.read_bytes(f"{directory}/{RAW_META_PREFIX}{name}.json"))
+        except (FileNotFoundError, OSError, ValueError):
+            parts = dict(p.split("=", 1) for p in raw_id.split("/")[1:-1] if "=" in p)
+            ext = name.rsplit(".", 1)[-1]
+            meta = {"source": parts.get("source", ""), "dataset": parts.get("dataset", ""),
+                    "received_at": f"{parts.get('date', '1970-01-01')}T00:00:00+00:00",
+                    "content_type": next((k for k, v in _EXTENSIONS.items() if v == ext), "application/octet-stream"),
+                    "request": ""}
+        return RawPayload(meta["source"], meta["dataset"], dt.datetime.fromisoformat(meta["received_at"]), body,
+                          meta["content_type"], meta["request"])
+
+    def raw_ids(self, source: str, dataset_name: str, start: dt.date, end: dt.date) -> list[str]:
+        """Raw-zone ids of the payloads of `source`/`dataset_name` kept under the dates [start, end]."""
+        ids = []
+        for partition in self.partitions("raw", dataset_name):
+            parts = dict(p.split("=", 1) for p in partition.directory.rsplit("/", 3)[1:] if "=" in p)
+            day = parts.get("date", "")
+            if parts.get("source") != _safe(source) or not (start.isoformat() <= day <= end.isoformat()):
+                continue
+            root = self.root + "/"
+            ids += [partition.path(n)[len(root):] for n in partition.logical]
+        return sorted(ids)
 
     @staticmethod
     def parquet_bytes(table: pa.Table, ds: Dataset) -> pa.Buffer:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from sentinel_ray.config import Settings
 from sentinel_ray.records import (ErrorKind, SentinelError, WarehouseError, WarehouseRefused, WarehouseUnavailable,
                                   classify)
-from sentinel_ray.runtime import RAY_NAMESPACE
+from sentinel_ray.runtime import RAY_NAMESPACE, on_the_head_node
 from sentinel_ray.schemas import dataset
 from sentinel_ray.storage import migrations
 from sentinel_ray.storage.migrations import SchemaStatus
@@ -247,8 +247,11 @@ def connect_warehouse(settings: Settings) -> Warehouse:
 
     if not ray.is_initialized():
         raise WarehouseRefused("the embedded (chdb) warehouse is owned by a Ray actor: call ray.init first")
+    # On the head node, always: the embedded engine's data dir is on the head's disk, and the
+    # owner must outlive any worker node (a restart elsewhere would open an empty warehouse).
     handle = _owner_actor().options(
-        name=ACTOR_NAME, namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True
+        name=ACTOR_NAME, namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True,
+        scheduling_strategy=on_the_head_node(),
     ).remote(dsn)
     opened = ray.get(handle.opened_dsn.remote())
     if opened != dsn:

@@ -45,7 +45,9 @@ def test_every_zone_on_s3(s3_settings, s3_endpoint) -> None:
     assert lake.list_files("raw", "prices") == [raw] and lake.list_files("reports") == [report]
     # what is in the bucket, seen by another client: exactly these objects, no temporary ones
     data = [k for k in bucket_keys(s3_endpoint, _prefix_of(s3_settings)) if not k.endswith("/")]
-    assert data == sorted(p.split("/", 1)[1] for p in [raw, report, *curated, quarantined])
+    sidecar = raw.rsplit("/", 1)[0] + "/_meta-" + raw.rsplit("/", 1)[1] + ".json"  # the raw payload's request and time
+    assert data == sorted(p.split("/", 1)[1] for p in [raw, sidecar, report, *curated, quarantined])
+    assert lake.read_raw(raw[len(lake.root) + 1:]).body == body  # by its raw-zone id
 
     lake.replace_file(curated[0], PRICES.arrow_schema.empty_table(), PRICES)  # removal
     assert lake.read("curated", "prices").num_rows == 3

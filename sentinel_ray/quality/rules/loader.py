@@ -2,6 +2,8 @@
 `evaluate` runs a dataset's rules (the shipped ones unless given) over a table."""
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -141,6 +143,10 @@ def _merge(base: Specs, override: Specs, origin: str) -> Specs:
 
 
 def _build(specs: Specs, files: tuple[str, ...] = ()) -> QualityRules:
+    # What a run applied, in a word: the merged specs (not the files: the same rules from
+    # another override file are the same version).
+    merged = {ds: [{k: v for k, v in spec.items() if k != "__origin"} for spec in rules] for ds, rules in specs.items()}
+    version = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()[:12]
     sets: dict[str, RuleSet] = {}
     for ds_name, rules in specs.items():
         ds = DATA_DATASETS[ds_name]
@@ -155,4 +161,4 @@ def _build(specs: Specs, files: tuple[str, ...] = ()) -> QualityRules:
                 raise RulesError(f"quality rules file {origin}: dataset {ds_name!r}, rule {spec.get('name')!r}: "
                                  f"{e}") from None
         sets[ds_name] = RuleSet(ds_name, tuple(built))
-    return QualityRules(sets, files)
+    return QualityRules(sets, files, version)

@@ -107,6 +107,7 @@ class QualityRules(Mapping[str, RuleSet]):
 
     sets: dict[str, RuleSet]
     files: tuple[str, ...] = ()
+    version: str = ""  # sha256 of the merged rule specs (12 hex): recorded with every run that applied them
 
     def __getitem__(self, name: str) -> RuleSet:
         return self.sets[name]
