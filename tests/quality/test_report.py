@@ -63,20 +63,24 @@ def test_trend_per_source_and_its_charts_in_the_html(backfilled) -> None:
     report = quality_report(warehouse, settings, record=False)
     assert report["trend_bucket_s"] == 900  # 24 h in at most 96 buckets
     rows = report["trend"]
-    assert {(r["dataset"], r["source"]) for r in rows} == {("prices", "replay"), ("posts", "replay"),
-                                                           ("filings", "replay")}
+    # the backfill's source in every dataset (webhook tests of this session may add sources of their own)
+    assert {("prices", "replay"), ("posts", "replay"), ("filings", "replay")} <= {(r["dataset"], r["source"])
+                                                                               for r in rows}
     for name in ("prices", "posts", "filings"):
         mine = [r for r in rows if r["dataset"] == name]
-        # every row the backfill measured is in some bucket, and the trend adds up to the report's totals
+        # every row measured is in some bucket, and the trend adds up to the report's totals
         assert sum(r["rows_in"] for r in mine) == report["datasets"][name]["rows_in"]
         assert sum(r["rows_valid"] for r in mine) == report["datasets"][name]["rows_valid"]
-        assert all(r["bucket"].tzinfo is not None and r["freshness_s"] > 0 for r in mine)
+        assert all(r["bucket"].tzinfo is not None for r in mine)
+        assert all(r["freshness_s"] > 0 for r in mine if r["source"] == "replay")
         assert all(r["validity"] == r["rows_valid"] / r["rows_in"] for r in mine if r["rows_in"])
     # buckets are aligned on the bucket size, so a narrower window of the same data sums to the same
     start = min(r["bucket"] for r in rows)
     same = source_trend(warehouse, start, start + dt.timedelta(days=1), 900)
-    assert [(r["dataset"], r["bucket"], r["rows_in"]) for r in same] == \
-           [(r["dataset"], r["bucket"], r["rows_in"]) for r in sorted(rows, key=lambda r: (r["dataset"], r["bucket"]))]
+
+    def key(r: dict) -> tuple:
+        return r["dataset"], r["source"], r["bucket"], r["rows_in"]
+    assert sorted(map(key, same)) == sorted(map(key, rows))
     assert trend_bucket_s(dt.timedelta(days=30)) == 43200 and trend_bucket_s(dt.timedelta(hours=1)) == 60
 
     html = to_html(report)
@@ -85,6 +89,8 @@ def test_trend_per_source_and_its_charts_in_the_html(backfilled) -> None:
         section = html.split(f"<h2>{name}: ")[1].split("<h2>")[0]
         charts = re.findall(r"<figure><figcaption>([^<]+)</figcaption><svg", section)
         assert charts == ["validity (valid / rows in)", "volume (rows in)", "freshness (age of the newest row stored)"]
-        # one line per source per chart, a dot per point (few points), the source in the key
-        assert section.count("<polyline") == 3 and section.count("<circle") >= 3 and "replay" in section
+        # a line per source in each chart, a dot per point (few points), the source in the key
+        sources = {r["source"] for r in rows if r["dataset"] == name}
+        assert 3 <= section.count("<polyline") <= 3 * len(sources) and section.count("<circle") >= 3
+        assert all(f"</i>{source}</span>" in section for source in sources)
     assert "IST" in html
