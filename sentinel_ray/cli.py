@@ -73,6 +73,69 @@ def _warn(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="the source whose kept payloads to read again (e.g. replay, x)")
+    parser.add_argument("--dataset", required=True, help="prices, posts or filings")
+    parser.add_argument("--start", type=_date, required=True, help="first raw-zone date, YYYY-MM-DD")
+    parser.add_argument("--end", type=_date, required=True, help="last raw-zone date, inclusive")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object too")
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from sentinel_ray.ingest.replay import ReplayError, read_payloads_on_ray, replay_raw, report_json
+
+    settings = join_platform(settings, needs_ray=True)
+    try:
+        report = replay_raw(settings, source=args.source, dataset=args.dataset, start=args.start, end=args.end,
+                            read=lambda _lake, ids: read_payloads_on_ray(settings, ids), progress=_say)
+    except ReplayError as e:
+        _warn(f"replay: {e}")
+        return 2
+    print(report.render(), flush=True)
+    if args.json:
+        print(report_json(report), flush=True)
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
+    from sentinel_ray.ingest.lineage import LineageError, RowNotFound, trace
+    from sentinel_ray.storage.lake import Lake
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    settings = join_platform(settings)
+    try:
+        found = trace(args.dataset, args.key, warehouse=connect_warehouse(settings),
+                      lake=Lake(settings.resolved_lake_uri))
+    except (LineageError, RowNotFound) as e:
+        _warn(f"lineage: {e}")
+        return 2
+    if args.json:
+        print(json.dumps(found, default=str), flush=True)
+        return 0
+    row, raw, run = found["row"], found["raw"], found["run"]
+    print(f"{found['dataset']} {' '.join(str(v) for v in found['key'].values())}", flush=True)
+    print(f"  stored   by run {row.get('run_id')} at {_ist_clock(row.get('ingested_at'))}")
+    if raw is None:
+        print("  payload  none recorded (stored before rows named their payload)")
+    elif raw.get("missing"):
+        print(f"  payload  {raw['raw_id']} (record {raw['raw_pos']}): no longer in the lake")
+    else:
+        print(f"  payload  {raw['raw_id']} (record {raw['raw_pos']}), {raw['bytes']:,} bytes, "
+              f"received {_ist_clock(raw['received_at'])}")
+        print(f"  request  {raw['request'] or '-'}")
+        print(f"  record   {json.dumps(raw['record'], default=str) if raw['record'] is not None else '-'}")
+    if run is not None:
+        params = run.get("params") or {}
+        print(f"  run      {run['pipeline']} {run['status']}, rules {params.get('rules_version', '-')}, "
+              f"{_ist_clock(run.get('started_at'))} .. {_ist_clock(run.get('ended_at'))}, params {json.dumps(params)}")
+    for q in found["quarantine"] or []:
+        print(f"  rejected {q['reject_reason']} by run {q['run_id']} at {_ist_clock(q.get('ingested_at'))} "
+              f"(payload {q.get('raw_id') or '-'})")
+    if not found["quarantine"]:
+        print("  rejected never")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.lifecycle import Platform, banner  # imports Ray and the whole platform: only `up` pays for it
 
@@ -443,6 +506,18 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--end", type=_date, help="last batch day")
     quarantine.add_argument("--limit", type=int, default=100, help="list: most rows shown")
     quarantine.set_defaults(func=cmd_quarantine)
+
+    replay = sub.add_parser("replay", help="read kept raw payloads again through today's parsing and rules, and "
+                                           "replace what they produced (exactly once; a report of rows changed)")
+    add_replay_arguments(replay)
+    replay.set_defaults(func=cmd_replay)
+
+    lineage = sub.add_parser("lineage", help="where a stored row came from: its raw payload, run and quarantine history")
+    lineage.add_argument("dataset", help="prices, posts or filings")
+    lineage.add_argument("key", nargs="+", help="the row's natural key in order (prices: ticker exchange interval "
+                                                "source ts; posts: platform post_id; filings: exchange filing_id)")
+    lineage.add_argument("--json", action="store_true")
+    lineage.set_defaults(func=cmd_lineage)
 
     compact = sub.add_parser("compact", help="rewrite closed days' stream files of the curated lake as a few "
                                              "large ones; prints files per day before and after")

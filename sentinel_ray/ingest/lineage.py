@@ -87,13 +87,20 @@ def parse_key(ds: Dataset, key: Sequence[str]) -> dict[str, Any]:
                 raise LineageError(f"{name}: not an RFC 3339 time ({text[:40]!r})") from None
             if moment.tzinfo is None and len(text.strip()) > 10:
                 raise LineageError(f"{name}: give the time with its offset (e.g. 2026-11-05T04:10:00Z)")
-            values[name] = as_utc(moment)
+            try:
+                values[name] = as_utc(moment)
+            except OverflowError:
+                raise LineageError(f"{name}: out of the supported range (years 1 to 9999 in UTC)") from None
         elif kind is Kind.INT:
             try:
                 values[name] = int(text)
             except ValueError:
                 raise LineageError(f"{name}: not an integer ({text[:40]!r})") from None
         else:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LineageError(f"{name}: not valid Unicode (lone surrogate)") from None
             values[name] = text
     return values
 

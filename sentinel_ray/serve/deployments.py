@@ -20,6 +20,7 @@ from ray import serve
 from sentinel_ray.config import Settings
 from sentinel_ray.detect.alerts import TransitionError
 from sentinel_ray.detect.run import AlertNotFound, apply_transition
+from sentinel_ray.ingest.lineage import LineageError, RowNotFound, trace
 from sentinel_ray.monitoring.runs import pipeline_health, recent_runs
 from sentinel_ray.quality.quarantine import list_quarantined
 from sentinel_ray.quality.report import dataset_quality, quality_report
@@ -119,6 +120,16 @@ class OperationsService:
 
     def pipelines(self, limit: int) -> list[dict[str, Any]]:
         return recent_runs(self.warehouse, limit=limit)
+
+    def lineage(self, dataset: str, key: list[str]) -> tuple[dict[str, Any] | None, int, str]:
+        """(the trace, 0, "") or (None, its HTTP status, why): refusals come back as values, so the
+        route answers them plainly instead of unwrapping a Ray error."""
+        try:
+            return trace(dataset, key, warehouse=self.warehouse, lake=self.lake), 0, ""
+        except LineageError as e:
+            return None, 422, str(e)
+        except RowNotFound as e:
+            return None, 404, str(e)
 
     def freshness(self) -> list[dict[str, Any]]:
         return queries.freshness(self.warehouse, list(DATA_DATASETS))

@@ -465,6 +465,22 @@ class ApiRoutes:
             raise HTTPException(422, detail=f"start ({start.isoformat()}) must not be after end ({end.isoformat()})")
         return await _answer(self.operations.quarantine.remote(dataset, rule, start, end, limit))
 
+    @api.get("/api/lineage/{dataset}", tags=["data"], responses=errors(404, 422, 503))
+    async def lineage(
+        self,
+        dataset: str = Path(..., pattern=_DATASET_PATTERN),
+        key: list[str] = Query(..., min_length=1, max_length=8, description=(
+            "the row's natural key, one `key=` per column in order: prices ticker, exchange, interval, source, "
+            "ts (RFC 3339); posts platform, post_id; filings exchange, filing_id")),
+    ) -> dict[str, Any]:
+        """Where a stored row came from: the raw payload it was read from (request, arrival, body and
+        the record at its position, read again by today's parser), the run that wrote it (parameters
+        and the rules version it applied) and its quarantine history."""
+        found, status, why = await _answer(self.operations.lineage.remote(dataset, key))
+        if found is None:
+            raise HTTPException(status, detail=why)
+        return found
+
     @api.get("/api/data/freshness", tags=["data"], responses=errors(503))
     async def data_freshness(self) -> list[dict[str, Any]]:
         """How old the newest row of each dataset and source is (ingest time), and its event time."""

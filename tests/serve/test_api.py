@@ -1,6 +1,7 @@
 """The HTTP API on Ray Serve, over real HTTP on 127.0.0.1, backed by the backfilled warehouse."""
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import re
@@ -483,3 +484,24 @@ def test_official_daily_bars_are_preferred_to_roll_ups(api: str, backfilled) -> 
     day = next(b for b in after if b["ts"].startswith("2026-11-04T18:30"))
     assert (day["open"], day["close"], day["volume"]) == (1.0, 2.0, 123)
     assert [b for b in after if b is not day] == [b for b in before if not b["ts"].startswith("2026-11-04T18:30")]
+
+
+def test_lineage_of_a_stored_row(api: str, backfilled) -> None:
+    settings, *_ = backfilled
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    row = connect_warehouse(settings).query_rows(
+        "SELECT ticker, ts, close, raw_id, raw_pos FROM {db}.prices FINAL WHERE interval = '1m' AND source = 'replay' "
+        "ORDER BY ticker, ts LIMIT 1")[0]
+    ts = row["ts"].replace(tzinfo=dt.timezone.utc).isoformat()
+    r = requests.get(f"{api}/api/lineage/prices", params=[("key", v) for v in (row["ticker"], "NSE", "1m", "replay", ts)])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["raw"]["raw_id"] == row["raw_id"] and body["raw"]["raw_pos"] == row["raw_pos"]
+    assert body["raw"]["record"]["close"] == row["close"] and body["run"]["pipeline"] == "backfill"
+    assert body["raw"]["received_at"].endswith(("Z", "+00:00"))
+    missing = requests.get(f"{api}/api/lineage/prices",
+                           params=[("key", v) for v in ("TCS", "NSE", "1m", "replay", "2001-01-01T00:00:00Z")])
+    assert missing.status_code == 404 and "no prices row" in missing.json()["detail"]
+    short = requests.get(f"{api}/api/lineage/prices", params={"key": "TCS"})
+    assert short.status_code == 422 and "keyed by ticker, exchange" in short.json()["detail"]

@@ -41,10 +41,15 @@ CROSS_PARAMETER_REFUSALS = re.compile(
     r"|range of \d+ days is more than the \d+ days allowed for this interval; narrow start/end"
     r"|start/end out of the supported range \(years 1 to 9999 in UTC\)"
     r"|query parameter (start|end|ts): out of the supported range \(years 1 to 9999 in UTC\)"
-    rf"|{_RECORD_REFUSAL}(; {_RECORD_REFUSAL})*")
+    rf"|{_RECORD_REFUSAL}(; {_RECORD_REFUSAL})*"
+    # a lineage key's values are one per column of the dataset's natural key, typed by that column
+    r"|\w+ rows are keyed by [\w, ]+: give \d+ values, got \d+"
+    r"|\w+: (not an RFC 3339 time \(.*\)|give the time with its offset \(.+\)|not an integer \(.*\)"
+    r"|out of the supported range \(years 1 to 9999 in UTC\)|not valid Unicode \(lone surrogate\))")
 SCHEMA_CANNOT_SAY = ["/api/alerts", "/api/data/quality/{dataset}", "/api/data/quarantine", "/api/trending",
                      "/api/stocks/{ticker}/prices", "/api/stocks/{ticker}/posts", "/api/stocks/{ticker}/features",
                      "/api/stocks/{ticker}/filings", "/api/stocks/{ticker}/risk/history", "/api/features/asof",
+                     "/api/lineage/{dataset}",
                      "/ingest/prices", "/ingest/posts",
                      "/ingest/filings"]
 POSITIVE_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis' default
