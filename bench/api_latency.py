@@ -14,8 +14,9 @@ for --seconds (after --warmup seconds not counted), with ingestion still running
 - each data route of ROUTES, on a ticker with bars (the one with the strongest alert of the
   backfilled days) and over time ranges the backfilled days cover;
 - the same routes, right after, from a plain uvicorn + FastAPI process (bench/plain_api.py,
-  one worker) that joins up's Ray cluster and calls the same query functions
-  (sentinel_ray/serve/queries.py) on the same warehouse: what the route costs without Serve.
+  one worker) that joins up's Ray cluster and makes the same reads (sentinel_ray/serve/reads.py:
+  the latest-value cache, the warehouse queries) on the same Redis and warehouse: what the
+  route costs without Serve.
 
 Only 200 answers count: req/s is 200s per second, p50/p99 are theirs, and any other answer
 (or a failed request) is counted and fails the route's target. Targets: a route serves at

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from sentinel_ray.config import ConfigError, Settings, load_settings
 from sentinel_ray.market import IST, as_utc, format_ist, ist_date
@@ -370,8 +370,18 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from sentinel_ray.quality.rules import rules_for
 
-    summary = replay_quarantine(Lake(settings.resolved_lake_uri), connect_warehouse(settings), args.dataset,
-                                rule=args.rule, start=args.start, end=args.end, rules=rules_for(settings))
+    from sentinel_ray.ingest.serving import serving_for
+
+    warehouse = connect_warehouse(settings)
+    serving = serving_for(settings, warehouse)
+
+    def stored(valid: Any, key: str) -> None:  # the roll-ups, the cache and its version follow
+        if args.dataset == "prices":
+            serving.on_prices(valid, batch_key=key)
+        serving.on_stored()
+    summary = replay_quarantine(Lake(settings.resolved_lake_uri), warehouse, args.dataset,
+                                rule=args.rule, start=args.start, end=args.end, rules=rules_for(settings),
+                                on_stored=stored)
     print(f"quarantine replay {summary.run_id}: {summary.examined:,} rows in {summary.files} files re-validated; "
           f"{summary.requalified:,} moved to curated and the warehouse, {summary.still_quarantined:,} stay "
           f"({', '.join(f'{k}={v}' for k, v in sorted(summary.reasons.items())) or 'none'})")

@@ -27,7 +27,8 @@ from sentinel_ray.ingest.backfill import run_backfill
 from sentinel_ray.runtime import init_ray, publish_settings
 from sentinel_ray.serve.deployments import build_app
 from sentinel_ray.storage.compaction import CompactionLoop
-from sentinel_ray.storage.redis import RedisSupervisor, ensure_redis
+from sentinel_ray.storage.latest import LatestCache
+from sentinel_ray.storage.redis import RedisSupervisor, connect_redis, ensure_redis
 from sentinel_ray.storage.warehouse import connect_warehouse, stop_embedded_warehouse
 
 Say = Callable[[str], None]
@@ -90,6 +91,10 @@ class Platform:
             self._cleanups.append(("embedded Redis", redis_server.stop))
             self.redis_supervisor = RedisSupervisor(redis_server, say=self._warn).start()
         say(f"redis      {settings.resolved_redis_url}")
+        # backfills and replays run while the platform was down could not move the latest-value
+        # cache: the first read after this start rebuilds it from the warehouse
+        LatestCache(connect_redis(settings.resolved_redis_url), settings.redis_key_prefix,
+                    settings.warehouse_database).invalidate()
 
         connection = init_ray(settings, include_dashboard=self._dashboard)
         if connection.started_here:

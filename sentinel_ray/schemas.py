@@ -473,6 +473,29 @@ ALERT_EVENTS = Dataset(
     version_column="at",
 )
 
+# --- serving: roll-ups the read path keeps (storage/rollups.py) ------------------------------
+PRICES_30M = Dataset(
+    name="prices_30m",
+    doc="30-minute bars rolled up from the 1m prices (one bar per minute, from the preferred source), "
+        "refreshed for every bucket a stored batch touches; the API's 1h and 1d bars are sums of these",
+    fields=(
+        Field("ticker", Kind.SYMBOL),
+        Field("exchange", Kind.SYMBOL),
+        Field("bucket", Kind.TIMESTAMP, doc="start of the half hour, UTC"),
+        Field("open", Kind.FLOAT, required=False, doc="null with bars = 0: the bucket's 1m bars are gone"),
+        Field("high", Kind.FLOAT, required=False),
+        Field("low", Kind.FLOAT, required=False),
+        Field("close", Kind.FLOAT, required=False),
+        Field("volume", Kind.INT),
+        Field("bars", Kind.INT, doc="1m bars in the bucket (0: all removed, the bucket reads as absent)"),
+        Field("last_ts", Kind.TIMESTAMP, required=False, doc="the bucket's newest 1m bar"),
+        Field("computed_at", Kind.TIMESTAMP, doc="version: the latest refresh wins"),
+    ),
+    natural_key=("ticker", "exchange", "bucket"),
+    time_column="bucket",
+    version_column="computed_at",
+)
+
 SURVEILLANCE_DATASETS: dict[str, Dataset] = {d.name: d for d in (FEATURES_1M, FEATURES_1D, RISK_1M, ALERTS,
                                                                     ALERT_EVENTS)}
 
@@ -480,7 +503,7 @@ SURVEILLANCE_DATASETS: dict[str, Dataset] = {d.name: d for d in (FEATURES_1M, FE
 DATA_DATASETS: dict[str, Dataset] = {d.name: d for d in (PRICES, POSTS, FILINGS)}
 ALL_DATASETS: dict[str, Dataset] = {**DATA_DATASETS, **{d.name: d for d in (PIPELINE_RUNS, QUALITY_METRICS,
                                                                                QUALITY_ALERTS, BACKFILL_DAYS,
-                                                                               LINEAGE_EVENTS)},
+                                                                               LINEAGE_EVENTS, PRICES_30M)},
                                      **SURVEILLANCE_DATASETS}
 
 

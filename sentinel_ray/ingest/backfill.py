@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from sentinel_ray.config import Settings
 from sentinel_ray.detect.signals import SignalUpdater
+from sentinel_ray.ingest.serving import serving_for
 from sentinel_ray.ingest.lineage import keep_payloads, stamp_raw_ids
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
@@ -291,6 +292,7 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     began = time.perf_counter()
     rows: list[dict[str, Any]] = []
     signals = SignalUpdater(warehouse, Lake(settings.resolved_lake_uri), detected_by="backfill")
+    serving = serving_for(settings, warehouse)
     computed: dict[str, set[int]] = {}
     try:
         if days:
@@ -302,8 +304,11 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                     signals.reset()  # days in between came from an earlier run: states from the warehouse
                 bars = _bars_of(block)
                 if bars is not None:
+                    serving.on_prices(bars, batch_key=f"{run.run_id}-{block_days[0]}")
                     for name, months in _computed_months(signals.on_prices(bars, batch_key=None)).items():
                         computed.setdefault(name, set()).update(months)
+                    serving.on_signals(bars)
+                serving.on_stored()  # the block's posts and filings too
                 previous = block_days[-1]
                 rows.extend(block)
                 _record_finished(warehouse, source_name, run.run_id, block)  # signals included

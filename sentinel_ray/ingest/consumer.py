@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from sentinel_ray.config import Settings
 from sentinel_ray.detect.signals import SignalUpdater
+from sentinel_ray.ingest.serving import ServingUpdater
 from sentinel_ray.ingest.streams import Entry, StreamStore
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
@@ -129,6 +130,7 @@ class StreamConsumer:
         self.rules = rules_for(settings)
         self.signals = (SignalUpdater(warehouse, lake, detected_by="stream")
                         if settings.stream_signals and self.ds.name in (PRICES.name, POSTS.name) else None)
+        self.serving = ServingUpdater(warehouse, store)  # roll-ups and the latest-value cache
         self.lineage = LineageEmitter(settings, warehouse)  # an OpenLineage run per batch
         self.lineage_io = {"inputs": [LineageDataset.stream(store.stream_key(dataset), schema=dataset)],
                            "outputs": [LineageDataset.warehouse(dataset),
@@ -223,8 +225,13 @@ class StreamConsumer:
                               run_id=batch.key, started_at=now, rows_in=result.rows_in,
                               rows_valid=result.rows_valid, rows_quarantined=result.rows_quarantined)
             run.finish(self.warehouse)
+        if self.ds.name == PRICES.name:
+            self.serving.on_prices(result.valid, batch_key=batch.key)
         self._hold_at_fault_point("before-signals")
         self._signals(batch, result)
+        if self.ds.name == PRICES.name and self.signals is not None:
+            self.serving.on_signals(result.valid)
+        self.serving.on_stored()
         event.complete({self.ds.name: result.rows_valid})
         self._hold_at_fault_point("before-ack")
         self._acknowledge(batch)
@@ -347,6 +354,9 @@ class StreamConsumer:
                 # a DELETE is a mutation, slow even when it matches nothing: a refused insert left no rows
                 if self.warehouse.query_rows(f"SELECT count() AS n {where}", params)[0]["n"]:
                     self.warehouse.command(f"DELETE {where}", params)
+            if self.ds.name == PRICES.name:  # its bars are out: their buckets and the cache follow
+                self.serving.on_prices(pa.concat_tables([e.table for e in batch.entries], promote_options="permissive"),
+                                       batch_key=f"{batch.key}:undone")
         except Exception as e:  # noqa: BLE001 - a replay re-inserts the same keys: ReplacingMergeTree absorbs it
             log.warning("%s: rows of dead-lettered batch %s stay in the warehouse until it is replayed (%s)",
                         self.name, batch.key, e)

@@ -36,13 +36,14 @@ import pyarrow.compute as pc
 
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.lineage import stamp_raw_ids
+from sentinel_ray.ingest.serving import serving_for
 from sentinel_ray.ingest.webhook import IntakeError, parse_body, records_table
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import RAW_ID, RawPayload, utc_now
-from sentinel_ray.schemas import DATA_DATASETS, INGEST_FIELDS, Dataset
+from sentinel_ray.schemas import DATA_DATASETS, INGEST_FIELDS, PRICES, Dataset
 from sentinel_ray.sources import parser_for
 from sentinel_ray.sources.parsing import UnreadablePayload
 from sentinel_ray.storage.lake import Lake
@@ -134,6 +135,12 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
             f"-{report.removed})")
         report.files_rewritten = _replace(lake, warehouse, ds, source, ids, old, result.valid, result.quarantined,
                                           batch_key=f"replay-{source}-{dataset}-{start}-{end}", day=start)
+        serving = serving_for(settings, warehouse)
+        if ds.name == PRICES.name:  # the roll-ups and cache of the bars before and after
+            touched = ["ticker", "exchange", "interval", "ts"]
+            serving.on_prices(pa.concat_tables([old.select(touched).cast(result.valid.select(touched).schema),
+                                                result.valid.select(touched)]), batch_key=run.run_id)
+        serving.on_stored()
     except BaseException as e:
         run.fail_quietly(warehouse, e)
         event.fail(e)

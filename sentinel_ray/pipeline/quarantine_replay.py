@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,15 +43,17 @@ class ReplaySummary:
 
 def replay_quarantine(lake: Lake, warehouse: Warehouse, dataset: str, *, rule: str | None = None,
                       start: dt.date | None = None, end: dt.date | None = None,
-                      rules: QualityRules | None = None) -> ReplaySummary:
-    """Re-validate quarantined rows of `dataset` with `rules` (default: the shipped rules)."""
+                      rules: QualityRules | None = None,
+                      on_stored: Callable[[pa.Table, str], Any] | None = None) -> ReplaySummary:
+    """Re-validate quarantined rows of `dataset` with `rules` (default: the shipped rules);
+    `on_stored(valid rows, batch key)` is called after each file's requalified rows are stored."""
     ds = dataset_named(dataset)
     run = PipelineRun("quarantine_replay", {"dataset": dataset, "rule": rule, "start": start, "end": end})
     run.record(warehouse)
     summary = ReplaySummary(run.run_id, dataset)
     try:
         for path in quarantine_files(lake, dataset, start=start, end=end):
-            _replay_file(lake, warehouse, ds, path, rule, summary, rules)
+            _replay_file(lake, warehouse, ds, path, rule, summary, rules, on_stored)
     except BaseException as e:
         run.fail_quietly(warehouse, e)
         raise
@@ -62,7 +64,8 @@ def replay_quarantine(lake: Lake, warehouse: Warehouse, dataset: str, *, rule: s
 
 
 def _replay_file(lake: Lake, warehouse: Warehouse, ds: Any, path: str, rule: str | None,
-                 summary: ReplaySummary, rules: QualityRules | None) -> None:
+                 summary: ReplaySummary, rules: QualityRules | None,
+                 on_stored: Callable[[pa.Table, str], Any] | None) -> None:
     table = lake.read_file(path).cast(ds.quarantine_schema)
     reasons = table.column("reject_reason")
     chosen = pc.invert(pc.is_in(reasons, pa.array(NEVER_REPLAYED)))
@@ -76,6 +79,8 @@ def _replay_file(lake: Lake, warehouse: Warehouse, ds: Any, path: str, rule: str
                            ingested_at=None, rules=rules)
     lake.write_curated(ds, result.valid, batch_key=key)
     warehouse.insert(ds.name, result.valid)
+    if on_stored is not None:
+        on_stored(result.valid, key)
     lake.replace_file(path, pa.concat_tables([kept, result.quarantined.cast(ds.quarantine_schema)]), ds)
     summary.files += 1
     summary.examined += candidates.num_rows

@@ -1,25 +1,22 @@
 """Ray Serve deployments of the HTTP API, and the application that wires them.
 
-    ApiIngress (FastAPI, routes.py; OpenAPI at /docs)
-      -> QueryService       stocks, prices, posts, features, risk,
-                            trending, filings, alerts                   (warehouse reads, and the
-                                                                         alert workflow's write)
+    ApiIngress (FastAPI, routes.py; OpenAPI at /docs; the dashboard at /)
+      in the replica:       stocks, prices, posts, features, risk,      (reads.py: the latest-value
+                            trending, filings, alerts                    cache, warehouse queries,
+                                                                         the alert workflow's write)
       -> OperationsService  readiness, pipeline runs, freshness,
-                            data quality, quarantine                    (Redis, warehouse, lake)
+                            data quality, quarantine, lineage           (Redis, warehouse, lake)
 
 `build_app(settings)` is used by `sentinel-ray up`; `app_builder(args)` is the
 `serve deploy serve_config.yaml` entrypoint and takes the settings the running
 platform published (or SENTINEL_* variables).
 """
-import asyncio
 import datetime as dt
 from typing import Any
 
 from ray import serve
 
 from sentinel_ray.config import Settings
-from sentinel_ray.detect.alerts import TransitionError
-from sentinel_ray.detect.run import AlertNotFound, apply_transition
 from sentinel_ray.ingest.lineage import LineageError, RowNotFound, trace
 from sentinel_ray.monitoring.runs import pipeline_health, recent_runs
 from sentinel_ray.quality.quarantine import list_quarantined
@@ -27,7 +24,6 @@ from sentinel_ray.quality.report import dataset_quality, quality_report
 from sentinel_ray.runtime import settings_for_job
 from sentinel_ray.schemas import DATA_DATASETS
 from sentinel_ray.serve import queries
-from sentinel_ray.serve.queries import Interval
 from sentinel_ray.serve.routes import ApiRoutes
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.redis import redis_ok
@@ -40,69 +36,6 @@ _DEPLOYMENT_OPTIONS: dict[str, Any] = {
     "logging_config": {"enable_access_log": False},
     "ray_actor_options": {"num_cpus": 0},
 }
-
-
-@serve.deployment(**_DEPLOYMENT_OPTIONS)
-class QueryService:
-    def __init__(self, settings: Settings) -> None:
-        self.warehouse = connect_warehouse(settings)
-
-    # Queries block on the warehouse; threads keep the replica's event loop serving
-    # other requests meanwhile (a blocking method would handle one request at a time).
-    async def stocks(self) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(queries.stock_summaries, self.warehouse)
-
-    async def prices(self, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval,
-                     exchange: str, source: str | None) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(queries.price_bars, self.warehouse, ticker, start, end, interval, exchange,
-                                       source)
-
-    async def posts(self, ticker: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(queries.posts_mentioning, self.warehouse, ticker, start, end, limit)
-
-    async def features(self, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval, exchange: str,
-                       columns: list[str]) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(queries.stock_features, self.warehouse, ticker, start, end, interval,
-                                       exchange, columns)
-
-    async def features_asof(self, tickers: list[str], asof: dt.datetime, exchange: str,
-                            columns: list[str]) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(queries.features_asof, self.warehouse, tickers, asof, exchange, columns)
-
-    async def risk(self, ticker: str, exchange: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(queries.latest_risk, self.warehouse, ticker, exchange)
-
-    async def risk_history(self, ticker: str, start: dt.datetime, end: dt.datetime, interval: Interval,
-                           exchange: str) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(queries.risk_history, self.warehouse, ticker, start, end, interval, exchange)
-
-    async def trending(self, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(queries.trending, self.warehouse, start, end, limit)
-
-    async def filings(self, ticker: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(queries.stock_filings, self.warehouse, ticker, start, end, limit)
-
-    async def alerts(self, state: str | None, ticker: str | None, start: dt.datetime, end: dt.datetime,
-                     limit: int) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(queries.alerts_list, self.warehouse, state, ticker, start, end, limit)
-
-    async def alert(self, alert_id: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(queries.alert_with_events, self.warehouse, alert_id)
-
-    async def update_alert(self, alert_id: str, state: str | None, disposition: str | None, actor: str,
-                           note: str | None) -> tuple[dict[str, Any] | None, str | None]:
-        """Apply an analyst's change: (the alert with its events, None), (None, None) when there
-        is no such alert, or (None, why) when its state does not allow the change. A refusal comes
-        back as a value: raised, it would cross the handle wrapped in Ray's error and traceback."""
-        def apply() -> tuple[dict[str, Any] | None, str | None]:
-            try:
-                apply_transition(self.warehouse, alert_id, state, disposition, actor, note)
-            except AlertNotFound:
-                return None, None
-            except TransitionError as e:
-                return None, str(e)
-            return queries.alert_with_events(self.warehouse, alert_id), None
-        return await asyncio.to_thread(apply)
 
 
 @serve.deployment(**_DEPLOYMENT_OPTIONS)
@@ -155,7 +88,7 @@ ApiIngress = serve.deployment(name="ApiIngress", **_DEPLOYMENT_OPTIONS)(ApiRoute
 
 
 def build_app(settings: Settings) -> serve.Application:
-    return ApiIngress.bind(QueryService.bind(settings), OperationsService.bind(settings), settings)
+    return ApiIngress.bind(OperationsService.bind(settings), settings)
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:

@@ -171,6 +171,9 @@ class StockSummary(BaseModel):
     last_close: float | None = None
     last_ts: Time | None = None
     bars: int = 0
+    risk_score: float | None = Field(None, description="the latest risk score (0-100), at risk_ts")
+    risk_ts: Time | None = None
+    open_alerts: int | None = Field(None, description="alerts not closed (null when only the warehouse answered)")
 
 
 class PostsResponse(BaseModel):

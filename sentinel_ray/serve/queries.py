@@ -6,6 +6,8 @@ from enum import StrEnum
 from typing import Any
 
 from sentinel_ray.market import EXCHANGE_TZ, as_utc
+from sentinel_ray.storage import rollups
+from sentinel_ray.storage.rollups import OHLCV, RANK, SOURCE_PRIORITY, one_bar_per_ts
 from sentinel_ray.storage.warehouse import Warehouse
 
 
@@ -22,54 +24,64 @@ DEFAULT_WINDOW = {Interval.MINUTE: dt.timedelta(days=7), Interval.HOUR: dt.timed
 MAX_WINDOW = {Interval.MINUTE: dt.timedelta(days=31), Interval.HOUR: dt.timedelta(days=366),
               Interval.DAY: dt.timedelta(days=3660)}
 
-# 1h and 1d bars are rolled up from 1m bars at query time over FINAL, so re-inserted
-# rows never count twice (an insert-time materialized view would see both copies).
-# Daily bars follow the Indian trading day.
+# 1h and 1d bars: UTC hours and Indian trading days, summed from the 30-minute roll-ups the
+# writers keep (storage/rollups.py), with the 1m bars of a range's ragged ends (a start or
+# end inside a half hour) added, so a range gives the bars it gave when they were rolled
+# up from every 1m bar at query time.
 _BUCKET = {Interval.HOUR: "toStartOfHour(ts)", Interval.DAY: f"toDateTime64(toStartOfDay(ts, '{EXCHANGE_TZ}'), 3, 'UTC')"}
 
 
-# Several sources may hold the same bar (replay, Yahoo, NSE, webhooks): the source is part
-# of the natural key. Queries show one bar per timestamp, from the first source in this
-# order that has it (others after these, alphabetically), unless the caller names a source.
-SOURCE_PRIORITY = ["nse", "yahoo", "replay"]
-_RANK = "if(indexOf({priority:Array(String)}, source) = 0, 1000, indexOf({priority:Array(String)}, source))"
-
-
-def _one_bar_per_ts(where: str) -> str:
-    """1m bars matching `where`, one per (ticker, exchange, ts), from the preferred source."""
-    return (f"SELECT ticker, exchange, ts, open, high, low, close, volume FROM {{db}}.prices FINAL "
-            f"WHERE interval = '1m' AND {where} ORDER BY ticker, exchange, ts, {_RANK}, source "
-            f"LIMIT 1 BY ticker, exchange, ts")
-
-
 def stock_summaries(warehouse: Warehouse) -> list[dict[str, Any]]:
-    return warehouse.query_rows(
-        f"SELECT ticker, exchange, argMax(close, ts) AS last_close, max(ts) AS last_ts, count() AS bars "
-        f"FROM ({_one_bar_per_ts('1')}) GROUP BY ticker, exchange ORDER BY ticker, exchange",
-        {"priority": SOURCE_PRIORITY})
+    """Per ticker and exchange: 1m bars stored, the newest close and its time (what the
+    latest-value cache holds, read from the roll-ups when the cache cannot answer)."""
+    return sorted(rollups.ticker_totals(warehouse), key=lambda r: (r["ticker"], r["exchange"]))
+
+
+def _rolled_bars(interval: Interval, start: dt.datetime, end: dt.datetime,
+                 source: str | None) -> tuple[str, dict[str, Any]]:
+    """Bars of [start, end) per `interval` bucket (columns bucket, open ... volume), and the
+    parameters it adds."""
+    bounds: dict[str, Any] = {}
+    one_ticker = "ticker = {ticker:String} AND exchange = {exchange:String}"
+    if source:  # one source's bars: not what the roll-ups hold (one bar per minute of any source)
+        parts = (f"SELECT ts, open, high, low, close, volume FROM {{db}}.prices FINAL WHERE interval = '1m' AND "
+                 f"{one_ticker} AND source = {{source:String}} AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}}")
+    else:
+        inner_start, inner_end = rollups.floor_bucket(start - dt.timedelta(milliseconds=1)) + rollups.BUCKET, \
+            rollups.floor_bucket(end)
+        if inner_start >= inner_end:
+            whole = f"{one_ticker} AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}}"
+            parts = f"SELECT ts, open, high, low, close, volume FROM ({one_bar_per_ts(whole)})"
+        else:
+            bounds = {"inner_start": inner_start, "inner_end": inner_end}
+            edges = (f"{one_ticker} AND ((ts >= {{start:{_TS}}} AND ts < {{inner_start:{_TS}}}) "
+                     f"OR (ts >= {{inner_end:{_TS}}} AND ts < {{end:{_TS}}}))")
+            parts = (f"SELECT bucket AS ts, open, high, low, close, volume FROM {{db}}.prices_30m FINAL WHERE {one_ticker} "
+                     f"AND bucket >= {{inner_start:{_TS}}} AND bucket < {{inner_end:{_TS}}} AND bars > 0 "
+                     f"UNION ALL SELECT ts, open, high, low, close, volume FROM ({one_bar_per_ts(edges)})")
+    return f"SELECT {_BUCKET[interval]} AS bucket, {OHLCV} FROM ({parts}) GROUP BY bucket", bounds
 
 
 def price_bars(warehouse: Warehouse, ticker: str, start: dt.datetime, end: dt.datetime,
                interval: Interval, exchange: str = "NSE", source: str | None = None) -> list[dict[str, Any]]:
     params = {"ticker": ticker, "exchange": exchange, "start": start, "end": end, "source": source or "",
               "priority": SOURCE_PRIORITY}
-    where = ("ticker = {ticker:String} AND exchange = {exchange:String} "
-             "AND ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')} "
-             "AND ({source:String} = '' OR source = {source:String})")
-    bars = _one_bar_per_ts(where)
     if interval is Interval.MINUTE:
-        sql = f"SELECT ts, open, high, low, close, volume FROM ({bars}) ORDER BY ts"
+        where = (f"ticker = {{ticker:String}} AND exchange = {{exchange:String}} AND ts >= {{start:{_TS}}} "
+                 f"AND ts < {{end:{_TS}}} AND ({{source:String}} = '' OR source = {{source:String}})")
+        sql = f"SELECT ts, open, high, low, close, volume FROM ({one_bar_per_ts(where)}) ORDER BY ts"
     else:
-        rolled = (f"SELECT {_BUCKET[interval]} AS bucket, argMin(open, ts) AS open, max(high) AS high, "
-                  f"min(low) AS low, argMax(close, ts) AS close, sum(volume) AS volume "
-                  f"FROM ({bars}) GROUP BY bucket")
+        rolled, bounds = _rolled_bars(interval, start, end, source)
+        params.update(bounds)
         sql = f"{rolled} ORDER BY bucket"
         if interval is Interval.DAY:
             # an exchange's own daily bar (NSE, Yahoo) is the official one: prefer it to the
             # roll-up of 1m bars for the days that have it
             official = (f"SELECT {_BUCKET[interval]} AS bucket, open, high, low, close, volume "
-                        f"FROM {{db}}.prices FINAL WHERE interval = '1d' AND {where} "
-                        f"ORDER BY bucket, {_RANK}, source LIMIT 1 BY bucket")
+                        f"FROM {{db}}.prices FINAL WHERE interval = '1d' AND ticker = {{ticker:String}} "
+                        f"AND exchange = {{exchange:String}} AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}} "
+                        f"AND ({{source:String}} = '' OR source = {{source:String}}) "
+                        f"ORDER BY bucket, {RANK}, source LIMIT 1 BY bucket")
             sql = (f"SELECT bucket, open, high, low, close, volume FROM ("
                    f"SELECT *, 0 AS preference FROM ({official}) UNION ALL SELECT *, 1 AS preference FROM ({rolled})"
                    f") ORDER BY bucket, preference LIMIT 1 BY bucket")

@@ -1,10 +1,12 @@
 """The HTTP API: the FastAPI app, its error handling and its routes.
 
 `ApiRoutes` holds the routes as methods and is a Serve ingress class; deployments.py
-deploys it as `ApiIngress`, handing it the QueryService and OperationsService handles.
-Every warehouse read and lake read goes through those handles; the ingress itself holds only
-what the webhook intake writes with: the Redis client it publishes with and the lake whose
-raw zone keeps each pushed body.
+deploys it as `ApiIngress`, handing it the OperationsService handle. Data reads run in the
+ingress replica itself (`reads.WarehouseReads`: the latest-value cache, then warehouse
+queries in threads), one hop fewer than through a query deployment; operations (readiness,
+runs, quality, quarantine, lineage) go through the handle. The ingress also holds what the
+webhook intake writes with: the Redis client it publishes with and the lake whose raw zone
+keeps each pushed body.
 
 The contract OpenAPI states, and tests/serve/test_openapi_contract.py holds it to:
 - every time in a response is RFC 3339 with its offset, in UTC: what the backends answer
@@ -21,7 +23,7 @@ import json
 import logging
 import re
 import secrets
-from typing import Any
+from typing import Any, Awaitable
 
 import redis
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Security
@@ -31,7 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayError
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -70,6 +72,8 @@ from sentinel_ray.serve.models import (
     intake_request_model,
 )
 from sentinel_ray.serve.queries import DEFAULT_WINDOW, MAX_WINDOW, Interval
+from sentinel_ray.serve.reads import WarehouseReads
+from sentinel_ray.serve.response_cache import ResponseCache, ResponseCacheMiddleware
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.redis import connect_redis
 
@@ -125,7 +129,9 @@ api = _Api(
 )
 # before @serve.ingress below, which freezes a copy of the app with the routes it has then
 api.include_router(pages.router)
-instrument(api)  # request count and latency per route template, as Ray metrics
+RESPONSES = ResponseCache()  # read responses kept until the data changes (per replica)
+api.add_middleware(ResponseCacheMiddleware, cache=RESPONSES)
+instrument(api)  # request count and latency per route template, as Ray metrics (outermost: hits count too)
 
 _BACKEND_ERRORS: tuple[type[BaseException], ...] = (WarehouseError, redis.RedisError, RayError, ConnectionError,
                                                     TimeoutError)
@@ -234,7 +240,7 @@ def _utc(value: Any) -> Any:
     return value
 
 
-async def _answer(call: DeploymentResponse) -> Any:
+async def _answer(call: Awaitable[Any]) -> Any:
     """A backend's answer, its times aware UTC."""
     return _utc(await call)
 
@@ -378,8 +384,9 @@ _bearer = HTTPBearer(auto_error=False, description="SENTINEL_API_TOKEN of the se
 # them into class-based views again (else FastAPI reads `self` as a query parameter).
 @serve.ingress(api)
 class ApiRoutes:
-    def __init__(self, query: DeploymentHandle, operations: DeploymentHandle, settings: Settings) -> None:
-        self.query = query
+    def __init__(self, operations: DeploymentHandle, settings: Settings) -> None:
+        self.query = WarehouseReads(settings)  # in this replica: no hop to a query deployment
+        RESPONSES.version_source = self.query.cache_version
         self.operations = operations
         self.symbols = _known_symbols()
         self.api_token = settings.api_token.get_secret_value() if settings.api_token else ""
@@ -543,13 +550,17 @@ class ApiRoutes:
     # -- stocks ------------------------------------------------------------------
     @api.get("/api/stocks", tags=["stocks"], response_model=list[StockSummary], responses=errors(503))
     async def stocks(self) -> list[StockSummary]:
-        latest = {row["ticker"]: row for row in await _answer(self.query.stocks.remote()) if row["exchange"] == "NSE"}
+        """Every tracked symbol with its NSE summary: bars stored, the newest bar, the latest
+        risk score and the open alerts (from the latest-value cache, kept as rows are stored)."""
+        latest = await _answer(self.query.latest())
         out = []
         for symbol, info in self.symbols.items():
-            row = latest.get(symbol, {})
+            row = latest.get((symbol, "NSE"), {})
+            risk = row.get("risk") or {}
             out.append(StockSummary(ticker=symbol, name=info["name"], exchanges=info["exchanges"].split(";"),
                                     last_close=row.get("last_close"), last_ts=row.get("last_ts"),
-                                    bars=row.get("bars", 0)))
+                                    bars=row.get("bars", 0), risk_score=risk.get("score"), risk_ts=risk.get("ts"),
+                                    open_alerts=row.get("open_alerts")))
         return out
 
     @api.get("/api/stocks/{ticker}/prices", tags=["stocks"], response_model=PriceResponse,
@@ -568,7 +579,7 @@ class ApiRoutes:
     ) -> PriceResponse:
         info = self._symbol(ticker)
         start, end = resolve_range(start, end, DEFAULT_WINDOW[interval], MAX_WINDOW[interval])
-        bars = await _answer(self.query.prices.remote(info["symbol"], *stored(start, end), interval, exchange,
+        bars = await _answer(self.query.prices(info["symbol"], *stored(start, end), interval, exchange,
                                                       source))
         return PriceResponse(ticker=info["symbol"], exchange=exchange, interval=interval, start=start, end=end,
                              bars=bars)
@@ -584,7 +595,7 @@ class ApiRoutes:
     ) -> PostsResponse:
         info = self._symbol(ticker)
         start, end = resolve_range(start, end, dt.timedelta(days=7), dt.timedelta(days=366))
-        posts = await _answer(self.query.posts.remote(info["symbol"], *stored(start, end), limit))
+        posts = await _answer(self.query.posts(info["symbol"], *stored(start, end), limit))
         return PostsResponse(ticker=info["symbol"], start=start, end=end, posts=posts)
 
     # -- surveillance: alerts ----------------------------------------------------
@@ -603,7 +614,7 @@ class ApiRoutes:
         """Alerts whose episode overlaps [start, end), newest first."""
         symbol = self._symbol(ticker)["symbol"] if ticker else None
         start, end = resolve_range(start, end, dt.timedelta(days=30), dt.timedelta(days=3660))
-        rows = await _answer(self.query.alerts.remote(state.value if state else None, symbol, *stored(start, end),
+        rows = await _answer(self.query.alerts(state.value if state else None, symbol, *stored(start, end),
                                                       limit))
         return [_alert_summary(row) for row in rows]
 
@@ -612,7 +623,7 @@ class ApiRoutes:
     async def alert(self, alert_id: str = Path(..., pattern=_ALERT_ID_PATTERN,
                                                examples=["SUZLON-NSE-20261105T0410Z"])) -> AlertDetail:
         """One alert: reasons at the peak, evidence (bar range and post ids) and its audit trail."""
-        return _alert_detail(alert_id, await self.query.alert.remote(alert_id))
+        return _alert_detail(alert_id, await self.query.alert(alert_id))
 
     @api.post("/api/alerts/{alert_id}", tags=["alerts"], response_model=AlertDetail,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
@@ -631,7 +642,7 @@ class ApiRoutes:
         the change is recorded in alert_events with who made it."""
         self._require_token(credentials)  # before the body is read: no token, no parsing
         update = _parse_alert_update(await _read_body(request, _MAX_ALERT_UPDATE_BYTES))
-        row, refused = await self.query.update_alert.remote(alert_id, update.state.value if update.state else None,
+        row, refused = await self.query.update_alert(alert_id, update.state.value if update.state else None,
                                                              update.disposition.value if update.disposition else None,
                                                              update.actor, update.note)
         if refused is not None:
@@ -655,7 +666,7 @@ class ApiRoutes:
         iv = Interval(interval)
         start, end = resolve_range(start, end, _FEATURE_DEFAULT_WINDOW[iv], MAX_WINDOW[iv])
         ds = FEATURES_1M if iv is Interval.MINUTE else FEATURES_1D
-        rows = await _answer(self.query.features.remote(info["symbol"], *stored(start, end), iv, exchange,
+        rows = await _answer(self.query.features(info["symbol"], *stored(start, end), iv, exchange,
                                                         ds.column_names))
         return FeaturesResponse(ticker=info["symbol"], exchange=exchange, interval=iv, start=start, end=end,
                                 rows=[ds.model(**r) for r in rows])
@@ -665,7 +676,7 @@ class ApiRoutes:
     async def risk(self, ticker: str, exchange: str = Query("NSE", pattern=_EXCHANGE_PATTERN)) -> RiskResponse:
         """The latest risk score of a ticker and the reasons that drove it."""
         info = self._symbol(ticker)
-        row = await _answer(self.query.risk.remote(info["symbol"], exchange))
+        row = await _answer(self.query.risk(info["symbol"], exchange))
         if row is None:
             raise HTTPException(404, detail=f"no risk score for {info['symbol']} on {exchange} yet: detection has "
                                             f"not run over its features")
@@ -687,7 +698,7 @@ class ApiRoutes:
         bars: the line under a price chart. No scores in the range is an empty list."""
         info = self._symbol(ticker)
         start, end = resolve_range(start, end, DEFAULT_WINDOW[interval], MAX_WINDOW[interval])
-        points = await _answer(self.query.risk_history.remote(info["symbol"], *stored(start, end), interval,
+        points = await _answer(self.query.risk_history(info["symbol"], *stored(start, end), interval,
                                                               exchange))
         return RiskHistoryResponse(ticker=info["symbol"], exchange=exchange, interval=interval, start=start,
                                    end=end, points=points)
@@ -706,7 +717,7 @@ class ApiRoutes:
         unknown = [n for n in names if n not in self.symbols]
         if unknown:
             raise HTTPException(404, detail=f"unknown ticker(s): {', '.join(u[:40] for u in unknown[:10])}")
-        rows = await _answer(self.query.features_asof.remote(names, *stored(ts), exchange, FEATURES_1M.column_names))
+        rows = await _answer(self.query.features_asof(names, *stored(ts), exchange, FEATURES_1M.column_names))
         found = {r["ticker"]: r for r in rows}
         return AsOfResponse(ts=ts, exchange=exchange, rows=[
             AsOfRow(ticker=n, features=FEATURES_1M.model(**found[n]) if n in found else None) for n in names])
@@ -720,7 +731,7 @@ class ApiRoutes:
     ) -> TrendingResponse:
         """Tickers by their highest chatter z-score (posts in 60 min vs their trailing days) in the window."""
         start, end = resolve_range(None, end, dt.timedelta(hours=hours), dt.timedelta(hours=hours))
-        rows = await _answer(self.query.trending.remote(*stored(start, end), limit))
+        rows = await _answer(self.query.trending(*stored(start, end), limit))
         return TrendingResponse(start=start, end=end, tickers=rows)
 
     @api.get("/api/stocks/{ticker}/filings", tags=["stocks"], response_model=FilingsResponse,
@@ -735,5 +746,5 @@ class ApiRoutes:
         """Corporate announcements of a ticker, newest first."""
         info = self._symbol(ticker)
         start, end = resolve_range(start, end, dt.timedelta(days=90), dt.timedelta(days=3660))
-        rows = await _answer(self.query.filings.remote(info["symbol"], *stored(start, end), limit))
+        rows = await _answer(self.query.filings(info["symbol"], *stored(start, end), limit))
         return FilingsResponse(ticker=info["symbol"], start=start, end=end, filings=rows)

@@ -361,6 +361,27 @@ ENGINE = ReplacingMergeTree(`emitted_at`)
 PARTITION BY toYYYYMM(`event_time`)
 ORDER BY (`run_id`, `event_id`)""",
     ]),
+    # 30-minute price roll-ups for the API's 1h and 1d bars (storage/rollups.py). Created
+    # empty: the warehouse fills it from the stored 1m bars when it finds it empty
+    # (`rollups.fill_if_empty`, after migrating), since how bars roll up is code, not schema.
+    Migration(6, "create prices_30m", [
+        """CREATE TABLE IF NOT EXISTS {db}.`prices_30m` (
+    `ticker` LowCardinality(String),
+    `exchange` LowCardinality(String),
+    `bucket` DateTime64(3, 'UTC'),
+    `open` Nullable(Float64),
+    `high` Nullable(Float64),
+    `low` Nullable(Float64),
+    `close` Nullable(Float64),
+    `volume` Int64,
+    `bars` Int64,
+    `last_ts` Nullable(DateTime64(3, 'UTC')),
+    `computed_at` DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(`computed_at`)
+PARTITION BY toYYYYMM(`bucket`)
+ORDER BY (`ticker`, `exchange`, `bucket`)""",
+    ]),
 )
 
 

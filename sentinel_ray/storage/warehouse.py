@@ -28,7 +28,7 @@ from sentinel_ray.records import (ErrorKind, SentinelError, WarehouseError, Ware
                                   classify)
 from sentinel_ray.runtime import RAY_NAMESPACE, on_the_head_node
 from sentinel_ray.schemas import dataset
-from sentinel_ray.storage import migrations
+from sentinel_ray.storage import migrations, rollups
 from sentinel_ray.storage.migrations import SchemaStatus
 
 ACTOR_NAME = "sentinel-warehouse"
@@ -105,7 +105,9 @@ class ClickHouseWarehouse:
         one process's callers take turns; a chdb engine has no other process, a server has the
         migrations' lease for those."""
         with self._lock:
-            return migrations.migrate(self, exclusive=self.embedded)
+            status = migrations.migrate(self, exclusive=self.embedded)
+        rollups.fill_if_empty(self)  # a warehouse that has just had migration 6 (roll-ups are code, not schema)
+        return status
 
     def schema_status(self) -> SchemaStatus:
         """Applied and pending migrations, changing nothing."""

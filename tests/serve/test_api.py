@@ -49,7 +49,9 @@ def test_openapi_docs(api: str) -> None:
 
 
 def test_stocks_lists_known_symbols_with_latest_price(api: str) -> None:
-    stocks = {s["ticker"]: s for s in requests.get(f"{api}/api/stocks").json()}
+    response = requests.get(f"{api}/api/stocks")
+    assert response.status_code == 200, response.text
+    stocks = {s["ticker"]: s for s in response.json()}
     assert len(stocks) >= 50
     reliance = stocks["RELIANCE"]
     assert reliance["bars"] > 0 and reliance["last_close"] > 0 and "NSE" in reliance["exchanges"]
@@ -437,6 +439,7 @@ def test_webhook_out_of_range_numbers_are_a_422(api: str) -> None:
 
 def test_two_sources_of_the_same_bars_are_not_counted_twice(api: str, backfilled) -> None:
     """Runs last in this module: it adds Yahoo bars for INFY beside the replay's."""
+    from sentinel_ray.ingest.serving import serving_for
     from sentinel_ray.storage.warehouse import connect_warehouse
 
     settings, *_ = backfilled
@@ -449,12 +452,16 @@ def test_two_sources_of_the_same_bars_are_not_counted_twice(api: str, backfilled
     yahoo = yahoo.set_column(yahoo.schema.get_field_index("close"), "close",
                              pa.compute.add(yahoo.column("close"), 0.05))
     wh.insert("prices", yahoo)
+    serving = serving_for(settings, wh)  # as every writer does: roll-ups, cache, then the version moves
+    serving.on_prices(yahoo, batch_key="test-yahoo-infy")
+    serving.on_stored()
 
     both = requests.get(f"{api}/api/stocks/INFY/prices", params=params).json()["bars"]
     assert len(both) == len(replay)  # one bar per minute, not two
     assert all(abs(b["close"] - r["close"] - 0.05) < 1e-6 for b, r in zip(both, replay))  # Yahoo is preferred
     hourly = requests.get(f"{api}/api/stocks/INFY/prices", params={**params, "interval": "1h"}).json()["bars"]
     assert sum(b["volume"] for b in hourly) == sum(b["volume"] for b in replay)  # volume not doubled
+    assert hourly[-1]["close"] == both[-1]["close"]  # the roll-ups follow the preferred source too
     only_replay = requests.get(f"{api}/api/stocks/INFY/prices", params={**params, "source": "replay"}).json()
     assert [b["close"] for b in only_replay["bars"]] == [b["close"] for b in replay]
     assert both[0]["ts"].endswith(("Z", "+00:00"))  # times say they are UTC
@@ -468,6 +475,7 @@ def test_official_daily_bars_are_preferred_to_roll_ups(api: str, backfilled) -> 
     """Runs last: adds an NSE daily bar for TCS on 2026-11-05 (00:00 IST = 18:30 UTC the day before)."""
     import datetime as dt
 
+    from sentinel_ray.ingest.serving import serving_for
     from sentinel_ray.schemas import PRICES
     from sentinel_ray.storage.warehouse import connect_warehouse
 
@@ -478,7 +486,9 @@ def test_official_daily_bars_are_preferred_to_roll_ups(api: str, backfilled) -> 
     official = {"ticker": "TCS", "exchange": "NSE", "interval": "1d", "ts": session, "open": 1.0, "high": 3.0,
                 "low": 0.5, "close": 2.0, "volume": 123, "source": "nse", "run_id": "t",
                 "ingested_at": dt.datetime.now(dt.timezone.utc)}
-    connect_warehouse(settings).insert("prices", pa.Table.from_pylist([official], schema=PRICES.arrow_schema))
+    wh = connect_warehouse(settings)
+    wh.insert("prices", pa.Table.from_pylist([official], schema=PRICES.arrow_schema))
+    serving_for(settings, wh).on_stored()  # as every writer does: kept responses retire
     after = requests.get(f"{api}/api/stocks/TCS/prices", params=params).json()["bars"]
     assert len(after) == len(before)
     day = next(b for b in after if b["ts"].startswith("2026-11-04T18:30"))
@@ -505,3 +515,62 @@ def test_lineage_of_a_stored_row(api: str, backfilled) -> None:
     assert missing.status_code == 404 and "no prices row" in missing.json()["detail"]
     short = requests.get(f"{api}/api/lineage/prices", params={"key": "TCS"})
     assert short.status_code == 422 and "keyed by ticker, exchange" in short.json()["detail"]
+
+
+def test_latest_value_cache_answers_like_the_warehouse_and_follows_writes(api: str, backfilled) -> None:
+    """/api/stocks and the risk route read the Redis cache the writers keep: it says what the
+    warehouse says, moves with a stored batch (once, however often the batch is stored), and
+    is rebuilt from the warehouse when Redis has lost it."""
+    import redis
+
+    from sentinel_ray.ingest.serving import latest_risks, open_alert_counts, serving_for
+    from sentinel_ray.schemas import PRICES
+    from sentinel_ray.storage.warehouse import connect_warehouse
+
+    settings, *_ = backfilled
+    wh = connect_warehouse(settings)
+
+    def truth(ticker: str) -> dict:
+        [row] = wh.query_rows("SELECT uniqExact(ts) AS bars, argMax(close, ts) AS close FROM (SELECT ts, close FROM "
+                              "{db}.prices FINAL WHERE ticker = {t:String} AND exchange = 'NSE' AND interval = '1m' "
+                              "ORDER BY ts, source = 'yahoo' DESC LIMIT 1 BY ts)", {"t": ticker})
+        return row
+
+    def summary(ticker: str) -> dict:
+        return {s["ticker"]: s for s in requests.get(f"{api}/api/stocks").json()}[ticker]
+
+    risks = {r["ticker"]: r for r in latest_risks(wh) if r["exchange"] == "NSE"}
+    alerts = open_alert_counts(wh)
+    for ticker in ("RELIANCE", "SUZLON", "TCS"):
+        got, want = summary(ticker), truth(ticker)
+        assert (got["bars"], got["last_close"]) == (want["bars"], want["close"])
+        assert got["open_alerts"] == alerts.get((ticker, "NSE"), 0)
+        if ticker in risks:
+            assert got["risk_score"] == risks[ticker]["score"]
+            risk = requests.get(f"{api}/api/stocks/{ticker}/risk").json()
+            assert (risk["score"], dt.datetime.fromisoformat(risk["ts"])) == (risks[ticker]["score"],
+                                                                              risks[ticker]["ts"])
+
+    # a new bar, stored the way the consumers store: counted once, however often it is stored
+    newest = dt.datetime.fromisoformat(summary("TCS")["last_ts"])
+    bar = {"ticker": "TCS", "exchange": "NSE", "interval": "1m", "ts": newest + dt.timedelta(days=1), "open": 1.0,
+           "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10, "source": "replay", "run_id": "cache-test",
+           "ingested_at": dt.datetime.now(dt.timezone.utc)}
+    table = pa.Table.from_pylist([bar], schema=PRICES.arrow_schema)
+    serving = serving_for(settings, wh)
+    before = summary("TCS")["bars"]
+    for key in ("cache-test-1", "cache-test-1", "cache-test-2"):  # redelivered, then re-stored under a new key
+        wh.insert("prices", table)
+        serving.on_prices(table, batch_key=key)
+        serving.on_stored()
+        got = summary("TCS")
+        assert (got["bars"], got["last_close"], dt.datetime.fromisoformat(got["last_ts"])) == (before + 1, 1.5,
+                                                                                                bar["ts"]), key
+
+    # Redis lost the cache (a flushed or new server): the first read rebuilds it from the warehouse
+    client = redis.Redis.from_url(settings.resolved_redis_url)
+    keys = f"{settings.redis_key_prefix}:latest:{settings.warehouse_database}:"
+    assert client.exists(f"{keys}ready")
+    client.delete(*client.keys(f"{keys}*"))
+    got = summary("TCS")
+    assert (got["bars"], got["last_close"]) == (before + 1, 1.5) == (truth("TCS")["bars"], truth("TCS")["close"])

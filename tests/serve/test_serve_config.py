@@ -17,6 +17,5 @@ def test_serve_config_is_valid_and_points_at_the_app() -> None:
     names = {d.name for d in app.deployments}
     from sentinel_ray.serve import deployments
 
-    assert names == {deployments.ApiIngress.name, deployments.QueryService.name,
-                     deployments.OperationsService.name}
+    assert names == {deployments.ApiIngress.name, deployments.OperationsService.name}
 

@@ -259,7 +259,10 @@
     for (const r of rows) if (r.last_ts && (newest == null || ms(r.last_ts) > newest)) newest = ms(r.last_ts);
     S.marketNow = newest;
     const list = $("#tickers");
-    list.replaceChildren(...rows.filter((r) => r.bars > 0).map((r) => el("option", { value: r.ticker }, r.name)));
+    // the label carries the summary the cache keeps: latest risk and open alerts
+    const label = (r) => [r.name, r.risk_score != null ? `risk ${Math.round(r.risk_score)}` : null,
+      r.open_alerts ? `${r.open_alerts} open alert${r.open_alerts > 1 ? "s" : ""}` : null].filter(Boolean).join(" · ");
+    list.replaceChildren(...rows.filter((r) => r.bars > 0).map((r) => el("option", { value: r.ticker }, label(r))));
   }
 
   async function loadTrending() {

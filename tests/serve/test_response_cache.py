@@ -1,0 +1,176 @@
+"""Kept responses of the read routes (serve/response_cache.py): served while the data's
+version holds, never after it moves, only for requests answered by stored data alone."""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from urllib.parse import urlencode
+
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from sentinel_ray.serve.response_cache import ResponseCache, ResponseCacheMiddleware, cacheable
+
+
+class _Client:
+    """Requests straight into an ASGI app (no server, no HTTP client library needed)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def get(self, path: str, params: dict | None = None, headers: dict | None = None) -> "_Answer":
+        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "root_path": "",
+                 "query_string": urlencode(params or {}).encode(), "scheme": "http", "server": ("test", 80),
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+                 "http_version": "1.1", "client": ("127.0.0.1", 1)}
+        messages: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            messages.append(message)
+        asyncio.run(self.app(scope, receive, send))
+        start = next(m for m in messages if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        return _Answer(start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body)
+
+
+class _Answer:
+    def __init__(self, status_code: int, headers: dict[str, str], content: bytes) -> None:
+        self.status_code, self.headers, self.content = status_code, headers, content
+
+    def json(self):
+        body = gzip.decompress(self.content) if self.headers.get("content-encoding") == "gzip" else self.content
+        return json.loads(body)
+
+
+def _app(cache: ResponseCache) -> tuple[FastAPI, dict[str, int]]:
+    calls = {"n": 0}
+    app = FastAPI()
+
+    @app.get("/api/stocks")
+    async def stocks() -> list[dict]:
+        calls["n"] += 1
+        return [{"ticker": f"T{i}", "calls": calls["n"]} for i in range(200)]
+
+    @app.get("/api/stocks/{ticker}/prices")
+    async def prices(ticker: str, end: str | None = None) -> JSONResponse:
+        calls["n"] += 1
+        if ticker == "MISSING":
+            return JSONResponse({"detail": "unknown ticker"}, status_code=404)
+        return JSONResponse({"ticker": ticker, "end": end, "calls": calls["n"]})
+
+    app.add_middleware(ResponseCacheMiddleware, cache=cache)
+    return app, calls
+
+
+@pytest.fixture
+def version() -> dict[str, str | None]:
+    return {"now": "build-1#1"}
+
+
+@pytest.fixture
+def client(version: dict) -> tuple[_Client, dict[str, int], ResponseCache]:
+    cache = ResponseCache()
+
+    async def current() -> str | None:
+        return version["now"]
+    cache.version_source = current
+    app, calls = _app(cache)
+    return _Client(app), calls, cache
+
+
+def test_kept_while_the_version_holds_and_never_after(client, version) -> None:
+    http, calls, _ = client
+    first = (http.get("/api/stocks")).json()
+    assert (http.get("/api/stocks")).json() == first and calls["n"] == 1
+    version["now"] = "build-1#2"  # a writer stored a batch
+    assert (http.get("/api/stocks")).json()[0]["calls"] == 2
+    version["now"] = None  # the cache is not built (or Redis is down): nothing is kept or served
+    http.get("/api/stocks")
+    http.get("/api/stocks")
+    assert calls["n"] == 4
+
+
+def test_only_answers_of_stored_data_alone_are_kept(client) -> None:
+    http, calls, _ = client
+    for _ in range(2):
+        http.get("/api/stocks/TCS/prices")  # a range ending now moves with the clock
+    assert calls["n"] == 2
+    for _ in range(2):
+        http.get("/api/stocks/TCS/prices", params={"end": "2026-11-06"})
+    assert calls["n"] == 3
+    for _ in range(2):  # errors are not kept
+        assert (http.get("/api/stocks/MISSING/prices", params={"end": "2026-11-06"})).status_code == 404
+    assert calls["n"] == 5
+    assert not cacheable("/api/data/freshness", b"") and not cacheable("/api/lineage/prices", b"end=x")
+    assert cacheable("/api/stocks/TCS/risk", b"") and not cacheable("/api/stocks/TCS/risk/history", b"")
+
+
+def test_a_kept_body_is_gzipped_once_for_clients_that_accept_it(client) -> None:
+    http, calls, _ = client
+    plain = http.get("/api/stocks", headers={"accept-encoding": "identity"})
+    zipped = http.get("/api/stocks", headers={"accept-encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert int(zipped.headers["content-length"]) < len(plain.content)
+    assert zipped.json() == plain.json() and calls["n"] == 1
+    raw = http.get("/api/stocks", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in raw.headers and raw.content == plain.content
+    assert gzip.decompress(gzip.compress(raw.content)) == raw.content
+
+
+def test_memory_is_bounded_least_recently_used_out(version) -> None:
+    cache = ResponseCache(max_bytes=200)  # about four of these bodies
+
+    async def current() -> str | None:
+        return version["now"]
+    cache.version_source = current
+    app, calls = _app(cache)
+    http = _Client(app)
+    for ticker in ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J"):
+        http.get(f"/api/stocks/{ticker}/prices", params={"end": "2026-11-06"})
+    assert cache._bytes <= 200 and len(cache._kept) < 10
+    http.get("/api/stocks/J/prices", params={"end": "2026-11-06"})  # the newest is still kept
+    http.get("/api/stocks/A/prices", params={"end": "2026-11-06"})  # the oldest went first
+    assert calls["n"] == 11
+
+
+def test_concurrent_misses_at_one_version_ask_the_source_once(version) -> None:
+    """After a write every client of a hot route misses at once: one of them asks, the rest wait."""
+    cache = ResponseCache()
+
+    async def current() -> str | None:
+        return version["now"]
+    cache.version_source = current
+    calls = {"n": 0}
+    app = FastAPI()
+
+    @app.get("/api/stocks")
+    async def stocks() -> list[int]:
+        calls["n"] += 1
+        await asyncio.sleep(0.05)  # a warehouse query
+        return [calls["n"]]
+
+    app.add_middleware(ResponseCacheMiddleware, cache=cache)
+    client = _Client(app)
+
+    async def many() -> list[list[int]]:
+        async def one() -> list[int]:
+            messages: list[dict] = []
+            scope = {"type": "http", "method": "GET", "path": "/api/stocks", "raw_path": b"/api/stocks",
+                     "root_path": "", "query_string": b"", "headers": [], "scheme": "http", "server": ("t", 80),
+                     "http_version": "1.1", "client": ("127.0.0.1", 1)}
+
+            async def receive() -> dict:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict) -> None:
+                messages.append(message)
+            await client.app(scope, receive, send)
+            return json.loads(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body"))
+        return await asyncio.gather(*(one() for _ in range(16)))
+
+    assert asyncio.run(many()) == [[1]] * 16 and calls["n"] == 1 and not cache.pending
