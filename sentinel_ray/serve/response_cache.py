@@ -2,8 +2,10 @@
 
 Every writer moves the latest-value cache's version when it has stored a batch (prices,
 posts, filings, features, risk, alerts: ingest/serving.py), so a response read at version
-V answers every identical request while the version is still V, and none after: never
-older than the warehouse it was read from. Only requests whose answer depends on nothing
+V answers every identical request while the version is still V. After it moves, the first
+request reads again; requests arriving while it does get the previous answer if that was
+read within MAX_STALE_S (1 s), else wait for the new one: an answer is never more than a
+second older than the data, and a client that has seen a write finish gets it. Only requests whose answer depends on nothing
 but the stored data are kept: `/api/stocks`, a ticker's latest risk, and reads with an
 explicit `end` (or `ts`); a range ending "now" moves with the clock, operations routes
 (freshness ages, runs, quality) with time and the lake.
@@ -18,6 +20,7 @@ import asyncio
 import gzip
 import logging
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 _ALWAYS = re.compile(r"^/api/stocks(/[^/]+/risk)?$")  # answers that depend on the stored data only
 _WITH_END = re.compile(r"^/api/(stocks/[^/]+/(prices|posts|features|filings|risk/history)|alerts|trending|features/asof)$")
 _GZIP_FROM_BYTES = 2048
+# While a route's answer at a new version is being read, its other clients get the answer of
+# the version before if it was read at most this long ago: a hot route does not stall on
+# every write, and no answer is more than this older than the data.
+MAX_STALE_S = 1.0
 
 
 @dataclass
@@ -38,6 +45,7 @@ class _Kept:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     gzipped: bytes | None = field(default=None)
+    read_at: float = field(default_factory=time.monotonic)
 
     @property
     def size(self) -> int:
@@ -68,6 +76,11 @@ class ResponseCache:
             return None
         self._kept.move_to_end(key)
         return kept
+
+    def recent(self, key: tuple[str, bytes]) -> _Kept | None:
+        """The answer kept for `key` at an earlier version, if it was read within MAX_STALE_S."""
+        kept = self._kept.get(key)
+        return kept if kept is not None and time.monotonic() - kept.read_at <= MAX_STALE_S else None
 
     def put(self, key: tuple[str, bytes], kept: _Kept) -> None:
         old = self._kept.pop(key, None)
@@ -110,9 +123,10 @@ class ResponseCacheMiddleware:
         key = (scope["path"], scope.get("query_string", b""))
         kept = self.cache.get(key, version)
         if kept is None and (key, version) in self.cache.pending:
-            # the same request is being answered at this version: wait for it rather than ask
-            # the warehouse again (after each write, every client of a hot route misses at once)
-            kept = await asyncio.shield(self.cache.pending[(key, version)])
+            # the same request is being answered at this version (after each write every client
+            # of a hot route misses at once): take the answer kept at the version before, if it
+            # was read within MAX_STALE_S, else wait for the one being read
+            kept = self.cache.recent(key) or await asyncio.shield(self.cache.pending[(key, version)])
         if kept is not None:
             self.cache.hits += 1
             await self._send_kept(scope, kept, send)

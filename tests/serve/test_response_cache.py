@@ -174,3 +174,49 @@ def test_concurrent_misses_at_one_version_ask_the_source_once(version) -> None:
         return await asyncio.gather(*(one() for _ in range(16)))
 
     assert asyncio.run(many()) == [[1]] * 16 and calls["n"] == 1 and not cache.pending
+
+
+def test_while_a_new_version_is_read_the_previous_answer_serves_for_a_second_at_most(version, monkeypatch) -> None:
+    import sentinel_ray.serve.response_cache as rc
+
+    cache = ResponseCache()
+
+    async def current() -> str | None:
+        return version["now"]
+    cache.version_source = current
+    calls = {"n": 0}
+    app = FastAPI()
+
+    @app.get("/api/stocks")
+    async def stocks() -> list[int]:
+        calls["n"] += 1
+        await asyncio.sleep(0.05)
+        return [calls["n"]]
+
+    app.add_middleware(ResponseCacheMiddleware, cache=cache)
+    client = _Client(app)
+    assert client.get("/api/stocks").json() == [1]
+    version["now"] = "build-1#2"
+
+    async def two() -> list:
+        async def one(delay: float) -> list[int]:
+            await asyncio.sleep(delay)
+            messages: list[dict] = []
+            scope = {"type": "http", "method": "GET", "path": "/api/stocks", "raw_path": b"/api/stocks",
+                     "root_path": "", "query_string": b"", "headers": [], "scheme": "http", "server": ("t", 80),
+                     "http_version": "1.1", "client": ("127.0.0.1", 1)}
+
+            async def receive() -> dict:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict) -> None:
+                messages.append(message)
+            await client.app(scope, receive, send)
+            return json.loads(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body"))
+        return await asyncio.gather(one(0), one(0.01))
+
+    assert asyncio.run(two()) == [[2], [1]]  # the reader gets the new answer, a client meanwhile the previous one
+    assert client.get("/api/stocks").json() == [2] and calls["n"] == 2
+    version["now"] = "build-1#3"
+    monkeypatch.setattr(rc, "MAX_STALE_S", 0.0)  # the previous answer is too old: wait for the new one
+    assert asyncio.run(two()) == [[3], [3]] and calls["n"] == 3
