@@ -43,10 +43,13 @@ def latest_risks(warehouse: Warehouse, tickers: list[str] | None = None, since: 
     """The newest risk_1m row per ticker and exchange (all, or these tickers' rows at or after `since`)."""
     where, params = ("1", {}) if tickers is None else (
         f"ticker IN {{tickers:Array(String)}} AND ts >= {{since:{_TS}}}", {"tickers": tickers, "since": since})
+    # argMax over (ts, computed_at), not FINAL: the newest bar's latest computation, in one
+    # pass without merging every part (the whole table when the cache is rebuilt)
     rows = warehouse.query_rows(
-        f"SELECT {_RISK_COLUMNS} FROM {{db}}.risk_1m FINAL WHERE {where} ORDER BY ts DESC LIMIT 1 BY ticker, exchange",
-        params)
-    return [{k: as_utc(v) if k in ("ts", "computed_at") else v for k, v in row.items()} for row in rows]
+        f"SELECT ticker, exchange, argMax(tuple({_RISK_COLUMNS}), (ts, computed_at)) AS newest FROM {{db}}.risk_1m "
+        f"WHERE {where} GROUP BY ticker, exchange", params)
+    return [{k: as_utc(v) if k in ("ts", "computed_at") else v for k, v in zip(RISK_1M.column_names, row["newest"])}
+            for row in rows]
 
 
 def open_alert_counts(warehouse: Warehouse, tickers: list[str] | None = None) -> dict[tuple[str, str], int]:
@@ -64,9 +67,14 @@ class ServingUpdater:
         self.store = store
         self.cache = LatestCache(store.redis, store.prefix, warehouse.database) if store is not None else None
 
-    def on_prices(self, valid: pa.Table, *, batch_key: str) -> rollups.Refresh:
-        """After a batch's valid bars are stored: roll-ups refreshed, the cache's bars moved."""
-        if self.store is None or self.cache is None or valid.num_rows == 0:
+    def on_prices(self, valid: pa.Table, *, batch_key: str) -> rollups.Refresh | None:
+        """After a batch's valid bars are stored: roll-ups refreshed, the cache's bars moved
+        (and what the refresh changed returned; None when there is no cache to move: then
+        the refresh runs inside the warehouse, nothing read back)."""
+        if self.store is None or self.cache is None:
+            rollups.refresh_in_place(self.warehouse, valid)
+            return None
+        if valid.num_rows == 0:
             return rollups.refresh(self.warehouse, valid)
         try:
             with self.store.exclusive(LOCK, ttl_s=LOCK_TTL_S):

@@ -107,6 +107,22 @@ def refresh(warehouse: _Sql, bars: pa.Table) -> Refresh:
                                                                         gone.column("exchange").to_pylist())))
 
 
+def refresh_in_place(warehouse: _Sql, bars: pa.Table) -> None:
+    """`refresh` inside the warehouse (one INSERT ... SELECT, nothing read back): for writers
+    with no cache to move that only add bars (a backfill run without Redis). Buckets whose
+    bars were all removed are not marked empty; `refresh` does that."""
+    if "interval" in bars.column_names:
+        bars = bars.filter(pc.equal(bars.column("interval"), "1m"))
+    if bars.num_rows == 0:
+        return
+    ts = bars.column("ts")
+    params = {"tickers": pc.unique(bars.column("ticker")).to_pylist(), "start": floor_bucket(pc.min(ts).as_py()),
+              "end": floor_bucket(pc.max(ts).as_py()) + BUCKET, "priority": SOURCE_PRIORITY}
+    warehouse.command(f"INSERT INTO {{db}}.prices_30m "
+                      f"{_rolled(f'ticker IN {{tickers:Array(String)}} AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}}')}",
+                      params)
+
+
 def _emptied(gone: pa.Table, like: pa.Table) -> pa.Table:
     """Rows that mark buckets with no 1m bars left (bars = 0, prices null)."""
     n = gone.num_rows

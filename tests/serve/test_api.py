@@ -546,6 +546,10 @@ def test_latest_value_cache_answers_like_the_warehouse_and_follows_writes(api: s
         assert (got["bars"], got["last_close"]) == (want["bars"], want["close"])
         assert got["open_alerts"] == alerts.get((ticker, "NSE"), 0)
         if ticker in risks:
+            [newest] = wh.query_rows("SELECT score, ts FROM {db}.risk_1m FINAL WHERE ticker = {t:String} "
+                                     "AND exchange = 'NSE' ORDER BY ts DESC LIMIT 1", {"t": ticker})
+            assert (risks[ticker]["score"], risks[ticker]["ts"].replace(tzinfo=None)) == (newest["score"],
+                                                                                           newest["ts"])
             assert got["risk_score"] == risks[ticker]["score"]
             risk = requests.get(f"{api}/api/stocks/{ticker}/risk").json()
             assert (risk["score"], dt.datetime.fromisoformat(risk["ts"])) == (risks[ticker]["score"],
