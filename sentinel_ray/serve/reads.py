@@ -18,10 +18,66 @@ from sentinel_ray.ingest.serving import ServingUpdater
 from sentinel_ray.ingest.streams import StreamStore
 from sentinel_ray.serve import queries
 from sentinel_ray.serve.queries import Interval
+from sentinel_ray.storage.latest import LatestCache
 from sentinel_ray.storage.redis import connect_redis
 from sentinel_ray.storage.warehouse import connect_warehouse
 
 log = logging.getLogger(__name__)
+
+
+class VersionWatch:
+    """The latest-value cache's version, kept in this replica by watching its Redis channel:
+    a kept response is served with no Redis call. After a move is announced the new version
+    is read at once (the old one serves for that round trip); while not subscribed (at start,
+    after Redis went away) every request asks Redis (`LatestCache.version`)."""
+
+    def __init__(self, cache: LatestCache, client: Callable[[], aioredis.Redis]) -> None:
+        self.cache = cache
+        self.client = client
+        self.current: str | None = None
+        self.live = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def version(self) -> str | None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+        if self.live:
+            return self.current
+        return await self.cache.version(self.client())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def moved(self) -> None:
+        """A write this process made: forget the version until the channel says the new one."""
+        self.current = None
+
+    async def _watch(self) -> None:
+        while True:
+            pubsub = self.client().pubsub()
+            try:
+                await pubsub.subscribe(self.cache.channel)
+                self.current = await self.cache.version(self.client())  # after subscribing: no move missed
+                self.live = True
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        # the old version serves until this read returns (a Redis round trip):
+                        # set to None, every request meanwhile would go to the warehouse at once
+                        self.current = await self.cache.version(self.client())
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Redis went away: ask it per request until it is back
+                log.info("cache version watch lost (%s); asking Redis per request until it is back", e)
+            finally:
+                self.live = False
+                self.current = None
+                try:
+                    await asyncio.wait_for(pubsub.aclose(), timeout=1.0)
+                except (Exception, asyncio.CancelledError):  # noqa: BLE001 - broken or closing: nothing to keep
+                    pass
+            await asyncio.sleep(0.5)
 
 
 class WarehouseReads:
@@ -37,6 +93,7 @@ class WarehouseReads:
         self.cache = self.serving.cache
         self.redis_url = settings.resolved_redis_url
         self._aredis: aioredis.Redis | None = None  # made on the replica's event loop, at first use
+        self._watch: VersionWatch | None = None
 
     @property
     def aredis(self) -> aioredis.Redis:
@@ -45,8 +102,10 @@ class WarehouseReads:
         return self._aredis
 
     async def cache_version(self) -> str | None:
-        assert self.cache is not None
-        return await self.cache.version(self.aredis)
+        if self._watch is None:
+            assert self.cache is not None
+            self._watch = VersionWatch(self.cache, lambda: self.aredis)
+        return await self._watch.version()
 
     async def _cached(self, read: Callable[[], Awaitable[Any]], built: Callable[[Any], bool]) -> Any:
         """`await read()` of the cache, after rebuilding it once if it is not built (`built`
@@ -127,5 +186,7 @@ class WarehouseReads:
                 return None, str(e)
             alert = queries.alert_with_events(self.warehouse, alert_id)
             self.serving.on_alert_changed(alert["ticker"], alert["exchange"])
+            if self._watch is not None:
+                self._watch.moved()  # this replica's next read of the alert sees the change
             return alert, None
         return await asyncio.to_thread(apply)

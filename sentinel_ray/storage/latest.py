@@ -18,7 +18,9 @@ stored again after a crash, with its deltas recomputed, is not counted twice.
 whole (`replace_all`) under the writers' lock.
 
 `version` (with `ready`: `version()`) moves once per batch a writer finishes (`touch`) and
-at every rebuild: the API keeps rendered responses until it moves (serve/response_cache.py).
+at every rebuild, and each move is published on `channel`: the API keeps rendered
+responses until it moves (serve/response_cache.py), watching the channel rather than
+asking Redis at every request (serve/reads.VersionWatch).
 """
 from __future__ import annotations
 
@@ -101,6 +103,7 @@ class LatestCache:
     def __init__(self, client: redis.Redis, prefix: str, database: str) -> None:
         """Keys under `<prefix>:latest:<database>:`: the cache of one warehouse database."""
         self.redis = client
+        self.channel = f"{prefix}:latest:{database}:changed"  # a message at every version move
         self.key = {name: f"{prefix}:latest:{database}:{name}" for name in
                     ("ready", "applied", "bars", "bar", "risk", "open_alerts", "version")}
         self._apply_bars = client.register_script(_APPLY_BARS)
@@ -160,18 +163,25 @@ class LatestCache:
                 pipe.hset(self.key[name], mapping=mapping)
         pipe.set(self.key["ready"], dt.datetime.now(dt.timezone.utc).isoformat())
         pipe.incr(self.key["version"])
+        pipe.publish(self.channel, b"rebuilt")
         pipe.execute()
 
     def touch(self) -> None:
         """Move the version, once a writer has finished a batch (whatever it changed, in the
         cache or only in the warehouse): responses read before are not answers any more
         (serve/response_cache.py). Once per batch, not per update: every move makes each
-        kept response be read again."""
-        self.redis.incr(self.key["version"])
+        kept response be read again. Readers that watch `channel` learn of it at once."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(self.key["version"])
+        pipe.publish(self.channel, b"touched")
+        pipe.execute()
 
     def invalidate(self) -> None:
         """Drop `ready`: the next read rebuilds the cache from the warehouse."""
-        self.redis.delete(self.key["ready"])
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.key["ready"])
+        pipe.publish(self.channel, b"invalidated")
+        pipe.execute()
 
     # -- reading (the API, on its event loop: redis.asyncio) -----------------------------
     def is_ready(self) -> bool:

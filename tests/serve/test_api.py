@@ -22,6 +22,17 @@ pytestmark = pytest.mark.ray
 
 
 
+def _after_a_write(read, ok, within_s: float = 2.0):
+    """`read()` until `ok(answer)`: the API answers a write within a second (kept responses
+    retire when the replica hears of the write on the cache's channel), not instantly."""
+    deadline = time.monotonic() + within_s
+    answer = read()
+    while not ok(answer) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        answer = read()
+    return answer
+
+
 @pytest.fixture(scope="module")
 def api(backfilled) -> Iterator[str]:
     from sentinel_ray.serve.deployments import build_app
@@ -456,7 +467,8 @@ def test_two_sources_of_the_same_bars_are_not_counted_twice(api: str, backfilled
     serving.on_prices(yahoo, batch_key="test-yahoo-infy")
     serving.on_stored()
 
-    both = requests.get(f"{api}/api/stocks/INFY/prices", params=params).json()["bars"]
+    both = _after_a_write(lambda: requests.get(f"{api}/api/stocks/INFY/prices", params=params).json()["bars"],
+                          lambda bars: bars and abs(bars[0]["close"] - replay[0]["close"] - 0.05) < 1e-6)
     assert len(both) == len(replay)  # one bar per minute, not two
     assert all(abs(b["close"] - r["close"] - 0.05) < 1e-6 for b, r in zip(both, replay))  # Yahoo is preferred
     hourly = requests.get(f"{api}/api/stocks/INFY/prices", params={**params, "interval": "1h"}).json()["bars"]
@@ -489,7 +501,8 @@ def test_official_daily_bars_are_preferred_to_roll_ups(api: str, backfilled) -> 
     wh = connect_warehouse(settings)
     wh.insert("prices", pa.Table.from_pylist([official], schema=PRICES.arrow_schema))
     serving_for(settings, wh).on_stored()  # as every writer does: kept responses retire
-    after = requests.get(f"{api}/api/stocks/TCS/prices", params=params).json()["bars"]
+    after = _after_a_write(lambda: requests.get(f"{api}/api/stocks/TCS/prices", params=params).json()["bars"],
+                           lambda bars: any(b["volume"] == 123 for b in bars))
     assert len(after) == len(before)
     day = next(b for b in after if b["ts"].startswith("2026-11-04T18:30"))
     assert (day["open"], day["close"], day["volume"]) == (1.0, 2.0, 123)
@@ -567,14 +580,18 @@ def test_latest_value_cache_answers_like_the_warehouse_and_follows_writes(api: s
         wh.insert("prices", table)
         serving.on_prices(table, batch_key=key)
         serving.on_stored()
-        got = summary("TCS")
+        got = _after_a_write(lambda: summary("TCS"), lambda g: g["bars"] == before + 1)
         assert (got["bars"], got["last_close"], dt.datetime.fromisoformat(got["last_ts"])) == (before + 1, 1.5,
                                                                                                 bar["ts"]), key
+
+    time.sleep(1.1)  # past the kept responses' bound: a count doubled by the re-stores would show now
+    assert summary("TCS")["bars"] == before + 1
 
     # Redis lost the cache (a flushed or new server): the first read rebuilds it from the warehouse
     client = redis.Redis.from_url(settings.resolved_redis_url)
     keys = f"{settings.redis_key_prefix}:latest:{settings.warehouse_database}:"
     assert client.exists(f"{keys}ready")
     client.delete(*client.keys(f"{keys}*"))
+    client.publish(f"{keys}changed", "lost")  # what replicas hear when Redis restarts: their watch resets
     got = summary("TCS")
     assert (got["bars"], got["last_close"]) == (before + 1, 1.5) == (truth("TCS")["bars"], truth("TCS")["close"])

@@ -220,3 +220,46 @@ def test_while_a_new_version_is_read_the_previous_answer_serves_for_a_second_at_
     version["now"] = "build-1#3"
     monkeypatch.setattr(rc, "MAX_STALE_S", 0.0)  # the previous answer is too old: wait for the new one
     assert asyncio.run(two()) == [[3], [3]] and calls["n"] == 3
+
+
+def test_the_replica_hears_of_every_version_move_on_the_cache_channel(embedded_redis: str) -> None:
+    """VersionWatch: no Redis call per request once subscribed, and no answer of an old
+    version after a move is announced."""
+    import redis
+    import redis.asyncio as aioredis
+
+    from sentinel_ray.serve.reads import VersionWatch
+    from sentinel_ray.storage.latest import LatestCache
+
+    writer = LatestCache(redis.Redis.from_url(embedded_redis), "watch-test", "db")
+    writer.replace_all([], [], {})
+
+    async def scenario() -> list[str | None]:
+        client = aioredis.Redis.from_url(embedded_redis)
+        watch = VersionWatch(writer, lambda: client)
+        seen = [await watch.version()]  # not subscribed yet: asks Redis
+        for _ in range(100):
+            if watch.live:
+                break
+            await asyncio.sleep(0.01)
+        seen.append(await watch.version())
+        writer.touch()
+        for _ in range(100):
+            if await watch.version() not in (None, seen[-1]):
+                break
+            await asyncio.sleep(0.01)
+        seen.append(await watch.version())
+        writer.invalidate()  # not built: nothing kept may be served
+        for _ in range(100):
+            if await watch.version() is None:
+                break
+            await asyncio.sleep(0.01)
+        seen.append(await watch.version())
+        await watch.close()
+        await client.aclose()
+        return seen
+
+    first, subscribed, moved, invalidated = asyncio.run(scenario())
+    assert first == subscribed and first.endswith("#1")
+    assert moved.endswith("#2") and moved.split("#")[0] == first.split("#")[0]
+    assert invalidated is None
