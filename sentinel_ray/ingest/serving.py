@@ -101,7 +101,8 @@ class ServingUpdater:
             return
         tickers = pc.unique(valid.column("ticker")).to_pylist()
         risks = latest_risks(self.warehouse, tickers, pc.min(valid.column("ts")).as_py())
-        counts = {key: 0 for key in zip(valid.column("ticker").to_pylist(), valid.column("exchange").to_pylist())}
+        keys = valid.group_by(["ticker", "exchange"]).aggregate([])
+        counts = {key: 0 for key in zip(keys.column("ticker").to_pylist(), keys.column("exchange").to_pylist())}
         counts.update(open_alert_counts(self.warehouse, tickers))
         try:
             self.cache.put_risk(risks)

@@ -92,7 +92,8 @@ class ResponseCache:
             _, evicted = self._kept.popitem(last=False)
             self._bytes -= evicted.size
 
-    def grow(self, kept: _Kept, extra: int) -> None:
+    def grow(self, extra: int) -> None:
+        """A kept answer took `extra` bytes more (its gzipped copy)."""
         self._bytes += extra
 
 
@@ -164,7 +165,7 @@ class ResponseCacheMiddleware:
         if accepts and len(kept.body) >= _GZIP_FROM_BYTES:
             if kept.gzipped is None:
                 kept.gzipped = gzip.compress(kept.body, compresslevel=5)
-                self.cache.grow(kept, len(kept.gzipped))
+                self.cache.grow(len(kept.gzipped))
             body = kept.gzipped
             headers += [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
         headers.append((b"content-length", str(len(body)).encode()))

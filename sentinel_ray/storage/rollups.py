@@ -81,23 +81,31 @@ class Refresh:
 _NO_REFRESH = Refresh(PRICES_30M.arrow_schema.empty_table(), [], frozenset())
 
 
-def refresh(warehouse: _Sql, bars: pa.Table) -> Refresh:
-    """Recompute, from the stored 1m bars, every 30-minute bucket of the tickers in `bars`
-    (a batch just stored) between its first and last bucket; returns what changed."""
+_TOUCHED = f"ticker IN {{tickers:Array(String)}} AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}}"
+
+
+def _touched(bars: pa.Table) -> dict[str, Any] | None:
+    """The parameters of `_TOUCHED` for a batch's 1m bars: its tickers, from its first bucket to
+    the end of its last; None when it has no 1m bars."""
     if "interval" in bars.column_names:
         bars = bars.filter(pc.equal(bars.column("interval"), "1m"))
     if bars.num_rows == 0:
-        return _NO_REFRESH
+        return None
     ts = bars.column("ts")
-    start = floor_bucket(pc.min(ts).as_py())
-    end = floor_bucket(pc.max(ts).as_py()) + BUCKET
-    params = {"tickers": pc.unique(bars.column("ticker")).to_pylist(), "start": start, "end": end,
-              "priority": SOURCE_PRIORITY}
+    return {"tickers": pc.unique(bars.column("ticker")).to_pylist(), "start": floor_bucket(pc.min(ts).as_py()),
+            "end": floor_bucket(pc.max(ts).as_py()) + BUCKET, "priority": SOURCE_PRIORITY}
+
+
+def refresh(warehouse: _Sql, bars: pa.Table) -> Refresh:
+    """Recompute, from the stored 1m bars, every 30-minute bucket of the tickers in `bars`
+    (a batch just stored) between its first and last bucket; returns what changed."""
+    params = _touched(bars)
+    if params is None:
+        return _NO_REFRESH
     before = warehouse.query_arrow(
         f"SELECT ticker, exchange, bucket, bars FROM {{db}}.prices_30m FINAL WHERE ticker IN {{tickers:Array(String)}} "
         f"AND bucket >= {{start:{_TS}}} AND bucket < {{end:{_TS}}} AND bars > 0", params)
-    after = warehouse.query_arrow(
-        _rolled(f"ticker IN {{tickers:Array(String)}} AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}}"), params)
+    after = warehouse.query_arrow(_rolled(_TOUCHED), params)
     after = after.cast(PRICES_30M.arrow_schema) if after.num_rows else PRICES_30M.arrow_schema.empty_table()
     keys = ["ticker", "exchange", "bucket"]
     gone = before.select(keys).join(after.select(keys), keys, join_type="left anti")
@@ -111,16 +119,9 @@ def refresh_in_place(warehouse: _Sql, bars: pa.Table) -> None:
     """`refresh` inside the warehouse (one INSERT ... SELECT, nothing read back): for writers
     with no cache to move that only add bars (a backfill run without Redis). Buckets whose
     bars were all removed are not marked empty; `refresh` does that."""
-    if "interval" in bars.column_names:
-        bars = bars.filter(pc.equal(bars.column("interval"), "1m"))
-    if bars.num_rows == 0:
-        return
-    ts = bars.column("ts")
-    params = {"tickers": pc.unique(bars.column("ticker")).to_pylist(), "start": floor_bucket(pc.min(ts).as_py()),
-              "end": floor_bucket(pc.max(ts).as_py()) + BUCKET, "priority": SOURCE_PRIORITY}
-    warehouse.command(f"INSERT INTO {{db}}.prices_30m "
-                      f"{_rolled(f'ticker IN {{tickers:Array(String)}} AND ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}}')}",
-                      params)
+    params = _touched(bars)
+    if params is not None:
+        warehouse.command(f"INSERT INTO {{db}}.prices_30m {_rolled(_TOUCHED)}", params)
 
 
 def _emptied(gone: pa.Table, like: pa.Table) -> pa.Table:
@@ -140,10 +141,10 @@ def _per_ticker(before: pa.Table, written: pa.Table) -> list[dict[str, Any]]:
     keys = ["ticker", "exchange"]
     old = {(r["ticker"], r["exchange"]): r["bars_sum"] for r in before.group_by(keys).aggregate(
         [("bars", "sum")]).to_pylist()}
-    present = written.filter(pc.greater(written.column("bars"), 0))
-    newest = {}
-    for row in present.sort_by([("bucket", "ascending")]).select(["ticker", "exchange", "close", "last_ts"]).to_pylist():
-        newest[(row["ticker"], row["exchange"])] = row  # ascending: the last one kept is the newest
+    present = written.filter(pc.greater(written.column("bars"), 0)).sort_by([("bucket", "descending")])
+    newest = {(r["ticker"], r["exchange"]): {"close": r["close_first"], "last_ts": r["last_ts_first"]}
+              for r in present.group_by(keys, use_threads=False).aggregate(  # ordered: first = newest bucket
+                  [("close", "first"), ("last_ts", "first")]).to_pylist()}
     out = []
     for row in written.group_by(keys).aggregate([("bars", "sum")]).to_pylist():
         key = (row["ticker"], row["exchange"])
