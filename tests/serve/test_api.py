@@ -14,7 +14,9 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute below
 import pytest
 import requests
+from pydantic import TypeAdapter
 
+from sentinel_ray.serve.models import StockSummary
 from tests.fakes.net import serve_locally
 
 pytestmark = pytest.mark.ray
@@ -66,6 +68,11 @@ def test_stocks_lists_known_symbols_with_latest_price(api: str) -> None:
     assert len(stocks) >= 50
     reliance = stocks["RELIANCE"]
     assert reliance["bars"] > 0 and reliance["last_close"] > 0 and "NSE" in reliance["exchanges"]
+    assert any(s["bars"] == 0 and s["last_ts"] is None for s in stocks.values())  # symbols with no data too
+    # rendered from pre-made rows plus one model per symbol with data: the very bytes FastAPI
+    # makes of list[StockSummary] from the same values
+    summaries = TypeAdapter(list[StockSummary])
+    assert response.content == summaries.dump_json(summaries.validate_json(response.content))
 
 
 def test_prices_by_interval(api: str, backfilled) -> None:
