@@ -1,12 +1,11 @@
 """The backfill driver: history through the pipeline on Ray Data, then its signals.
 
-One Ray Data row per UTC day of the range, a few days per block. `map_batches` runs a
-pool of `DayWorker`s (one per CPU; each builds its source, lake and rules once): per
-day it fetches the history from the source, keeps the raw payloads in the lake, runs
-the pipeline functions and writes lake and warehouse (`process_and_store`), holding the
-warehouse inserts of its block to send them as one insert per table. Each day's files
-and rows are keyed by `<source>-<day>`, so running the same range again replaces
-instead of adding. A block hands its valid 1m bars back with its summary.
+One Ray Data row per UTC day of the range, a few days per block. `map_batches` runs the
+blocks as tasks on the job's workers (`ingest/backfill_days.py`: per day, fetch from the
+source, keep the raw payloads, run the pipeline functions and write lake and warehouse;
+one insert per table per block). Each day's files and rows are keyed by `<source>-<day>`,
+so running the same range again replaces instead of adding. A block hands its valid 1m
+bars back with its summary.
 
 The driver takes the blocks in day order. For each it runs the signals the stream runs
 per micro-batch (`detect.signals.SignalUpdater`: features from the block's bars and the
@@ -16,7 +15,6 @@ days already finished (resume) unless `force`.
 """
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import time
@@ -24,24 +22,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sentinel_ray.config import Settings
 from sentinel_ray.detect.signals import SignalUpdater
+from sentinel_ray.ingest.backfill_days import month_starts, months_of, store_days, warm_up
 from sentinel_ray.ingest.serving import serving_for
-from sentinel_ray.ingest.lineage import keep_payloads, stamp_raw_ids
-from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
-from sentinel_ray.pipeline.store import InsertBuffer, process_and_store
 from sentinel_ray.quality.rules import rules_for
-from sentinel_ray.records import FetchResult, utc_now
-from sentinel_ray.schemas import (BACKFILL_DAYS, DATA_DATASETS, FEATURES_1D, FEATURES_1M, PRICES, RISK_1M,
-                                  TIMESTAMP_TYPE)
+from sentinel_ray.records import utc_now
+from sentinel_ray.schemas import BACKFILL_DAYS, DATA_DATASETS, FEATURES_1D, FEATURES_1M, RISK_1M, TIMESTAMP_TYPE
 from sentinel_ray.sources import make_history_source
-from sentinel_ray.sources.base import HistorySource
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import Warehouse, connect_warehouse
 
@@ -154,104 +147,9 @@ def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range(days)]
 
 
-def store_days(batch: dict[str, np.ndarray], *, settings: Settings, source_name: str, run_id: str,
-               now: dt.datetime) -> dict[str, list[Any]]:
-    """map_batches body (a Ray Data task): a block of days in, one summary row per (day, dataset) out.
-    Tasks, not actors: they run on the job's already started worker processes (an actor
-    pool starts new ones, seconds on a small machine); building a worker costs ~50 ms."""
-    worker = DayWorker(settings=settings, source_name=source_name, run_id=run_id, now=now)
-    try:
-        return worker(batch)
-    finally:
-        worker.loop.close()
-
-
-class DayWorker:
-    """A block of days in, one summary row per (day, dataset) out (`store_days`)."""
-
-    def __init__(self, *, settings: Settings, source_name: str, run_id: str, now: dt.datetime) -> None:
-        self.source_name, self.run_id, self.now = source_name, run_id, now
-        self.source = make_history_source(source_name, settings)
-        self.lake = Lake(settings.resolved_lake_uri)
-        self.warehouse = connect_warehouse(settings)
-        self.rules = rules_for(settings)
-        # One loop for the actor's life. asyncio.run per day would cost more than the
-        # day: it swaps the SIGINT handler each time, and restoring it formats the
-        # finished task's repr, the day's whole FetchResult (measured: 40 ms a day).
-        self.loop = asyncio.new_event_loop()
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"day": [], "dataset": [], "rows_in": [], "rows_valid": [],
-                                     "rows_quarantined": [], "reasons": [], "months": [], "bars": []}
-        buffer = InsertBuffer(self.warehouse)
-        for day_text in batch["day"]:
-            day = dt.date.fromisoformat(str(day_text))
-            ingested_at = utc_now()
-            fetched = self.loop.run_until_complete(_fetch_day(self.source, day, self.run_id, ingested_at))
-            batch_key = f"{self.source_name}-{day.isoformat()}"
-            kept = keep_payloads(self.lake, fetched.raw, day=day, batch_key=batch_key)
-            records = stamp_raw_ids(fetched.records, kept)  # each row names the raw file it came from
-            for name, ds in DATA_DATASETS.items():
-                table = records.get(name)
-                if table is None:
-                    continue
-                began = time.perf_counter()
-                result = process_and_store(table, ds, lake=self.lake, warehouse=buffer, day=day,
-                                           batch_key=batch_key, now=self.now, run_id=self.run_id,
-                                           ingested_at=ingested_at, pipeline="backfill", rules=self.rules)
-                metrics.record_batch("backfill", name, self.source_name, result.rows_in, result.rows_valid,
-                                     result.rows_quarantined, time.perf_counter() - began)
-                out["day"].append(day.isoformat())
-                out["dataset"].append(name)
-                out["rows_in"].append(result.rows_in)
-                out["rows_valid"].append(result.rows_valid)
-                out["rows_quarantined"].append(result.rows_quarantined)
-                out["reasons"].append(json.dumps(result.reason_counts()))
-                out["months"].append(json.dumps(_months(result.valid.column(ds.time_column))))
-                out["bars"].append(_bars_ipc(result.valid) if name == PRICES.name else b"")
-        buffer.flush()  # the block's days count as finished only once their rows are in
-        return out
-
-
-def _bars_ipc(prices: pa.Table) -> bytes:
-    """A day's valid 1m session bars as Arrow IPC, for the driver's features: the columns
-    `session_bars` reads, a few hundred kB a day (the worker has them; reading them back
-    from the warehouse would cost the owner actor a FINAL scan per block)."""
-    bars = prices.filter(pc.equal(prices.column("interval"), "1m")).select(
-        ["ticker", "exchange", "interval", "ts", "open", "high", "low", "close", "volume", "source"])
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, bars.schema) as writer:
-        writer.write_table(bars)
-    return sink.getvalue().to_pybytes()
-
-
 def _bars_of(block: list[dict[str, Any]]) -> pa.Table | None:
     tables = [pa.ipc.open_stream(r["bars"]).read_all() for r in block if r["bars"]]
     return pa.concat_tables(tables) if tables else None
-
-
-def _months(ts: pa.ChunkedArray) -> list[int]:
-    """yyyymm of every month the timestamps fall in (min..max: a day's rows span one or two)."""
-    if len(ts) - ts.null_count == 0:
-        return []
-    bounds = pc.min_max(ts).as_py()
-    first, last = bounds["min"].date(), bounds["max"].date()
-    return sorted({d.year * 100 + d.month for d in _month_starts(first, last)})
-
-
-def _month_starts(first: dt.date, last: dt.date) -> Iterable[dt.date]:
-    month = first.replace(day=1)
-    while month <= last:
-        yield month
-        month = (month + dt.timedelta(days=32)).replace(day=1)
-
-
-async def _fetch_day(source: HistorySource, day: dt.date, run_id: str, ingested_at: dt.datetime) -> FetchResult:
-    # close the source's connections inside the loop that opened them
-    try:
-        return await source.fetch_history(day, run_id=run_id, ingested_at=ingested_at)
-    finally:
-        await source.close()
 
 
 def finished_days(warehouse: Warehouse, source_name: str, start: dt.date, end: dt.date) -> set[dt.date]:
@@ -278,6 +176,7 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     """
     all_days = date_range(start, end)
     make_history_source(source_name, settings)  # fail fast on an unknown source or bad rules, before any work
+    _warm_workers(len(all_days))  # their imports run while the driver reads the runs table below
     rules = rules_for(settings)
     warehouse = connect_warehouse(settings)
     warehouse.ensure_schema()
@@ -350,14 +249,34 @@ def _skipped_between(all_days: list[dt.date], done: set[dt.date], previous: dt.d
     return any(previous < d < first and d in done for d in all_days)
 
 
-def _run_days(settings: Settings, source_name: str, days: list[dt.date], run_id: str) -> Iterable[list[dict[str, Any]]]:
-    """The days through a pool of DayWorkers; yields each block's summary rows as it finishes."""
+def _plan(days: int) -> tuple[int, int, int]:
+    """(days per block, blocks, concurrent tasks) for `days` days on this cluster's CPUs."""
     import ray
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    per_block = max(1, min(MAX_DAYS_PER_BLOCK, -(-len(days) // (cpus * 4))))
-    blocks = -(-len(days) // per_block)
-    workers = max(1, min(cpus, blocks))
+    per_block = max(1, min(MAX_DAYS_PER_BLOCK, -(-days // (cpus * 4))))
+    blocks = -(-days // per_block)
+    return per_block, blocks, max(1, min(cpus, blocks))
+
+
+def _warm_workers(days: int) -> None:
+    """Start one task per worker the days will use, doing nothing but import what storing
+    days needs. A job's first tasks start new worker processes that import Ray Data, pyarrow,
+    pandas and the pipeline before the first block (~2 s of CPU each here, measured in
+    bench/backfill_e2e.py); started now, that runs while the driver checks the schema and
+    reads the runs table, and Ray gives the blocks the same, idle, workers."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=0)(warm_up)
+    for _ in range(_plan(days)[2]):
+        task.remote()  # not awaited: a dropped reference does not cancel the task
+
+
+def _run_days(settings: Settings, source_name: str, days: list[dt.date], run_id: str) -> Iterable[list[dict[str, Any]]]:
+    """The days through Ray Data tasks (`store_days`); yields each block's summary rows as it finishes."""
+    import ray
+
+    per_block, blocks, workers = _plan(len(days))
     tune_ray_data(workers)
     data = (
         ray.data.from_items([{"day": d.isoformat()} for d in days], override_num_blocks=blocks)
@@ -403,7 +322,7 @@ def _months_with_rows(warehouse: Warehouse, source_name: str,
     and after them."""
     lo = (days[0] - dt.timedelta(days=1)).replace(day=1)
     hi = ((days[-1] + dt.timedelta(days=1)).replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-    checked = {m.year * 100 + m.month for m in _month_starts(lo, hi - dt.timedelta(days=1))}
+    checked = {m.year * 100 + m.month for m in month_starts(lo, hi - dt.timedelta(days=1))}
     prior: dict[str, set[int]] = {}
     tables = [(ds, True) for ds in DATA_DATASETS.values()] + [(ds, False) for ds in COMPUTED]
     for ds, by_source in tables:
@@ -419,10 +338,10 @@ def _months_with_rows(warehouse: Warehouse, source_name: str,
 def _computed_months(f1m: pa.Table) -> dict[str, set[int]]:
     """Months of the rows the signals wrote for these features_1m rows: risk_1m shares
     their `ts`; a features_1d row is stamped 00:00 IST of its session, 18:30 UTC the day before."""
-    bar_months = set(_months(f1m.column("ts")))
+    bar_months = set(months_of(f1m.column("ts")))
     day_stamps = pc.subtract(f1m.column("ts"), pa.scalar(dt.timedelta(hours=24), pa.duration("ms")))
     return {FEATURES_1M.name: bar_months, RISK_1M.name: bar_months,
-            FEATURES_1D.name: bar_months | set(_months(day_stamps))}
+            FEATURES_1D.name: bar_months | set(months_of(day_stamps))}
 
 
 def _merge_replaced_rows(warehouse: Warehouse, rows: list[dict[str, Any]], computed: dict[str, set[int]],
