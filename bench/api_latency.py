@@ -18,12 +18,14 @@ for --seconds (after --warmup seconds not counted), with ingestion still running
   the latest-value cache, the warehouse queries) on the same Redis and warehouse: what the
   route costs without Serve.
 
-The floor is measured again before every route and once after the last, and each route is
-held against the mean of the two floor measurements either side of it: live ingestion,
-compactions and the box's other work move the floor by tens of percent within a run (and
-318-543 req/s between runs here), so a route is compared with the floor of its own minute.
-The "floor" of the JSON line pools every floor measurement (req/s: their mean; p50/p99: of
-all their latencies).
+The floor is measured in turns with each route: over a route's --seconds, --slices turns
+of the floor and of the route (2.5 s each by default, F R R F F R R F, on the same keep-alive
+connections), and the route is held against the floor's turns between its own. Live
+ingestion, compactions and the box's other work move the floor by a third within a run here
+(and 318-543 req/s between runs), so a route is compared with the floor of its own seconds,
+not with one measured minutes before. The "floor" of the JSON line pools every turn of it
+(req/s: their mean; p50/p99: of all their latencies); each route carries its own floor_rps
+and floor_p99_ms.
 
 Only 200 answers count: req/s is 200s per second, p50/p99 are theirs, and any other answer
 (or a failed request) is counted and fails the route's target. Targets: a route serves at
@@ -40,7 +42,7 @@ the working tree; the first table line says which). To measure a commit while th
 changes, put a copy of it first on PYTHONPATH (the children inherit it):
     mkdir /tmp/at && git archive <commit> | tar -x -C /tmp/at
     PYTHONPATH=/tmp/at flock /tmp/sentinel-ray.lock .venv/bin/python bench/api_latency.py
-Takes about 3 x 11 x (warmup + seconds), plus a minute or two to start up and backfill.
+Takes about 11 x (2 x seconds + 2 x warmup) plus a minute or two to start up and backfill.
 """
 from __future__ import annotations
 
@@ -208,6 +210,32 @@ async def _drive(url: str, seconds: float, clients: int, warmup: float) -> Figur
 
 def drive(url: str, seconds: float, clients: int, warmup: float) -> Figures:
     return asyncio.run(_drive(url, seconds, clients, warmup))
+
+
+def slice_order(slices: int) -> list[int]:
+    """Which of (floor, route) each slice loads: F R R F F R R F ..., so that each is as often
+    first as second of a pair, and a load that rises or falls through the minute favours neither."""
+    return [(i + 1) // 2 % 2 for i in range(2 * slices)]
+
+
+async def _alternate(floor_url: str, url: str, seconds: float, slices: int, clients: int,
+                     warmup: float) -> tuple[list[Figures], list[Figures]]:
+    """The floor and a route in turns of seconds/slices each, `slices` turns apiece, on the
+    same keep-alive connections: (the floor's turns, the route's)."""
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        if warmup > 0:
+            await _load(session, floor_url, warmup / 2, clients)
+            await _load(session, url, warmup / 2, clients)
+        turns: tuple[list[Figures], list[Figures]] = ([], [])
+        for which in slice_order(slices):
+            turns[which].append(await _load(session, (floor_url, url)[which], seconds / slices, clients))
+        return turns
+
+
+def alternate(floor_url: str, url: str, seconds: float, slices: int, clients: int,
+              warmup: float) -> tuple[list[Figures], list[Figures]]:
+    return asyncio.run(_alternate(floor_url, url, seconds, slices, clients, warmup))
 
 
 def get_json(url: str, timeout: float = 30.0) -> Any:
@@ -401,59 +429,58 @@ def measure(args: argparse.Namespace, work: Path, children: list[Child]) -> dict
     say(f"{args.clients} clients x {args.seconds:g} s per route (after {args.warmup:g} s warm-up), "
         f"{os.cpu_count()} CPUs, live replay at {args.replay_speed:g}x; ticker {ticker}; "
         f"1m series over {last}, the rest over {first}..{last} (UTC)")
-    say("floor/s, fl p99: Serve's /health measured either side of the route; rps/fl, p99/fl: the route "
+    say(f"floor/s, fl p99: Serve's /health in turns with the route ({args.slices} x {args.seconds / args.slices:g} s "
+        f"each); rps/fl, p99/fl: the route "
         "against them; plain: the same route on uvicorn + FastAPI, no Serve; ingest/s: prices+posts rows stored "
         "per second meanwhile")
     say(HEADER)
     say("-" * len(HEADER))
 
-    def both(name: str, url: str) -> tuple[Figures, Figures, float]:
+    def both(name: str, url: str) -> tuple[list[Figures], Figures, Figures, float]:
+        """(the floor's turns, the route's figures, the plain server's, rows ingested per second)."""
         began, rows = time.monotonic(), ingested_rows(api)
-        served = drive(api + url, args.seconds, args.clients, args.warmup)
+        floor_turns, turns = alternate(api + FLOOR, api + url, args.seconds, args.slices, args.clients, args.warmup)
         plain_fig = drive(plain_api + url, args.seconds, args.clients, args.warmup)
         rate = (ingested_rows(api) - rows) / (time.monotonic() - began)
-        return served, plain_fig, rate
+        for fig in floor_turns:
+            error_note("serve", FLOOR, fig)
+        for fig in turns:
+            error_note("serve", name, fig)
+        error_note("plain", name, plain_fig)
+        return floor_turns, pooled(turns), plain_fig, rate
 
-    def floor_now() -> Figures:
-        fig = drive(api + FLOOR, args.seconds, args.clients, args.warmup)
-        error_note("serve", FLOOR, fig)
-        return fig
-
-    first_floor, plain_floor, rate = both(FLOOR, FLOOR)
-    error_note("serve", FLOOR, first_floor)
-    error_note("plain", FLOOR, plain_floor)
-    floors = [first_floor]
+    plain_floor = drive(plain_api + FLOOR, args.seconds, args.clients, args.warmup)
+    floor_turns: list[Figures] = []
     served: dict[str, Figures] = {}
-    adjacent: dict[str, Figures] = {}  # per route: the floor measured just before and just after it
+    adjacent: dict[str, Figures] = {}  # per route: the floor's turns between its own
     plain_figs: dict[str, Figures] = {FLOOR: plain_floor}
-    ingest: dict[str, float] = {FLOOR: rate}
+    ingest: dict[str, float] = {}
     for name, url in urls.items():
-        served[name], plain_figs[name], ingest[name] = both(name, url)
-        floors.append(floor_now())
-        adjacent[name] = pooled(floors[-2:])
+        turns, served[name], plain_figs[name], ingest[name] = both(name, url)
+        floor_turns += turns
+        adjacent[name] = pooled(turns)
         say(row(name, served[name], adjacent[name], ROUTES[name], plain_figs[name], ingest[name]))
-        error_note("serve", name, served[name])
-        error_note("plain", name, plain_figs[name])
         if ingest[name] <= 0:
             say(f"  ! no rows ingested while {name} was measured: live ingestion has stopped "
                 f"(try a lower --replay-speed)")
-    floor = pooled(floors)
-    say(row(f"{FLOOR} (all {len(floors)} measurements)", floor, floor, None, plain_floor, rate))
-    say(f"the floor's req/s between routes: {min(f.rps for f in floors):,.0f}-{max(f.rps for f in floors):,.0f}")
+    floor = pooled(floor_turns)
+    by_route = [adjacent[name].rps for name in urls]
+    say(row(f"{FLOOR} (all {len(floor_turns)} turns)", floor, floor, None, plain_floor, None))
+    say(f"the floor's req/s beside each route: {min(by_route):,.0f}-{max(by_route):,.0f}")
     passed = [name for name in urls if meets(served[name], adjacent[name], ROUTES[name])]
     say(f"{len(passed)} of {len(urls)} data routes meet their target "
         f"(>= {TARGET_RPS[False]}x floor req/s, {TARGET_RPS[True]}x if cached; p99 <= {TARGET_P99}x floor p99; "
-        f"no errors; against the floor measured either side of each route)")
+        f"no errors; against the floor measured in turns with each route)")
     return {
         "floor": floor.as_json(),
         "routes": {name: {**served[name].as_json(), "cached": ROUTES[name], "floor_rps": round(adjacent[name].rps, 1),
                           "floor_p99_ms": adjacent[name].p99_ms} for name in urls},
         "clients": args.clients,
-        "floors": [f.as_json() for f in floors],
         "plain": {name: {**fig.as_json(), "errors": fig.failed} for name, fig in plain_figs.items()},
         "errors": {name: fig.failed for name, fig in {FLOOR: floor, **served}.items()},
         "meets_target": {name: name in passed for name in urls},
         "ingest_rows_per_s": {name: round(r, 1) for name, r in ingest.items()},
+        "slices": args.slices,
         "ticker": ticker,
         "seconds": args.seconds,
         "replay_speed": args.replay_speed,
@@ -465,6 +492,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per route and server")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each measurement")
+    parser.add_argument("--slices", type=int, default=4,
+                        help="turns apiece of the floor and the route within --seconds (default 4: 2.5 s turns)")
     parser.add_argument("--replay-speed", type=float, default=20.0,
                         help="live replay's simulated seconds per wall second (default 20: its 6 h 15 min session "
                              "lasts about 19 min, longer than the run, so bars arrive throughout)")
