@@ -411,7 +411,7 @@ class ApiRoutes:
         symbol = ticker.strip().upper()
         if symbol not in self.symbols:
             raise HTTPException(404, detail=f"unknown ticker {ticker[:40]!r}: not an NSE/BSE symbol this platform "
-                                            f"tracks (see GET /api/stocks)")
+                                            f"tracks (see GET /api/stocks?all=true)")
         return self.symbols[symbol]
 
     # -- health ------------------------------------------------------------------
@@ -553,16 +553,23 @@ class ApiRoutes:
         return IntakeResponse(dataset=intake.dataset, accepted=intake.accepted, entry_id=intake.entry_id)
 
     # -- stocks ------------------------------------------------------------------
-    @api.get("/api/stocks", tags=["stocks"], response_model=list[StockSummary], responses=errors(503))
-    async def stocks(self) -> Response:
-        """Every tracked symbol with its NSE summary: bars stored, the newest bar, the latest
-        risk score and the open alerts (from the latest-value cache, kept as rows are stored)."""
+    @api.get("/api/stocks", tags=["stocks"], response_model=list[StockSummary], responses=errors(422, 503))
+    async def stocks(
+        self,
+        all_symbols: bool = Query(False, alias="all", description="every tracked symbol (~2,000), also those with "
+                                                                   "nothing stored yet"),
+    ) -> Response:
+        """The symbols with stored data (bars, a risk score or alerts) and their NSE summary:
+        bars stored, the newest bar, the latest risk score and the open alerts (from the
+        latest-value cache, kept as rows are stored). `all=true` lists every tracked symbol."""
         latest = await _answer(self.query.latest())
         rows = []
         for symbol, info in self.symbols.items():
             row = latest.get((symbol, "NSE"))
-            rows.append(self._stock_summary(symbol, info, row).model_dump_json().encode() if row
-                        else self._stocks_without_data[symbol])
+            if row:
+                rows.append(self._stock_summary(symbol, info, row).model_dump_json().encode())
+            elif all_symbols:
+                rows.append(self._stocks_without_data[symbol])
         # the bytes FastAPI would make of list[StockSummary] (it dumps with the same pydantic
         # serializer), built from one model per symbol with data instead of one per symbol
         return Response(b"[" + b",".join(rows) + b"]", media_type="application/json")

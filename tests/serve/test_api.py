@@ -61,18 +61,25 @@ def test_openapi_docs(api: str) -> None:
     assert requests.get(f"{api}/docs").status_code == 200
 
 
-def test_stocks_lists_known_symbols_with_latest_price(api: str) -> None:
+def test_stocks_lists_the_symbols_with_data_and_all_on_request(api: str) -> None:
     response = requests.get(f"{api}/api/stocks")
     assert response.status_code == 200, response.text
     stocks = {s["ticker"]: s for s in response.json()}
     assert len(stocks) >= 50
     reliance = stocks["RELIANCE"]
     assert reliance["bars"] > 0 and reliance["last_close"] > 0 and "NSE" in reliance["exchanges"]
-    assert any(s["bars"] == 0 and s["last_ts"] is None for s in stocks.values())  # symbols with no data too
+    assert all(s["bars"] > 0 or s["risk_score"] is not None or s["open_alerts"] for s in stocks.values())
+    every = requests.get(f"{api}/api/stocks", params={"all": "true"})
+    assert every.status_code == 200, every.text
+    universe = {s["ticker"]: s for s in every.json()}
+    assert len(universe) > 1500 and set(stocks) < set(universe)  # the tracked symbols, ~2,000
+    assert all(universe[t] == s for t, s in stocks.items())
+    assert any(s["bars"] == 0 and s["last_ts"] is None for s in universe.values())  # nothing stored yet
     # rendered from pre-made rows plus one model per symbol with data: the very bytes FastAPI
     # makes of list[StockSummary] from the same values
     summaries = TypeAdapter(list[StockSummary])
-    assert response.content == summaries.dump_json(summaries.validate_json(response.content))
+    for body in (response.content, every.content):
+        assert body == summaries.dump_json(summaries.validate_json(body))
 
 
 def test_prices_by_interval(api: str, backfilled) -> None:
