@@ -73,11 +73,13 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/api/stocks")
-    async def stocks(request: Request) -> list[dict[str, Any]]:
+    async def stocks(request: Request, all: bool = False) -> list[dict[str, Any]]:  # noqa: A002 - the API's name
         latest = await reads(request).latest()
         out = []
         for name, info in request.app.state.symbols.items():
             row = latest.get((name, "NSE"), {})
+            if not row and not all:  # as the platform's route: symbols with stored data unless ?all=true
+                continue
             risk = row.get("risk") or {}
             out.append({"ticker": name, "name": info["name"], "exchanges": info["exchanges"].split(";"),
                         "last_close": row.get("last_close"), "last_ts": row.get("last_ts"),
