@@ -119,7 +119,7 @@ class Progress:
 
 
 def tune_ray_data(workers: int) -> None:
-    """Size Ray Data for a pool of `workers` map actors from the start.
+    """Let Ray Data run `workers` map tasks at once from the start.
 
     Ray Data reserves part of the cluster per operator and ramps concurrency up only as
     task outputs are measured; on a 2-core machine with a single map operator that kept
@@ -280,7 +280,8 @@ def _run_days(settings: Settings, source_name: str, days: list[dt.date], run_id:
     tune_ray_data(workers)
     data = (
         ray.data.from_items([{"day": d.isoformat()} for d in days], override_num_blocks=blocks)
-        .map_batches(store_days, batch_size=per_block, batch_format="numpy", concurrency=workers, num_cpus=1,
+        .map_batches(store_days, batch_size=per_block, batch_format="numpy",
+                     compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1,
                      fn_kwargs={"settings": settings, "source_name": source_name, "run_id": run_id,
                                 "now": utc_now()})
     )

@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 SUPERVISOR_NAME = "sentinel-supervisor"
 CHECK_EVERY_S = 5.0
 # Ingestion actors need no CPU of their own, so the default scheduler would pack them all on
-# the supervisor's node; spread, a lost node takes only its share of them (tests/test_multinode.py).
+# the supervisor's node; spread, a lost node usually takes only its share of them. SPREAD is
+# Ray's best effort (a test run had all six on one worker node); recovery does not depend on
+# it (tests/test_multinode.py).
 WORKER_SCHEDULING = "SPREAD"
 
 
