@@ -352,19 +352,16 @@ HEADER = (f"{'route':<36} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'floor/s':>7
           f"{'ingest/s':>8}")
 
 
-def row(name: str, fig: Figures, floor: Figures, cached: bool | None, plain: Figures | None,
-        ingest: float | None) -> str:
+def row(name: str, fig: Figures, floor: Figures, cached: bool | None, plain: Figures, ingest: float | None) -> str:
     """A route against `floor` (the floor measured either side of it); a floor measurement
     (cached None) against the floor of the whole run."""
     rps_ratio = fig.rps / floor.rps if floor.rps else 0.0
     p99_ratio = fig.p99_ms / floor.p99_ms if fig.p99_ms is not None and floor.p99_ms else float("nan")
     target = "floor" if cached is None else f"{TARGET_RPS[cached]:.1f}x"
     verdict = "-" if cached is None else ("yes" if meets(fig, floor, cached) else "no")
-    plain_cols = (f"{'-':>7} {'-':>9} {'-':>4}" if plain is None else
-                  f"{plain.rps:>7,.1f} {_ms(plain.p99_ms):>9} {plain.failed:>4}")
     return (f"{name:<36} {fig.rps:>7,.1f} {_ms(fig.p50_ms):>8} {_ms(fig.p99_ms):>8} {floor.rps:>7,.1f} "
             f"{_ms(floor.p99_ms):>7} {rps_ratio:>6.2f} {p99_ratio:>6.2f} {target:>6} {verdict:>5} {fig.failed:>6} | "
-            f"{plain_cols} | {'-' if ingest is None else f'{ingest:,.0f}':>8}")
+            f"{plain.rps:>7,.1f} {_ms(plain.p99_ms):>9} {plain.failed:>4} | {'-' if ingest is None else f'{ingest:,.0f}':>8}")
 
 
 def error_note(server: str, name: str, fig: Figures) -> None:

@@ -36,9 +36,9 @@ from sentinel_ray.storage.warehouse import connect_warehouse
 
 
 def warm_up() -> None:
-    """Nothing: a task whose worker, by unpickling it, imports this module (and Ray Data's
-    task code with it, below), so the backfill's first blocks find workers ready."""
-    import ray.data._internal.execution.operators.map_operator  # noqa: F401 - what a map_batches task runs
+    """Nothing: a task whose worker, by unpickling it, imports this module (and Ray Data, whose
+    import brings the map task code), so the backfill's first blocks find workers ready."""
+    import ray.data  # noqa: F401 - the public import; a private module path would break on a Ray upgrade
 
 
 def store_days(batch: dict[str, np.ndarray], *, settings: Settings, source_name: str, run_id: str,

@@ -21,6 +21,10 @@ class _Client:
         self.app = app
 
     def get(self, path: str, params: dict | None = None, headers: dict | None = None) -> "_Answer":
+        return asyncio.run(self.aget(path, params, headers))
+
+    async def aget(self, path: str, params: dict | None = None, headers: dict | None = None) -> "_Answer":
+        """The same request, on the caller's event loop (for concurrent requests)."""
         scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "root_path": "",
                  "query_string": urlencode(params or {}).encode(), "scheme": "http", "server": ("test", 80),
                  "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
@@ -32,7 +36,7 @@ class _Client:
 
         async def send(message: dict) -> None:
             messages.append(message)
-        asyncio.run(self.app(scope, receive, send))
+        await self.app(scope, receive, send)
         start = next(m for m in messages if m["type"] == "http.response.start")
         body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
         return _Answer(start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body)
@@ -72,13 +76,34 @@ def version() -> dict[str, str | None]:
     return {"now": "build-1#1"}
 
 
-@pytest.fixture
-def client(version: dict) -> tuple[_Client, dict[str, int], ResponseCache]:
-    cache = ResponseCache()
+def _cache(version: dict, **kwargs) -> ResponseCache:
+    """A ResponseCache whose data version is version["now"]."""
+    cache = ResponseCache(**kwargs)
 
     async def current() -> str | None:
         return version["now"]
     cache.version_source = current
+    return cache
+
+
+def _slow_app(cache: ResponseCache) -> tuple[_Client, dict[str, int]]:
+    """/api/stocks answering the number of times it was read, after a 50 ms 'warehouse query'."""
+    calls = {"n": 0}
+    app = FastAPI()
+
+    @app.get("/api/stocks")
+    async def stocks() -> list[int]:
+        calls["n"] += 1
+        await asyncio.sleep(0.05)
+        return [calls["n"]]
+
+    app.add_middleware(ResponseCacheMiddleware, cache=cache)
+    return _Client(app), calls
+
+
+@pytest.fixture
+def client(version: dict) -> tuple[_Client, dict[str, int], ResponseCache]:
+    cache = _cache(version)
     app, calls = _app(cache)
     return _Client(app), calls, cache
 
@@ -123,11 +148,7 @@ def test_a_kept_body_is_gzipped_once_for_clients_that_accept_it(client) -> None:
 
 
 def test_memory_is_bounded_least_recently_used_out(version) -> None:
-    cache = ResponseCache(max_bytes=200)  # about four of these bodies
-
-    async def current() -> str | None:
-        return version["now"]
-    cache.version_source = current
+    cache = _cache(version, max_bytes=200)  # about four of these bodies
     app, calls = _app(cache)
     http = _Client(app)
     for ticker in ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J"):
@@ -140,38 +161,11 @@ def test_memory_is_bounded_least_recently_used_out(version) -> None:
 
 def test_concurrent_misses_at_one_version_ask_the_source_once(version) -> None:
     """After a write every client of a hot route misses at once: one of them asks, the rest wait."""
-    cache = ResponseCache()
-
-    async def current() -> str | None:
-        return version["now"]
-    cache.version_source = current
-    calls = {"n": 0}
-    app = FastAPI()
-
-    @app.get("/api/stocks")
-    async def stocks() -> list[int]:
-        calls["n"] += 1
-        await asyncio.sleep(0.05)  # a warehouse query
-        return [calls["n"]]
-
-    app.add_middleware(ResponseCacheMiddleware, cache=cache)
-    client = _Client(app)
+    cache = _cache(version)
+    client, calls = _slow_app(cache)
 
     async def many() -> list[list[int]]:
-        async def one() -> list[int]:
-            messages: list[dict] = []
-            scope = {"type": "http", "method": "GET", "path": "/api/stocks", "raw_path": b"/api/stocks",
-                     "root_path": "", "query_string": b"", "headers": [], "scheme": "http", "server": ("t", 80),
-                     "http_version": "1.1", "client": ("127.0.0.1", 1)}
-
-            async def receive() -> dict:
-                return {"type": "http.request", "body": b"", "more_body": False}
-
-            async def send(message: dict) -> None:
-                messages.append(message)
-            await client.app(scope, receive, send)
-            return json.loads(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body"))
-        return await asyncio.gather(*(one() for _ in range(16)))
+        return [a.json() for a in await asyncio.gather(*(client.aget("/api/stocks") for _ in range(16)))]
 
     assert asyncio.run(many()) == [[1]] * 16 and calls["n"] == 1 and not cache.pending
 
@@ -179,40 +173,14 @@ def test_concurrent_misses_at_one_version_ask_the_source_once(version) -> None:
 def test_while_a_new_version_is_read_the_previous_answer_serves_for_a_second_at_most(version, monkeypatch) -> None:
     import sentinel_ray.serve.response_cache as rc
 
-    cache = ResponseCache()
-
-    async def current() -> str | None:
-        return version["now"]
-    cache.version_source = current
-    calls = {"n": 0}
-    app = FastAPI()
-
-    @app.get("/api/stocks")
-    async def stocks() -> list[int]:
-        calls["n"] += 1
-        await asyncio.sleep(0.05)
-        return [calls["n"]]
-
-    app.add_middleware(ResponseCacheMiddleware, cache=cache)
-    client = _Client(app)
+    client, calls = _slow_app(_cache(version))
     assert client.get("/api/stocks").json() == [1]
     version["now"] = "build-1#2"
 
     async def two() -> list:
         async def one(delay: float) -> list[int]:
             await asyncio.sleep(delay)
-            messages: list[dict] = []
-            scope = {"type": "http", "method": "GET", "path": "/api/stocks", "raw_path": b"/api/stocks",
-                     "root_path": "", "query_string": b"", "headers": [], "scheme": "http", "server": ("t", 80),
-                     "http_version": "1.1", "client": ("127.0.0.1", 1)}
-
-            async def receive() -> dict:
-                return {"type": "http.request", "body": b"", "more_body": False}
-
-            async def send(message: dict) -> None:
-                messages.append(message)
-            await client.app(scope, receive, send)
-            return json.loads(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body"))
+            return (await client.aget("/api/stocks")).json()
         return await asyncio.gather(one(0), one(0.01))
 
     assert asyncio.run(two()) == [[2], [1]]  # the reader gets the new answer, a client meanwhile the previous one
