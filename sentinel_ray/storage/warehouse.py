@@ -34,6 +34,12 @@ from sentinel_ray.storage.migrations import SchemaStatus
 ACTOR_NAME = "sentinel-warehouse"
 _ERROR_CHARS = 1_000  # ClickHouse messages can quote a whole statement
 _MAPPED = {ErrorKind.TRANSIENT: WarehouseUnavailable, ErrorKind.TERMINAL: WarehouseRefused}
+# Every table is a ReplacingMergeTree read with FINAL (or merged by OPTIMIZE ... FINAL), and
+# no insert holds one key twice (the pipeline drops in-batch duplicates; features and risk
+# have one row per bar), so the merge ClickHouse would run on each inserted block finds
+# nothing to do: skipping it cuts a third of the engine's insert time (measured: 68 -> 44 ms
+# for 70k feature rows).
+INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 
 @contextmanager
@@ -120,7 +126,7 @@ class ClickHouseWarehouse:
         ds = dataset(dataset_name)
         table = table.select(ds.column_names)
         with self._lock, mapped_errors(f"insert into {ds.name}"):
-            self.client.insert_arrow(f"`{self.database}`.`{ds.name}`", table)
+            self.client.insert_arrow(f"`{self.database}`.`{ds.name}`", table, settings=INSERT_SETTINGS)
         return table.num_rows
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
