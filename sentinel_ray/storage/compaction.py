@@ -19,19 +19,25 @@ rewritten differently meanwhile is released instead, see `Lake.release`). Compac
 no manifest names are deleted once older than `orphan_age_s`, so a compaction or release
 running elsewhere at that moment keeps the file it is about to publish.
 
-Run one compactor per lake at a time (`up`'s loop, or `sentinel-ray compact`): two at once
-on the same day write the same files and the same manifest, but one that listed a late
-file the other did not could publish over the other's manifest.
+One compactor per lake at a time (`up`'s loop, `sentinel-ray compact`): two at once on the
+same day write the same files and the same manifest, but one that listed a late file the
+other did not could publish over the other's manifest, and delete batch files that manifest
+does not hold. On a local lake `compact` takes the lake's lock (`one_compactor`) and a
+second one is refused (`CompactionBusy`); an object store has no lock to take, and there
+running one compactor is the operator's rule.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import logging
+import os
 import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Self
+from typing import Callable, Iterator, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,6 +51,38 @@ log = logging.getLogger(__name__)
 ORPHAN_AGE_S = 600.0
 MAX_ROUNDS = 4  # rewrites of one partition per pass (two suffice but for tiny targets)
 _DATASET = re.compile(r"/dataset=([^/]+)/")
+LOCK_FILE = "_compaction.lock"  # at a local lake's root: who compacts it now
+
+
+class CompactionBusy(RuntimeError):
+    """Another process (or thread) is compacting this lake."""
+
+
+@contextlib.contextmanager
+def one_compactor(lake: Lake) -> Iterator[None]:
+    """Hold the lake's compaction lock for a pass, or raise CompactionBusy at once.
+
+    A local lake's lock is an flock on `<root>/_compaction.lock`: the kernel releases it when
+    its holder exits or is killed, so a crashed compactor never blocks the next one. The
+    file keeps the holder's pid, for the message. An object store has no such lock: there
+    this holds nothing (the module docstring)."""
+    if lake.object_store:
+        yield
+        return
+    os.makedirs(lake.root, exist_ok=True)
+    fd = os.open(os.path.join(lake.root, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise CompactionBusy(f"another compaction of the lake {lake.uri} is running (pid {holder}); "
+                                 f"try again once it has finished") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @dataclass
@@ -87,12 +125,19 @@ class CompactionSummary:
 def compact(lake: Lake, *, target_bytes: int, quiet_s: float, dataset: str | None = None,
             day: dt.date | None = None, now: dt.datetime | None = None,
             orphan_age_s: float = ORPHAN_AGE_S) -> CompactionSummary:
-    """Compact every closed day partition of the curated zone (of `dataset`, of `day`).
+    """Compact every closed day partition of the curated zone (of `dataset`, of `day`), holding
+    the lake's lock (CompactionBusy when another compaction holds it).
 
     Not the quarantine zone: a quarantine replay keys the rows it moves by the bytes of
     each quarantine file (`pipeline.quarantine_replay`), which a compacted file cannot give back."""
+    with one_compactor(lake):
+        return _compact(lake, target_bytes=target_bytes, quiet_s=quiet_s, dataset=dataset, day=day,
+                        now=now or dt.datetime.now(dt.timezone.utc), orphan_age_s=orphan_age_s)
+
+
+def _compact(lake: Lake, *, target_bytes: int, quiet_s: float, dataset: str | None, day: dt.date | None,
+             now: dt.datetime, orphan_age_s: float) -> CompactionSummary:
     began = time.perf_counter()
-    now = now or dt.datetime.now(dt.timezone.utc)
     summary = CompactionSummary()
     for part in lake.partitions("curated", dataset):
         ds = _dataset_of(part.directory)
@@ -242,6 +287,9 @@ class CompactionLoop:
             try:
                 self.last = compact(lake, target_bytes=self.settings.lake_compact_target_bytes,
                                     quiet_s=self.settings.lake_compact_quiet_s)
+            except CompactionBusy as e:  # `sentinel-ray compact` in another terminal: its pass does the work
+                log.info("lake compaction skipped: %s", e)
+                continue
             except Exception as e:  # noqa: BLE001 - a failed pass leaves readable files; the next one retries
                 log.warning("lake compaction failed (%s: %s); trying again in %.0f s", type(e).__name__, e,
                             self.settings.lake_compact_interval_s)

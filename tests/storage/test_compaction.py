@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import PRICES
-from sentinel_ray.storage.compaction import CompactionLoop, compact
+from sentinel_ray.storage.compaction import CompactionBusy, CompactionLoop, compact, one_compactor
 from sentinel_ray.storage.lake import MANIFEST, Lake
 from tests.ingest.conftest import ingest_settings, prefix, store  # noqa: F401 - fixtures
 
@@ -211,18 +213,73 @@ def test_the_cli_prints_files_per_day_before_and_after(tmp_path: Path, monkeypat
     assert _rows(lake).equals(before)
 
 
+def _stop_after_a_report(loop: CompactionLoop, said: list[str], timeout_s: float = 30.0) -> None:
+    """Wait until `up`'s loop has said what a pass compacted, then stop it."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+
+
+# A compactor in another process: takes the lake's lock, says so, then holds it.
+_HOLD = ("import sys, time\n"
+         "from sentinel_ray.storage.compaction import one_compactor\n"
+         "from sentinel_ray.storage.lake import Lake\n"
+         "with one_compactor(Lake(sys.argv[1])):\n"
+         "    print('holding', flush=True)\n"
+         "    time.sleep(120)\n")
+
+
+def test_a_second_compactor_is_refused_and_a_killed_one_blocks_nothing(tmp_path: Path) -> None:
+    """Two compactions of one day at once could publish over each other's manifest and delete
+    batch files the published one does not hold: while a compactor in another process holds
+    the lake, a second is refused and touches nothing; the lock dies with its holder."""
+    lake = Lake(str(tmp_path / "lake"))
+    _stream_day(lake)
+    before, files = _rows(lake), _on_disk(lake)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, lake.uri], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        with pytest.raises(CompactionBusy, match=f"pid {holder.pid}"):
+            compact(lake, target_bytes=10**9, quiet_s=0)
+        assert _on_disk(lake) == files
+    finally:
+        holder.kill()  # SIGKILL: no cleanup of its own
+        holder.wait()
+    summary = compact(lake, target_bytes=10**9, quiet_s=0)
+    assert summary.compacted and len(_readable(lake)) == 1
+    assert _rows(lake).equals(before)
+
+
+def test_the_cli_and_ups_loop_wait_for_a_running_compaction(tmp_path: Path, monkeypatch, capsys) -> None:
+    from sentinel_ray.cli import main
+
+    settings = Settings(data_dir=tmp_path, lake_compact_interval_s=0.05, lake_compact_quiet_s=0)
+    lake = Lake(settings.resolved_lake_uri)
+    _stream_day(lake)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SENTINEL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "token"))  # as in the CLI test above
+    said: list[str] = []
+    with one_compactor(lake):  # another descriptor of the lock file: refused as another process would be
+        assert main(["compact", "--dataset", "prices", "--date", "2026-11-05"]) == 1
+        assert f"another compaction of the lake {lake.uri} is running (pid {os.getpid()})" in capsys.readouterr().err
+        loop = CompactionLoop(settings, say=said.append).start()
+        time.sleep(0.5)  # ten of its rounds: each skipped
+        assert not said and len(_on_disk(lake)) == 40
+    _stop_after_a_report(loop, said)
+    assert said and "40 files" in said[0]
+
+
 def test_up_compacts_on_its_own(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, lake_compact_interval_s=0.05, lake_compact_quiet_s=0)
     lake = Lake(settings.resolved_lake_uri)
     _stream_day(lake)
     said: list[str] = []
     loop = CompactionLoop(settings, say=said.append).start()
-    try:
-        deadline = time.monotonic() + 30
-        while not said and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        loop.stop()
+    _stop_after_a_report(loop, said)
     assert said and "40 files" in said[0]
     assert len(_readable(lake)) == 1
 
