@@ -186,18 +186,19 @@ def risk_scores(features_1m: pa.Table, *, computed_at: dt.datetime | None = None
         "ts": ts,
         "score": pa.array(score, pa.float64()),
         **{f"{family}_score": pa.array(np.round(families[family], 4), pa.float64()) for family in FAMILIES},
-        "reasons": pa.array(reasons, pa.string()),
-        "computed_at": pa.array(np.full(n, computed_at), TIMESTAMP_TYPE),
+        "reasons": reasons,
+        "computed_at": pa.repeat(pa.scalar(computed_at, TIMESTAMP_TYPE), n),
     }
     return pa.table(columns, schema=RISK_1M.arrow_schema)
 
 
-def _reasons(table: pa.Table, strengths: dict[str, np.ndarray]) -> list[str]:
+def _reasons(table: pa.Table, strengths: dict[str, np.ndarray]) -> pa.Array:
     """Reasons JSON per row: the strongest feature of each family, the family adding most
     to the score first (strength x the family's weight).
 
     Text is built in Python, but only for the rows where some feature is unusual (a few
-    per cent of bars); every other row gets the same "[]"."""
+    per cent of bars); every other row takes the same "[]" (an Arrow take: no Python
+    object per row)."""
     n = table.num_rows
     best_feature: list[np.ndarray] = []
     best_strength: list[np.ndarray] = []
@@ -208,10 +209,10 @@ def _reasons(table: pa.Table, strengths: dict[str, np.ndarray]) -> list[str]:
         best_strength.append(stack[pick, np.arange(n)])
     feature_matrix = np.vstack(best_feature)  # families x rows
     strength_matrix = np.vstack(best_strength)
-    out = np.full(n, "[]", dtype=object)
     rows = np.flatnonzero((strength_matrix >= REASON_MIN_STRENGTH).any(axis=0))
-    if rows.size == 0:
-        return out.tolist()
+    texts = ["[]"]
+    which = np.zeros(n, np.int32)  # per row, its text in `texts`
+    which[rows] = np.arange(1, rows.size + 1, dtype=np.int32)
     sub = table.take(pa.array(rows))
     values = {name: sub.column(name).to_pylist() for name in _INPUT_COLUMNS}
     for name in ("excess_ret_15m", "excess_ret_60m", "excess_ret_prev_close"):
@@ -239,8 +240,8 @@ def _reasons(table: pa.Table, strengths: dict[str, np.ndarray]) -> list[str]:
             else:
                 reasons.append({"feature": "large_cap", "value": 1, "strength": 0.0,
                                 "text": "large cap (NIFTY 50): hard to move by promotion"})
-        out[row] = json.dumps(reasons, separators=(",", ":"))
-    return out.tolist()
+        texts.append(json.dumps(reasons, separators=(",", ":")))
+    return pc.take(pa.array(texts, pa.string()), pa.array(which))
 
 
 def _rounded(value: float | int | None) -> float | int | None:

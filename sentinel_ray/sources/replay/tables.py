@@ -25,8 +25,8 @@ def prices_table(cols: dict[str, np.ndarray], masks: dict[str, np.ndarray], line
 
     arrays = [
         pa.array(cols["ticker"], pa.string()),
-        pa.array(np.full(n, "NSE", dtype=object), pa.string()),
-        pa.array(np.full(n, "1m", dtype=object), pa.string()),
+        pa.repeat(pa.scalar("NSE", pa.string()), n),
+        pa.repeat(pa.scalar("1m", pa.string()), n),
         _timestamps(cols["ts"]),
         num("open", pa.float64()),
         num("high", pa.float64()),
@@ -74,7 +74,7 @@ def _timestamps(ms: np.ndarray) -> pa.Array:
 
 def _lineage(n: int, lineage: dict[str, Any]) -> list[pa.Array]:
     return [
-        pa.array(np.full(n, lineage["source"], dtype=object), pa.string()),
-        pa.array(np.full(n, lineage["run_id"], dtype=object), pa.string()),
+        pa.repeat(pa.scalar(lineage["source"], pa.string()), n),
+        pa.repeat(pa.scalar(lineage["run_id"], pa.string()), n),
         _timestamps(np.full(n, lineage["ingested_ms"], dtype=np.int64)),
     ]
