@@ -144,17 +144,14 @@ def advance(risk: pa.Table, state: dict[Key, Episode], *, detected_by: str) -> A
     events: list[dict[str, Any]] = []
     if risk.num_rows:
         risk = risk.sort_by([("ticker", "ascending"), ("exchange", "ascending"), ("ts", "ascending")])
-        tickers = risk.column("ticker").to_pylist()
-        exchanges = risk.column("exchange").to_pylist()
         ts_ms = pc.cast(pc.cast(risk.column("ts"), TIMESTAMP_TYPE), pa.int64()).to_numpy(zero_copy_only=False)
         score = risk.column("score").to_numpy(zero_copy_only=False)
         sidx = session_index(ts_ms)
-        # group boundaries of (ticker, exchange) in the sorted batch
-        keys = [f"{t}\x00{e}" for t, e in zip(tickers, exchanges)]
-        starts = [0] + [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]] + [len(keys)]
+        starts = _group_starts(risk)
+        tickers = risk.column("ticker").take(pa.array(starts[:-1])).to_pylist()
+        exchanges = risk.column("exchange").take(pa.array(starts[:-1])).to_pylist()
         reasons = risk.column("reasons")
-        for lo, hi in zip(starts[:-1], starts[1:]):
-            key = (tickers[lo], exchanges[lo])
+        for key, lo, hi in zip(zip(tickers, exchanges), starts[:-1].tolist(), starts[1:].tolist()):
             ep = state.get(key)
             watermark = _ms(ep.last_seen_ts) if ep else -(2**62)
             active = lo + np.flatnonzero((score[lo:hi] >= STAY_THRESHOLD) & (ts_ms[lo:hi] > watermark))
@@ -183,6 +180,16 @@ def advance(risk: pa.Table, state: dict[Key, Episode], *, detected_by: str) -> A
                 if sidx[hi - 1] - session_index(np.array([_ms(ep.last_bar_ts)]))[0] > QUIET_GAP_MIN:
                     del state[key]  # the episode has ended; its alert stays as written
     return Advance(state=state, touched=touched, opened=opened, events=events)
+
+
+def _group_starts(risk: pa.Table) -> np.ndarray:
+    """Where each (ticker, exchange) run of a sorted batch starts, and its length at the end."""
+    n = risk.num_rows
+    changed = np.zeros(max(n - 1, 0), dtype=bool)
+    for name in ("ticker", "exchange"):
+        col = risk.column(name)
+        changed |= pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    return np.concatenate(([0], np.flatnonzero(changed) + 1, [n]))
 
 
 def _reason_texts(reasons: str, limit: int = 3) -> str:
