@@ -222,17 +222,18 @@ def _reasons(table: pa.Table, strengths: dict[str, np.ndarray]) -> pa.Array:
     scale = strengths["market_scale"][rows]
     ts_ms = pc.cast(sub.column("ts"), pa.int64()).to_numpy(zero_copy_only=False)
     ist_minute = ((ts_ms + int(IST_OFFSET.total_seconds() * 1000)) % MS_PER_DAY) // MS_PER_MIN
+    # per row, the families by what they add to the score (a stable sort: ties keep family order)
+    orders = np.argsort(-strength_matrix[:, rows] * _FAMILY_WEIGHT[:, None], axis=0, kind="stable")[:MAX_REASONS].T
     for k, row in enumerate(rows):
-        order = np.argsort(-strength_matrix[:, row] * _FAMILY_WEIGHT, kind="stable")
         reasons = []
-        for fam in order[:MAX_REASONS]:
+        row_values = {c: values[c][k] for c in values}
+        for fam in orders[k]:
             strength = float(strength_matrix[fam, row])
             if strength < REASON_MIN_STRENGTH:
                 break
             feature = feature_matrix[fam, row]
-            value = values[feature][k]
-            reasons.append({"feature": feature, "value": _rounded(value), "strength": round(strength, 3),
-                            "text": reason_text(feature, {c: values[c][k] for c in values}, int(ist_minute[k]))})
+            reasons.append({"feature": feature, "value": _rounded(row_values[feature]), "strength": round(strength, 3),
+                            "text": reason_text(feature, row_values, int(ist_minute[k]))})
         if scale[k] < 1.0 and reasons:  # what discounted the market's reaction, said as plainly
             if not np.isnan(age[k]):
                 reasons.append({"feature": "filing_age_min", "value": int(age[k]), "strength": 0.0,
