@@ -257,6 +257,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(status, default=str, indent=2))
         return 1 if down else 0
+    supervisor = status.get("supervisor") or {}
+    print(f"supervisor  restarts {supervisor.get('restarts', 0)}")
     print("pollers")
     for name, p in sorted(status["pollers"].items()):
         print(f"  {name:<10} {p.get('actor', '-'):<8} {p.get('state', '?'):<9} polls {p.get('polls', 0):>6}  "

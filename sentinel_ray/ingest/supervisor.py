@@ -4,7 +4,11 @@ Pollers (one per enabled source) and consumers (`consumers_per_dataset` per data
 long-lived actors with `max_restarts=-1`: when a worker process dies Ray starts a new one
 and re-runs its `run()` loop (`max_task_retries=-1`), which resumes from Redis. The
 supervisor itself is a named, detached actor (`sentinel-supervisor`), so `sentinel-ray
-status` in another terminal can ask it; it also re-creates any actor Ray gave up on.
+status` in another terminal can ask it; it also re-creates any actor Ray gave up on. When
+the supervisor's own process dies, its pollers and consumers end with it (they are its
+own); Ray restarts the supervisor (`max_restarts=-1`), which then starts them again and
+watches them, with no one having to call it: they resume from Redis as a restarted actor
+does.
 
 On a cluster of several nodes the pollers and consumers are spread over the nodes
 (`SPREAD`), and an actor whose node is lost is started again on a surviving one. The
@@ -125,12 +129,16 @@ class Supervisor:
         self.runs: dict[str, Any] = {}  # actor name -> ObjectRef of its run() call
 
     # -- lifecycle -----------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, resume: bool = False) -> None:
+        """Start the pollers and consumers; restart counts go back to 0 unless `resume` (the
+        supervisor restarted after its process died: the counts carry on)."""
         rules_for(self.settings)  # a bad rules file fails here, clearly, not in every consumer
         for ds in DATA_DATASETS:
             self.store.ensure_group(ds)
-        self.store.reset_restarts("poller", list(self.settings.sources_enabled))
-        self.store.reset_restarts("consumer", [name for _ds, name in self._consumer_names()])
+        if not resume:
+            self.store.reset_restarts("poller", list(self.settings.sources_enabled))
+            self.store.reset_restarts("consumer", [name for _ds, name in self._consumer_names()])
+            self.store.reset_restarts("supervisor", [SUPERVISOR_NAME])
         for source in self.settings.sources_enabled:
             self._start_poller(source)
         for ds, name in self._consumer_names():
@@ -223,6 +231,7 @@ class Supervisor:
         poller_restarts = self.store.restarts("poller", list(self.pollers))
         consumer_restarts = self.store.restarts("consumer", list(self.consumers))
         return {
+            "supervisor": {"pid": os.getpid(), "restarts": self.store.restarts("supervisor", [SUPERVISOR_NAME])[SUPERVISOR_NAME]},
             "pollers": {n: {**ask(h), "restarts": poller_restarts[n]} for n, h in self.pollers.items()},
             "consumers": {n: {**ask(h), "restarts": consumer_restarts[n]} for n, h in self.consumers.items()},
             "streams": {ds: self.store.lag(ds).as_dict() for ds in DATA_DATASETS},
@@ -239,6 +248,11 @@ class SupervisorActor:
     def __init__(self, settings: Settings) -> None:
         self.supervisor = Supervisor(settings)
         self._stop = threading.Event()
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            # Ray re-ran this after the supervisor's process died: its pollers and consumers
+            # died with it, and nobody will call start() and watch() again
+            _count_if_restarted(self.supervisor.store, "supervisor", SUPERVISOR_NAME)
+            threading.Thread(target=self._resume, name="supervisor-resume", daemon=True).start()
 
     def start(self) -> None:
         self.supervisor.start()
@@ -249,6 +263,18 @@ class SupervisorActor:
                 self.supervisor.check()
             except Exception:  # noqa: BLE001 - keep watching
                 log.exception("supervisor check failed")
+
+    def _resume(self) -> None:
+        """Start the pollers and consumers again (they resume from Redis), then watch them;
+        while that fails (Redis down), try again every check."""
+        while not self._stop.is_set():
+            try:
+                self.supervisor.start(resume=True)
+                break
+            except Exception:  # logged; tried again after a check interval
+                log.exception("supervisor: restarted, could not start ingestion again; retrying")
+                self._stop.wait(CHECK_EVERY_S)
+        self.watch()
 
     def status(self) -> dict[str, Any]:
         return self.supervisor.status()
@@ -299,7 +325,8 @@ def reported_status(settings: Settings) -> dict[str, Any]:
         reported, counted = store.statuses(kind), store.restarts(kind)
         return {n: {**reported.get(n, {}), "restarts": counted.get(n, 0)} for n in sorted({*reported, *counted})}
 
-    return {"pollers": merged("poller"), "consumers": merged("consumer"),
+    return {"supervisor": {"restarts": store.restarts("supervisor", [SUPERVISOR_NAME])[SUPERVISOR_NAME]},
+            "pollers": merged("poller"), "consumers": merged("consumer"),
             "streams": {ds: store.lag(ds).as_dict() for ds in DATA_DATASETS},
             "dead_letters": {ds: store.dead_letter_summary(ds) for ds in DATA_DATASETS}}
 

@@ -170,3 +170,51 @@ def test_redis_restarted_mid_stream(ray_session, ingest_settings, prefix, own_re
         restart()
 
     _run(settings, prefix, restart_redis)
+
+
+def test_supervisor_killed_with_sigkill_starts_ingestion_again(ray_session, ingest_settings, prefix) -> None:
+    """The supervisor actor's process SIGKILLed mid-stream: its pollers and consumers end with
+    it (they are its own). Ray restarts the supervisor, which starts them again by itself
+    (nobody calls start() or watch() on it), and the run ends with exact counts, no doubles."""
+    import ray
+
+    from sentinel_ray.ingest.supervisor import SupervisorActor, with_key_prefix
+    from sentinel_ray.runtime import RAY_NAMESPACE
+
+    settings = with_key_prefix(ingest_settings.model_copy(update={"replay_chunk_rows": 700}), prefix)
+    handle = SupervisorActor.options(name=f"{prefix}-supervisor", namespace=RAY_NAMESPACE).remote(settings)
+    ray.get(handle.start.remote())
+    handle.watch.remote()
+
+    def status() -> dict | None:
+        try:
+            return ray.get(handle.status.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - restarting
+            return None
+
+    try:
+        _wait_for(lambda: (status() or {}).get("pollers", {}).get("replay", {}).get("records", 0) > 0,
+                  "the poller's first records")
+        before = status()
+        assert before is not None and before["supervisor"]["restarts"] == 0
+        os.kill(before["supervisor"]["pid"], signal.SIGKILL)
+
+        def back() -> bool:
+            now = status()
+            return (now is not None and now["supervisor"]["pid"] != before["supervisor"]["pid"]
+                    and set(now["consumers"]) == set(before["consumers"]) and "replay" in now["pollers"]
+                    and all(w["actor"] == "alive" for w in [*now["pollers"].values(), *now["consumers"].values()]))
+
+        _wait_for(back, "the restarted supervisor to start its pollers and consumers", TIMEOUT_S)
+        after = status()
+        assert after is not None and after["supervisor"]["restarts"] == 1, after
+        assert {n: c["pid"] for n, c in after["consumers"].items()}.keys() == before["consumers"].keys()
+        assert all(after["consumers"][n]["pid"] != c["pid"] for n, c in before["consumers"].items())  # new ones
+        want = expected_counts(settings)
+        _wait_for(lambda: stored_counts(settings) == want, "every replayed row stored", TIMEOUT_S)
+        _assert_no_duplicate_files(settings)
+    finally:
+        try:
+            ray.get(handle.stop.remote(), timeout=60)
+        finally:
+            ray.kill(handle, no_restart=True)
