@@ -10,14 +10,20 @@ but the stored data are kept: `/api/stocks`, a ticker's latest risk, and reads w
 explicit `end` (or `ts`); a range ending "now" moves with the clock, operations routes
 (freshness ages, runs, quality) with time and the lake.
 
-A plain ASGI middleware (like http_metrics): misses pass through untouched and are copied
-as they stream; a hit is sent from memory, gzipped once when the client accepts it. Kept
-per replica, bounded by bytes, least recently used first out.
+A plain ASGI middleware (like http_metrics): misses pass through and are copied as they
+stream; a hit is sent from memory, gzipped once when the client accepts it. Kept per
+replica, bounded by bytes, least recently used first out.
+
+Kept answers carry an ETag (a digest of the body; weak, one for both encodings), on a miss
+too when the body comes in one piece (FastAPI's do): a client that sends it back in
+If-None-Match gets 304 and no body while the answer is the same (a dashboard polling
+`/api/stocks?all=true` re-reads 350 kB otherwise).
 """
 from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import logging
 import re
 import time
@@ -39,13 +45,30 @@ _GZIP_FROM_BYTES = 2048
 MAX_STALE_S = 1.0
 
 
+def etag_of(body: bytes) -> bytes:
+    return b'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
+
+
+def _not_modified(scope: Scope, etag: bytes) -> bool:
+    """Whether the request's If-None-Match names `etag` (or is `*`): weak comparison, as for GET."""
+    for name, value in scope.get("headers", []):
+        if name == b"if-none-match":
+            tags = {t.strip().removeprefix(b"W/") for t in value.split(b",")}
+            return b"*" in tags or etag.removeprefix(b"W/") in tags
+    return False
+
+
 @dataclass
 class _Kept:
     version: str
-    headers: list[tuple[bytes, bytes]]
+    headers: list[tuple[bytes, bytes]]  # without content-length and etag
     body: bytes
     gzipped: bytes | None = field(default=None)
     read_at: float = field(default_factory=time.monotonic)
+    etag: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.etag = self.etag or etag_of(self.body)
 
     @property
     def size(self) -> int:
@@ -136,19 +159,33 @@ class ResponseCacheMiddleware:
         answered: asyncio.Future[_Kept | None] = asyncio.get_running_loop().create_future()
         self.cache.pending[(key, version)] = answered
         start: Message | None = None
+        started = False
         chunks: list[bytes] = []
 
         async def copy(message: Message) -> None:
-            nonlocal start
+            nonlocal start, started
             if message["type"] == "http.response.start":
-                start = message
-            elif message["type"] == "http.response.body":
+                start = message  # held until the first body message: a whole body gets its ETag first
+                return
+            if message["type"] == "http.response.body" and start is not None:
                 chunks.append(message.get("body", b""))
-                if not message.get("more_body", False) and start is not None and start["status"] == 200:
-                    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-                    done = _Kept(version, headers, b"".join(chunks))
+                whole = not message.get("more_body", False)
+                if whole and start["status"] == 200:
+                    body = b"".join(chunks)
+                    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length",
+                                                                                                  b"etag")]
+                    done = _Kept(version, headers, body)
                     self.cache.put(key, done)
                     answered.set_result(done)
+                    if not started:  # the body came in one piece
+                        started = True
+                        if _not_modified(scope, done.etag):
+                            await _send_not_modified(done, send)
+                            return
+                        await send({**start, "headers": [*start.get("headers", []), (b"etag", done.etag)]})
+                if not started:
+                    started = True
+                    await send(start)
             await send(message)
 
         try:
@@ -160,8 +197,11 @@ class ResponseCacheMiddleware:
                 answered.set_result(None)
 
     async def _send_kept(self, scope: Scope, kept: _Kept, send: Send) -> None:
+        if _not_modified(scope, kept.etag):
+            await _send_not_modified(kept, send)
+            return
         accepts = any(k == b"accept-encoding" and b"gzip" in v for k, v in scope.get("headers", []))
-        body, headers = kept.body, list(kept.headers)
+        body, headers = kept.body, [*kept.headers, (b"etag", kept.etag)]
         if accepts and len(kept.body) >= _GZIP_FROM_BYTES:
             if kept.gzipped is None:
                 kept.gzipped = gzip.compress(kept.body, compresslevel=5)
@@ -171,3 +211,8 @@ class ResponseCacheMiddleware:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _send_not_modified(kept: _Kept, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", kept.etag)]})
+    await send({"type": "http.response.body", "body": b""})

@@ -147,6 +147,33 @@ def test_a_kept_body_is_gzipped_once_for_clients_that_accept_it(client) -> None:
     assert gzip.decompress(zipped.content) == plain.content  # the same bytes, compressed
 
 
+def test_an_unchanged_answer_is_not_sent_again_to_a_client_that_holds_it(client, version) -> None:
+    """ETag on the first answer (read from the source) and on kept ones, the same for both
+    encodings; If-None-Match with it: 304 and no body, until the answer changes."""
+    http, calls, _ = client
+    first = http.get("/api/stocks")
+    tag = first.headers["etag"]
+    assert tag.startswith('W/"') and calls["n"] == 1
+    kept = http.get("/api/stocks", headers={"accept-encoding": "gzip"})
+    assert kept.headers["etag"] == tag and kept.headers["content-encoding"] == "gzip"
+    for sent in (tag, f'"other", {tag}', tag.removeprefix("W/"), "*"):
+        again = http.get("/api/stocks", headers={"if-none-match": sent, "accept-encoding": "gzip"})
+        assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", tag), sent
+    assert calls["n"] == 1
+    assert http.get("/api/stocks", headers={"if-none-match": 'W/"other"'}).content == first.content
+    version["now"] = "build-1#2"  # a writer stored a batch: the answer changed (its calls count did)
+    changed = http.get("/api/stocks", headers={"if-none-match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag and calls["n"] == 2
+    # read from the source, still 304 when the body is the one the client holds
+    version["now"] = "build-1#3"
+    calls["n"] -= 1  # the source answers what it answered at #2
+    same = http.get("/api/stocks", headers={"if-none-match": changed.headers["etag"]})
+    assert (same.status_code, same.content) == (304, b"") and calls["n"] == 2
+    # errors carry no ETag and are answered in full
+    missing = http.get("/api/stocks/MISSING/prices", params={"end": "2026-11-06"}, headers={"if-none-match": "*"})
+    assert missing.status_code == 404 and "etag" not in missing.headers and missing.json()
+
+
 def test_memory_is_bounded_least_recently_used_out(version) -> None:
     cache = _cache(version, max_bytes=200)  # about four of these bodies
     app, calls = _app(cache)
