@@ -19,7 +19,8 @@
        their warehouse and lake writes included).
 
 Prints rows/s of the whole and of each part, each part's share of the summed part time,
-and ends with one JSON line: e2e_rows_s, parts (rows/s each), rows, days, cores, peak_rss_mb.
+and ends with one JSON line: e2e_rows_s (the job), e2e_s, rows, days, cores, peak_rss_mb, the first
+run's first_rows_s, first_s and first_peak_rss_mb, and parts (rows/s each) with part_share.
 """
 from __future__ import annotations
 
@@ -178,7 +179,7 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=1)
     parser.add_argument("--data-dir", type=Path, help="default: a fresh temporary directory")
     parser.add_argument("--no-parts", action="store_true", help="time the backfill only")
-    parser.add_argument("--no-first", action="store_true", help="skip the first run (a new cluster's first Ray Data job)")
+    parser.add_argument("--no-first", action="store_true", help="skip the first run (then the job is the cluster's first Ray Data job and pays its actors)")
     parser.add_argument("--job", action="store_true", help=argparse.SUPPRESS)  # the child of backfill_as_job
     parser.add_argument("--end", type=dt.date.fromisoformat, help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
