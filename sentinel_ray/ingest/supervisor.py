@@ -64,6 +64,11 @@ def stream_store(settings: Settings, prefix: str | None = None) -> StreamStore:
                        with_key_prefix(settings, prefix).redis_key_prefix)
 
 
+def supervisor_restarts(store: StreamStore) -> int:
+    """How often Ray restarted the supervisor actor since `start()` (counted in Redis)."""
+    return store.restarts("supervisor", [SUPERVISOR_NAME])[SUPERVISOR_NAME]
+
+
 def _count_if_restarted(store: StreamStore, kind: str, name: str) -> None:
     """In an actor's __init__: when Ray is re-running it after the process died, count that."""
     try:
@@ -231,7 +236,7 @@ class Supervisor:
         poller_restarts = self.store.restarts("poller", list(self.pollers))
         consumer_restarts = self.store.restarts("consumer", list(self.consumers))
         return {
-            "supervisor": {"pid": os.getpid(), "restarts": self.store.restarts("supervisor", [SUPERVISOR_NAME])[SUPERVISOR_NAME]},
+            "supervisor": {"pid": os.getpid(), "restarts": supervisor_restarts(self.store)},
             "pollers": {n: {**ask(h), "restarts": poller_restarts[n]} for n, h in self.pollers.items()},
             "consumers": {n: {**ask(h), "restarts": consumer_restarts[n]} for n, h in self.consumers.items()},
             "streams": {ds: self.store.lag(ds).as_dict() for ds in DATA_DATASETS},
@@ -325,7 +330,7 @@ def reported_status(settings: Settings) -> dict[str, Any]:
         reported, counted = store.statuses(kind), store.restarts(kind)
         return {n: {**reported.get(n, {}), "restarts": counted.get(n, 0)} for n in sorted({*reported, *counted})}
 
-    return {"supervisor": {"restarts": store.restarts("supervisor", [SUPERVISOR_NAME])[SUPERVISOR_NAME]},
+    return {"supervisor": {"restarts": supervisor_restarts(store)},
             "pollers": merged("poller"), "consumers": merged("consumer"),
             "streams": {ds: store.lag(ds).as_dict() for ds in DATA_DATASETS},
             "dead_letters": {ds: store.dead_letter_summary(ds) for ds in DATA_DATASETS}}

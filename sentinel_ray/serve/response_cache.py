@@ -65,10 +65,10 @@ class _Kept:
     body: bytes
     gzipped: bytes | None = field(default=None)
     read_at: float = field(default_factory=time.monotonic)
-    etag: bytes = b""
+    etag: bytes = field(init=False)
 
     def __post_init__(self) -> None:
-        self.etag = self.etag or etag_of(self.body)
+        self.etag = etag_of(self.body)
 
     @property
     def size(self) -> int:
