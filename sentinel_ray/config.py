@@ -55,7 +55,10 @@ class Settings(BaseModel):
     webhook_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description=(
         "largest POST /ingest/{dataset} body in bytes; a larger one is a 413, from its Content-Length before "
         "it is read, or as soon as a chunked body passes it"))
-    backfill_days: int = Field(3, ge=0, le=3650, description="days of replay history `up` loads")
+    # 30: enough sessions for the detector to have opened alerts on the replay's pumps when an
+    # analyst first opens the dashboard (3 days gave none: no baselines yet); a later `up` on
+    # the same data dir loads only the days it lacks
+    backfill_days: int = Field(30, ge=0, le=3650, description="days of replay history `up` loads")
     replay_seed: int = 42
     replay_bad_rate: float = Field(0.002, ge=0.0, le=0.5)
     replay_universe: Literal["core", "all"] = Field("core", description=(

@@ -10,6 +10,7 @@ it does not start Redis again while the platform is being taken down.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import signal
 import threading
@@ -109,7 +110,9 @@ class Platform:
         say(f"warehouse  {settings.resolved_warehouse_dsn}\nlake       {settings.resolved_lake_uri}")
 
         if self._backfill is not None:
-            say(run_backfill(settings, "replay", *self._backfill).render())
+            first, last = self._backfill
+            say(f"backfill   replay history {first}..{last} (days an earlier start loaded are skipped)")
+            say(run_backfill(settings, "replay", first, last, progress=lambda p: say(p.render())).render())
 
         if self._ingest:
             start_ingestion(settings)
@@ -120,8 +123,12 @@ class Platform:
                 compactor = CompactionLoop(settings, say=say).start()
                 self._cleanups.append(("lake compaction", compactor.stop))
 
+        # Serve's controller and proxy log every deployment step at INFO to the terminal `up`
+        # runs in; warnings and errors are what an operator there needs (the replicas, our
+        # code, keep their own level)
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
         serve.start(http_options={"host": settings.api_host, "port": settings.api_port},
-                    logging_config={"enable_access_log": False})
+                    logging_config={"enable_access_log": False, "log_level": "WARNING"})
         self._cleanups.append(("Ray Serve", serve.shutdown))
         serve.run(build_app(settings), name="sentinel", route_prefix="/")
         dashboard = connection.dashboard_url

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -136,6 +137,10 @@ def tune_ray_data(workers: int) -> None:
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    # nor its notes that they are off and that the dataset finished: the driver's progress
+    # and summary say that (its errors still raise here)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)
 
 
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from typing import Any
 
 import ray
@@ -69,10 +70,19 @@ def supervisor_restarts(store: StreamStore) -> int:
     return store.restarts("supervisor", [SUPERVISOR_NAME])[SUPERVISOR_NAME]
 
 
+def _was_restarted() -> bool:
+    """In an actor's __init__: whether Ray is re-running it after its process died. Ray's own
+    property reads its deprecated `actor_id` and warns about it in every actor's log (and so
+    in `up`'s terminal); the warning is Ray's to fix, not ours to show."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
 def _count_if_restarted(store: StreamStore, kind: str, name: str) -> None:
     """In an actor's __init__: when Ray is re-running it after the process died, count that."""
     try:
-        if ray.get_runtime_context().was_current_actor_reconstructed:
+        if _was_restarted():
             count = store.count_restart(kind, name)
             log.warning("%s %s: restarted by Ray (restart %d)", kind, name, count)
     except Exception as e:  # noqa: BLE001 - counting must not keep the actor from starting
@@ -253,7 +263,7 @@ class SupervisorActor:
     def __init__(self, settings: Settings) -> None:
         self.supervisor = Supervisor(settings)
         self._stop = threading.Event()
-        if ray.get_runtime_context().was_current_actor_reconstructed:
+        if _was_restarted():
             # Ray re-ran this after the supervisor's process died: its pollers and consumers
             # died with it, and nobody will call start() and watch() again
             _count_if_restarted(self.supervisor.store, "supervisor", SUPERVISOR_NAME)
