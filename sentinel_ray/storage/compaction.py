@@ -24,7 +24,9 @@ same day write the same files and the same manifest, but one that listed a late 
 other did not could publish over the other's manifest, and delete batch files that manifest
 does not hold. On a local lake `compact` takes the lake's lock (`one_compactor`) and a
 second one is refused (`CompactionBusy`); an object store has no lock to take, and there
-running one compactor is the operator's rule.
+running one compactor is the operator's rule. Each day is compacted holding that
+partition's lock (`Lake.partition_lock`), which a late write to the day takes too: it waits
+for the day's pass rather than land between the pass's reads and its deletes.
 """
 from __future__ import annotations
 
@@ -139,28 +141,38 @@ def _compact(lake: Lake, *, target_bytes: int, quiet_s: float, dataset: str | No
              now: dt.datetime, orphan_age_s: float) -> CompactionSummary:
     began = time.perf_counter()
     summary = CompactionSummary()
-    for part in lake.partitions("curated", dataset):
-        ds = _dataset_of(part.directory)
-        if ds is None or (day is not None and partition_day(part.directory + "/") != day):
+    for listed in lake.partitions("curated", dataset):
+        ds = _dataset_of(listed.directory)
+        if ds is None or (day is not None and partition_day(listed.directory + "/") != day):
             continue
-        tidied = tidy(lake, part, ds, now=now, orphan_age_s=orphan_age_s)
-        if tidied:
-            summary.tidied += tidied
-            part = lake.partition(part.directory)
-        newest = max((part.files[n].mtime for n in part.uncovered), default=None)
-        if newest is not None and (now - newest).total_seconds() < quiet_s:
-            if _groups(part, target_bytes):
-                summary.open_days += 1
-            continue
-        done = compact_partition(lake, part, ds, target_bytes=target_bytes)
-        if done is not None:
-            summary.compacted.append(done)
+        # the day's lock for its whole pass: a batch written to it meanwhile waits, instead of
+        # landing between this pass's reads and the deletes that follow its publish
+        with lake.partition_lock(listed.directory):
+            _compact_day(lake, lake.partition(listed.directory), ds, summary, target_bytes=target_bytes,
+                         quiet_s=quiet_s, now=now, orphan_age_s=orphan_age_s)
     summary.seconds = time.perf_counter() - began
     return summary
 
 
+def _compact_day(lake: Lake, part: Partition, ds: Dataset, summary: CompactionSummary, *, target_bytes: int,
+                 quiet_s: float, now: dt.datetime, orphan_age_s: float) -> None:
+    tidied = tidy(lake, part, ds, now=now, orphan_age_s=orphan_age_s)
+    if tidied:
+        summary.tidied += tidied
+        part = lake.partition(part.directory)
+    newest = max((part.files[n].mtime for n in part.uncovered), default=None)
+    if newest is not None and (now - newest).total_seconds() < quiet_s:
+        if _groups(part, target_bytes):
+            summary.open_days += 1
+        return
+    done = compact_partition(lake, part, ds, target_bytes=target_bytes)
+    if done is not None:
+        summary.compacted.append(done)
+
+
 def compact_partition(lake: Lake, part: Partition, ds: Dataset, *, target_bytes: int) -> PartitionCompaction | None:
     """Rewrite the small files of one partition as files of up to `target_bytes` (None: nothing to do).
+    The caller holds the partition's lock (`Lake.partition_lock`).
 
     Groups are cut by the sizes of the files they replace, and a compacted file comes out
     smaller than those (each small file carries its own footer and statistics): so the new

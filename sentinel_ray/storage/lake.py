@@ -27,14 +27,25 @@ files or the compacted ones, never both. `list_files` still lists it (its rows c
 with `read_file`, replaced or removed with `replace_file`), and writing it again stays
 idempotent: the same bytes change nothing, other bytes take its rows out of the compacted
 file and stand on their own.
+
+A partition's manifest changes under that partition's lock (`partition_lock`): a write of a
+batch file (which may release it from its compacted file) and a compaction of the day take
+it for their whole read-change-publish, so neither publishes over the other's manifest nor
+deletes a batch file the other just wrote. On a local lake it is an flock on
+`_locks/<partition>.lock` under the root (the kernel drops it when its holder dies); an
+object store has none (one compactor, and no late writes to a day being compacted, are the
+operator's rule there: docs/cluster.md).
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
+import os
 import re
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -185,6 +196,10 @@ def _s3_filesystem(s3: object | None) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**options)
 
 
+LOCKS_DIR = "_locks"  # under a local lake's root: one lock file per partition a manifest was changed in
+_held = threading.local()  # the partitions this thread holds the lock of (a release inside a write)
+
+
 class Lake:
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -271,9 +286,36 @@ class Lake:
         pq.write_table(table, sink, compression="zstd", use_dictionary=ds.dictionary_columns)
         return sink.getvalue()
 
+    @contextlib.contextmanager
+    def partition_lock(self, directory: str) -> Iterator[None]:
+        """Hold a partition's lock while its manifest is read, changed and published (blocking:
+        a compaction holds it for one day's rewrite). Re-entrant in a thread: a write that
+        releases its batch from a compacted file, and a compaction's tidy that does, already
+        hold it."""
+        held: set[str] = _held.__dict__.setdefault("directories", set())
+        if self.object_store or directory in held:
+            yield
+            return
+        lock = os.path.join(self.root, LOCKS_DIR, f"{directory[len(self.root) + 1:]}.lock")
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held.add(directory)
+            try:
+                yield
+            finally:
+                held.discard(directory)
+        finally:
+            os.close(fd)  # releases the lock
+
     def _write_parquet(self, path: str, table: pa.Table, ds: Dataset) -> None:
         data = self.parquet_bytes(table, ds)
         directory, name = path.rsplit("/", 1)
+        with self.partition_lock(directory):
+            self._put_batch_file(directory, name, path, data, ds)
+
+    def _put_batch_file(self, directory: str, name: str, path: str, data: bytes | pa.Buffer, ds: Dataset) -> None:
         manifest = self.manifest(directory)
         held = manifest.inputs.get(name) if manifest else None
         if held is None:
@@ -329,12 +371,13 @@ class Lake:
             self._write_parquet(path, table, ds)
             return
         directory, name = path.rsplit("/", 1)
-        manifest = self.manifest(directory)
-        if manifest is None or name not in manifest.inputs:
-            self.fs.delete_file(path)
-            return
-        self.delete_quietly(path)  # a copy still on disk first: once released it would be read
-        self.release(directory, name, ds)
+        with self.partition_lock(directory):
+            manifest = self.manifest(directory)
+            if manifest is None or name not in manifest.inputs:
+                self.fs.delete_file(path)
+                return
+            self.delete_quietly(path)  # a copy still on disk first: once released it would be read
+            self.release(directory, name, ds)
 
     def read_file(self, path: str) -> pa.Table:
         directory, name = path.rsplit("/", 1)
@@ -387,20 +430,21 @@ class Lake:
     def release(self, directory: str, name: str, ds: Dataset) -> None:
         """Take one batch file's rows out of the compacted file that holds them: it is read on its
         own again (when it is on disk) or is gone. Its compacted file is rewritten without it."""
-        manifest = self.manifest(directory)
-        if manifest is None or name not in manifest.inputs:
-            return
-        output = manifest.inputs[name].output
-        schema = self.zone_schema(directory, ds)
-        rest = [h for h in self.held_tables(directory, manifest, output, schema) if h[0] != name]
-        after = manifest.without([output])
-        if rest:
-            new_output, placed = self.write_compacted(directory, rest, ds, schema)
-            after.outputs[new_output] = sum(t.num_rows for _, t, _ in rest)
-            after.inputs.update(placed)
-        self.publish(directory, after)
-        if output not in after.outputs:
-            self.delete_quietly(f"{directory}/{output}")
+        with self.partition_lock(directory):
+            manifest = self.manifest(directory)
+            if manifest is None or name not in manifest.inputs:
+                return
+            output = manifest.inputs[name].output
+            schema = self.zone_schema(directory, ds)
+            rest = [h for h in self.held_tables(directory, manifest, output, schema) if h[0] != name]
+            after = manifest.without([output])
+            if rest:
+                new_output, placed = self.write_compacted(directory, rest, ds, schema)
+                after.outputs[new_output] = sum(t.num_rows for _, t, _ in rest)
+                after.inputs.update(placed)
+            self.publish(directory, after)
+            if output not in after.outputs:
+                self.delete_quietly(f"{directory}/{output}")
 
     def zone_schema(self, directory: str, ds: Dataset) -> pa.Schema:
         """The Arrow schema of the files of a partition directory (by its zone)."""

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -251,6 +252,65 @@ def test_a_second_compactor_is_refused_and_a_killed_one_blocks_nothing(tmp_path:
     summary = compact(lake, target_bytes=10**9, quiet_s=0)
     assert summary.compacted and len(_readable(lake)) == 1
     assert _rows(lake).equals(before)
+
+
+def test_a_late_write_to_a_day_being_compacted_waits_and_is_kept(tmp_path: Path, monkeypatch) -> None:
+    """A batch stored again with other rows while its day is compacted (a redelivery, a replay):
+    landing between the pass's reads and its publish, the pass would delete it as a batch file
+    it had taken in, and its old rows would stand. It waits for the day's pass instead, then
+    replaces its rows in the compacted file."""
+    lake = Lake(str(tmp_path))
+    _stream_day(lake)
+    before = _rows(lake)
+    changed = _batch(7, minutes=10)
+    writer: list[threading.Thread] = []
+    write_compacted = Lake.write_compacted
+
+    def write_during_the_pass(self, *args, **kwargs):
+        if not writer:  # the pass has read its inputs: a late write of a batch it holds
+            writer.append(threading.Thread(target=lake.write_curated, args=(PRICES, changed),
+                                           kwargs={"batch_key": "prices-000007-0"}))
+            writer[0].start()
+            writer[0].join(0.5)
+            assert writer[0].is_alive(), "the write went ahead during the day's compaction"
+        return write_compacted(self, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, "write_compacted", write_during_the_pass)
+    assert compact(lake, target_bytes=10**9, quiet_s=0).compacted
+    writer[0].join(30)
+    assert not writer[0].is_alive()
+    now = _rows(lake)
+    assert now.num_rows == before.num_rows - 365
+    assert now.filter(pa.compute.equal(now.column("ticker"), "T007")).sort_by(KEY).equals(changed.sort_by(KEY))
+
+
+# A process holding one day partition's lock (as a compaction of that day does), until killed.
+_HOLD_DAY = ("import sys, time\n"
+             "from sentinel_ray.storage.lake import Lake\n"
+             "lake = Lake(sys.argv[1])\n"
+             "with lake.partition_lock(lake.root + '/curated/dataset=prices/source=replay/date=2026-11-05'):\n"
+             "    print('holding', flush=True)\n"
+             "    time.sleep(120)\n")
+
+
+def test_a_write_waits_for_its_days_lock_held_in_another_process_and_not_for_other_days(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    _stream_day(lake)
+    before = _rows(lake)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_DAY, lake.uri], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        lake.write_curated(PRICES, _batch(500, OTHER_DAY), batch_key="prices-other-day")  # another day: no wait
+        blocked = threading.Thread(target=lake.write_curated, args=(PRICES, _batch(7, minutes=10)),
+                                   kwargs={"batch_key": "prices-000007-0"})
+        blocked.start()
+        blocked.join(0.5)
+        assert blocked.is_alive() and _rows(lake).num_rows == before.num_rows + 375
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its lock
+        holder.wait()
+    blocked.join(30)
+    assert not blocked.is_alive() and _rows(lake).num_rows == before.num_rows + 375 - 365
 
 
 def test_the_cli_and_ups_loop_wait_for_a_running_compaction(tmp_path: Path, monkeypatch, capsys) -> None:
