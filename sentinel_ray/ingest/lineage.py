@@ -184,22 +184,17 @@ def _record_at(payload: RawPayload, raw_pos: int | None, ds: Dataset) -> dict[st
 
 
 def _quarantine_history(lake: Lake, ds: Dataset, values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for path in lake.list_files("quarantine", ds.name):
-        table = lake.read_file(path)
-        mask = None
-        for name, value in values.items():
-            if name not in table.column_names:
-                mask = None
-                break
-            column = table.column(name)
-            scalar = pa.scalar(value, column.type) if not pa.types.is_dictionary(column.type) else value
-            part = pc.fill_null(pc.equal(column, scalar), False)
-            mask = part if mask is None else pc.and_(mask, part)
-        if mask is None:
-            continue
-        for row in table.filter(mask).to_pylist():
-            out.append({"batch_file": path.rsplit("/", 1)[-1], "reject_reason": row.get("reject_reason"),
-                        "run_id": row.get("run_id"), "raw_id": row.get(RAW_ID), "raw_pos": row.get(RAW_POS),
-                        "ingested_at": as_utc(row["ingested_at"]) if row.get("ingested_at") else None})
-    return out
+    """Every quarantined row with this key: one filtered scan of the dataset's quarantine files
+    (a rejected row is filed under its batch's day, not its own: any day may hold one)."""
+    schema = ds.quarantine_schema
+    where = None
+    for name, value in values.items():
+        part = pc.field(name) == pa.scalar(value, schema.field(name).type)
+        where = part if where is None else where & part
+    table = lake.read("quarantine", ds.name, filter=where,
+                      columns=["__filename", "reject_reason", "run_id", RAW_ID, RAW_POS, "ingested_at"])
+    table = table.sort_by([("__filename", "ascending")])  # in file order, as listed (batch keys sort by time)
+    return [{"batch_file": row["__filename"].rsplit("/", 1)[-1], "reject_reason": row["reject_reason"],
+             "run_id": row["run_id"], "raw_id": row[RAW_ID], "raw_pos": row[RAW_POS],
+             "ingested_at": as_utc(row["ingested_at"]) if row["ingested_at"] else None}
+            for row in table.to_pylist()]

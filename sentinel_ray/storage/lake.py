@@ -196,6 +196,13 @@ def _s3_filesystem(s3: object | None) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**options)
 
 
+def _empty(schema: pa.Schema, columns: list[str] | None) -> pa.Table:
+    """No rows, with the columns a scan of `schema` for `columns` would have given."""
+    if columns is None:
+        return schema.empty_table()
+    return pa.schema([pa.field(c, pa.string()) if c == "__filename" else schema.field(c) for c in columns]).empty_table()
+
+
 LOCKS_DIR = "_locks"  # under a local lake's root: one lock file per partition a manifest was changed in
 _held = threading.local()  # the partitions this thread holds the lock of (a release inside a write)
 
@@ -462,8 +469,11 @@ class Lake:
             self.fs.delete_file(path)
 
     # -- reading -----------------------------------------------------------------
-    def read(self, zone: str, dataset_name: str, *, filter: pc.Expression | None = None) -> pa.Table:
-        """All rows of one dataset in a Parquet zone (curated or quarantine)."""
+    def read(self, zone: str, dataset_name: str, *, filter: pc.Expression | None = None,
+             columns: list[str] | None = None) -> pa.Table:
+        """All rows of one dataset in a Parquet zone (curated or quarantine), one scan of its
+        files (in parallel, only the row groups the filter can match). `columns` may name
+        `__filename`: the file each row was read from."""
         if zone not in PARQUET_ZONES:
             raise ValueError(f"zone must be curated or quarantine, not {zone!r}")
         ds = dataset(dataset_name)
@@ -472,10 +482,10 @@ class Lake:
             files = [p.path(n) for p in self.partitions(zone, dataset_name) for n in p.readable
                      if n.endswith(".parquet")]
             if not files:
-                return schema.empty_table()
+                return _empty(schema, columns)
             try:
                 return pads.dataset(files, schema=schema, filesystem=self.fs, format="parquet").to_table(
-                    filter=filter)
+                    filter=filter, columns=columns)
             except FileNotFoundError:
                 if attempt == _READ_ATTEMPTS - 1:
                     raise
