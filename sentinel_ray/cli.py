@@ -373,6 +373,7 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.quality.rules import rules_for
 
     from sentinel_ray.ingest.serving import serving_for
+    from sentinel_ray.monitoring.lineage_events import LineageEmitter
 
     warehouse = connect_warehouse(settings)
     serving = serving_for(settings, warehouse)
@@ -381,9 +382,13 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
         if args.dataset == "prices":
             serving.on_prices(valid, batch_key=key)
         serving.on_stored()
-    summary = replay_quarantine(Lake(settings.resolved_lake_uri), warehouse, args.dataset,
-                                rule=args.rule, start=args.start, end=args.end, rules=rules_for(settings),
-                                on_stored=stored)
+    emitter = LineageEmitter(settings, warehouse)
+    try:
+        summary = replay_quarantine(Lake(settings.resolved_lake_uri), warehouse, args.dataset,
+                                    rule=args.rule, start=args.start, end=args.end, rules=rules_for(settings),
+                                    on_stored=stored, lineage=emitter)
+    finally:
+        emitter.close()
     print(f"quarantine replay {summary.run_id}: {summary.examined:,} rows in {summary.files} files re-validated; "
           f"{summary.requalified:,} moved to curated and the warehouse, {summary.still_quarantined:,} stay "
           f"({', '.join(f'{k}={v}' for k, v in sorted(summary.reasons.items())) or 'none'})")

@@ -113,3 +113,22 @@ def test_lineage_and_replay_on_the_command_line(platform_env: Settings, capsys: 
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (report["payloads"], report["added"], report["changed"], report["removed"]) == (1, 0, 0, 0)
     assert report["rows_valid"] == report["rows_before"] > 0
+
+
+def test_a_quarantine_replay_on_the_command_line_is_a_run_with_its_rules_and_lineage(
+        platform_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from sentinel_ray.cli import main
+    from sentinel_ray.monitoring.lineage_events import events_of
+
+    assert main(["quarantine", "replay", "--dataset", "prices"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("quarantine replay ") and "re-validated" in out
+    run_id = out.split()[2].rstrip(":")
+    warehouse = connect_warehouse(platform_env)
+    [run] = warehouse.query_rows("SELECT params FROM {db}.pipeline_runs FINAL WHERE run_id = {r:String}",
+                                 {"r": run_id})
+    assert json.loads(run["params"])["rules_version"] == rules_for(platform_env).version
+    assert [e["event_type"] for e in events_of(warehouse, run_id)] == ["START", "COMPLETE"]
+    # the rows it re-examined and kept name it: their quarantine history says which run and rules
+    kept = Lake(platform_env.resolved_lake_uri).read("quarantine", "prices")
+    assert run_id in set(kept.column("run_id").to_pylist())

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pyarrow as pa
 import pytest
 
+from sentinel_ray.monitoring.lineage_events import LineageEmitter, events_of
 from sentinel_ray.pipeline.store import process_and_store
 from sentinel_ray.pipeline.quarantine_replay import replay_quarantine
 from sentinel_ray.quality.quarantine import list_quarantined
+from sentinel_ray.quality.rules import default_rules
 from sentinel_ray.schemas import POSTS
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import connect_warehouse
@@ -40,8 +43,21 @@ def test_replay_moves_rows_that_now_pass_once(ray_session, isolated_settings) ->
     listed = list_quarantined(lake, "posts", rule="future_timestamp")
     assert sorted(r["post_id"] for r in listed) == ["p2", "p3"] and listed[0]["batch_date"] == DAY
 
-    summary = replay_quarantine(lake, wh, "posts")  # now the clock has passed: p2 and p3 pass
+    emitter = LineageEmitter(isolated_settings, wh)
+    summary = replay_quarantine(lake, wh, "posts", lineage=emitter)  # now the clock has passed: p2 and p3 pass
+    emitter.close()
     assert (summary.examined, summary.requalified, summary.still_quarantined) == (3, 2, 1)
+    # the moved rows name the run, and the run the rules that let them through (what a trace shows)
+    moved = wh.query_rows("SELECT post_id, run_id FROM {db}.posts FINAL WHERE post_id IN ('p2', 'p3') ORDER BY post_id")
+    assert [(r["post_id"], r["run_id"]) for r in moved] == [("p2", summary.run_id), ("p3", summary.run_id)]
+    [run] = wh.query_rows("SELECT params FROM {db}.pipeline_runs FINAL WHERE run_id = {r:String}",
+                          {"r": summary.run_id})
+    assert json.loads(run["params"])["rules_version"] == default_rules().version
+    events = events_of(wh, summary.run_id)
+    assert [(e["event_type"], e["job"]) for e in events] == [("START", "quarantine_replay"),
+                                                             ("COMPLETE", "quarantine_replay")]
+    [quarantine] = events[0]["inputs"]
+    assert quarantine["name"].endswith("/quarantine/dataset=posts")
     assert summary.reasons == {"text_length": 1}
     assert sorted(lake.read("curated", "posts").column("post_id").to_pylist()) == ["p1", "p2", "p3"]
     remaining = lake.read("quarantine", "posts")
