@@ -245,7 +245,8 @@ def _replace(lake: Lake, warehouse: Warehouse, ds: Dataset, source: str, ids: li
             warehouse.command(f"DELETE FROM {{db}}.`{ds.name}` WHERE raw_id IN {{ids:Array(String)}}", {"ids": ids})
         id_set = pa.array(ids, pa.string())
         for zone, schema in (("curated", ds.arrow_schema), ("quarantine", ds.quarantine_schema)):
-            for path in lake.list_files(zone, ds.name):
+            # one scan of the zone's raw_id column finds the files to rewrite (not a read of each file)
+            for path in lake.files_matching(zone, ds.name, pc.field(RAW_ID).isin(id_set)):
                 if f"/source={source}/" not in path and zone == "curated":
                     continue
                 table = lake.read_file(path)

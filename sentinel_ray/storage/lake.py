@@ -491,6 +491,18 @@ class Lake:
                     raise
         raise AssertionError("unreachable")
 
+    def files_matching(self, zone: str, dataset_name: str, filter: pc.Expression) -> list[str]:
+        """The files `list_files` lists that hold rows matching `filter`, found by one scan of the
+        zone (`read`) instead of reading each: a compacted file with a match stands for every
+        batch file it holds (each may then be read to find which)."""
+        found = self.read(zone, dataset_name, filter=filter, columns=["__filename"])
+        hits = set(found.column("__filename").to_pylist())
+        paths = []
+        for part in self.partitions(zone, dataset_name):
+            held = part.manifest.inputs if part.manifest else {}
+            paths.extend(part.path(n) for n in part.logical if part.path(held[n].output if n in held else n) in hits)
+        return sorted(paths)
+
     def list_files(self, zone: str, dataset_name: str | None = None) -> list[str]:
         """Every file of a zone (of one dataset), each batch's file listed once, on its own or held
         in a compacted file (`read_file` reads either)."""

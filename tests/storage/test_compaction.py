@@ -176,6 +176,32 @@ def test_rewriting_a_compacted_batch(tmp_path: Path) -> None:
     assert len(_readable(lake)) == 1 and _rows(lake).num_rows == before.num_rows - 365 - 375
 
 
+def test_files_matching_names_the_batch_files_held_or_on_their_own(tmp_path: Path) -> None:
+    """What a raw-zone replay rewrites: the batch files holding rows of its payloads, found by
+    one scan whether a compacted file holds them or they stand on their own."""
+    lake = Lake(str(tmp_path))
+
+    def with_raw_id(k: int, day: dt.date = DAY) -> pa.Table:
+        t = _batch(k, day, minutes=5)
+        return t.set_column(t.schema.get_field_index("raw_id"), "raw_id", pa.array([f"raw-{k}"] * 5))
+
+    for k in range(6):
+        lake.write_curated(PRICES, with_raw_id(k), batch_key=f"prices-{k:06d}-0")
+    compact(lake, target_bytes=10**9, quiet_s=0)  # all six in one compacted file
+    lake.write_curated(PRICES, with_raw_id(6), batch_key="prices-000006-0")  # late: on its own
+    lake.write_curated(PRICES, with_raw_id(7, OTHER_DAY), batch_key="prices-000007-0")
+    where = pa.compute.field("raw_id").isin(pa.array(["raw-2", "raw-6", "raw-7", "raw-none"]))
+
+    found = [p.rsplit("/", 2)[-2:] for p in lake.files_matching("curated", "prices", where)]
+
+    day, other = f"date={DAY}", f"date={OTHER_DAY}"
+    held = [[day, f"part-prices-{k:06d}-0.parquet"] for k in range(6)]  # raw-2's compacted file holds these
+    assert sorted(found) == sorted([*held, [day, "part-prices-000006-0.parquet"],
+                                    [other, "part-prices-000007-0.parquet"]])
+    assert lake.files_matching("curated", "prices", pa.compute.field("raw_id") == "raw-none") == []
+    assert lake.files_matching("quarantine", "prices", where) == []
+
+
 def test_a_rewrite_left_on_disk_by_a_crash_is_taken_in(tmp_path: Path, monkeypatch) -> None:
     """A batch rewritten with other rows, and the process dying before its rows were released:
     readers keep the held rows until the next pass, which releases the new ones."""
