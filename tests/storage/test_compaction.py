@@ -381,7 +381,7 @@ def test_a_batch_redelivered_after_its_day_was_compacted_adds_no_rows(where, ray
     from tests.ingest.test_faults import _assert_no_duplicate_files
     from tests.storage.conftest import on_s3
 
-    settings = ingest_settings.model_copy(update={"replay_chunk_rows": 700, "batch_max_rows": 700})
+    settings = ingest_settings.model_copy(update={"replay_chunk_rows": 1500, "batch_max_rows": 1500})  # ~18 batches
     settings = on_s3(settings, s3_endpoint) if where == "s3" else settings
     lake = Lake(settings.resolved_lake_uri)
     poller = SourcePoller(settings, firehose(settings), store=store, lake=lake)
