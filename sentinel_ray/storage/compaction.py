@@ -68,7 +68,7 @@ def one_compactor(lake: Lake) -> Iterator[None]:
     its holder exits or is killed, so a crashed compactor never blocks the next one. The
     file keeps the holder's pid, for the message. An object store has no such lock: there
     this holds nothing (the module docstring)."""
-    if lake.object_store:
+    if not lake.local:
         yield
         return
     os.makedirs(lake.root, exist_ok=True)

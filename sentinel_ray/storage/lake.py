@@ -33,8 +33,8 @@ batch file (which may release it from its compacted file) and a compaction of th
 it for their whole read-change-publish, so neither publishes over the other's manifest nor
 deletes a batch file the other just wrote. On a local lake it is an flock on
 `_locks/<partition>.lock` under the root (the kernel drops it when its holder dies); an
-object store has none (one compactor, and no late writes to a day being compacted, are the
-operator's rule there: docs/cluster.md).
+object store (or any filesystem but a local one) has none (one compactor, and no late writes
+to a day being compacted, are the operator's rule there: docs/cluster.md).
 """
 from __future__ import annotations
 
@@ -214,6 +214,8 @@ class Lake:
         self.root = self.root.rstrip("/")
         # no directories to create and no rename: a whole-object upload is the atomic step
         self.object_store = self.fs.type_name in _OBJECT_STORES
+        # a folder on this machine's disk (or a mount of one): where flock locks can live
+        self.local = self.fs.type_name == "local"
 
     # -- writing -----------------------------------------------------------------
     def _path(self, *parts: str) -> str:
@@ -300,7 +302,7 @@ class Lake:
         releases its batch from a compacted file, and a compaction's tidy that does, already
         hold it."""
         held: set[str] = _held.__dict__.setdefault("directories", set())
-        if self.object_store or directory in held:
+        if not self.local or directory in held:
             yield
             return
         lock = os.path.join(self.root, LOCKS_DIR, f"{directory[len(self.root) + 1:]}.lock")
