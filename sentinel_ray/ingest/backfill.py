@@ -104,6 +104,10 @@ class Progress:
     days_total: int
     rows: int
     seconds: float
+    # where the first report was: the ETA goes at the pace since then, not since the start,
+    # which includes the job's start-up (new worker processes, the first block: seconds)
+    first_days: int = 0
+    first_seconds: float = 0.0
 
     @property
     def rows_per_s(self) -> float:
@@ -112,6 +116,8 @@ class Progress:
     @property
     def eta_s(self) -> float:
         left = self.days_total - self.days_done
+        if self.first_days and self.days_done > self.first_days:
+            return (self.seconds - self.first_seconds) / (self.days_done - self.first_days) * left
         return self.seconds / self.days_done * left if self.days_done else float("nan")
 
     def render(self) -> str:
@@ -198,6 +204,7 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     signals = SignalUpdater(warehouse, Lake(settings.resolved_lake_uri), detected_by="backfill")
     serving = serving_for(settings, warehouse)
     computed: dict[str, set[int]] = {}
+    first: tuple[int, float] | None = None  # (days, seconds) at the first progress report
     try:
         if days:
             checked, prior = _months_with_rows(warehouse, source_name, days)
@@ -217,9 +224,9 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                 rows.extend(block)
                 _record_finished(warehouse, source_name, run.run_id, block)  # signals included
                 if progress is not None:
-                    finished = len({r["day"] for r in rows})
-                    progress(Progress(finished, len(days), sum(int(r["rows_in"]) for r in rows),
-                                      time.perf_counter() - began))
+                    finished, elapsed = len({r["day"] for r in rows}), time.perf_counter() - began
+                    first = first or (finished, elapsed)
+                    progress(Progress(finished, len(days), sum(int(r["rows_in"]) for r in rows), elapsed, *first))
             _merge_replaced_rows(warehouse, rows, computed, checked, prior)
     except BaseException as e:
         run.fail_quietly(warehouse, e)

@@ -75,3 +75,12 @@ def test_progress_counts_every_day_and_row(ray_session: None, embedded_redis: st
     assert [p.days_done for p in seen] == sorted(p.days_done for p in seen)
     assert (seen[-1].days_done, seen[-1].days_total, seen[-1].rows) == (3, 3, summary.total_in)
     assert seen[-1].eta_s == 0 and "3/3 days" in seen[-1].render()
+
+
+def test_the_eta_goes_at_the_pace_since_the_first_block_not_since_the_start() -> None:
+    # 4 of 30 days after 6 s (worker start-up and the first block), then 4 more days a second
+    assert Progress(4, 30, 1, 6.0, 4, 6.0).eta_s == 6.0 / 4 * 26  # one report: only the average there is
+    later = Progress(8, 30, 1, 7.0, 4, 6.0)
+    assert later.eta_s == 1.0 / 4 * 22 and "ETA 6s" in later.render()
+    assert Progress(8, 30, 1, 7.0).eta_s == 7.0 / 8 * 22  # without a first report: since the start
+    assert Progress(0, 30, 0, 1.0).eta_s != Progress(0, 30, 0, 1.0).eta_s  # nan: nothing done yet
