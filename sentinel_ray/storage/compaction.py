@@ -11,7 +11,8 @@ Crash-safe and idempotent, in this order (the manifest format is `storage.lake`'
      holds and their SHA-256s; until step 2 no reader looks at it (an orphan);
   2. the partition's `_compaction.json` is published in one atomic write: from then on
      readers read the compacted files and skip every batch file it names;
-  3. the batch files (and compacted files it replaced) are deleted.
+  3. the batch files (and compacted files it replaced) are deleted; a batch file written
+     again since the pass listed it is released instead (its new rows stand on their own).
 A crash before 2 leaves the old files read as before; run again, the same inputs give
 the same names. A crash after 2 leaves covered copies nobody reads; the next pass
 deletes them (first checking each still has the bytes the manifest holds: a batch
@@ -26,7 +27,8 @@ does not hold. On a local lake `compact` takes the lake's lock (`one_compactor`)
 second one is refused (`CompactionBusy`); an object store has no lock to take, and there
 running one compactor is the operator's rule. Each day is compacted holding that
 partition's lock (`Lake.partition_lock`), which a late write to the day takes too: it waits
-for the day's pass rather than land between the pass's reads and its deletes.
+for the day's pass rather than land between the pass's reads and its deletes (an object
+store has no such lock: there step 3's check is what keeps a late write).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Self
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sentinel_ray.config import Settings
@@ -208,8 +211,25 @@ def _rewrite(lake: Lake, part: Partition, ds: Dataset, groups: list[list[str]]) 
         after.inputs.update(placed)
     lake.publish(part.directory, after)  # 2. the switch
     for name in (n for group in groups for n in group):  # 3. nobody reads these any more
-        if name not in after.outputs:
-            lake.delete_quietly(part.path(name))
+        if name in before.outputs:
+            lake.delete_quietly(part.path(name))  # a compacted file this one replaces
+        elif name not in after.outputs:
+            _delete_unless_rewritten(lake, part, name, ds)
+
+
+def _delete_unless_rewritten(lake: Lake, part: Partition, name: str, ds: Dataset) -> None:
+    """Delete a batch file the published manifest now holds, unless it was written again since
+    the pass listed it (its size or time moved): then the manifest holds its old rows, and it is
+    released instead, so its new rows stand on their own. On a local lake the partition lock
+    keeps writes out of a pass; an object store has no lock, and this check leaves a late write
+    only the moment between it and the delete."""
+    listed, now = part.files.get(name), lake.fs.get_file_info(part.path(name))
+    if now.type == pafs.FileType.NotFound:
+        return
+    if listed is not None and (now.size, now.mtime) == (listed.size, listed.mtime):
+        lake.delete_quietly(part.path(name))
+    else:
+        lake.release(part.directory, name, ds)
 
 
 def tidy(lake: Lake, part: Partition, ds: Dataset, *, now: dt.datetime, orphan_age_s: float) -> int:

@@ -32,9 +32,10 @@ A partition's manifest changes under that partition's lock (`partition_lock`): a
 batch file (which may release it from its compacted file) and a compaction of the day take
 it for their whole read-change-publish, so neither publishes over the other's manifest nor
 deletes a batch file the other just wrote. On a local lake it is an flock on
-`_locks/<partition>.lock` under the root (the kernel drops it when its holder dies); an
-object store (or any filesystem but a local one) has none (one compactor, and no late writes
-to a day being compacted, are the operator's rule there: docs/cluster.md).
+`_locks/<partition>.lock` under the root (the kernel drops it when its holder dies). An
+object store (or any filesystem but a local one) has none: there one compactor is the
+operator's rule, and a compaction checks each batch file just before deleting it
+(`compaction._delete_unless_rewritten`).
 """
 from __future__ import annotations
 
