@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -244,23 +245,60 @@ def _replace(lake: Lake, warehouse: Warehouse, ds: Dataset, source: str, ids: li
         if old.num_rows:
             warehouse.command(f"DELETE FROM {{db}}.`{ds.name}` WHERE raw_id IN {{ids:Array(String)}}", {"ids": ids})
         id_set = pa.array(ids, pa.string())
+        replayed = _natural_keys(ds, valid, quarantined)
         for zone, schema in (("curated", ds.arrow_schema), ("quarantine", ds.quarantine_schema)):
             # one scan of the zone's raw_id column finds the files to rewrite (not a read of each file)
-            for path in lake.files_matching(zone, ds.name, pc.field(RAW_ID).isin(id_set)):
+            where = pc.field(RAW_ID).isin(id_set) | pc.field(RAW_ID).is_null()
+            for path in lake.files_matching(zone, ds.name, where):
                 if f"/source={source}/" not in path and zone == "curated":
                     continue
                 table = lake.read_file(path)
-                if RAW_ID not in table.column_names or table.num_rows == 0:
-                    continue
-                hit = pc.fill_null(pc.is_in(_plain(table.column(RAW_ID)), value_set=id_set), False)
+                hit = _produced_by(ds, table, id_set, replayed)
                 if pc.any(hit).as_py():
-                    lake.replace_file(path, table.filter(pc.invert(hit)).cast(schema), ds)
+                    lake.replace_file(path, _conformed(table.filter(pc.invert(hit)), schema), ds)
                     rewritten += 1
     if valid.num_rows:
         warehouse.insert(ds.name, valid)
     lake.write_curated(ds, valid, batch_key=batch_key)
     lake.write_quarantine(ds, quarantined, day=day, batch_key=batch_key)
     return rewritten
+
+
+def _produced_by(ds: Dataset, table: pa.Table, id_set: pa.Array, replayed: pa.Table) -> pa.Array:
+    """Which rows of a lake file the replayed payloads produced before: those naming one of
+    them (`raw_id`), and those stored before rows named their payload (migration 4: no
+    `raw_id`) whose natural key the replay produces again, as the warehouse replaces them by
+    key. Without the second, a replay of such a day would leave its old rows beside the new."""
+    n = table.num_rows
+    raw = _plain(table.column(RAW_ID)) if RAW_ID in table.column_names else pa.nulls(n, pa.string())
+    by_id = pc.fill_null(pc.is_in(raw, value_set=id_set), False)
+    legacy = pc.is_null(raw)
+    if n == 0 or not pc.any(legacy).as_py():
+        return by_id
+    probe = {c: pc.cast(_plain(table.column(c)), ds.arrow_schema.field(c).type) for c in ds.natural_key
+             if c in table.column_names}
+    if len(probe) < len(ds.natural_key):
+        return by_id  # no key to match on
+    rows = pa.table({**probe, "__row": pa.array(np.arange(n))}).join(replayed, keys=list(ds.natural_key),
+                                                                     join_type="left semi")
+    same_key = np.zeros(n, dtype=bool)
+    same_key[rows.column("__row").to_numpy()] = True
+    return pc.or_(by_id, pc.and_(legacy, pa.array(same_key)))
+
+
+def _natural_keys(ds: Dataset, *tables: pa.Table) -> pa.Table:
+    """The distinct natural keys of the replay's rows (valid and quarantined), the dataset's types."""
+    keys = [pa.table({c: pc.cast(_plain(t.column(c)), ds.arrow_schema.field(c).type) for c in ds.natural_key})
+            for t in tables if t.num_rows]
+    if not keys:
+        return pa.table({c: pa.array([], ds.arrow_schema.field(c).type) for c in ds.natural_key})
+    return pa.concat_tables(keys).group_by(list(ds.natural_key)).aggregate([])
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` as `schema`: a file written before a column existed gets it, empty."""
+    return pa.table({f.name: pc.cast(_plain(table.column(f.name)), f.type) if f.name in table.column_names
+                     else pa.nulls(table.num_rows, f.type) for f in schema}, schema=schema)
 
 
 def report_json(report: ReplayReport) -> str:
