@@ -47,7 +47,7 @@ from sentinel_ray.records import RAW_ID, RawPayload, utc_now
 from sentinel_ray.schemas import DATA_DATASETS, INGEST_FIELDS, PRICES, Dataset
 from sentinel_ray.sources import parser_for
 from sentinel_ray.sources.parsing import UnreadablePayload
-from sentinel_ray.storage.lake import Lake
+from sentinel_ray.storage.lake import Lake, partition_day
 from sentinel_ray.storage.warehouse import Warehouse, connect_warehouse
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
         say(f"replacing {old.num_rows:,} rows with {result.rows_valid:,} (+{report.added} ~{report.changed} "
             f"-{report.removed})")
         report.files_rewritten = _replace(lake, warehouse, ds, source, ids, old, result.valid, result.quarantined,
+                                          days=(start, end),
                                           batch_key=f"replay-{source}-{dataset}-{start}-{end}", day=start)
         serving = serving_for(settings, warehouse)
         if ds.name == PRICES.name:  # the roll-ups and cache of the bars before and after
@@ -238,22 +239,30 @@ def _differences(ds: Dataset, old: pa.Table, new: pa.Table) -> tuple[int, int, i
 
 
 def _replace(lake: Lake, warehouse: Warehouse, ds: Dataset, source: str, ids: list[str], old: pa.Table,
-             valid: pa.Table, quarantined: pa.Table, *, batch_key: str, day: dt.date) -> int:
+             valid: pa.Table, quarantined: pa.Table, *, days: tuple[dt.date, dt.date], batch_key: str,
+             day: dt.date) -> int:
     """Take what `ids` produced out of the warehouse and the lake, then write the replay's rows."""
     rewritten = 0
     if ids:
         if old.num_rows:
             warehouse.command(f"DELETE FROM {{db}}.`{ds.name}` WHERE raw_id IN {{ids:Array(String)}}", {"ids": ids})
         id_set = pa.array(ids, pa.string())
-        replayed = _natural_keys(ds, valid, quarantined)
+        # rows stored before they named their payload are matched by key (`_produced_by`): in
+        # curated, against the valid rows, as the warehouse replaces them; in quarantine,
+        # against all, but only in the partitions these payloads' batches were filed under
+        legacy = {"curated": _natural_keys(ds, valid), "quarantine": _natural_keys(ds, valid, quarantined)}
         for zone, schema in (("curated", ds.arrow_schema), ("quarantine", ds.quarantine_schema)):
             # one scan of the zone's raw_id column finds the files to rewrite (not a read of each file)
             where = pc.field(RAW_ID).isin(id_set) | pc.field(RAW_ID).is_null()
             for path in lake.files_matching(zone, ds.name, where):
-                if f"/source={source}/" not in path and zone == "curated":
+                ours = f"/source={source}/" in path
+                if zone == "curated" and not ours:
                     continue
+                filed = partition_day(path)
+                keys = legacy[zone] if ours and (zone == "curated" or (
+                    filed is not None and days[0] <= filed <= days[1])) else None
                 table = lake.read_file(path)
-                hit = _produced_by(ds, table, id_set, replayed)
+                hit = _produced_by(ds, table, id_set, keys)
                 if pc.any(hit).as_py():
                     lake.replace_file(path, _conformed(table.filter(pc.invert(hit)), schema), ds)
                     rewritten += 1
@@ -264,22 +273,22 @@ def _replace(lake: Lake, warehouse: Warehouse, ds: Dataset, source: str, ids: li
     return rewritten
 
 
-def _produced_by(ds: Dataset, table: pa.Table, id_set: pa.Array, replayed: pa.Table) -> pa.Array:
+def _produced_by(ds: Dataset, table: pa.Table, id_set: pa.Array, keys: pa.Table | None) -> pa.Array:
     """Which rows of a lake file the replayed payloads produced before: those naming one of
-    them (`raw_id`), and those stored before rows named their payload (migration 4: no
-    `raw_id`) whose natural key the replay produces again, as the warehouse replaces them by
-    key. Without the second, a replay of such a day would leave its old rows beside the new."""
+    them (`raw_id`), and, given `keys`, those stored before rows named their payload
+    (migration 4: no `raw_id`) whose natural key is among `keys`. Without the second, a replay
+    of such a day would leave its old rows beside the new."""
     n = table.num_rows
     raw = _plain(table.column(RAW_ID)) if RAW_ID in table.column_names else pa.nulls(n, pa.string())
     by_id = pc.fill_null(pc.is_in(raw, value_set=id_set), False)
     legacy = pc.is_null(raw)
-    if n == 0 or not pc.any(legacy).as_py():
+    if keys is None or n == 0 or not pc.any(legacy).as_py():
         return by_id
     probe = {c: pc.cast(_plain(table.column(c)), ds.arrow_schema.field(c).type) for c in ds.natural_key
              if c in table.column_names}
     if len(probe) < len(ds.natural_key):
         return by_id  # no key to match on
-    rows = pa.table({**probe, "__row": pa.array(np.arange(n))}).join(replayed, keys=list(ds.natural_key),
+    rows = pa.table({**probe, "__row": pa.array(np.arange(n))}).join(keys, keys=list(ds.natural_key),
                                                                      join_type="left semi")
     same_key = np.zeros(n, dtype=bool)
     same_key[rows.column("__row").to_numpy()] = True

@@ -59,12 +59,15 @@ def replay_quarantine(lake: Lake, warehouse: Warehouse, dataset: str, *, rule: s
     run = PipelineRun("quarantine_replay", {"dataset": dataset, "rule": rule, "start": start, "end": end,
                                             "rules_version": rules.version})
     run.record(warehouse)
-    event = None if lineage is None else lineage.start(
-        run.run_id, job="quarantine_replay", params=run.params,
-        inputs=[LineageDataset.lake(f"quarantine/dataset={dataset}")],
-        outputs=[LineageDataset.warehouse(dataset), LineageDataset.lake(f"curated/dataset={dataset}", schema=dataset)])
+    event = None
     summary = ReplaySummary(run.run_id, dataset)
     try:
+        if lineage is not None:
+            event = lineage.start(
+                run.run_id, job="quarantine_replay", params=run.params,
+                inputs=[LineageDataset.lake(f"quarantine/dataset={dataset}")],
+                outputs=[LineageDataset.warehouse(dataset),
+                         LineageDataset.lake(f"curated/dataset={dataset}", schema=dataset)])
         for path in quarantine_files(lake, dataset, start=start, end=end):
             _replay_file(lake, warehouse, ds, path, rule, summary, rules, on_stored)
     except BaseException as e:

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Self
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sentinel_ray.config import Settings
@@ -211,22 +210,26 @@ def _rewrite(lake: Lake, part: Partition, ds: Dataset, groups: list[list[str]]) 
         after.inputs.update(placed)
     lake.publish(part.directory, after)  # 2. the switch
     for name in (n for group in groups for n in group):  # 3. nobody reads these any more
+        if name in after.outputs:
+            continue  # rewritten to the same name (the same batches in it)
         if name in before.outputs:
             lake.delete_quietly(part.path(name))  # a compacted file this one replaces
-        elif name not in after.outputs:
-            _delete_unless_rewritten(lake, part, name, ds)
+        else:
+            _delete_unless_rewritten(lake, part, name, after.inputs[name].sha256, ds)
 
 
-def _delete_unless_rewritten(lake: Lake, part: Partition, name: str, ds: Dataset) -> None:
+def _delete_unless_rewritten(lake: Lake, part: Partition, name: str, held_sha256: str, ds: Dataset) -> None:
     """Delete a batch file the published manifest now holds, unless it was written again since
-    the pass listed it (its size or time moved): then the manifest holds its old rows, and it is
-    released instead, so its new rows stand on their own. On a local lake the partition lock
-    keeps writes out of a pass; an object store has no lock, and this check leaves a late write
-    only the moment between it and the delete."""
-    listed, now = part.files.get(name), lake.fs.get_file_info(part.path(name))
-    if now.type == pafs.FileType.NotFound:
+    the pass read it (its bytes are not the ones the manifest holds): then it is released
+    instead, so its new rows stand on their own (as `tidy` does with a leftover). On a local
+    lake the partition lock keeps writes out of a pass; an object store has no lock, and this
+    check leaves a late write only the moment between it and the delete. Bytes, not listed
+    sizes and times: an object store's listing and HEAD may give times to different precisions."""
+    try:
+        data = lake.read_bytes(part.path(name))
+    except FileNotFoundError:
         return
-    if listed is not None and (now.size, now.mtime) == (listed.size, listed.mtime):
+    if sha256(data) == held_sha256:
         lake.delete_quietly(part.path(name))
     else:
         lake.release(part.directory, name, ds)

@@ -477,34 +477,40 @@ class Lake:
         """All rows of one dataset in a Parquet zone (curated or quarantine), one scan of its
         files (in parallel, only the row groups the filter can match). `columns` may name
         `__filename`: the file each row was read from."""
+        return self._scan(zone, dataset_name, filter, columns)[0]
+
+    def files_matching(self, zone: str, dataset_name: str, filter: pc.Expression) -> list[str]:
+        """The files `list_files` lists that hold rows matching `filter`, found by one scan of the
+        zone instead of reading each: a compacted file with a match stands for every batch file
+        it holds (each may then be read to find which). The files are mapped back through the
+        same listing the scan read, so a compaction in between cannot hide one."""
+        found, parts = self._scan(zone, dataset_name, filter, ["__filename"])
+        hits = set(found.column("__filename").to_pylist())
+        paths = []
+        for part in parts:
+            held = part.manifest.inputs if part.manifest else {}
+            paths.extend(part.path(n) for n in part.logical if part.path(held[n].output if n in held else n) in hits)
+        return sorted(paths)
+
+    def _scan(self, zone: str, dataset_name: str, filter: pc.Expression | None,
+              columns: list[str] | None) -> tuple[pa.Table, list[Partition]]:
+        """One dataset scan of the zone's readable files, and the listing it read them from."""
         if zone not in PARQUET_ZONES:
             raise ValueError(f"zone must be curated or quarantine, not {zone!r}")
         ds = dataset(dataset_name)
         schema = ds.arrow_schema if zone == "curated" else ds.quarantine_schema
         for attempt in range(_READ_ATTEMPTS):
-            files = [p.path(n) for p in self.partitions(zone, dataset_name) for n in p.readable
-                     if n.endswith(".parquet")]
+            parts = self.partitions(zone, dataset_name)
+            files = [p.path(n) for p in parts for n in p.readable if n.endswith(".parquet")]
             if not files:
-                return _empty(schema, columns)
+                return _empty(schema, columns), parts
             try:
                 return pads.dataset(files, schema=schema, filesystem=self.fs, format="parquet").to_table(
-                    filter=filter, columns=columns)
+                    filter=filter, columns=columns), parts
             except FileNotFoundError:
                 if attempt == _READ_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
-
-    def files_matching(self, zone: str, dataset_name: str, filter: pc.Expression) -> list[str]:
-        """The files `list_files` lists that hold rows matching `filter`, found by one scan of the
-        zone (`read`) instead of reading each: a compacted file with a match stands for every
-        batch file it holds (each may then be read to find which)."""
-        found = self.read(zone, dataset_name, filter=filter, columns=["__filename"])
-        hits = set(found.column("__filename").to_pylist())
-        paths = []
-        for part in self.partitions(zone, dataset_name):
-            held = part.manifest.inputs if part.manifest else {}
-            paths.extend(part.path(n) for n in part.logical if part.path(held[n].output if n in held else n) in hits)
-        return sorted(paths)
 
     def list_files(self, zone: str, dataset_name: str | None = None) -> list[str]:
         """Every file of a zone (of one dataset), each batch's file listed once, on its own or held

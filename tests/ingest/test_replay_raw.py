@@ -3,6 +3,7 @@ they produced, exactly once; a report counts rows added, changed and removed."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -110,11 +111,20 @@ def test_a_replay_replaces_rows_stored_before_they_named_their_payload(
             pq.write_table(lake.read_file(path).drop_columns(["raw_id", "raw_pos"]), path)
     wh.command("ALTER TABLE {db}.prices UPDATE raw_id = NULL, raw_pos = NULL WHERE 1 SETTINGS mutations_sync = 2")
     assert wh.query_rows("SELECT count() AS n FROM {db}.prices WHERE raw_id IS NOT NULL")[0]["n"] == 0
+    # a rejection of the same key filed by a batch of another day: not what these payloads produced
+    [rejected] = [p for p in lake.list_files("quarantine", "prices") if f"/date={DAY}/" in p]
+    later = rejected.replace(f"/date={DAY}/", f"/date={DAY + dt.timedelta(days=3)}/")
+    Path(later).parent.mkdir(parents=True)
+    pq.write_table(lake.read_file(rejected).slice(0, 1), later)
 
     report = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
 
     assert report.rows_valid == before["curated"] and report.files_rewritten >= 2
-    assert _counts(isolated_settings) == before  # the same rows once: lake and warehouse
+    [extra] = lake.read_file(later).to_pylist()  # kept, and counted beside the rows once
+    assert _counts(isolated_settings) == {
+        **before, "quarantine": before["quarantine"] + 1,
+        "dropped_quarantined": before["dropped_quarantined"] + (extra["ticker"] == DROPPED),
+        "negative_volume": before["negative_volume"] + (extra["reject_reason"] == "negative_volume")}
     curated = lake.read("curated", "prices")
     keys = curated.group_by(["ticker", "exchange", "interval", "source", "ts"]).aggregate([])
     assert keys.num_rows == curated.num_rows and curated.column("raw_id").null_count == 0

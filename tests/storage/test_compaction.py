@@ -176,10 +176,14 @@ def test_rewriting_a_compacted_batch(tmp_path: Path) -> None:
     assert len(_readable(lake)) == 1 and _rows(lake).num_rows == before.num_rows - 365 - 375
 
 
-def test_files_matching_names_the_batch_files_held_or_on_their_own(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_files_matching_names_the_batch_files_held_or_on_their_own(where, tmp_path: Path, isolated_settings,
+                                                                    s3_endpoint) -> None:
     """What a raw-zone replay rewrites: the batch files holding rows of its payloads, found by
     one scan whether a compacted file holds them or they stand on their own."""
-    lake = Lake(str(tmp_path))
+    from tests.storage.conftest import on_s3
+
+    lake = Lake(on_s3(isolated_settings, s3_endpoint).resolved_lake_uri if where == "s3" else str(tmp_path))
 
     def with_raw_id(k: int, day: dt.date = DAY) -> pa.Table:
         t = _batch(k, day, minutes=5)
