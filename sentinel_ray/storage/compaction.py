@@ -225,6 +225,9 @@ def _delete_unless_rewritten(lake: Lake, part: Partition, name: str, held_sha256
     lake the partition lock keeps writes out of a pass; an object store has no lock, and this
     check leaves a late write only the moment between it and the delete. Bytes, not listed
     sizes and times: an object store's listing and HEAD may give times to different precisions."""
+    if lake.local:  # the pass holds the partition's lock: nobody wrote it since it was read
+        lake.delete_quietly(part.path(name))
+        return
     try:
         data = lake.read_bytes(part.path(name))
     except FileNotFoundError:
