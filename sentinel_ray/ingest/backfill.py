@@ -198,14 +198,15 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                                    **({"force": True} if force else {}), **({"skipped": len(done)} if done else {})})
     run.record(warehouse)
     emitter = LineageEmitter(settings, warehouse)
-    event = emitter.start(run.run_id, job="backfill", params=run.params, **_lineage_io(source_name))
+    event = None
     began = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    signals = SignalUpdater(warehouse, Lake(settings.resolved_lake_uri), detected_by="backfill")
-    serving = serving_for(settings, warehouse)
     computed: dict[str, set[int]] = {}
     first: tuple[int, float] | None = None  # (days, seconds) at the first progress report
-    try:
+    try:  # from here a failure marks the run failed (not left "running")
+        event = emitter.start(run.run_id, job="backfill", params=run.params, **_lineage_io(source_name))
+        signals = SignalUpdater(warehouse, Lake(settings.resolved_lake_uri), detected_by="backfill")
+        serving = serving_for(settings, warehouse)
         if days:
             checked, prior = _months_with_rows(warehouse, source_name, days)
             previous: dt.date | None = None
@@ -230,7 +231,8 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
             _merge_replaced_rows(warehouse, rows, computed, checked, prior)
     except BaseException as e:
         run.fail_quietly(warehouse, e)
-        event.fail(e)
+        if event is not None:
+            event.fail(e)
         emitter.close()
         raise
     summary = _summarise(rows, run.run_id, source_name, start, end, len(days), time.perf_counter() - began)

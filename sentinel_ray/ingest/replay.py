@@ -115,12 +115,13 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
                                  "payloads": len(ids), "rules_version": rules.version})
     run.record(warehouse)
     emitter = LineageEmitter(settings, warehouse)
-    event = emitter.start(run.run_id, job="replay", params=run.params,
-                          inputs=[LineageDataset.lake(f"raw/source={source}/dataset={dataset}")],
-                          outputs=[LineageDataset.warehouse(dataset),
-                                   LineageDataset.lake(f"curated/dataset={dataset}", schema=dataset)])
+    event = None
     report = ReplayReport(run.run_id, source, dataset, start, end, payloads=len(ids))
-    try:
+    try:  # from here a failure marks the run failed (not left "running")
+        event = emitter.start(run.run_id, job="replay", params=run.params,
+                              inputs=[LineageDataset.lake(f"raw/source={source}/dataset={dataset}")],
+                              outputs=[LineageDataset.warehouse(dataset),
+                                       LineageDataset.lake(f"curated/dataset={dataset}", schema=dataset)])
         say = progress or (lambda _: None)
         say(f"reading {len(ids)} payloads of {source}/{dataset} {start}..{end}")
         records, report.unreadable_payloads = (read or read_payloads)(lake, ids)
@@ -145,7 +146,8 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
         serving.on_stored()
     except BaseException as e:
         run.fail_quietly(warehouse, e)
-        event.fail(e)
+        if event is not None:
+            event.fail(e)
         emitter.close()
         raise
     report.seconds = time.perf_counter() - began

@@ -84,3 +84,22 @@ def test_the_eta_goes_at_the_pace_since_the_first_block_not_since_the_start() ->
     assert later.eta_s == 1.0 / 4 * 22 and "ETA 6s" in later.render()
     assert Progress(8, 30, 1, 7.0).eta_s == 7.0 / 8 * 22  # without a first report: since the start
     assert Progress(0, 30, 0, 1.0).eta_s != Progress(0, 30, 0, 1.0).eta_s  # nan: nothing done yet
+
+
+def test_a_run_that_fails_before_its_first_day_is_recorded_failed(ray_session: None, embedded_redis: str,
+                                                                  isolated_settings: Settings, monkeypatch) -> None:
+    """Its lineage START could not be written (say): the run is failed in pipeline_runs, not
+    left running for ever; the next run does the days."""
+    from sentinel_ray.monitoring.lineage_events import LineageEmitter
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("lineage_events refused the write")
+
+    monkeypatch.setattr(LineageEmitter, "start", refused)
+    with pytest.raises(RuntimeError, match="refused"):
+        run_backfill(isolated_settings, "replay", START, START)
+    monkeypatch.undo()
+    warehouse = connect_warehouse(isolated_settings)
+    runs = warehouse.query_rows("SELECT status, error FROM {db}.pipeline_runs FINAL WHERE pipeline = 'backfill'")
+    assert [r["status"] for r in runs] == ["failed"] and "refused" in runs[0]["error"]
+    assert run_backfill(isolated_settings, "replay", START, START).days == 1
