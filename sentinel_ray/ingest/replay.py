@@ -51,6 +51,7 @@ from sentinel_ray.storage.lake import Lake, partition_day
 from sentinel_ray.storage.warehouse import Warehouse, connect_warehouse
 
 log = logging.getLogger(__name__)
+_DAY = dt.timedelta(days=1)
 MAX_REPLAY_DAYS = 366
 INGEST_COLUMNS = frozenset(f.name for f in INGEST_FIELDS)  # who wrote a row and when: not what a replay compares
 WEBHOOK_REQUEST = "POST /ingest/"
@@ -260,9 +261,11 @@ def _replace(lake: Lake, warehouse: Warehouse, ds: Dataset, source: str, ids: li
                 ours = f"/source={source}/" in path
                 if zone == "curated" and not ours:
                     continue
+                # a stream batch is filed under the day it began, its payloads under the day
+                # each arrived: around midnight those differ by a day
                 filed = partition_day(path)
                 keys = legacy[zone] if ours and (zone == "curated" or (
-                    filed is not None and days[0] <= filed <= days[1])) else None
+                    filed is not None and days[0] - _DAY <= filed <= days[1] + _DAY)) else None
                 table = lake.read_file(path)
                 hit = _produced_by(ds, table, id_set, keys)
                 if pc.any(hit).as_py():
