@@ -289,12 +289,9 @@ def _produced_by(ds: Dataset, table: pa.Table, id_set: pa.Array, keys: pa.Table 
     legacy = pc.is_null(raw)
     if keys is None or n == 0 or not pc.any(legacy).as_py():
         return by_id
-    probe = {c: pc.cast(_plain(table.column(c)), ds.arrow_schema.field(c).type) for c in ds.natural_key
-             if c in table.column_names}
-    if len(probe) < len(ds.natural_key):
-        return by_id  # no key to match on
-    rows = pa.table({**probe, "__row": pa.array(np.arange(n))}).join(keys, keys=list(ds.natural_key),
-                                                                     join_type="left semi")
+    # a key column the file lacks reads as nulls, and a null key matches nothing
+    probe = _conformed(table, _key_schema(ds)).append_column("__row", pa.array(np.arange(n)))
+    rows = probe.join(keys, keys=list(ds.natural_key), join_type="left semi")
     same_key = np.zeros(n, dtype=bool)
     same_key[rows.column("__row").to_numpy()] = True
     return pc.or_(by_id, pc.and_(legacy, pa.array(same_key)))
@@ -302,11 +299,14 @@ def _produced_by(ds: Dataset, table: pa.Table, id_set: pa.Array, keys: pa.Table 
 
 def _natural_keys(ds: Dataset, *tables: pa.Table) -> pa.Table:
     """The distinct natural keys of the replay's rows (valid and quarantined), the dataset's types."""
-    keys = [pa.table({c: pc.cast(_plain(t.column(c)), ds.arrow_schema.field(c).type) for c in ds.natural_key})
-            for t in tables if t.num_rows]
-    if not keys:
-        return pa.table({c: pa.array([], ds.arrow_schema.field(c).type) for c in ds.natural_key})
-    return pa.concat_tables(keys).group_by(list(ds.natural_key)).aggregate([])
+    schema = _key_schema(ds)
+    keys = [_conformed(t, schema) for t in tables if t.num_rows]
+    return pa.concat_tables(keys).group_by(list(ds.natural_key)).aggregate([]) if keys else schema.empty_table()
+
+
+def _key_schema(ds: Dataset) -> pa.Schema:
+    """The natural key's columns, nullable: a rejected row's key may be what was missing."""
+    return pa.schema([pa.field(c, ds.arrow_schema.field(c).type) for c in ds.natural_key])
 
 
 def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:

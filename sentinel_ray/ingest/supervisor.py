@@ -82,9 +82,19 @@ def _was_restarted() -> bool:
 def _count_if_restarted(store: StreamStore, kind: str, name: str) -> None:
     """In an actor's __init__: when Ray is re-running it after the process died, count that."""
     try:
-        if _was_restarted():
-            count = store.count_restart(kind, name)
-            log.warning("%s %s: restarted by Ray (restart %d)", kind, name, count)
+        restarted = _was_restarted()
+    except Exception as e:  # noqa: BLE001 - counting must not keep the actor from starting
+        log.warning("%s %s: restart not counted (%s)", kind, name, e)
+        return
+    if restarted:
+        _count_restart(store, kind, name)
+
+
+def _count_restart(store: StreamStore, kind: str, name: str) -> None:
+    """Count one restart of an actor Ray re-ran (in Redis, where `status` reads it)."""
+    try:
+        count = store.count_restart(kind, name)
+        log.warning("%s %s: restarted by Ray (restart %d)", kind, name, count)
     except Exception as e:  # noqa: BLE001 - counting must not keep the actor from starting
         log.warning("%s %s: restart not counted (%s)", kind, name, e)
 
@@ -266,7 +276,7 @@ class SupervisorActor:
         if _was_restarted():
             # Ray re-ran this after the supervisor's process died: its pollers and consumers
             # died with it, and nobody will call start() and watch() again
-            _count_if_restarted(self.supervisor.store, "supervisor", SUPERVISOR_NAME)
+            _count_restart(self.supervisor.store, "supervisor", SUPERVISOR_NAME)
             threading.Thread(target=self._resume, name="supervisor-resume", daemon=True).start()
 
     def start(self) -> None:
