@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -54,6 +55,20 @@ def parse_payload(payload: RawPayload) -> ParsedPayload:
     return finish(payload, {ds.name: positioned(table, np.arange(table.num_rows))})
 
 
+@lru_cache(maxsize=4)
+def _simulation(seed: int, symbols: tuple[str, ...], smallcaps: frozenset[str] | None,
+                rates: tuple[tuple[str, float], ...]) -> tuple[SimulatedMarket, EpisodeSchedule]:
+    """The market and its episode schedule for these parameters, one pair per process.
+
+    A backfill task builds a source per block of days; each new pair would compute the
+    symbols' opening-price paths and the episode draws of the weeks before again (~30 ms a
+    block, a fifth of generating a month, measured). Both are pure functions of these
+    parameters, filled lazily and never changed, so sources with equal parameters share them.
+    """
+    market = SimulatedMarket(seed, list(symbols), smallcaps)
+    return market, EpisodeSchedule(market, dict(rates))
+
+
 class ReplaySource(HistorySource):
     """Deterministic simulator of NSE 1-minute bars, social chatter and exchange filings,
     one UTC day at a time, with the episodes of `episodes()` as ground truth.
@@ -84,9 +99,9 @@ class ReplaySource(HistorySource):
         symbols = list(symbols) if symbols is not None else reference.universe("core")
         self.bad_rate = float(bad_rate)
         self.posts_per_day = int(posts_per_day)
-        self.market = SimulatedMarket(seed, symbols, smallcaps)
         rates = {**(episode_rates or {}), "pump_dump": float(pump_probability)}
-        self.schedule = EpisodeSchedule(self.market, rates)
+        self.market, self.schedule = _simulation(
+            seed, tuple(symbols), None if smallcaps is None else frozenset(smallcaps), tuple(sorted(rates.items())))
         self.start = start  # first day `fetch(None)` emits; None: a week before today (UTC)
 
     @classmethod
