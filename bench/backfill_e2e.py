@@ -5,13 +5,19 @@
 (e2e)  `run_backfill` of the replay source over --months months: the code path and settings
        `sentinel-ray backfill` uses (lake raw + curated + quarantine, warehouse, quality
        metrics, pipeline_runs, backfill_days, the final merge), into a fresh database and
-       lake, Ray already started (its start is not the backfill's), twice:
-       first   in this process, the first Ray Data job of a new cluster: it also pays Ray
-               Data's per-cluster actors (stats, autoscaling coordinator: ~2.3 s of CPU here)
-       job     a new driver process joining the cluster, as `sentinel-ray backfill` joins a
-               running platform (whose start backfill created those actors): new job, new
-               worker processes, their imports included. The headline e2e_rows_s.
-       Peak RSS of the driver, the map workers and the warehouse owner are sampled while each runs.
+       lake each time, Ray already started (its start is not the backfill's), three times:
+       first   `up`'s start backfill: this process starts the platform's backfill service
+               (ingest/backfill_service.py) and runs the range through it, the first Ray Data
+               job of a new cluster: the service's workers start, and Ray Data's per-cluster
+               actors (stats, autoscaling coordinator: ~2.3 s of CPU here)
+       job     `sentinel-ray backfill` on the running platform: a new driver process joins the
+               cluster and hands the range to the service, whose workers are up. The headline
+               e2e_rows_s.
+       in-driver  the baseline, in the same run: the same new driver process running
+               `run_backfill` itself (`--in-driver`; every backfill before the service): a new
+               job, new worker processes, their imports included.
+       Peak RSS of the driver, the service, the map workers and the warehouse owner are sampled
+       while each runs, and each job's CPU seconds by process role.
 (parts) then in this one process, on the same days and rows, each part alone:
        source generation, raw-zone write, `process_batch`, curated Parquet write, the
        warehouse insert (through the owner actor, in blocks of days as the backfill sends them)
@@ -19,8 +25,11 @@
        their warehouse and lake writes included).
 
 Prints rows/s of the whole and of each part, each part's share of the summed part time,
-and ends with one JSON line: e2e_rows_s (the job), e2e_s, rows, days, cores, peak_rss_mb, the first
-run's first_rows_s, first_s and first_peak_rss_mb, and parts (rows/s each) with part_share.
+CPU seconds the job's processes spent by role (driver, service, workers, warehouse, ray)
+against what the cores had in its time (cpu_busy: near 1, only less CPU per row makes it
+faster), and ends with one JSON line: e2e_rows_s (the job), e2e_s, rows, days, cores,
+peak_rss_mb, cpu_s, cpu_busy; in_driver_rows_s, in_driver_s, in_driver_cpu_s; the first run's
+first_rows_s, first_s and first_peak_rss_mb; and parts (rows/s each) with part_share.
 """
 from __future__ import annotations
 
@@ -35,7 +44,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -44,6 +53,7 @@ import pyarrow as pa
 from sentinel_ray.config import Settings
 from sentinel_ray.detect.signals import SignalUpdater
 from sentinel_ray.ingest.backfill import MAX_DAYS_PER_BLOCK, date_range, run_backfill
+from sentinel_ray.ingest.backfill_service import backfill_through, service_actor, stop_service
 from sentinel_ray.pipeline.store import InsertBuffer
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.rules import rules_for
@@ -56,16 +66,25 @@ from sentinel_ray.storage.warehouse import connect_warehouse
 PARTS = ("generate", "raw_write", "process_batch", "curated_write", "warehouse_insert", "signals")
 
 
-class PeakRss:
-    """Samples the RSS of this process and of the Ray workers by role while it runs."""
+class ProcessSampler:
+    """Samples the RSS and CPU time of this machine's processes by role while it runs:
+    peak RSS of the driver, the map workers and the warehouse owner, and the CPU seconds
+    each role spent (the last sample of a process that exits counts)."""
 
     def __init__(self, interval_s: float = 0.1, driver_pid: int | None = None) -> None:
         self.peaks: dict[str, float] = {}
         self.driver_pid = driver_pid or os.getpid()
+        self._cpu_at_start: dict[int, float] = {}
+        self._cpu_last: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> Self:
+        for proc in psutil.process_iter(["pid", "cpu_times"]):
+            try:
+                self._cpu_at_start[proc.info["pid"]] = sum(proc.info["cpu_times"][:2])
+            except (psutil.Error, TypeError):
+                continue
         self._thread.start()
         return self
 
@@ -73,18 +92,46 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
 
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds per role since the start: workers (Ray's task workers: the service's
+        or the job's), service (the backfill service), warehouse (the owner actor), ray
+        (raylet, GCS, dashboard agent, Ray Data's actors); the driver is not here (it reports
+        its own, for the backfill alone)."""
+        out: dict[str, float] = {}
+        for pid, (role, cpu) in self._cpu_last.items():
+            if role != "driver":
+                out[role] = out.get(role, 0.0) + cpu - self._cpu_at_start.get(pid, 0.0)
+        return out
+
+    def _role(self, pid: int, cmd: str) -> str | None:
+        if pid == self.driver_pid:
+            return "driver"
+        if "WarehouseOwner" in cmd:
+            return "warehouse"
+        if "BackfillService" in cmd:
+            return "service"
+        if cmd.startswith("ray::") and not cmd.startswith(("ray::_", "ray::Dashboard")):
+            return "workers"  # ray::IDLE, ray::warm_up, ray::MapBatches(store_days)
+        if cmd.startswith("ray::") or "site-packages/ray/" in cmd:
+            return "ray"
+        return None
+
     def _run(self, interval_s: float) -> None:
         while not self._stop.is_set():
-            for proc in psutil.process_iter(["pid", "cmdline", "memory_info"]):
+            for proc in psutil.process_iter(["pid", "cmdline", "memory_info", "cpu_times"]):
                 try:
                     cmd = " ".join(proc.info["cmdline"] or [])
                     rss = proc.info["memory_info"].rss / 2**20
+                    cpu = sum(proc.info["cpu_times"][:2])
                 except (psutil.Error, TypeError):
                     continue
-                role = ("driver" if proc.info["pid"] == self.driver_pid else "map_worker" if "MapBatches" in cmd
-                        else "warehouse" if "WarehouseOwner" in cmd else None)
-                if role:
-                    self.peaks[role] = max(self.peaks.get(role, 0.0), rss)
+                role = self._role(proc.info["pid"], cmd)
+                if role is None:
+                    continue
+                self._cpu_last[proc.info["pid"]] = (role, cpu)
+                peak_role = "map_worker" if "MapBatches" in cmd else role
+                if peak_role in ("driver", "service", "map_worker", "warehouse"):
+                    self.peaks[peak_role] = max(self.peaks.get(peak_role, 0.0), rss)
             self._stop.wait(interval_s)
 
 
@@ -143,23 +190,30 @@ def time_parts(settings: Settings, days: list[dt.date], scratch: Path) -> tuple[
     return seconds, rows
 
 
-def run_job(settings: Settings, start: dt.date, end: dt.date) -> dict[str, Any]:
-    """--job: the backfill in this process, a driver that joined the cluster at RAY_ADDRESS."""
+def run_job(settings: Settings, start: dt.date, end: dt.date, in_driver: bool) -> dict[str, Any]:
+    """--job: a driver that joined the cluster at RAY_ADDRESS backfills, through the
+    platform's service (as `sentinel-ray backfill` there) or itself (`--in-driver`)."""
     from sentinel_ray.runtime import join_ray
 
     join_ray()
-    began = time.perf_counter()
-    summary = run_backfill(settings, "replay", start, end, progress=lambda p: print(p.render(), flush=True))
-    return {"seconds": time.perf_counter() - began, "rows": summary.total_in}
+    progress = lambda p: print(p.render(), flush=True)
+    began, cpu = time.perf_counter(), time.process_time()
+    if in_driver:
+        summary = run_backfill(settings, "replay", start, end, progress=progress)
+    else:
+        summary = backfill_through(service_actor(create=False), settings, "replay", start, end, progress=progress)
+    return {"seconds": time.perf_counter() - began, "rows": summary.total_in, "cpu_s": time.process_time() - cpu}
 
 
-def backfill_as_job(settings: Settings, start: dt.date, end: dt.date, address: str) -> tuple[float, int, dict[str, float]]:
+def backfill_as_job(settings: Settings, start: dt.date, end: dt.date, address: str,
+                    in_driver: bool) -> tuple[float, int, dict[str, float], dict[str, float]]:
     """The backfill by a new driver process joining this cluster (`sentinel-ray backfill` on a
-    running platform): (seconds of run_backfill, rows, peak RSS by role)."""
+    running platform): (seconds of the backfill, rows, peak RSS by role, CPU seconds by role)."""
     env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
     args = [sys.executable, __file__, "--job", "--start", start.isoformat(), "--end", end.isoformat(),
-            "--data-dir", str(settings.data_dir), "--lake", settings.lake_uri, "--database", settings.warehouse_database]
-    with PeakRss() as rss:
+            "--data-dir", str(settings.data_dir), "--lake", settings.lake_uri, "--database", settings.warehouse_database,
+            *(["--in-driver"] if in_driver else [])]
+    with ProcessSampler() as rss:
         child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
         rss.driver_pid = child.pid
         lines = []
@@ -170,7 +224,7 @@ def backfill_as_job(settings: Settings, start: dt.date, end: dt.date, address: s
         if child.wait() != 0:
             raise SystemExit(f"the backfill job failed (exit {child.returncode})")
     result = json.loads(lines[-1])
-    return result["seconds"], result["rows"], rss.peaks
+    return result["seconds"], result["rows"], rss.peaks, {"driver": result["cpu_s"], **rss.cpu_s()}
 
 
 def main() -> None:
@@ -180,14 +234,16 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="default: a fresh temporary directory")
     parser.add_argument("--no-parts", action="store_true", help="time the backfill only")
     parser.add_argument("--no-first", action="store_true", help="skip the first run (then the job is the cluster's first Ray Data job and pays its actors)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the in-driver run")
     parser.add_argument("--job", action="store_true", help=argparse.SUPPRESS)  # the child of backfill_as_job
+    parser.add_argument("--in-driver", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--end", type=dt.date.fromisoformat, help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
         settings = Settings(data_dir=args.data_dir, warehouse_database=args.database, lake_uri=args.lake)
-        print(json.dumps(run_job(settings, args.start, args.end)), flush=True)
+        print(json.dumps(run_job(settings, args.start, args.end, args.in_driver)), flush=True)
         return
 
     import ray
@@ -206,29 +262,52 @@ def main() -> None:
     try:
         print(f"backfill {args.start}..{end} ({len(days)} days), {cores} cores")
         report: dict[str, Any] = {"days": len(days), "cores": cores}
+        address = ray.get_runtime_context().gcs_address
+        service = service_actor(create=True)  # as `up` starts it
         if not args.no_first:
             settings = Settings(data_dir=data_dir, warehouse_database=f"{tag}_first", lake_uri=str(scratch / "lake-first"))
             databases.append(settings)
             connect_warehouse(settings).ensure_schema()  # the owner actor up, as under `up`
-            with PeakRss() as rss:
+            with ProcessSampler() as rss:
                 began = time.perf_counter()
-                summary = run_backfill(settings, "replay", args.start, end,
-                                       progress=lambda p: print(p.render(), flush=True))
+                summary = backfill_through(service, settings, "replay", args.start, end,
+                                           progress=lambda p: print(p.render(), flush=True))
                 first_s = time.perf_counter() - began
             print(f"(first) new cluster's first: {summary.total_in / first_s:>12,.0f} rows/s  "
-                  f"({summary.total_in:,} rows in {first_s:.2f}s; Ray Data's cluster actors start in it)")
+                  f"({summary.total_in:,} rows in {first_s:.2f}s; the service's workers and Ray Data's cluster "
+                  f"actors start in it, as in `up`)")
             report.update(first_rows_s=round(summary.total_in / first_s), first_s=round(first_s, 3),
                           first_peak_rss_mb={k: round(v) for k, v in sorted(rss.peaks.items())})
-        settings = Settings(data_dir=data_dir, warehouse_database=tag, lake_uri=str(scratch / "lake"))
-        databases.append(settings)
-        connect_warehouse(settings).ensure_schema()
-        e2e_s, rows, peaks = backfill_as_job(settings, args.start, end, ray.get_runtime_context().gcs_address)
+        runs: dict[bool, tuple[float, int, dict[str, float], dict[str, float]]] = {}
+        for in_driver in (False, True)[:1 if args.no_baseline else 2]:
+            settings = Settings(data_dir=data_dir, warehouse_database=tag + ("_in_driver" if in_driver else ""),
+                                lake_uri=str(scratch / ("lake-in-driver" if in_driver else "lake")))
+            databases.append(settings)
+            connect_warehouse(settings).ensure_schema()
+            runs[in_driver] = backfill_as_job(settings, args.start, end, address, in_driver)
+            e2e_s, rows, peaks, cpu = runs[in_driver]
+            label = (("(base) in-driver, a new job : ", "its own new job, new workers: every backfill before the service")
+                     if in_driver else ("(e2e) a job, via the service: ",
+                                        "a new driver hands it to the platform's service, as `sentinel-ray backfill` there"))
+            print(f"{label[0]}{rows / e2e_s:>12,.0f} rows/s  ({rows:,} rows in {e2e_s:.2f}s; {label[1]})")
+            print("  peak RSS (MB): " + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(peaks.items())))
+            # Where the time goes: the CPU every process of the job spent against what the
+            # cores had. Near 100% busy, only less CPU per row makes the backfill faster.
+            spent = sum(cpu.values())
+            print("  CPU during it (core-s): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items()))
+                  + f" = {spent:.2f} of {cores * e2e_s:.2f} ({cores} cores x {e2e_s:.2f}s): "
+                  f"{spent / (cores * e2e_s):.0%} busy; {rows / spent * cores:,.0f} rows/s if every core ran it all the time")
+        e2e_s, rows, peaks, cpu = runs[False]
         e2e = rows / e2e_s
-        print(f"(e2e) run_backfill, a job   : {e2e:>12,.0f} rows/s  ({rows:,} rows in {e2e_s:.2f}s; "
-              f"a new driver on the running cluster, as `sentinel-ray backfill` on a platform)")
-        print("peak RSS (MB): " + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(peaks.items())))
+        spent = sum(cpu.values())
         report.update(e2e_rows_s=round(e2e), rows=rows, e2e_s=round(e2e_s, 3),
-                      peak_rss_mb={k: round(v) for k, v in sorted(peaks.items())})
+                      peak_rss_mb={k: round(v) for k, v in sorted(peaks.items())},
+                      cpu_s={k: round(v, 2) for k, v in sorted(cpu.items())}, cpu_busy=round(spent / (cores * e2e_s), 3))
+        if True in runs:
+            base_s, _, _, base_cpu = runs[True]
+            print(f"via the service / in-driver = {base_s / e2e_s:.2f}x")
+            report.update(in_driver_rows_s=round(rows / base_s), in_driver_s=round(base_s, 3),
+                          in_driver_cpu_s={k: round(v, 2) for k, v in sorted(base_cpu.items())})
         if not args.no_parts:
             seconds, part_rows = time_parts(settings, days, scratch)
             assert part_rows == rows, (part_rows, rows)
@@ -247,6 +326,7 @@ def main() -> None:
             connect_warehouse(each).command("DROP DATABASE IF EXISTS {db}")
         print(json.dumps(report))
     finally:
+        stop_service()
         ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -47,18 +47,28 @@ def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object too")
     parser.add_argument("--force", action="store_true",
                         help="redo days an earlier backfill of this source finished (default: skip them)")
+    parser.add_argument("--in-driver", action="store_true",
+                        help="run in this process even on a running platform (default: its backfill service "
+                             "runs it, with warm workers)")
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.ingest.backfill import run_backfill
+    from sentinel_ray.ingest.backfill_service import backfill_through, service_actor
 
     end = args.end or _yesterday_utc()
     start = args.start or end - dt.timedelta(days=2)
     settings = join_platform(settings, needs_ray=True)
+    service = None if args.in_driver else service_actor(create=False)  # there is one where `up` runs
     print(f"backfill: source={args.source} {start}..{end} -> lake {settings.resolved_lake_uri}, "
-          f"warehouse {settings.resolved_warehouse_dsn}", flush=True)
-    summary = run_backfill(settings, args.source, start, end, force=args.force,
-                           progress=lambda p: print(p.render(), flush=True))
+          f"warehouse {settings.resolved_warehouse_dsn}"
+          + (", run by the platform's backfill service" if service is not None else ""), flush=True)
+    progress = lambda p: print(p.render(), flush=True)
+    if service is not None:
+        summary = backfill_through(service, settings, args.source, start, end, force=args.force, progress=progress,
+                                   waiting=lambda: print("  waiting for the backfill before it to finish", flush=True))
+    else:
+        summary = run_backfill(settings, args.source, start, end, force=args.force, progress=progress)
     print(summary.render(), flush=True)
     if args.json:
         print(json.dumps(summary.as_dict()), flush=True)

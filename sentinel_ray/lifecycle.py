@@ -24,7 +24,7 @@ from ray import serve
 
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.supervisor import start_ingestion, stop_ingestion
-from sentinel_ray.ingest.backfill import run_backfill
+from sentinel_ray.ingest.backfill_service import backfill_through, service_actor, stop_service
 from sentinel_ray.runtime import init_ray, publish_settings
 from sentinel_ray.serve.deployments import build_app
 from sentinel_ray.storage.compaction import CompactionLoop
@@ -109,10 +109,13 @@ class Platform:
         warehouse.ensure_schema()
         say(f"warehouse  {settings.resolved_warehouse_dsn}\nlake       {settings.resolved_lake_uri}")
 
+        # every backfill on the platform runs in its service, whose workers stay warm between them
+        service = service_actor(create=True)
+        self._cleanups.append(("backfill service", stop_service))
         if self._backfill is not None:
             first, last = self._backfill
             say(f"backfill   replay history {first}..{last} (days an earlier start loaded are skipped)")
-            say(run_backfill(settings, "replay", first, last, progress=lambda p: say(p.render())).render())
+            say(backfill_through(service, settings, "replay", first, last, progress=lambda p: say(p.render())).render())
 
         if self._ingest:
             start_ingestion(settings)

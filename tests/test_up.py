@@ -150,6 +150,8 @@ def test_backfill_submitted_as_a_ray_job(platform: Platform) -> None:
         cwd=ROOT, env=platform.cli_env(), capture_output=True, text=True, timeout=240)
     assert submit.returncode == 0, _job_failure(submit)
     assert "succeeded" in submit.stdout, submit.stdout[-3000:]
+    # the job's driver hands the range to the platform's backfill service (warm workers)
+    assert "run by the platform's backfill service" in submit.stdout, submit.stdout[-3000:]
     summary = json.loads(next(line for line in submit.stdout.splitlines() if line.startswith('{"run_id"')))
     expected = ReplaySource.from_settings(Settings()).expected_counts(JOB_START, JOB_END)
     assert summary["days"] == 2
@@ -220,7 +222,8 @@ def test_up_stops_cleanly_on_ctrl_c(platform: Platform) -> None:
         proc.kill()
         rest, _ = proc.communicate()
     assert proc.returncode == 0, rest[-3000:]
-    for part in ("stopped Ray Serve", "stopped ingestion", "stopped embedded warehouse", "stopped Ray",
+    for part in ("stopped Ray Serve", "stopped ingestion", "stopped backfill service", "stopped embedded warehouse",
+                 "stopped Ray",
                  "stopped embedded Redis"):
         assert part in rest, rest[-3000:]
     assert not (platform.cwd / "data" / "redis" / "redis.sock").exists() or not _answers(platform.cwd)
