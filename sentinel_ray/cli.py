@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -65,8 +66,17 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
           + (", run by the platform's backfill service" if service is not None else ""), flush=True)
     progress = lambda p: print(p.render(), flush=True)
     if service is not None:
-        summary = backfill_through(service, settings, args.source, start, end, force=args.force, progress=progress,
-                                   waiting=lambda: print("  waiting for the backfill before it to finish", flush=True))
+        # `ray job stop` and `kill` send SIGTERM: stop as on Ctrl-C, which cancels the service's
+        # backfill after its block in hand (else it would run on without this client)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            summary = backfill_through(
+                service, settings, args.source, start, end, force=args.force, progress=progress,
+                waiting=lambda: print("  waiting for the backfill before it to finish", flush=True))
+        except KeyboardInterrupt:
+            print("backfill stopped: the service stopped it after the block in hand; the days it finished "
+                  "are kept (run the same range again to do the rest)", file=sys.stderr, flush=True)
+            return 130
     else:
         summary = run_backfill(settings, args.source, start, end, force=args.force, progress=progress)
     print(summary.render(), flush=True)

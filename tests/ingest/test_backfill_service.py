@@ -202,3 +202,36 @@ def test_the_cli_hands_its_range_to_the_platforms_service(service, isolated_sett
     out = capsys.readouterr().out
     assert "backfill service" not in out and "1 already done, skipped" in out
 
+
+
+@pytest.mark.ray
+def test_a_stopped_cli_backfill_is_stopped_in_the_service_too(service, isolated_settings: Settings) -> None:
+    """`ray job stop` or `kill` (SIGTERM) of the client stops the backfill it handed over,
+    after the block in hand, instead of leaving it running with no one waiting."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+           "SENTINEL_DATA_DIR": str(isolated_settings.data_dir), "SENTINEL_LAKE_URI": isolated_settings.lake_uri,
+           "SENTINEL_WAREHOUSE_DATABASE": isolated_settings.warehouse_database}
+    end = START + dt.timedelta(days=20)
+    client = subprocess.Popen([sys.executable, "-m", "sentinel_ray.cli", "backfill", "--start", str(START),
+                               "--end", str(end)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in client.stdout:  # until its first progress report
+        lines.append(line)
+        if " days " in line and "rows/s" in line:
+            break
+    client.send_signal(signal.SIGTERM)
+    rest, _ = client.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert client.returncode == 130, output
+    assert "run by the platform's backfill service" in output and "backfill stopped" in output
+    warehouse = connect_warehouse(isolated_settings)
+    runs = warehouse.query_rows("SELECT status, error FROM {db}.pipeline_runs FINAL WHERE pipeline = 'backfill'")
+    assert [r["status"] for r in runs] == ["failed"] and "cancelled" in runs[0]["error"], runs
+    assert 0 < len(finished_days(warehouse, "replay", START, end)) < 21
+    assert ray.get(service.running.remote()) == 0
