@@ -38,6 +38,7 @@ from sentinel_ray.runtime import RAY_NAMESPACE, on_the_head_node
 SERVICE_NAME = "sentinel-backfill"
 POLL_WAIT_S = 1.0  # a poll answers at once when there is news, else after this long
 CANCEL_WAIT_S = 30.0  # how long a stopping client waits for its backfill to stop
+UNCOLLECTED_KEEP_S = 3600.0  # the outcome of a backfill whose client went away is dropped after this
 
 
 class BackfillCancelled(RuntimeError):
@@ -66,6 +67,7 @@ class _Run:
     started: bool = False
     cancelled: bool = False
     done: bool = False
+    finished_at: float = 0.0  # time.monotonic() when done
     summary: BackfillSummary | None = None
     error: BaseException | None = None
 
@@ -83,6 +85,10 @@ class BackfillService:
         ticket = uuid.uuid4().hex
         run = _Run(settings, source_name, start, end, force)
         with self._changed:
+            # outcomes no client came back for (a client killed outright) are not kept for ever
+            now = time.monotonic()
+            for old in [t for t, r in self._runs.items() if r.done and now - r.finished_at > UNCOLLECTED_KEEP_S]:
+                del self._runs[old]
             self._runs[ticket] = run
         threading.Thread(target=self._run, args=(run,), name=f"backfill-{ticket[:8]}", daemon=True).start()
         return ticket
@@ -128,7 +134,7 @@ class BackfillService:
                 except BaseException as e:  # noqa: BLE001 - the client gets it, the service goes on
                     error = _sendable(e)
             with self._changed:
-                run.done, run.summary, run.error = True, summary, error
+                run.done, run.finished_at, run.summary, run.error = True, time.monotonic(), summary, error
                 self._changed.notify_all()
 
     def _report(self, run: _Run, progress: Progress) -> None:

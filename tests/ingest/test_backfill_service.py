@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 import pytest
 import ray
@@ -123,6 +124,23 @@ def test_an_error_is_the_outcome_and_the_service_goes_on(stepped: SteppedBackfil
     ticket = service.submit(Settings(), "replay", START, END)
     stepped.step(3)
     assert _until_done(service, ticket)[0].summary is not None
+
+
+def test_an_outcome_no_client_came_back_for_is_dropped_after_an_hour(stepped: SteppedBackfills, monkeypatch) -> None:
+    service = BackfillService()
+    abandoned = service.submit(Settings(), "abandoned", START, END)
+    stepped.step(3)
+    for _ in range(1000):  # until done; never collected
+        if not service.running():
+            break
+        time.sleep(0.01)
+    later = backfill_service.time.monotonic() + backfill_service.UNCOLLECTED_KEEP_S + 1
+    monkeypatch.setattr(backfill_service.time, "monotonic", lambda: later)
+    kept = service.submit(Settings(), "next", START, END)
+    with pytest.raises(LookupError):
+        service.poll(abandoned, 0)
+    stepped.step(3)
+    assert _until_done(service, kept)[0].summary.source == "next"
 
 
 def test_an_error_that_does_not_pickle_is_sent_as_its_text() -> None:
