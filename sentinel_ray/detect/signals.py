@@ -61,12 +61,19 @@ class SignalUpdater:
 
     def on_prices(self, valid: pa.Table, *, batch_key: str | None) -> pa.Table:
         """Features, risk and alerts of a stored prices batch; returns its features_1m rows."""
+        # The features and risk inserts run in the warehouse while this process computes
+        # risk and alerts (an embedded warehouse's owner is another process); all are done
+        # before this returns, so a stored batch's signals are stored when it is acknowledged.
+        written: list[Callable[[], int]] = []
         try:
-            f1m, f1d = self.features.on_prices(valid, batch_key=batch_key)
+            f1m, f1d = self.features.on_prices(valid, batch_key=batch_key, written=written)
             self.episodes, detected = detect_batch(self.warehouse, f1m, self.episodes,
-                                                   detected_by=self.detected_by, now=self.clock())
+                                                   detected_by=self.detected_by, now=self.clock(), written=written)
+            for wait in written:
+                wait()
         except BaseException:
             self.reset()  # half-applied: rebuild both from stored rows on the next batch
+            _settle(written)
             raise
         self.counts.feature_rows += f1m.num_rows
         self.counts.day_rows += f1d.num_rows
@@ -76,3 +83,13 @@ class SignalUpdater:
     def on_posts(self, valid: pa.Table, *, batch_key: str | None) -> None:
         f1m, _ = self.features.on_posts(valid, batch_key=batch_key)
         self.counts.refreshed_rows += f1m.num_rows
+
+
+def _settle(written: list[Callable[[], int]]) -> None:
+    """Wait for inserts already started before a failure is raised, whatever they return:
+    none lands after the caller has moved on (a retried batch writes the same keys)."""
+    for wait in written:
+        try:
+            wait()
+        except Exception:  # noqa: BLE001, S112 - the first failure is the one raised
+            continue

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, Iterator, Protocol
 
@@ -62,6 +63,7 @@ class Warehouse(Protocol):
     def migrate(self) -> SchemaStatus: ...
     def schema_status(self) -> SchemaStatus: ...
     def insert(self, dataset_name: str, table: pa.Table) -> int: ...
+    def insert_started(self, dataset_name: str, table: pa.Table) -> Callable[[], int]: ...
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table: ...
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any: ...
@@ -129,6 +131,12 @@ class ClickHouseWarehouse:
             self.client.insert_arrow(f"`{self.database}`.`{ds.name}`", table, settings=INSERT_SETTINGS)
         return table.num_rows
 
+    def insert_started(self, dataset_name: str, table: pa.Table) -> Callable[[], int]:
+        """`insert`, returning a call that waits for it: here it is done before returning
+        (a client of a server has nothing to overlap it with in this process)."""
+        rows = self.insert(dataset_name, table)
+        return lambda: rows
+
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
         with self._lock, mapped_errors("query"):
             return self.client.query_arrow(self._sql(sql), parameters=parameters or {})
@@ -164,10 +172,13 @@ class ActorWarehouse:
         self.database = database
 
     def _call(self, method: str, *args: Any) -> Any:
+        return self._result(self._handle.call.remote(self.database, method, *args))
+
+    def _result(self, ref: Any) -> Any:
         import ray
 
         try:
-            return ray.get(self._handle.call.remote(self.database, method, *args))
+            return ray.get(ref)
         except ray.exceptions.RayTaskError as e:
             if isinstance(e.cause, WarehouseError):  # the owner's own error, without Ray's wrapping
                 raise e.cause from None
@@ -187,6 +198,12 @@ class ActorWarehouse:
 
     def insert(self, dataset_name: str, table: pa.Table) -> int:
         return self._call("insert", dataset_name, table)
+
+    def insert_started(self, dataset_name: str, table: pa.Table) -> Callable[[], int]:
+        """Start the insert in the owner and return a call that waits for it (its rows, or its
+        error): the caller goes on with its own work while the owner writes."""
+        ref = self._handle.call.remote(self.database, "insert", dataset_name, table)
+        return lambda: self._result(ref)
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
         return self._call("query_arrow", sql, parameters)

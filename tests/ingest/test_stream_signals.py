@@ -7,6 +7,7 @@ import os
 import signal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from sentinel_ray.config import Settings
@@ -71,3 +72,41 @@ def test_day_rows_and_risk_of_the_stream_match_the_backfill(ray_session, ingest_
     count = "SELECT count() AS n, uniqExact(ticker, exchange, ts) AS k FROM {db}.risk_1m FINAL"
     assert wh.query_rows(count)[0] == twin_wh.query_rows(count)[0]
     assert wh.query_rows(count)[0]["n"] == _stored(ingest_settings, FEATURES_1M).num_rows
+
+
+def test_a_failed_risk_insert_fails_the_batch_after_its_other_writes_settle(ray_session, isolated_settings) -> None:
+    """The signals' inserts run in the owner while risk is computed: when one fails, the batch
+    fails with that error, the updater forgets its state (rebuilt next batch), and the
+    inserts already started have finished before the error reaches the caller."""
+    from sentinel_ray.detect.signals import SignalUpdater
+    from sentinel_ray.pipeline.transform import process_batch
+    from sentinel_ray.quality.rules import rules_for
+    from sentinel_ray.records import utc_now
+    from sentinel_ray.schemas import PRICES
+    from sentinel_ray.sources.replay import ReplaySource
+
+    now = utc_now()
+    fetched = ReplaySource.from_settings(isolated_settings).generate_day(DAY, run_id="t", ingested_at=now)
+    bars = process_batch(fetched.records["prices"], PRICES, now=now, run_id="t", ingested_at=now,
+                         rules=rules_for(isolated_settings)).valid
+    warehouse = connect_warehouse(isolated_settings)
+    warehouse.ensure_schema()
+    warehouse.insert("prices", bars)
+
+    class RiskRefused:
+        def __getattr__(self, name):
+            return getattr(warehouse, name)
+
+        def insert_started(self, name, table):
+            if name == "risk_1m":
+                def refused() -> int:
+                    raise RuntimeError("risk_1m refused")
+                return refused
+            return warehouse.insert_started(name, table)
+
+    signals = SignalUpdater(RiskRefused(), None, detected_by="stream")
+    with pytest.raises(RuntimeError, match="risk_1m refused"):
+        signals.on_prices(bars, batch_key="b1")
+    assert signals.features.state is None and signals.episodes is None
+    features = warehouse.query_rows("SELECT count() AS n FROM {db}.features_1m FINAL")[0]["n"]
+    assert features == bars.filter(pc.equal(bars.column("interval"), "1m")).num_rows

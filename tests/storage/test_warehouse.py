@@ -56,6 +56,14 @@ def test_reinsert_is_idempotent_and_newest_wins(warehouse: ClickHouseWarehouse) 
     assert rows == [{"n": 10, "s": 5 * 101.0 + 5 * 100.0}]
 
 
+def test_an_insert_started_is_stored_when_its_wait_returns(warehouse: ClickHouseWarehouse) -> None:
+    bars = _bars(4, 50.0, dt.datetime(2026, 11, 3, tzinfo=UTC))
+    bars = bars.set_column(0, "ticker", pa.array(["WIPRO"] * 4))
+    wait = warehouse.insert_started("prices", bars)
+    assert wait() == 4
+    assert warehouse.query_rows("SELECT count() AS n FROM {db}.prices FINAL WHERE ticker = 'WIPRO'") == [{"n": 4}]
+
+
 def test_parameters_are_bound_server_side(warehouse: ClickHouseWarehouse) -> None:
     hostile = "INFY' OR 1=1 --"
     rows = warehouse.query_rows("SELECT count() AS n FROM {db}.prices FINAL WHERE ticker = {t:String}", {"t": hostile})
