@@ -55,7 +55,7 @@ def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.ingest.backfill import run_backfill
-    from sentinel_ray.ingest.backfill_service import backfill_through, service_actor
+    from sentinel_ray.ingest.backfill_service import service_actor
 
     end = args.end or _yesterday_utc()
     start = args.start or end - dt.timedelta(days=2)
@@ -66,16 +66,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
           + (", run by the platform's backfill service" if service is not None else ""), flush=True)
     progress = lambda p: print(p.render(), flush=True)
     if service is not None:
-        # `ray job stop` and `kill` send SIGTERM: stop as on Ctrl-C, which cancels the service's
-        # backfill after its block in hand (else it would run on without this client)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        try:
-            summary = backfill_through(
-                service, settings, args.source, start, end, force=args.force, progress=progress,
-                waiting=lambda: print("  waiting for the backfill before it to finish", flush=True))
-        except KeyboardInterrupt:
-            print("backfill stopped: the service stopped it after the block in hand; the days it finished "
-                  "are kept (run the same range again to do the rest)", file=sys.stderr, flush=True)
+        summary = _backfill_through_service(service, settings, args, start, end, progress)
+        if summary is None:
             return 130
     else:
         summary = run_backfill(settings, args.source, start, end, force=args.force, progress=progress)
@@ -83,6 +75,30 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(summary.as_dict()), flush=True)
     return 0
+
+
+def _backfill_through_service(service: Any, settings: Settings, args: argparse.Namespace, start: dt.date,
+                              end: dt.date, progress: Any) -> Any:
+    """The backfill run by the platform's service; None when this client was stopped."""
+    import ray
+
+    from sentinel_ray.ingest.backfill_service import UnknownBackfill, backfill_through
+
+    # `ray job stop` and `kill` send SIGTERM: stop as on Ctrl-C, which cancels the service's
+    # backfill after its block in hand (else it would run on without this client)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return backfill_through(service, settings, args.source, start, end, force=args.force, progress=progress,
+                                waiting=lambda: print("  waiting for the backfill before it to finish", flush=True))
+    except KeyboardInterrupt:
+        print("backfill stopped: the service stops it after the block in hand; the days it finished are "
+              "kept (run the same range again to do the rest)", file=sys.stderr, flush=True)
+        return None
+    except (UnknownBackfill, ray.exceptions.RayActorError) as e:
+        raise RuntimeError(f"the platform's backfill service stopped during the backfill ({type(e).__name__}); "
+                           f"the days it finished are kept: run the same range again") from e
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _say(line: str) -> None:

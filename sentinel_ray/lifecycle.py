@@ -110,6 +110,7 @@ class Platform:
         say(f"warehouse  {settings.resolved_warehouse_dsn}\nlake       {settings.resolved_lake_uri}")
 
         # every backfill on the platform runs in its service, whose workers stay warm between them
+        stop_service()  # one left by an `up` that did not stop cleanly would run older code
         service = service_actor(create=True)
         self._cleanups.append(("backfill service", stop_service))
         if self._backfill is not None:

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+import queue
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,11 +40,19 @@ from sentinel_ray.runtime import RAY_NAMESPACE, on_the_head_node
 SERVICE_NAME = "sentinel-backfill"
 POLL_WAIT_S = 1.0  # a poll answers at once when there is news, else after this long
 CANCEL_WAIT_S = 30.0  # how long a stopping client waits for its backfill to stop
-UNCOLLECTED_KEEP_S = 3600.0  # the outcome of a backfill whose client went away is dropped after this
+# A client polls at least every POLL_WAIT_S while it waits; one silent this long is gone
+# (killed outright, its machine lost): its backfill is cancelled after the block in hand.
+CLIENT_LEASE_S = 60.0
+OUTCOME_KEEP_S = 3600.0  # a finished backfill's outcome stays this long for its client to collect
+_clock = time.monotonic  # the service's clock (tests move it)
 
 
 class BackfillCancelled(RuntimeError):
     """The client of a backfill stopped waiting for it."""
+
+
+class UnknownBackfill(LookupError):
+    """The service has no backfill under that ticket: it was restarted, or the outcome expired."""
 
 
 @dataclass
@@ -63,95 +73,130 @@ class _Run:
     start: dt.date
     end: dt.date
     force: bool
+    polled_at: float
     progress: list[Progress] = field(default_factory=list)
     started: bool = False
-    cancelled: bool = False
+    cancelled: str | None = None  # why, once cancelled
     done: bool = False
-    finished_at: float = 0.0  # time.monotonic() when done
+    finished_at: float = 0.0
     summary: BackfillSummary | None = None
     error: BaseException | None = None
 
 
 class BackfillService:
-    """The actor (`service_actor`): `submit` a range, `poll` its progress, `cancel` it."""
+    """The actor (`service_actor`): `submit` a range, `poll` its progress, `cancel` it.
+
+    One worker thread takes the submitted backfills in order (a FIFO queue); the actor's
+    other threads answer polls and cancels meanwhile."""
 
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
+        self._queue: queue.Queue[_Run] = queue.Queue()
         self._changed = threading.Condition()
-        self._one_at_a_time = threading.Lock()
+        threading.Thread(target=self._work, name="backfill-service", daemon=True).start()
 
-    def submit(self, settings: Settings, source_name: str, start: dt.date, end: dt.date, force: bool = False) -> str:
-        """Queue a backfill; returns its ticket for `poll` and `cancel`."""
-        ticket = uuid.uuid4().hex
-        run = _Run(settings, source_name, start, end, force)
+    def submit(self, ticket: str, settings: Settings, source_name: str, start: dt.date, end: dt.date,
+               force: bool = False) -> None:
+        """Queue a backfill under the client's `ticket` (for `poll` and `cancel`); submitting
+        the same ticket again changes nothing (a retried call)."""
         with self._changed:
-            # outcomes no client came back for (a client killed outright) are not kept for ever
-            now = time.monotonic()
-            for old in [t for t, r in self._runs.items() if r.done and now - r.finished_at > UNCOLLECTED_KEEP_S]:
-                del self._runs[old]
+            self._expire()
+            if ticket in self._runs:
+                return
+            run = _Run(settings, source_name, start, end, force, polled_at=_clock())
             self._runs[ticket] = run
-        threading.Thread(target=self._run, args=(run,), name=f"backfill-{ticket[:8]}", daemon=True).start()
-        return ticket
+        self._queue.put(run)
 
     def poll(self, ticket: str, seen: int) -> RunState:
-        """The reports after the first `seen`, waiting up to POLL_WAIT_S for one (or the end)."""
+        """The reports after the first `seen`, waiting up to POLL_WAIT_S for one (or the end).
+        A finished backfill answers with its outcome on every poll until it expires."""
         with self._changed:
             run = self._runs.get(ticket)
             if run is None:
-                raise LookupError(f"no backfill {ticket} in the backfill service (it was restarted, or the "
-                                  f"outcome was already collected); days it finished stay finished: run it again")
+                raise UnknownBackfill(f"the backfill service has no backfill {ticket} (it was restarted, or the "
+                                  f"outcome expired); the days it finished stay finished: run the range again")
+            run.polled_at = _clock()
             self._changed.wait_for(lambda: run.done or len(run.progress) > seen, timeout=POLL_WAIT_S)
-            state = RunState(run.progress[seen:], not run.started, run.done, run.summary, run.error)
-            if run.done:
-                del self._runs[ticket]  # collected
-            return state
+            run.polled_at = _clock()
+            return RunState(run.progress[seen:], not run.started and not run.done, run.done, run.summary, run.error)
 
-    def cancel(self, ticket: str) -> None:
-        """Stop the backfill after the block in hand (before it starts, if it waits)."""
+    def cancel(self, ticket: str, why: str = "cancelled: its client stopped waiting") -> None:
+        """Stop the backfill after the block in hand; one still queued ends at once."""
         with self._changed:
             run = self._runs.get(ticket)
-            if run is not None:
-                run.cancelled = True
-                self._changed.notify_all()
+            if run is not None and not run.done:
+                run.cancelled = why
+                if not run.started:
+                    self._finish(run, None, BackfillCancelled("cancelled before it started"))
+
+    def cancel_all(self) -> None:
+        """Cancel every backfill (the platform stops)."""
+        with self._changed:
+            tickets = list(self._runs)
+        for ticket in tickets:
+            self.cancel(ticket, "cancelled: the platform stopped")
 
     def running(self) -> int:
-        """Backfills submitted and not yet collected."""
+        """Backfills submitted and not finished."""
         with self._changed:
             return sum(not run.done for run in self._runs.values())
 
-    def _run(self, run: _Run) -> None:
-        with self._one_at_a_time:
+    def _work(self) -> None:
+        while True:
+            run = self._queue.get()
             with self._changed:
-                run.started = not run.cancelled
+                if run.done:  # cancelled while it waited
+                    continue
+                run.started = True
                 self._changed.notify_all()
             summary, error = None, None
-            if not run.started:
-                error = BackfillCancelled("cancelled before it started")
-            else:
-                try:
-                    summary = run_backfill(run.settings, run.source_name, run.start, run.end, force=run.force,
-                                           progress=lambda p: self._report(run, p))
-                except BaseException as e:  # noqa: BLE001 - the client gets it, the service goes on
-                    error = _sendable(e)
-            with self._changed:
-                run.done, run.finished_at, run.summary, run.error = True, time.monotonic(), summary, error
-                self._changed.notify_all()
+            try:
+                summary = run_backfill(run.settings, run.source_name, run.start, run.end, force=run.force,
+                                       progress=lambda p, run=run: self._report(run, p))
+            except BaseException as e:  # noqa: BLE001 - the client gets it, the service goes on
+                error = _sendable(e)
+            finally:
+                with self._changed:
+                    self._finish(run, summary, error if summary is None else None)
+
+    def _finish(self, run: _Run, summary: BackfillSummary | None, error: BaseException | None) -> None:
+        # under self._changed
+        if summary is None and error is None:
+            error = RuntimeError("the backfill ended without an outcome")
+        run.done, run.finished_at, run.summary, run.error = True, _clock(), summary, error
+        self._changed.notify_all()
 
     def _report(self, run: _Run, progress: Progress) -> None:
         with self._changed:
-            if run.cancelled:  # raising here stops run_backfill after this block, recorded failed
-                raise BackfillCancelled("cancelled: its client stopped waiting")
+            if run.cancelled is None and _clock() - run.polled_at > CLIENT_LEASE_S:
+                run.cancelled = f"cancelled: its client stopped polling for {CLIENT_LEASE_S:.0f} s"
+            if run.cancelled is not None:  # raising here stops run_backfill after this block, recorded failed
+                raise BackfillCancelled(run.cancelled)
             run.progress.append(progress)
             self._changed.notify_all()
 
+    def _expire(self) -> None:
+        # under self._changed: outcomes kept an hour (a client killed outright never collects its own)
+        now = _clock()
+        for ticket in [t for t, r in self._runs.items() if r.done and now - r.finished_at > OUTCOME_KEEP_S]:
+            del self._runs[ticket]
+
 
 def _sendable(error: BaseException) -> BaseException:
-    """The error itself when it pickles (the client raises the same type), else its text."""
+    """What the client raises: a copy of the error (same type, no traceback: the service does
+    not keep the failed run's frames alive) with the service's traceback as a note, or a
+    RuntimeError with its text when it does not pickle."""
+    where = "".join(traceback.format_exception(error)).rstrip()
     try:
-        pickle.loads(pickle.dumps(error))
-        return error
+        copy = pickle.loads(pickle.dumps(error))
     except Exception:  # noqa: BLE001 - any pickling failure: send what it said
-        return RuntimeError(f"{type(error).__name__}: {error}")
+        try:
+            copy = RuntimeError(f"{type(error).__name__}: {error}")
+        except Exception:  # noqa: BLE001 - not even its text
+            copy = RuntimeError(type(error).__name__)
+    copy.__traceback__ = None
+    copy.add_note(f"in the backfill service:\n{where}")
+    return copy
 
 
 def service_actor(*, create: bool) -> Any | None:
@@ -171,14 +216,26 @@ def service_actor(*, create: bool) -> Any | None:
         scheduling_strategy=on_the_head_node()).remote()
 
 
-def stop_service() -> None:
-    """Kill the service (it is detached, so Ray would otherwise keep it); a running backfill
-    stops where it is, its finished days kept."""
+def stop_service(wait_s: float = CANCEL_WAIT_S) -> None:
+    """Cancel its backfills, wait up to `wait_s` for the running one to stop after its block
+    in hand (so its run is recorded failed, its finished days kept), then kill the service
+    (it is detached, so Ray would otherwise keep it)."""
     import ray
 
     handle = service_actor(create=False)
-    if handle is not None:
-        ray.kill(handle, no_restart=True)
+    if handle is None:
+        return
+    try:
+        ray.get(handle.cancel_all.remote(), timeout=wait_s)
+        deadline = time.monotonic() + wait_s
+        while ray.get(handle.running.remote(), timeout=wait_s) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    except Exception:  # noqa: BLE001, S110 - a service that does not answer is killed all the same
+        pass
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + 10.0  # its name is freed a moment later: a new one must not get the old
+    while service_actor(create=False) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def backfill_through(service: Any, settings: Settings, source_name: str, start: dt.date, end: dt.date, *,
@@ -189,9 +246,10 @@ def backfill_through(service: Any, settings: Settings, source_name: str, start: 
     Leaving early (KeyboardInterrupt, `progress` raising) cancels it in the service."""
     import ray
 
-    ticket = ray.get(service.submit.remote(settings, source_name, start, end, force))
+    ticket = uuid.uuid4().hex  # the client's: a stop during the submit still knows what to cancel
     seen, said_waiting = 0, False
     try:
+        ray.get(service.submit.remote(ticket, settings, source_name, start, end, force))
         while True:
             state: RunState = ray.get(service.poll.remote(ticket, seen))
             if state.waiting and not said_waiting and waiting is not None:

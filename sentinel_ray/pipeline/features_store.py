@@ -82,16 +82,18 @@ def write_features(warehouse: Warehouse | None, lake: Lake | None, f1m: pa.Table
     still be running on return: a call that waits for each is appended to it."""
     # the warehouse writes while this process writes the lake files (an embedded warehouse's
     # owner is another process)
-    started = [warehouse.insert_started(ds.name, table) for ds, table in ((FEATURES_1M, f1m), (FEATURES_1D, f1d))
-               if table.num_rows] if warehouse is not None else []
-    if lake is not None:
-        _write_lake(lake, FEATURES_1M, f1m, batch_key)
-        _write_lake(lake, FEATURES_1D, f1d, batch_key)
-    if written is not None:
-        written.extend(started)
-        return
-    for wait in started:
-        wait()
+    started = written if written is not None else []
+    if warehouse is not None:  # in `started` at once: a failing lake write below does not lose them
+        started.extend(warehouse.insert_started(ds.name, table)
+                       for ds, table in ((FEATURES_1M, f1m), (FEATURES_1D, f1d)) if table.num_rows)
+    try:
+        if lake is not None:
+            _write_lake(lake, FEATURES_1M, f1m, batch_key)
+            _write_lake(lake, FEATURES_1D, f1d, batch_key)
+    finally:
+        if written is None:  # the caller does not wait: wait here (their first error raised)
+            for wait in started:
+                wait()
 
 
 def _write_lake(lake: Lake, ds: Dataset, table: pa.Table, batch_key: str | None) -> None:

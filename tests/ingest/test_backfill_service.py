@@ -65,37 +65,59 @@ def _until_done(service: BackfillService, ticket: str):
     raise AssertionError("the backfill never finished")
 
 
-def test_a_poll_hands_over_each_report_once_then_the_summary(stepped: SteppedBackfills) -> None:
+def _until_reported(service: BackfillService, ticket: str, days: int) -> None:
+    for _ in range(400):  # each poll waits up to POLL_WAIT_S; a busy box may need several
+        if any(p.days_done >= days for p in service.poll(ticket, 0).progress):
+            return
+    raise AssertionError(f"the backfill never reported {days} days")
+
+
+def _submit(service: BackfillService, source: str) -> str:
+    ticket = f"ticket-{source}"
+    service.submit(ticket, Settings(), source, START, END)
+    return ticket
+
+
+def test_a_poll_hands_over_each_report_once_then_the_outcome_until_it_expires(stepped: SteppedBackfills,
+                                                                              monkeypatch) -> None:
     service = BackfillService()
-    ticket = service.submit(Settings(), "replay", START, END)
+    ticket = _submit(service, "replay")
+    service.submit(ticket, Settings(), "replay", START, END)  # a retried submit: still one backfill
     stepped.step(3)
     state, reports = _until_done(service, ticket)
     assert [p.days_done for p in reports] == [1, 2, 3]
     assert state.error is None and state.summary.run_id == "run-replay"
-    with pytest.raises(LookupError, match="run it again"):  # collected: the service forgot it
+    assert service.poll(ticket, 3).summary.run_id == "run-replay"  # a lost answer: ask again
+    assert len(stepped.calls) == 1
+    later = backfill_service._clock() + backfill_service.OUTCOME_KEEP_S + 1
+    monkeypatch.setattr(backfill_service, "_clock", lambda: later)
+    following = _submit(service, "next")  # expiry runs on a submit
+    with pytest.raises(backfill_service.UnknownBackfill, match="run the range again"):
         service.poll(ticket, 0)
+    stepped.step(3)  # nothing left running into the next test
+    _until_done(service, following)
 
 
 def test_backfills_run_one_at_a_time_in_the_order_they_came(stepped: SteppedBackfills) -> None:
     service = BackfillService()
-    first = service.submit(Settings(), "first", START, END)
-    stepped.step()  # the first has started once its first report is in
-    assert service.poll(first, 0).progress
-    second = service.submit(Settings(), "second", START, END)
-    state = service.poll(second, 0)
-    assert state.waiting and not state.done and service.running() == 2
-    stepped.step(2)
+    first = _submit(service, "first")
+    stepped.step()
+    _until_reported(service, first, 1)  # started
+    queued = [_submit(service, name) for name in ("second", "third", "fourth")]
+    state = service.poll(queued[0], 0)
+    assert state.waiting and not state.done and service.running() == 4
+    stepped.step(2 + 3 * 3)
     assert _until_done(service, first)[0].summary.source == "first"
-    stepped.step(3)
-    assert _until_done(service, second)[0].summary.source == "second"
-    assert [name for name, _ in stepped.calls] == ["first", "second"] and service.running() == 0
+    for ticket, name in zip(queued, ("second", "third", "fourth")):
+        assert _until_done(service, ticket)[0].summary.source == name
+    assert [name for name, _ in stepped.calls] == ["first", "second", "third", "fourth"] and service.running() == 0
 
 
 def test_a_cancelled_backfill_stops_after_the_block_in_hand(stepped: SteppedBackfills) -> None:
     service = BackfillService()
-    ticket = service.submit(Settings(), "replay", START, END)
+    ticket = _submit(service, "replay")
     stepped.step()
-    assert service.poll(ticket, 0).progress
+    _until_reported(service, ticket, 1)
     service.cancel(ticket)
     stepped.step()  # the block in hand ends; its report is where it stops
     state, reports = _until_done(service, ticket)
@@ -103,44 +125,46 @@ def test_a_cancelled_backfill_stops_after_the_block_in_hand(stepped: SteppedBack
     assert [p.days_done for p in reports] == [1]
 
 
-def test_a_backfill_cancelled_while_it_waits_never_starts(stepped: SteppedBackfills) -> None:
+def test_a_backfill_cancelled_while_it_waits_ends_at_once_and_never_starts(stepped: SteppedBackfills) -> None:
     service = BackfillService()
-    first = service.submit(Settings(), "first", START, END)
+    first = _submit(service, "first")
     stepped.step()
-    assert service.poll(first, 0).progress
-    waiting = service.submit(Settings(), "waiting", START, END)
+    _until_reported(service, first, 1)
+    waiting = _submit(service, "waiting")
     service.cancel(waiting)
+    state = service.poll(waiting, 0)  # done now, while the first still runs
+    assert state.done and isinstance(state.error, BackfillCancelled) and "before it started" in str(state.error)
     stepped.step(2)
     _until_done(service, first)
-    state, _ = _until_done(service, waiting)
-    assert isinstance(state.error, BackfillCancelled) and "before it started" in str(state.error)
     assert [name for name, _ in stepped.calls] == ["first"]
+
+
+def test_a_backfill_whose_client_stopped_polling_is_cancelled(stepped: SteppedBackfills, monkeypatch) -> None:
+    """A client killed outright (SIGKILL, its machine lost) cancels nothing itself."""
+    service = BackfillService()
+    ticket = _submit(service, "replay")
+    stepped.step()
+    _until_reported(service, ticket, 1)
+    later = backfill_service._clock() + backfill_service.CLIENT_LEASE_S + 1
+    monkeypatch.setattr(backfill_service, "_clock", lambda: later)
+    stepped.step()  # its next report finds the client silent for too long
+    for _ in range(400):
+        with service._changed:
+            run = service._runs[ticket]
+            if run.done:
+                break
+        time.sleep(0.01)
+    assert isinstance(run.error, BackfillCancelled) and "stopped polling" in str(run.error)
 
 
 def test_an_error_is_the_outcome_and_the_service_goes_on(stepped: SteppedBackfills) -> None:
     service = BackfillService()
-    state, _ = _until_done(service, service.submit(Settings(), "broken", START, END))
+    state, _ = _until_done(service, _submit(service, "broken"))
     assert isinstance(state.error, BackfillError) and "no such range" in str(state.error)
-    ticket = service.submit(Settings(), "replay", START, END)
+    assert state.error.__traceback__ is None and "in the backfill service" in state.error.__notes__[0]
+    ticket = _submit(service, "replay")
     stepped.step(3)
     assert _until_done(service, ticket)[0].summary is not None
-
-
-def test_an_outcome_no_client_came_back_for_is_dropped_after_an_hour(stepped: SteppedBackfills, monkeypatch) -> None:
-    service = BackfillService()
-    abandoned = service.submit(Settings(), "abandoned", START, END)
-    stepped.step(3)
-    for _ in range(1000):  # until done; never collected
-        if not service.running():
-            break
-        time.sleep(0.01)
-    later = backfill_service.time.monotonic() + backfill_service.UNCOLLECTED_KEEP_S + 1
-    monkeypatch.setattr(backfill_service.time, "monotonic", lambda: later)
-    kept = service.submit(Settings(), "next", START, END)
-    with pytest.raises(LookupError):
-        service.poll(abandoned, 0)
-    stepped.step(3)
-    assert _until_done(service, kept)[0].summary.source == "next"
 
 
 def test_an_error_that_does_not_pickle_is_sent_as_its_text() -> None:
@@ -149,14 +173,14 @@ def test_an_error_that_does_not_pickle_is_sent_as_its_text() -> None:
 
     sent = backfill_service._sendable(Local("the disk is full"))
     assert type(sent) is RuntimeError and str(sent) == "Local: the disk is full"
-    kept = BackfillError("end is before start")
-    assert backfill_service._sendable(kept) is kept
+    kept = backfill_service._sendable(BackfillError("end is before start"))
+    assert type(kept) is BackfillError and str(kept) == "end is before start"
 
 
 # ---- the actor, on Ray --------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def service(ray_session: None, embedded_redis: str):
     handle = backfill_service.service_actor(create=True)
     yield handle

@@ -94,15 +94,16 @@ def test_a_failed_risk_insert_fails_the_batch_after_its_other_writes_settle(ray_
     warehouse.insert("prices", bars)
 
     class RiskRefused:
+        """The features inserts write only when waited for (so only a wait stores them); the
+        risk insert is refused as it starts."""
+
         def __getattr__(self, name):
             return getattr(warehouse, name)
 
         def insert_started(self, name, table):
             if name == "risk_1m":
-                def refused() -> int:
-                    raise RuntimeError("risk_1m refused")
-                return refused
-            return warehouse.insert_started(name, table)
+                raise RuntimeError("risk_1m refused")
+            return lambda: warehouse.insert(name, table)
 
     signals = SignalUpdater(RiskRefused(), None, detected_by="stream")
     with pytest.raises(RuntimeError, match="risk_1m refused"):
