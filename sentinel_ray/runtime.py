@@ -36,15 +36,30 @@ def init_ray(settings: Settings, *, include_dashboard: bool = True, num_cpus: in
     if address:
         ctx = ray.init(address=address, namespace=RAY_NAMESPACE, logging_level=logging.WARNING)
         return RayConnection(False, ctx.dashboard_url or None)
+    cpus = num_cpus or settings.ray_num_cpus
     ctx = ray.init(
         address="local",
         namespace=RAY_NAMESPACE,
-        num_cpus=num_cpus or settings.ray_num_cpus,
+        num_cpus=cpus,
         include_dashboard=include_dashboard,
         dashboard_host="127.0.0.1",
         logging_level=logging.WARNING,
+        _system_config=warm_workers_config(cpus or os.cpu_count() or 1),
     )
     return RayConnection(True, ctx.dashboard_url or None)
+
+
+def warm_workers_config(cpus: int) -> dict[str, int]:
+    """Ray's system config for a cluster `up` starts: room for idle workers beyond the CPU count.
+
+    Ray stops idle workers a second after they go idle once there are more than
+    `num_workers_soft_limit` (by default the CPU count) on a node, whatever job they belong
+    to. The backfill service's task workers, imports done, are what makes a backfill on a
+    running platform fast; any other job's workers (a replay, a report, an in-driver
+    backfill) pushed the count over and Ray stopped them (a month via the service after an
+    in-driver job: 76k rows/s, 101k with this room; bench/backfill_e2e.py). Idle workers of
+    a job that ended still go with it."""
+    return {"num_workers_soft_limit": 2 * cpus + 2}
 
 
 def join_ray(address: str | None = None) -> None:
