@@ -99,6 +99,8 @@ def test_ray_start_flags_exist_in_this_ray(path: Path) -> None:
         assert params["metrics_export_port"] == 8080, role  # docs/monitoring.md scrapes it on every node
         if role == "head":
             assert params["head"] and params["port"] == 6379 and params["autoscaling_config"]
+            # room for the backfill service's warm workers beside other jobs' (runtime.warm_workers_config)
+            assert params["system_config"]["num_workers_soft_limit"] >= 10
         else:
             assert not params.get("head") and params["address"] == "10.0.0.10:6379"
         assert command.lstrip().startswith(". ~/sentinel.env"), "Ray processes inherit the services' settings"
