@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,34 +141,28 @@ def detect_range(warehouse: Warehouse, start: dt.datetime, end: dt.datetime, *, 
 
 
 def detect_batch(warehouse: Warehouse, features: pa.Table, state: dict[Key, Episode] | None = None, *,
-                 detected_by: str = "stream", now: dt.datetime | None = None,
-                 written: list[Callable[[], int]] | None = None) -> tuple[dict[Key, Episode], DetectSummary]:
+                 detected_by: str = "stream", now: dt.datetime | None = None
+                 ) -> tuple[dict[Key, Episode], DetectSummary]:
     """One stream micro-batch of FEATURES_1M rows: risk and alerts written, the new state
     returned (the given one is not changed, so a failed write leaves it as it was). With
-    no state (a fresh or restarted consumer) it is loaded from the alerts table. With
-    `written`, the risk insert may still run on return: its wait is appended to it."""
+    no state (a fresh or restarted consumer) it is loaded from the alerts table."""
     if features.num_rows == 0:
         return dict(state or {}), DetectSummary()
     features = _conform(features, FEATURES_1M.arrow_schema)
     if state is None:
         first = pc.min(features.column("ts")).as_py()
         state = load_open_episodes(warehouse, as_utc(first))
-    return _detect(warehouse, features, state, detected_by, now, written)
+    return _detect(warehouse, features, state, detected_by, now)
 
 
 def _detect(warehouse: Warehouse, features: pa.Table, state: dict[Key, Episode], detected_by: str,
-            now: dt.datetime | None, written: list[Callable[[], int]] | None = None,
-            ) -> tuple[dict[Key, Episode], DetectSummary]:
+            now: dt.datetime | None) -> tuple[dict[Key, Episode], DetectSummary]:
     now = now or utc_now()
     summary = DetectSummary(bars=features.num_rows)
     if features.num_rows == 0:
         return state, summary
     risk = risk_scores(features, computed_at=now, filings=read_filings(warehouse, features))
-    if written is None:
-        summary.risk_rows = warehouse.insert(RISK_1M.name, risk)
-    else:  # the owner writes the risk rows while the alerts are worked out here
-        written.append(warehouse.insert_started(RISK_1M.name, risk))
-        summary.risk_rows = risk.num_rows
+    summary.risk_rows = warehouse.insert(RISK_1M.name, risk)
     result = advance(risk, state, detected_by=detected_by)
     if result.touched:
         _write_alerts(warehouse, result, now)

@@ -32,7 +32,7 @@ from sentinel_ray.detect.run import DetectSummary, detect_batch
 from sentinel_ray.pipeline.features_stream import FeatureUpdater
 from sentinel_ray.records import utc_now
 from sentinel_ray.storage.lake import Lake
-from sentinel_ray.storage.warehouse import Warehouse
+from sentinel_ray.storage.warehouse import DeferredInserts, Warehouse
 
 
 @dataclass
@@ -46,8 +46,10 @@ class SignalCounts:
 class SignalUpdater:
     def __init__(self, warehouse: Warehouse, lake: Lake | None, *, detected_by: str,
                  clock: Callable[[], dt.datetime] = utc_now) -> None:
-        self.features = FeatureUpdater(warehouse, lake, clock=clock)
-        self.warehouse = warehouse
+        # the batch's inserts run in the warehouse while this process computes; each call
+        # waits for them before it returns, so a batch's signals are stored when it is acknowledged
+        self.warehouse = DeferredInserts(warehouse)
+        self.features = FeatureUpdater(self.warehouse, lake, clock=clock)
         self.detected_by = detected_by
         self.clock = clock
         self.episodes: dict[Key, Episode] | None = None  # None: load from the alerts table
@@ -61,19 +63,14 @@ class SignalUpdater:
 
     def on_prices(self, valid: pa.Table, *, batch_key: str | None) -> pa.Table:
         """Features, risk and alerts of a stored prices batch; returns its features_1m rows."""
-        # The features and risk inserts run in the warehouse while this process computes
-        # risk and alerts (an embedded warehouse's owner is another process); all are done
-        # before this returns, so a stored batch's signals are stored when it is acknowledged.
-        written: list[Callable[[], int]] = []
         try:
-            f1m, f1d = self.features.on_prices(valid, batch_key=batch_key, written=written)
+            f1m, f1d = self.features.on_prices(valid, batch_key=batch_key)
             self.episodes, detected = detect_batch(self.warehouse, f1m, self.episodes,
-                                                   detected_by=self.detected_by, now=self.clock(), written=written)
-            for wait in written:
-                wait()
+                                                   detected_by=self.detected_by, now=self.clock())
+            self.warehouse.wait()
         except BaseException:
             self.reset()  # half-applied: rebuild both from stored rows on the next batch
-            _settle(written)
+            _wait_quietly(self.warehouse)
             raise
         self.counts.feature_rows += f1m.num_rows
         self.counts.day_rows += f1d.num_rows
@@ -81,15 +78,19 @@ class SignalUpdater:
         return f1m
 
     def on_posts(self, valid: pa.Table, *, batch_key: str | None) -> None:
-        f1m, _ = self.features.on_posts(valid, batch_key=batch_key)
+        try:
+            f1m, _ = self.features.on_posts(valid, batch_key=batch_key)
+            self.warehouse.wait()
+        except BaseException:
+            _wait_quietly(self.warehouse)
+            raise
         self.counts.refreshed_rows += f1m.num_rows
 
 
-def _settle(written: list[Callable[[], int]]) -> None:
-    """Wait for inserts already started before a failure is raised, whatever they return:
-    none lands after the caller has moved on (a retried batch writes the same keys)."""
-    for wait in written:
-        try:
-            wait()
-        except Exception:  # noqa: BLE001, S112 - the first failure is the one raised
-            continue
+def _wait_quietly(writes: DeferredInserts) -> None:
+    """Wait for the inserts a failed batch started (none left if its wait was what failed),
+    whatever they return: the batch's own error is the one raised."""
+    try:
+        writes.wait()
+    except BaseException:  # noqa: BLE001, S110 - the first failure is the one raised
+        pass

@@ -10,7 +10,6 @@ wrote them, so writing the same rows again replaces them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -75,25 +74,16 @@ def session_date_of(ordinal: int) -> dt.date:
 
 
 def write_features(warehouse: Warehouse | None, lake: Lake | None, f1m: pa.Table, f1d: pa.Table, *,
-                   batch_key: str | None, written: list[Callable[[], int]] | None = None) -> None:
+                   batch_key: str | None) -> None:
     """Both tables to the warehouse and the curated lake. Lake files are named by
     `batch_key` (a stream batch) or, when None (a backfill: every ticker of the day at
-    once), by the day, so a re-run replaces them. With `written`, the warehouse inserts may
-    still be running on return: a call that waits for each is appended to it."""
-    # the warehouse writes while this process writes the lake files (an embedded warehouse's
-    # owner is another process)
-    started = written if written is not None else []
-    if warehouse is not None:  # in `started` at once: a failing lake write below does not lose them
-        started.extend(warehouse.insert_started(ds.name, table)
-                       for ds, table in ((FEATURES_1M, f1m), (FEATURES_1D, f1d)) if table.num_rows)
-    try:
-        if lake is not None:
-            _write_lake(lake, FEATURES_1M, f1m, batch_key)
-            _write_lake(lake, FEATURES_1D, f1d, batch_key)
-    finally:
-        if written is None:  # the caller does not wait: wait here (their first error raised)
-            for wait in started:
-                wait()
+    once), by the day, so a re-run replaces them."""
+    if warehouse is not None:
+        warehouse.insert(FEATURES_1M.name, f1m)
+        warehouse.insert(FEATURES_1D.name, f1d)
+    if lake is not None:
+        _write_lake(lake, FEATURES_1M, f1m, batch_key)
+        _write_lake(lake, FEATURES_1D, f1d, batch_key)
 
 
 def _write_lake(lake: Lake, ds: Dataset, table: pa.Table, batch_key: str | None) -> None:

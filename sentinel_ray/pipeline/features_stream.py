@@ -39,11 +39,9 @@ class FeatureUpdater:
         self.warehouse, self.lake, self.clock = warehouse, lake, clock
         self.state: FeatureState | None = None  # None: rebuild from the warehouse on the next batch
 
-    def on_prices(self, valid: pa.Table, *, batch_key: str | None,
-                  written: list[Callable[[], int]] | None = None) -> tuple[pa.Table, pa.Table]:
+    def on_prices(self, valid: pa.Table, *, batch_key: str | None) -> tuple[pa.Table, pa.Table]:
         """Features of a stored prices batch's 1m bars (and their day rows), written. Lake
-        files are named by `batch_key` (a stream batch) or, when None, by the day. With
-        `written`, the warehouse inserts may still run: their waits are appended to it."""
+        files are named by `batch_key` (a stream batch) or, when None, by the day."""
         bars = session_bars(valid)
         if bars.num_rows == 0:
             return FEATURES_1M.arrow_schema.empty_table(), FEATURES_1D.arrow_schema.empty_table()
@@ -57,7 +55,7 @@ class FeatureUpdater:
         except BaseException:
             self.state = None  # half-updated: rebuild from stored rows next time
             raise
-        write_features(self.warehouse, self.lake, f1m, f1d, batch_key=_file_key(batch_key), written=written)
+        write_features(self.warehouse, self.lake, f1m, f1d, batch_key=_file_key(batch_key))
         return f1m, f1d
 
     def on_posts(self, valid: pa.Table, *, batch_key: str | None) -> tuple[pa.Table, pa.Table]:

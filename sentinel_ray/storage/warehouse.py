@@ -221,6 +221,41 @@ class ActorWarehouse:
             return False
 
 
+class DeferredInserts:
+    """A warehouse whose inserts are only started: each runs while the caller goes on (in an
+    embedded warehouse's owner actor, another process), and `wait` waits for them all.
+
+    For a batch's signals: its features and risk inserts run in the owner while the driver
+    writes the lake files and computes risk and alerts. Everything else (queries, commands)
+    goes straight through; a batch's reads never need its own writes (they read earlier
+    batches' rows, and stored data rows)."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._warehouse = warehouse
+        self._started: list[Callable[[], int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._warehouse, name)
+
+    def insert(self, dataset_name: str, table: pa.Table) -> int:
+        if table.num_rows:
+            self._started.append(self._warehouse.insert_started(dataset_name, table))
+        return table.num_rows
+
+    def wait(self) -> None:
+        """Until every insert started has finished; the first one's error is raised, after all
+        of them are done (none lands after the caller moved on: a retry writes the same keys)."""
+        started, self._started = self._started, []
+        error: BaseException | None = None
+        for done in started:
+            try:
+                done()
+            except BaseException as e:  # noqa: BLE001 - raised below, once the rest are done
+                error = error or e
+        if error is not None:
+            raise error
+
+
 class WarehouseOwner:
     """The one process that opens a chdb data dir; serves every database in it."""
 
