@@ -114,6 +114,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="prices, posts or filings")
     parser.add_argument("--start", type=_date, required=True, help="first raw-zone date, YYYY-MM-DD")
     parser.add_argument("--end", type=_date, required=True, help="last raw-zone date, inclusive")
+    parser.add_argument("--no-signals", action="store_true",
+                        help="leave features, risk and alerts as they were (default: compute those of the "
+                             "sessions the replayed rows fall in again)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object too")
 
 
@@ -123,7 +126,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     settings = join_platform(settings, needs_ray=True)
     try:
         report = replay_raw(settings, source=args.source, dataset=args.dataset, start=args.start, end=args.end,
-                            read=lambda _lake, ids: read_payloads_on_ray(settings, ids), progress=_say)
+                            read=lambda _lake, ids: read_payloads_on_ray(settings, ids), progress=_say,
+                            signals=not args.no_signals)
     except ReplayError as e:
         _warn(f"replay: {e}")
         return 2

@@ -446,7 +446,7 @@ ALERTS = Dataset(
         Field("evidence_start", Kind.TIMESTAMP, doc="first bar of the evidence range"),
         Field("evidence_end", Kind.TIMESTAMP, doc="last bar of the evidence range"),
         Field("post_ids", Kind.SYMBOLS, doc="platform:post_id of the posts in the evidence"),
-        Field("detected_by", Kind.SYMBOL, doc="stream or backfill"),
+        Field("detected_by", Kind.SYMBOL, doc="stream, backfill or replay (the run that first raised it)"),
         Field("updated_at", Kind.TIMESTAMP, doc="version: the latest state wins"),
     ),
     natural_key=("alert_id",),

@@ -18,19 +18,26 @@ what an undisturbed one would, and every write is idempotent (same keys, same va
 Late posts refresh features but not alerts: the prices batches of the next minutes count
 those posts in their 15- and 60-minute windows, so detection sees them a minute later.
 Bars must reach one updater in time order (one prices consumer, `Supervisor`).
+
+`recompute_sessions` runs the same updater over sessions whose stored rows changed after
+their signals were computed (a replay from the raw zone): their bars read back from the
+warehouse in day order, and the computed rows of bars no longer stored taken out.
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import pyarrow as pa
 
 from sentinel_ray.detect.alerts import Episode, Key
 from sentinel_ray.detect.run import DetectSummary, detect_batch
+from sentinel_ray.market import ist_midnight_utc
+from sentinel_ray.pipeline.features_store import read_bars
 from sentinel_ray.pipeline.features_stream import FeatureUpdater
 from sentinel_ray.records import utc_now
+from sentinel_ray.schemas import FEATURES_1D, FEATURES_1M, PRICES, RISK_1M
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import DeferredInserts, Warehouse
 
@@ -85,6 +92,64 @@ class SignalUpdater:
             _wait_quietly(self.warehouse)
             raise
         self.counts.refreshed_rows += f1m.num_rows
+
+
+RECOMPUTE_BLOCK_SESSIONS = 8  # sessions per read-back and signals call (as a backfill's blocks)
+_T = "DateTime64(3, 'UTC')"
+# the bars a computed row stands for, stored in [lo, hi): rows of any other key are stale
+_STALE = {
+    FEATURES_1M.name: ("ts", "(ticker, exchange, ts)", "ticker, exchange, ts"),
+    RISK_1M.name: ("ts", "(ticker, exchange, ts)", "ticker, exchange, ts"),
+    # a day row is stamped 00:00 IST of its session
+    FEATURES_1D.name: ("day", "(ticker, exchange, day)",
+                       "DISTINCT ticker, exchange, toDateTime64(toStartOfDay(ts, 'Asia/Kolkata'), 3, 'UTC')"),
+}
+
+
+def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterable[dt.date], *,
+                       detected_by: str, on_block: Callable[[pa.Table], None] | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> SignalCounts:
+    """Features, risk and alerts of these IST sessions computed again from their stored 1m
+    bars, as a backfill computes them: in day order, blocks of consecutive sessions, each run
+    of sessions continuing from the stored bars before it. First the computed rows of bars no
+    longer stored (a replay removed them) are deleted. Sessions without stored bars are
+    skipped. Later sessions keep their signals (their 20-session baselines included these).
+    Alerts found again keep the analyst's state; an alert the new rows no longer raise stays.
+    `on_block(bars)` after each block's signals are stored (the serving cache's risk),
+    `progress(done, total)` after each block."""
+    days = sorted(set(sessions))
+    signals = SignalUpdater(warehouse, lake, detected_by=detected_by)
+    blocks = _consecutive_blocks(days, RECOMPUTE_BLOCK_SESSIONS)
+    done = 0
+    for block in blocks:
+        lo, hi = ist_midnight_utc(block[0]), ist_midnight_utc(block[-1] + dt.timedelta(days=1))
+        for table, (column, key, bars_key) in _STALE.items():
+            warehouse.command(
+                f"DELETE FROM {{db}}.`{table}` WHERE `{column}` >= {{lo:{_T}}} AND `{column}` < {{hi:{_T}}} "
+                f"AND {key} NOT IN (SELECT {bars_key} FROM {{db}}.`{PRICES.name}` FINAL "
+                f"WHERE `interval` = '1m' AND ts >= {{lo:{_T}}} AND ts < {{hi:{_T}}})", {"lo": lo, "hi": hi})
+        if block[0] - dt.timedelta(days=1) not in days:
+            signals.reset()  # the first, or after a gap: both states from the stored rows before it
+        bars = read_bars(warehouse, lo, hi)
+        if bars.num_rows:
+            signals.on_prices(bars, batch_key=None)
+            if on_block is not None:
+                on_block(bars)
+        done += len(block)
+        if progress is not None:
+            progress(done, len(days))
+    return signals.counts
+
+
+def _consecutive_blocks(days: list[dt.date], size: int) -> list[list[dt.date]]:
+    """Sorted days in blocks of at most `size` consecutive days."""
+    blocks: list[list[dt.date]] = []
+    for day in days:
+        if blocks and len(blocks[-1]) < size and blocks[-1][-1] + dt.timedelta(days=1) == day:
+            blocks[-1].append(day)
+        else:
+            blocks.append([day])
+    return blocks
 
 
 def _wait_quietly(writes: DeferredInserts) -> None:

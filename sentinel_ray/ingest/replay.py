@@ -18,9 +18,12 @@ replace what those payloads produced, exactly once.
 
 Running it twice gives the same rows: the second run finds its own rows by the same raw ids,
 takes them out, and writes the same files again. A run is a pipeline run (`pipeline_runs`,
-with the rules version) and an OpenLineage run. Features and risk are not recomputed here: a
-replay of prices is followed by `sentinel-ray backfill --force` over the days, or the stream's
-next batches, for those.
+with the rules version) and an OpenLineage run.
+5. Unless `signals=False`, the signals of the IST sessions the old and new rows fall in
+   (prices: their bars' sessions; posts: the sessions of the bars whose 60-minute windows
+   hold them; filings: the sessions of the FILING_LOOKBACK after them) are computed again
+   from the stored rows (`detect.signals.recompute_sessions`): features, risk and alerts
+   as a backfill computes them, and the computed rows of bars the replay removed deleted.
 """
 from __future__ import annotations
 
@@ -36,15 +39,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sentinel_ray.config import Settings
+from sentinel_ray.detect.run import FILING_LOOKBACK
+from sentinel_ray.detect.signals import recompute_sessions
 from sentinel_ray.ingest.lineage import stamp_raw_ids
 from sentinel_ray.ingest.serving import serving_for
 from sentinel_ray.ingest.webhook import IntakeError, parse_body, records_table
+from sentinel_ray.market import IST_OFFSET, ist_date
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import RAW_ID, RawPayload, utc_now
-from sentinel_ray.schemas import DATA_DATASETS, INGEST_FIELDS, PRICES, Dataset
+from sentinel_ray.schemas import DATA_DATASETS, FILINGS, INGEST_FIELDS, POSTS, PRICES, TIMESTAMP_TYPE, Dataset
 from sentinel_ray.sources import parser_for
 from sentinel_ray.sources.parsing import UnreadablePayload
 from sentinel_ray.storage.lake import Lake, partition_day
@@ -78,6 +84,9 @@ class ReplayReport:
     changed: int = 0
     removed: int = 0
     files_rewritten: int = 0
+    signal_sessions: int = 0  # IST sessions whose features, risk and alerts were computed again
+    feature_rows: int = 0
+    alerts_opened: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -91,15 +100,18 @@ class ReplayReport:
                 f"  rows before {self.rows_before:,}  after {self.rows_valid:,}  quarantined {self.rows_quarantined:,} "
                 f"({reasons})\n"
                 f"  added {self.added:,}  changed {self.changed:,}  removed {self.removed:,}  "
-                f"lake files rewritten {self.files_rewritten}  in {self.seconds:.1f}s")
+                f"lake files rewritten {self.files_rewritten}  in {self.seconds:.1f}s\n"
+                f"  signals of {self.signal_sessions} session(s) computed again: {self.feature_rows:,} feature rows, "
+                f"{self.alerts_opened} alert(s) opened")
 
 
 def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date, end: dt.date,
                read: Callable[[Lake, list[str]], tuple[pa.Table, int]] | None = None,
-               progress: Callable[[str], None] | None = None) -> ReplayReport:
+               progress: Callable[[str], None] | None = None, signals: bool = True) -> ReplayReport:
     """Replay `source`'s kept `dataset` payloads of [start, end] (see the module doc).
     `read(lake, raw_ids)` reads the payloads into one record table (default: in this process;
-    the job passes a parallel reader)."""
+    the job passes a parallel reader). `signals=False` leaves features, risk and alerts as
+    they were."""
     if dataset not in DATA_DATASETS:
         raise ReplayError(f"unknown dataset {dataset!r}: one of {', '.join(DATA_DATASETS)}")
     if end < start:
@@ -144,6 +156,12 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
             touched = ["ticker", "exchange", "interval", "ts"]
             serving.on_prices(pa.concat_tables([old.select(touched).cast(result.valid.select(touched).schema),
                                                 result.valid.select(touched)]), batch_key=run.run_id)
+        sessions = sessions_touched(ds, old, result.valid) if signals else []
+        if sessions:
+            say(f"computing the signals of {len(sessions)} session(s) again, {sessions[0]}..{sessions[-1]}")
+            counts = recompute_sessions(warehouse, lake, sessions, detected_by="replay", on_block=serving.on_signals)
+            report.signal_sessions = len(sessions)
+            report.feature_rows, report.alerts_opened = counts.feature_rows, counts.detect.alerts_opened
         serving.on_stored()
     except BaseException as e:
         run.fail_quietly(warehouse, e)
@@ -157,6 +175,36 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
     event.complete({dataset: report.rows_valid})
     emitter.close()
     return report
+
+
+def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]:
+    """The IST sessions (up to today) whose signals read these rows, before or after a replay:
+    a 1m bar's own; a post's and any its 60-minute windows reach; a filing's and those of
+    the FILING_LOOKBACK after it (an alert's filing check looks that far back)."""
+    reach = _SIGNAL_REACH.get(ds.name)
+    if reach is None:
+        return []
+    today = ist_date(utc_now())
+    days: set[dt.date] = set()
+    for table in (old, new):
+        if ds.name == PRICES.name and table.num_rows:
+            table = table.filter(pc.equal(table.column("interval"), "1m"))
+        if table.num_rows == 0:
+            continue
+        ts = pc.cast(table.column(ds.time_column), TIMESTAMP_TYPE).drop_null()
+        spans = pa.table({"first": _ist_dates(ts), "last": _ist_dates(pc.add(ts, pa.scalar(reach)))})
+        spans = spans.group_by(["first", "last"]).aggregate([])
+        for first, last in zip(spans.column("first").to_pylist(), spans.column("last").to_pylist()):
+            days.update(first + k * _DAY for k in range((min(last, today) - first).days + 1))
+    return sorted(days)
+
+
+# how far past a row's time the signals that read it reach
+_SIGNAL_REACH = {PRICES.name: dt.timedelta(0), POSTS.name: dt.timedelta(minutes=60), FILINGS.name: FILING_LOOKBACK}
+
+
+def _ist_dates(ts: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.cast(pc.add(ts, pa.scalar(IST_OFFSET)), pa.date32())
 
 
 def read_payloads(lake: Lake, raw_ids: list[str]) -> tuple[pa.Table, int]:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from sentinel_ray import sources
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.backfill import run_backfill
-from sentinel_ray.ingest.replay import ReplayError, replay_raw
+from sentinel_ray.ingest.replay import ReplayError, replay_raw, sessions_touched
+from sentinel_ray.market import ist_midnight_utc
+from sentinel_ray.pipeline.features import session_bars, session_features, warmup_start
+from sentinel_ray.pipeline.features_store import read_bars, read_posts, state_before
+from sentinel_ray.schemas import FILINGS, POSTS, PRICES, TIMESTAMP_TYPE, dataset
 from sentinel_ray.sources.replay import parse_payload as replay_parser
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import connect_warehouse
@@ -128,3 +133,75 @@ def test_a_replay_replaces_rows_stored_before_they_named_their_payload(
     curated = lake.read("curated", "prices")
     keys = curated.group_by(["ticker", "exchange", "interval", "source", "ts"]).aggregate([])
     assert keys.num_rows == curated.num_rows and curated.column("raw_id").null_count == 0
+
+
+def _stored(settings: Settings, table: str, column: str = "ts") -> pa.Table:
+    lo, hi = ist_midnight_utc(DAY), ist_midnight_utc(DAY + dt.timedelta(days=1))
+    ds = dataset(table)
+    rows = connect_warehouse(settings).query_arrow(
+        f"SELECT * FROM {{db}}.{table} FINAL WHERE {column} >= {{lo:DateTime64(3, 'UTC')}} "
+        f"AND {column} < {{hi:DateTime64(3, 'UTC')}}", {"lo": lo, "hi": hi})
+    rows = pa.table({f.name: pc.cast(rows.column(f.name).combine_chunks().dictionary_decode()
+                                     if pa.types.is_dictionary(rows.column(f.name).type) else rows.column(f.name), f.type)
+                     for f in ds.arrow_schema}, schema=ds.arrow_schema)
+    return rows.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), (column, "ascending")])
+
+
+def _features_of_stored_bars(settings: Settings) -> pa.Table:
+    """DAY's features_1m as the feature functions give them on what is stored now, assembled here."""
+    wh = connect_warehouse(settings)
+    lo, hi = ist_midnight_utc(DAY), ist_midnight_utc(DAY + dt.timedelta(days=1))
+    bars = read_bars(wh, lo, hi)
+    first = pc.min(session_bars(bars).column("ts")).as_py()
+    posts = read_posts(wh, ist_midnight_utc(warmup_start(first.date())), hi)
+    f1m, _, _ = session_features(bars, posts, state_before(wh, DAY), computed_at=dt.datetime.now(dt.timezone.utc))
+    return f1m.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), ("ts", "ascending")])
+
+
+def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bars(
+        ray_session, embedded_redis, isolated_settings: Settings, monkeypatch) -> None:
+    """Features, risk and alerts are of the bars stored after the replay: no rows of bars it
+    removed, and every feature value what the features give on the stored bars."""
+    run_backfill(isolated_settings, "replay", DAY, DAY)
+    monkeypatch.setitem(sources.PARSERS, "replay", f"{__name__}:changed_parser")
+
+    untouched = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY, signals=False)
+    assert untouched.removed > 0 and untouched.signal_sessions == 0
+    stale = _stored(isolated_settings, "features_1m")
+    assert pc.sum(pc.is_in(stale.column("ticker"), pa.array([DROPPED, BROKEN]))).as_py() > 0  # left as they were
+    assert not stale.equals(_features_of_stored_bars(isolated_settings))
+    kept = stale.filter(pc.invert(pc.is_in(stale.column("ticker"), pa.array([DROPPED, BROKEN]))))
+    assert not kept.equals(_features_of_stored_bars(isolated_settings))  # the market's median moved too
+
+    report = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
+    features = _stored(isolated_settings, "features_1m")
+    risk = _stored(isolated_settings, "risk_1m")
+    days = _stored(isolated_settings, "features_1d", "day")
+    assert report.signal_sessions == 1 and report.feature_rows == features.num_rows > 0
+    for table in (features, risk, days):
+        assert not pc.any(pc.is_in(table.column("ticker"), pa.array([DROPPED, BROKEN]))).as_py()
+    assert risk.select(["ticker", "exchange", "ts"]).equals(features.select(["ticker", "exchange", "ts"]))
+    assert features.equals(_features_of_stored_bars(isolated_settings))  # every value, every row
+    assert features.num_rows < stale.num_rows
+
+    again = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
+    assert again.signal_sessions == 1 and _stored(isolated_settings, "features_1m").equals(features)
+    assert _stored(isolated_settings, "risk_1m").num_rows == risk.num_rows
+
+
+def _ts(*moments: dt.datetime) -> pa.Array:
+    return pa.array(moments, TIMESTAMP_TYPE)
+
+
+def test_the_sessions_a_replay_recomputes_are_those_its_rows_reach() -> None:
+    utc = dt.timezone.utc
+    bars = pa.table({"interval": ["1m", "1m", "1d"],
+                     "ts": _ts(dt.datetime(2026, 11, 5, 4, tzinfo=utc), dt.datetime(2026, 11, 5, 18, 40, tzinfo=utc),
+                               dt.datetime(2026, 10, 1, 18, 30, tzinfo=utc))})  # a daily bar has no signals
+    assert sessions_touched(PRICES, bars, bars.slice(0, 0)) == [dt.date(2026, 11, 5), dt.date(2026, 11, 6)]
+    late_post = pa.table({"ts": _ts(dt.datetime(2026, 11, 5, 18, 0, tzinfo=utc))})  # 23:30 IST: its hour ends on the 6th
+    assert sessions_touched(POSTS, late_post, late_post.slice(0, 0)) == [dt.date(2026, 11, 5), dt.date(2026, 11, 6)]
+    filing = pa.table({"ts": _ts(dt.datetime(2026, 11, 5, 6, 0, tzinfo=utc))})
+    assert sessions_touched(FILINGS, filing.slice(0, 0), filing) == [
+        dt.date(2026, 11, 5) + dt.timedelta(days=k) for k in range(8)]
+    assert sessions_touched(PRICES, bars.slice(0, 0), bars.slice(0, 0)) == []
