@@ -255,7 +255,7 @@ PIPELINE_RUNS = Dataset(
         Field("params", Kind.STRING, doc="JSON of the run's parameters"),
         Field("started_at", Kind.TIMESTAMP),
         Field("ended_at", Kind.TIMESTAMP, required=False),
-        Field("status", Kind.SYMBOL, doc="running, success or failed"),
+        Field("status", Kind.SYMBOL, doc="running, success or failed (reads show a running row not re-recorded for 15 min as abandoned)"),
         Field("rows_in", Kind.INT),
         Field("rows_valid", Kind.INT),
         Field("rows_quarantined", Kind.INT),

@@ -224,6 +224,9 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                 previous = block_days[-1]
                 rows.extend(block)
                 _record_finished(warehouse, source_name, run.run_id, block)  # signals included
+                run.rows_in, run.rows_valid, run.rows_quarantined = (
+                    sum(int(r[k]) for r in rows) for k in ("rows_in", "rows_valid", "rows_quarantined"))
+                run.heartbeat(warehouse)  # alive, and how far (at most once a minute)
                 if progress is not None:
                     finished, elapsed = len({r["day"] for r in rows}), time.perf_counter() - began
                     first = first or (finished, elapsed)

@@ -138,6 +138,7 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
         say = progress or (lambda _: None)
         say(f"reading {len(ids)} payloads of {source}/{dataset} {start}..{end}")
         records, report.unreadable_payloads = (read or read_payloads)(lake, ids)
+        run.heartbeat(warehouse)  # alive (at most once a minute): reading a year of payloads takes a while
         now = utc_now()
         result = process_batch(records, ds, now=now, run_id=run.run_id, ingested_at=None, rules=rules)
         report.rows_in, report.rows_valid, report.rows_quarantined = (
@@ -159,7 +160,8 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
         sessions = sessions_touched(ds, old, result.valid) if signals else []
         if sessions:
             say(f"computing the signals of {len(sessions)} session(s) again, {sessions[0]}..{sessions[-1]}")
-            counts = recompute_sessions(warehouse, lake, sessions, detected_by="replay", on_block=serving.on_signals)
+            counts = recompute_sessions(warehouse, lake, sessions, detected_by="replay", on_block=serving.on_signals,
+                                        progress=lambda _done, _total: run.heartbeat(warehouse))
             report.signal_sessions = len(sessions)
             report.feature_rows, report.alerts_opened = counts.feature_rows, counts.detect.alerts_opened
         serving.on_stored()

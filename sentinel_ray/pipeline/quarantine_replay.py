@@ -70,6 +70,9 @@ def replay_quarantine(lake: Lake, warehouse: Warehouse, dataset: str, *, rule: s
                          LineageDataset.lake(f"curated/dataset={dataset}", schema=dataset)])
         for path in quarantine_files(lake, dataset, start=start, end=end):
             _replay_file(lake, warehouse, ds, path, rule, summary, rules, on_stored)
+            run.rows_in, run.rows_valid, run.rows_quarantined = (summary.examined, summary.requalified,
+                                                                 summary.still_quarantined)
+            run.heartbeat(warehouse)  # alive, and how far (at most once a minute)
     except BaseException as e:
         run.fail_quietly(warehouse, e)
         if event is not None:
