@@ -37,7 +37,7 @@ from sentinel_ray.market import ist_midnight_utc
 from sentinel_ray.pipeline.features_store import read_bars
 from sentinel_ray.pipeline.features_stream import FeatureUpdater
 from sentinel_ray.records import utc_now
-from sentinel_ray.schemas import FEATURES_1D, FEATURES_1M, PRICES, RISK_1M
+from sentinel_ray.schemas import ALERT_EVENTS, ALERTS, FEATURES_1D, FEATURES_1M, PRICES, RISK_1M
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import DeferredInserts, Warehouse
 
@@ -54,8 +54,9 @@ class SignalUpdater:
     def __init__(self, warehouse: Warehouse, lake: Lake | None, *, detected_by: str,
                  clock: Callable[[], dt.datetime] = utc_now) -> None:
         # the batch's inserts run in the warehouse while this process computes; each call
-        # waits for them before it returns, so a batch's signals are stored when it is acknowledged
-        self.warehouse = DeferredInserts(warehouse)
+        # waits for them before it returns, so a batch's signals are stored when it is
+        # acknowledged. An alert is written once its features and risk are in (alerts are rare).
+        self.warehouse = DeferredInserts(warehouse, last=(ALERTS.name, ALERT_EVENTS.name))
         self.features = FeatureUpdater(self.warehouse, lake, clock=clock)
         self.detected_by = detected_by
         self.clock = clock

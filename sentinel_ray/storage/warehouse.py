@@ -228,10 +228,16 @@ class DeferredInserts:
     For a batch's signals: its features and risk inserts run in the owner while the driver
     writes the lake files and computes risk and alerts. Everything else (queries, commands)
     goes straight through; a batch's reads never need its own writes (they read earlier
-    batches' rows, and stored data rows)."""
+    batches' rows, and stored data rows).
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    Inserts run side by side in the owner, so they can land in any order. An insert into one
+    of the `last` datasets (rows that point at the others: an alert at its risk and features)
+    first waits for those started before it, so nobody reads such a row before what it
+    points at."""
+
+    def __init__(self, warehouse: Warehouse, *, last: tuple[str, ...] = ()) -> None:
         self._warehouse = warehouse
+        self._last = frozenset(last)
         self._started: list[Callable[[], int]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -239,6 +245,8 @@ class DeferredInserts:
 
     def insert(self, dataset_name: str, table: pa.Table) -> int:
         if table.num_rows:
+            if dataset_name in self._last:
+                self.wait()  # its error, if one failed, is the batch's: this row is not written
             self._started.append(self._warehouse.insert_started(dataset_name, table))
         return table.num_rows
 
