@@ -178,12 +178,16 @@ def cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from sentinel_ray.lifecycle import Platform, banner  # imports Ray and the whole platform: only `up` pays for it
+    from sentinel_ray.sources.replay.live import default_live_start
 
     days = settings.backfill_days if args.days is None else args.days
+    ingest = settings.ingest_on_up and not args.no_ingest
     end = _yesterday_utc()
+    if ingest and "replay" in settings.sources_enabled:  # the history ends where the live replay starts
+        end = (settings.replay_live_start or default_live_start()) - dt.timedelta(days=1)
     backfill = (end - dt.timedelta(days=days - 1), end) if days > 0 else None
     with Platform(settings, dashboard=not args.no_dashboard, backfill=backfill,
-                  ingest=settings.ingest_on_up and not args.no_ingest, say=_say, warn=_warn) as platform:
+                  ingest=ingest, say=_say, warn=_warn) as platform:
         up = platform.start()
         _say("\nSentinel Ray is up.")
         for line in banner(up, api_token_set=settings.api_token is not None):

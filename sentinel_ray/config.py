@@ -88,7 +88,7 @@ class Settings(BaseModel):
         default_factory=lambda: {"youtube": 1800.0, "rss": 300.0, "filings": 300.0},
         description="per-source seconds between polls, overriding poll_interval_s")
     replay_speed: float = Field(60.0, ge=0, description="live replay: simulated seconds per second; 0 = firehose")
-    replay_live_start: dt.date | None = Field(None, description="first day the live replay plays (default today)")
+    replay_live_start: dt.date | None = Field(None, description="first day the live replay plays (default: the latest session opened by now)")
     replay_live_end: dt.date | None = Field(None, description="last day it plays (default: never stops)")
     replay_chunk_rows: int = Field(20_000, ge=1, description="firehose: rows per poll")
     stream_max_entries: int = Field(2_000, ge=1, description="backpressure: pollers wait while a stream holds more")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sentinel_ray.market import MS_PER_DAY, SESSION_OPEN_MS
+from sentinel_ray.market import MS_PER_DAY, SESSION_OPEN_MS, is_trading_day
 from sentinel_ray.records import RAW_ID, RAW_POS, FetchResult
 from sentinel_ray.schemas import DATA_DATASETS, TIMESTAMP_TYPE
 from sentinel_ray.sources.base import Source
@@ -19,6 +19,22 @@ from sentinel_ray.sources.replay.source import ReplaySource, wire_payload
 
 
 RUN_ID = ""  # a live feed's rows belong to no run (the pipeline's stream batches set theirs)
+
+
+def default_live_start(now: dt.datetime | None = None) -> dt.date:
+    """The day the live replay starts on unless told: the latest session opened by `now`,
+    today from 09:15 IST on a trading day, else the trading day before. So a platform
+    started at the weekend, on a holiday or before the open still plays a whole session at
+    replay speed (and the days after it up to now), instead of waiting for the next open.
+    `up` backfills the days before it: no day is both backfilled and streamed."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    day = now.astimezone(dt.timezone.utc).date()  # a replay day is a UTC date: its session opens 03:45 UTC
+    opened = now.timestamp() * 1000 >= day_start_ms(day) + SESSION_OPEN_MS
+    if not (is_trading_day(day) and opened):
+        day -= dt.timedelta(days=1)
+        while not is_trading_day(day):
+            day -= dt.timedelta(days=1)
+    return day
 
 
 class LiveReplaySource(Source):
@@ -47,9 +63,7 @@ class LiveReplaySource(Source):
 
     @classmethod
     def from_settings(cls, settings: Any) -> "LiveReplaySource":
-        # default: today, the day after the history `up` backfills, so no day is both
-        # backfilled and streamed
-        start = settings.replay_live_start or dt.datetime.now(dt.timezone.utc).date()
+        start = settings.replay_live_start or default_live_start()
         return cls(ReplaySource.from_settings(settings), start=start, end=settings.replay_live_end,
                    speed=settings.replay_speed, chunk_rows=settings.replay_chunk_rows)
 
