@@ -42,10 +42,13 @@ class DetectSummary:
     alerts_opened: int = 0
     alerts_written: int = 0
     events: int = 0
+    raised: frozenset[str] = frozenset()  # ids of the alerts this batch opened or updated (not summed)
 
     def add(self, other: DetectSummary) -> None:
+        """The counts summed (a long-lived stream's running totals; `raised` stays this one's)."""
         for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            if f.name != "raised":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 def read_features(warehouse: Warehouse, start: dt.datetime, end: dt.datetime) -> pa.Table:
@@ -168,6 +171,7 @@ def _detect(warehouse: Warehouse, features: pa.Table, state: dict[Key, Episode],
         _write_alerts(warehouse, result, now)
     summary.alerts_opened = len(result.opened)
     summary.alerts_written = len(result.touched)
+    summary.raised = frozenset(result.touched)
     summary.events = len(result.events)
     return result.state, summary
 

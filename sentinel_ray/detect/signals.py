@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 
 import pyarrow as pa
 
-from sentinel_ray.detect.alerts import Episode, Key
+from sentinel_ray.detect.alerts import Episode, Key, events_table
 from sentinel_ray.detect.run import DetectSummary, detect_batch
 from sentinel_ray.market import ist_midnight_utc
 from sentinel_ray.pipeline.features_store import read_bars
@@ -48,6 +48,7 @@ class SignalCounts:
     day_rows: int = 0
     refreshed_rows: int = 0
     detect: DetectSummary = field(default_factory=DetectSummary)
+    not_raised_again: list[str] = field(default_factory=list)  # recompute_sessions: alerts the rows no longer raise
 
 
 class SignalUpdater:
@@ -62,6 +63,7 @@ class SignalUpdater:
         self.clock = clock
         self.episodes: dict[Key, Episode] | None = None  # None: load from the alerts table
         self.counts = SignalCounts()
+        self.last_detected = DetectSummary()  # the latest prices batch's (its alert ids)
 
     def reset(self) -> None:
         """Forget both states: the next batch rebuilds them from the warehouse (after a gap
@@ -83,6 +85,7 @@ class SignalUpdater:
         self.counts.feature_rows += f1m.num_rows
         self.counts.day_rows += f1d.num_rows
         self.counts.detect.add(detected)
+        self.last_detected = detected
         return f1m
 
     def on_posts(self, valid: pa.Table, *, batch_key: str | None) -> None:
@@ -108,20 +111,23 @@ _STALE = {
 
 
 def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterable[dt.date], *,
-                       detected_by: str, on_block: Callable[[pa.Table], None] | None = None,
+                       detected_by: str, why: str, on_block: Callable[[pa.Table], None] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> SignalCounts:
     """Features, risk and alerts of these IST sessions computed again from their stored 1m
     bars, as a backfill computes them: in day order, blocks of consecutive sessions, each run
     of sessions continuing from the stored bars before it. First the computed rows of bars no
     longer stored (a replay removed them) are deleted. Sessions without stored bars are
     skipped. Later sessions keep their signals (their 20-session baselines included these).
-    Alerts found again keep the analyst's state; an alert the new rows no longer raise stays.
+    Alerts found again keep the analyst's state. An alert opened in these sessions that the
+    rows no longer raise stays as the analyst left it (they may have acted on it), and its
+    history gets an event saying so (`why`: what changed the rows, e.g. the replay's run):
+    the counts' `not_raised_again`.
     `on_block(bars)` after each block's signals are stored (the serving cache's risk),
     `progress(done, total)` after each block."""
     days = sorted(set(sessions))
     signals = SignalUpdater(warehouse, lake, detected_by=detected_by)
     blocks = _consecutive_blocks(days, RECOMPUTE_BLOCK_SESSIONS)
-    done = 0
+    done, raised = 0, set()
     for block in blocks:
         lo, hi = ist_midnight_utc(block[0]), ist_midnight_utc(block[-1] + dt.timedelta(days=1))
         for table, (column, key, bars_key) in _STALE.items():
@@ -134,12 +140,34 @@ def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterab
         bars = read_bars(warehouse, lo, hi)
         if bars.num_rows:
             signals.on_prices(bars, batch_key=None)
+            raised |= signals.last_detected.raised
             if on_block is not None:
                 on_block(bars)
         done += len(block)
         if progress is not None:
             progress(done, len(days))
+    _mark_not_raised_again(warehouse, blocks, raised, signals.counts, detected_by, why)
     return signals.counts
+
+
+def _mark_not_raised_again(warehouse: Warehouse, blocks: list[list[dt.date]], raised: set[str],
+                           counts: SignalCounts, actor: str, why: str) -> None:
+    """An event on each alert opened in these sessions that their signals did not raise again."""
+    now = utc_now()
+    for block in blocks:
+        rows = warehouse.query_rows(
+            f"SELECT alert_id, state, disposition FROM {{db}}.{ALERTS.name} FINAL "
+            f"WHERE opened_at >= {{lo:{_T}}} AND opened_at < {{hi:{_T}}} ORDER BY alert_id",
+            {"lo": ist_midnight_utc(block[0]), "hi": ist_midnight_utc(block[-1] + dt.timedelta(days=1))})
+        gone = [r for r in rows if r["alert_id"] not in raised]
+        if gone:
+            warehouse.insert(ALERT_EVENTS.name, events_table(
+                {"event_id": f"{r['alert_id']}/not-raised/{now:%Y%m%dT%H%M%S.%fZ}", "alert_id": r["alert_id"],
+                 "at": now, "actor": actor, "action": "not_raised_again", "from_state": r["state"],
+                 "to_state": r["state"], "disposition": r["disposition"],
+                 "note": f"its bars' signals, computed again, no longer raise it{': ' + why if why else ''}; "
+                         f"kept as it was"} for r in gone))
+            counts.not_raised_again += [r["alert_id"] for r in gone]
 
 
 def _consecutive_blocks(days: list[dt.date], size: int) -> list[list[dt.date]]:

@@ -87,6 +87,7 @@ class ReplayReport:
     signal_sessions: int = 0  # IST sessions whose features, risk and alerts were computed again
     feature_rows: int = 0
     alerts_opened: int = 0
+    alerts_not_raised_again: list[str] = field(default_factory=list)  # opened in those sessions, no longer raised
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -102,7 +103,9 @@ class ReplayReport:
                 f"  added {self.added:,}  changed {self.changed:,}  removed {self.removed:,}  "
                 f"lake files rewritten {self.files_rewritten}  in {self.seconds:.1f}s\n"
                 f"  signals of {self.signal_sessions} session(s) computed again: {self.feature_rows:,} feature rows, "
-                f"{self.alerts_opened} alert(s) opened")
+                f"{self.alerts_opened} alert(s) opened"
+                + (f"\n  no longer raised by the rows (kept as they were, an event says so): "
+                   f"{', '.join(self.alerts_not_raised_again)}" if self.alerts_not_raised_again else ""))
 
 
 def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date, end: dt.date,
@@ -160,10 +163,13 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
         sessions = sessions_touched(ds, old, result.valid) if signals else []
         if sessions:
             say(f"computing the signals of {len(sessions)} session(s) again, {sessions[0]}..{sessions[-1]}")
-            counts = recompute_sessions(warehouse, lake, sessions, detected_by="replay", on_block=serving.on_signals,
+            counts = recompute_sessions(warehouse, lake, sessions, detected_by="replay",
+                                        why=f"replay {run.run_id} of {source}/{dataset} {start}..{end}",
+                                        on_block=serving.on_signals,
                                         progress=lambda _done, _total: run.heartbeat(warehouse))
             report.signal_sessions = len(sessions)
             report.feature_rows, report.alerts_opened = counts.feature_rows, counts.detect.alerts_opened
+            report.alerts_not_raised_again = counts.not_raised_again
         serving.on_stored()
     except BaseException as e:
         run.fail_quietly(warehouse, e)

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pytest
 
 from sentinel_ray import sources
+from sentinel_ray.detect.alerts import alerts_table
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.backfill import run_backfill
 from sentinel_ray.ingest.replay import ReplayError, replay_raw, sessions_touched
@@ -187,6 +188,34 @@ def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bar
     again = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
     assert again.signal_sessions == 1 and _stored(isolated_settings, "features_1m").equals(features)
     assert _stored(isolated_settings, "risk_1m").num_rows == risk.num_rows
+
+
+def test_an_alert_the_replayed_rows_no_longer_raise_is_kept_and_its_history_says_so(
+        ray_session, embedded_redis, isolated_settings: Settings, monkeypatch) -> None:
+    """An alert opened on DAY from bars a parser fix then drops: the analyst's alert stays as
+    they left it (acknowledged), its history gets the replay's event, the report names it."""
+    run_backfill(isolated_settings, "replay", DAY, DAY)
+    warehouse = connect_warehouse(isolated_settings)
+    opened = ist_midnight_utc(DAY) + dt.timedelta(hours=10)  # 10:00 IST on DAY
+    alert = {"alert_id": f"{DROPPED}/NSE/test", "ticker": DROPPED, "exchange": "NSE", "opened_at": opened,
+             "last_bar_ts": opened, "peak_score": 80.0, "peak_ts": opened, "state": "acknowledged",
+             "disposition": None, "reasons": "[]", "evidence_start": opened, "evidence_end": opened,
+             "post_ids": [], "detected_by": "backfill", "updated_at": opened}
+    warehouse.insert("alerts", alerts_table([alert]))
+    monkeypatch.setitem(sources.PARSERS, "replay", f"{__name__}:changed_parser")  # INFY's bars are no longer read
+
+    report = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
+
+    assert report.alerts_not_raised_again == [alert["alert_id"]]
+    assert "no longer raised by the rows" in report.render()
+    [kept] = warehouse.query_rows("SELECT state, detected_by FROM {db}.alerts FINAL WHERE alert_id = {a:String}",
+                                  {"a": alert["alert_id"]})
+    assert kept == {"state": "acknowledged", "detected_by": "backfill"}
+    [event] = warehouse.query_rows("SELECT actor, action, from_state, to_state, note FROM {db}.alert_events FINAL "
+                                   "WHERE alert_id = {a:String}", {"a": alert["alert_id"]})
+    assert (event["actor"], event["action"], event["from_state"], event["to_state"]) == (
+        "replay", "not_raised_again", "acknowledged", "acknowledged")
+    assert report.run_id in event["note"]
 
 
 def _ts(*moments: dt.datetime) -> pa.Array:
