@@ -1,6 +1,11 @@
 """The backfill a user runs, end to end, against each of its parts timed alone on the same rows.
 
-    flock /tmp/sentinel-ray.lock .venv/bin/python bench/backfill_e2e.py [--start 2026-10-01] [--months 1]
+    flock /tmp/sentinel-ray.lock .venv/bin/python bench/backfill_e2e.py [--months 1] [--scale-months 6]
+
+The range is the --months full calendar months before the current one (or from --start): it
+must end before today, because the replay's rows of today and later are rejected as future
+timestamps (quarantined), so the warehouse and the signals would see none of them and the
+figure would measure the quarantine path (a run over future months did, in earlier reports).
 
 (e2e)  `run_backfill` of the replay source over --months months: the code path and settings
        `sentinel-ray backfill` uses (lake raw + curated + quarantine, warehouse, quality
@@ -16,6 +21,9 @@
        in-driver  the baseline, in the same run and before the job: the same new driver
                process running `run_backfill` itself (`--in-driver`; every backfill before the
                service): a new job, new worker processes, their imports included.
+       scale   then, as the job: the --scale-months months ending with the same month (default
+               6, 0 = skip), into a fresh database: rows/s against the job's (the issue's
+               "within 20%"), and peak RSS (flat memory).
        Peak RSS of the driver, the service, the map workers and the warehouse owner are sampled
        while each runs, and each job's CPU seconds by process role.
 (parts) then in this one process, on the same days and rows, each part alone:
@@ -30,7 +38,9 @@ Ray process on the machine, so run it with no other cluster up)
 against what the cores had in its time (cpu_busy: near 1, only less CPU per row makes it
 faster), and ends with one JSON line: e2e_rows_s (the job), e2e_s, rows, days, cores,
 peak_rss_mb, cpu_s, cpu_busy; in_driver_rows_s, in_driver_s, in_driver_cpu_s; the first run's
-first_rows_s, first_s and first_peak_rss_mb; and parts (rows/s each) with part_share.
+first_rows_s, first_s and first_peak_rss_mb; parts (rows/s each) with part_share; scale_months,
+scale_rows, scale_s, scale_rows_s, scale_ratio (scale_rows_s / e2e_rows_s), scale_peak_rss_mb,
+scale_cpu_s.
 """
 from __future__ import annotations
 
@@ -141,6 +151,12 @@ def month_end(start: dt.date, months: int) -> dt.date:
     return dt.date(start.year + y, m + 1, 1) - dt.timedelta(days=1)
 
 
+def months_before(day: dt.date, months: int) -> dt.date:
+    """The first day of the month `months` months before `day`'s."""
+    y, m = divmod(day.year * 12 + day.month - 1 - months, 12)
+    return dt.date(y, m + 1, 1)
+
+
 def time_parts(settings: Settings, days: list[dt.date], scratch: Path) -> tuple[dict[str, float], int]:
     """Each part alone, in this process, over the same days: seconds per part, rows."""
     source = ReplaySource.from_settings(settings)
@@ -228,10 +244,25 @@ def backfill_as_job(settings: Settings, start: dt.date, end: dt.date, address: s
     return result["seconds"], result["rows"], rss.peaks, {"driver": result["cpu_s"], **rss.cpu_s()}
 
 
+def print_job(label: str, what: str, seconds: float, rows: int, peaks: dict[str, float], cpu: dict[str, float],
+              cores: int) -> None:
+    print(f"{label}{rows / seconds:>12,.0f} rows/s  ({rows:,} rows in {seconds:.2f}s; {what})")
+    print("  peak RSS (MB): " + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(peaks.items())))
+    # Where the time goes: the CPU every process of the job spent against what the
+    # cores had. Near 100% busy, only less CPU per row makes the backfill faster.
+    spent = sum(cpu.values())
+    print("  CPU during it (core-s): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items()))
+          + f" = {spent:.2f} of {cores * seconds:.2f} ({cores} cores x {seconds:.2f}s): "
+          f"{spent / (cores * seconds):.0%} busy; {rows / spent * cores:,.0f} rows/s if every core ran it all the time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2026, 10, 1))
+    parser.add_argument("--start", type=dt.date.fromisoformat,
+                        help="first day (default: the first of the month --months months ago)")
     parser.add_argument("--months", type=int, default=1)
+    parser.add_argument("--scale-months", type=int, default=6,
+                        help="also backfill this many months ending with the same month, via the service (0: skip)")
     parser.add_argument("--data-dir", type=Path, help="default: a fresh temporary directory")
     parser.add_argument("--no-parts", action="store_true", help="time the backfill only")
     parser.add_argument("--no-first", action="store_true", help="skip the first run (then the job is the cluster's first Ray Data job and pays its actors)")
@@ -255,7 +286,13 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="backfill-e2e-"))
     data_dir = args.data_dir or scratch / "data"
     tag = f"e2e_{int(time.time())}"
+    today = dt.datetime.now(dt.timezone.utc).date()
+    args.start = args.start or months_before(today, args.months)
     end = month_end(args.start, args.months)
+    if end >= today:
+        raise SystemExit(f"the range {args.start}..{end} reaches today ({today}): the replay's rows of today and later "
+                         f"are rejected as future timestamps, so nothing would reach the warehouse or the signals; "
+                         f"choose a range that ends before today")
     days = date_range(args.start, end)
     ray.init(address="local", num_cpus=cores, include_dashboard=False, namespace=RAY_NAMESPACE,
              logging_level="ERROR", log_to_driver=False, _system_config=warm_workers_config(cores))  # as `up`
@@ -288,18 +325,10 @@ def main() -> None:
             databases.append(settings)
             connect_warehouse(settings).ensure_schema()
             runs[in_driver] = backfill_as_job(settings, args.start, end, address, in_driver)
-            e2e_s, rows, peaks, cpu = runs[in_driver]
             label = (("(base) in-driver, a new job : ", "its own new job, new workers: every backfill before the service")
                      if in_driver else ("(e2e) a job, via the service: ",
                                         "a new driver hands it to the platform's service, as `sentinel-ray backfill` there"))
-            print(f"{label[0]}{rows / e2e_s:>12,.0f} rows/s  ({rows:,} rows in {e2e_s:.2f}s; {label[1]})")
-            print("  peak RSS (MB): " + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(peaks.items())))
-            # Where the time goes: the CPU every process of the job spent against what the
-            # cores had. Near 100% busy, only less CPU per row makes the backfill faster.
-            spent = sum(cpu.values())
-            print("  CPU during it (core-s): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items()))
-                  + f" = {spent:.2f} of {cores * e2e_s:.2f} ({cores} cores x {e2e_s:.2f}s): "
-                  f"{spent / (cores * e2e_s):.0%} busy; {rows / spent * cores:,.0f} rows/s if every core ran it all the time")
+            print_job(*label, *runs[in_driver], cores)
         e2e_s, rows, peaks, cpu = runs[False]
         e2e = rows / e2e_s
         spent = sum(cpu.values())
@@ -325,6 +354,22 @@ def main() -> None:
                   f"e2e >= 300k rows/s: {'yes' if e2e >= 300_000 else 'no'}")
             report["parts"] = {p: round(v) for p, v in parts.items()}
             report["part_share"] = {p: round(seconds[p] / total, 3) for p in PARTS}
+        if args.scale_months > 0:
+            first = months_before(end, args.scale_months - 1)
+            settings = Settings(data_dir=data_dir, warehouse_database=f"{tag}_scale", lake_uri=str(scratch / "lake-scale"))
+            databases.append(settings)
+            connect_warehouse(settings).ensure_schema()
+            print(f"backfill {first}..{end} ({len(date_range(first, end))} days), as the job")
+            scale_s, scale_rows, scale_peaks, scale_cpu = backfill_as_job(settings, first, end, address, False)
+            print_job(f"(scale) {args.scale_months} months, via the service: ", "a new driver hands it to the service",
+                      scale_s, scale_rows, scale_peaks, scale_cpu, cores)
+            ratio = scale_rows / scale_s / e2e
+            print(f"{args.scale_months} months / the {args.months}-month job = {ratio:.2f}x rows/s "
+                  f"(target: within 20%: {'yes' if abs(ratio - 1) <= 0.2 else 'no'})")
+            report.update(scale_months=args.scale_months, scale_rows=scale_rows, scale_s=round(scale_s, 3),
+                          scale_rows_s=round(scale_rows / scale_s), scale_ratio=round(ratio, 3),
+                          scale_peak_rss_mb={k: round(v) for k, v in sorted(scale_peaks.items())},
+                          scale_cpu_s={k: round(v, 2) for k, v in sorted(scale_cpu.items())})
         for each in databases:
             connect_warehouse(each).command("DROP DATABASE IF EXISTS {db}")
         print(json.dumps(report))

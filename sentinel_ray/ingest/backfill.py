@@ -222,7 +222,9 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                     serving.on_signals(bars)
                 serving.on_stored()  # the block's posts and filings too
                 previous = block_days[-1]
-                rows.extend(block)
+                # kept for the summary and the merge, without the bars: the signals are done
+                # with them, and a long range would hold every day's (memory growing with it)
+                rows.extend({k: v for k, v in r.items() if k != "bars"} for r in block)
                 _record_finished(warehouse, source_name, run.run_id, block)  # signals included
                 run.rows_in, run.rows_valid, run.rows_quarantined = (
                     sum(int(r[k]) for r in rows) for k in ("rows_in", "rows_valid", "rows_quarantined"))
