@@ -273,7 +273,11 @@ def _plan(days: int) -> tuple[int, int, int]:
     import ray
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    per_block = max(1, min(MAX_DAYS_PER_BLOCK, -(-days // (cpus * 4))))
+    # Up to MAX_DAYS_PER_BLOCK days a block, at least two blocks a worker (so they overlap the
+    # driver's signals). Larger blocks mean fewer, larger warehouse inserts (fewer parts to
+    # merge) and fewer signal rounds: a month on 2 cores in 8-day blocks spent 7.8-8.9 core-s
+    # against 8.9-11.4 in 4-day ones (6 runs each, bench/backfill_e2e.py's job), ~10% faster.
+    per_block = max(1, min(MAX_DAYS_PER_BLOCK, -(-days // (cpus * 2))))
     blocks = -(-days // per_block)
     return per_block, blocks, max(1, min(cpus, blocks))
 
