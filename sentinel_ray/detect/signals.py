@@ -26,6 +26,7 @@ warehouse in day order, and the computed rows of bars no longer stored taken out
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -112,7 +113,8 @@ _STALE = {
 
 def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterable[dt.date], *,
                        detected_by: str, why: str, on_block: Callable[[pa.Table], None] | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> SignalCounts:
+                       progress: Callable[[int, int], None] | None = None,
+                       hold: Callable[[], AbstractContextManager[None]] = nullcontext) -> SignalCounts:
     """Features, risk and alerts of these IST sessions computed again from their stored 1m
     bars, as a backfill computes them: in day order, blocks of consecutive sessions, each run
     of sessions continuing from the stored bars before it. First the computed rows of bars no
@@ -123,31 +125,38 @@ def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterab
     history gets an event saying so (`why`: what changed the rows, e.g. the replay's run):
     the counts' `not_raised_again`.
     `on_block(bars)` after each block's signals are stored (the serving cache's risk),
-    `progress(done, total)` after each block."""
+    `progress(done, total)` after each block; `hold()` is entered around each block (a running
+    platform's stream signals lock: the consumers wait, then rebuild their states)."""
     days = sorted(set(sessions))
     signals = SignalUpdater(warehouse, lake, detected_by=detected_by)
     blocks = _consecutive_blocks(days, RECOMPUTE_BLOCK_SESSIONS)
     done, raised = 0, set()
     for block in blocks:
-        lo, hi = ist_midnight_utc(block[0]), ist_midnight_utc(block[-1] + dt.timedelta(days=1))
-        for table, (column, key, bars_key) in _STALE.items():
-            warehouse.command(
-                f"DELETE FROM {{db}}.`{table}` WHERE `{column}` >= {{lo:{_T}}} AND `{column}` < {{hi:{_T}}} "
-                f"AND {key} NOT IN (SELECT {bars_key} FROM {{db}}.`{PRICES.name}` FINAL "
-                f"WHERE `interval` = '1m' AND ts >= {{lo:{_T}}} AND ts < {{hi:{_T}}})", {"lo": lo, "hi": hi})
-        if block[0] - dt.timedelta(days=1) not in days:
-            signals.reset()  # the first, or after a gap: both states from the stored rows before it
-        bars = read_bars(warehouse, lo, hi)
-        if bars.num_rows:
-            signals.on_prices(bars, batch_key=None)
-            raised |= signals.last_detected.raised
-            if on_block is not None:
-                on_block(bars)
+        with hold():
+            _recompute_block(warehouse, signals, block, days, raised, on_block)
         done += len(block)
         if progress is not None:
             progress(done, len(days))
     _mark_not_raised_again(warehouse, blocks, raised, signals.counts, detected_by, why)
     return signals.counts
+
+
+def _recompute_block(warehouse: Warehouse, signals: SignalUpdater, block: list[dt.date], days: list[dt.date],
+                     raised: set[str], on_block: Callable[[pa.Table], None] | None) -> None:
+    lo, hi = ist_midnight_utc(block[0]), ist_midnight_utc(block[-1] + dt.timedelta(days=1))
+    for table, (column, key, bars_key) in _STALE.items():
+        warehouse.command(
+            f"DELETE FROM {{db}}.`{table}` WHERE `{column}` >= {{lo:{_T}}} AND `{column}` < {{hi:{_T}}} "
+            f"AND {key} NOT IN (SELECT {bars_key} FROM {{db}}.`{PRICES.name}` FINAL "
+            f"WHERE `interval` = '1m' AND ts >= {{lo:{_T}}} AND ts < {{hi:{_T}}})", {"lo": lo, "hi": hi})
+    if block[0] - dt.timedelta(days=1) not in days:
+        signals.reset()  # the first, or after a gap: both states from the stored rows before it
+    bars = read_bars(warehouse, lo, hi)
+    if bars.num_rows:
+        signals.on_prices(bars, batch_key=None)
+        raised |= signals.last_detected.raised
+        if on_block is not None:
+            on_block(bars)
 
 
 def _mark_not_raised_again(warehouse: Warehouse, blocks: list[list[dt.date]], raised: set[str],

@@ -130,6 +130,7 @@ class StreamConsumer:
         self.rules = rules_for(settings)
         self.signals = (SignalUpdater(warehouse, lake, detected_by="stream")
                         if settings.stream_signals and self.ds.name in (PRICES.name, POSTS.name) else None)
+        self._signals_epoch: int | None = None  # the store's signals epoch its states are of
         self.serving = ServingUpdater(warehouse, store)  # roll-ups and the latest-value cache
         self.lineage = LineageEmitter(settings, warehouse)  # an OpenLineage run per batch
         self.lineage_io = {"inputs": [LineageDataset.stream(store.stream_key(dataset), schema=dataset)],
@@ -248,6 +249,13 @@ class StreamConsumer:
         # one at a time, or a refresh and a prices batch computed side by side could each
         # miss the other's rows, and the later write would keep the miss.
         with self.store.exclusive("signals"):
+            epoch = self.store.signals_epoch()
+            if epoch != self._signals_epoch:
+                if self._signals_epoch is not None:
+                    # stored bars changed behind this consumer (a replay recomputed sessions):
+                    # its in-memory states are rebuilt from the warehouse
+                    self.signals.reset()
+                self._signals_epoch = epoch
             self._signals_held(batch, result)
 
     def _signals_held(self, batch: MicroBatch, result: BatchResult) -> None:

@@ -31,8 +31,9 @@ import datetime as dt
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +44,7 @@ from sentinel_ray.detect.run import FILING_LOOKBACK
 from sentinel_ray.detect.signals import recompute_sessions
 from sentinel_ray.ingest.lineage import stamp_raw_ids
 from sentinel_ray.ingest.serving import serving_for
+from sentinel_ray.ingest.streams import StreamStore
 from sentinel_ray.ingest.webhook import IntakeError, parse_body, records_table
 from sentinel_ray.market import IST_OFFSET, ist_date
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
@@ -59,6 +61,7 @@ from sentinel_ray.storage.warehouse import Warehouse, connect_warehouse
 log = logging.getLogger(__name__)
 _DAY = dt.timedelta(days=1)
 MAX_REPLAY_DAYS = 366
+SIGNALS_HOLD_S = 300.0  # the stream's signals lock, held for one block of sessions (seconds each)
 INGEST_COLUMNS = frozenset(f.name for f in INGEST_FIELDS)  # who wrote a row and when: not what a replay compares
 WEBHOOK_REQUEST = "POST /ingest/"
 
@@ -166,7 +169,8 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
             counts = recompute_sessions(warehouse, lake, sessions, detected_by="replay",
                                         why=f"replay {run.run_id} of {source}/{dataset} {start}..{end}",
                                         on_block=serving.on_signals,
-                                        progress=lambda _done, _total: run.heartbeat(warehouse))
+                                        progress=lambda _done, _total: run.heartbeat(warehouse),
+                                        hold=lambda: _stream_signals_held(serving.store))
             report.signal_sessions = len(sessions)
             report.feature_rows, report.alerts_opened = counts.feature_rows, counts.detect.alerts_opened
             report.alerts_not_raised_again = counts.not_raised_again
@@ -183,6 +187,19 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
     event.complete({dataset: report.rows_valid})
     emitter.close()
     return report
+
+
+@contextmanager
+def _stream_signals_held(store: StreamStore | None) -> Iterator[None]:
+    """Around a block of sessions computed again on a running platform: the stream consumers'
+    signals lock held (they wait), and their epoch moved after (they rebuild their in-memory
+    states from the warehouse before their next batch, so none goes on from the old bars)."""
+    if store is None:
+        yield
+        return
+    with store.exclusive("signals", ttl_s=SIGNALS_HOLD_S):
+        yield
+        store.move_signals_epoch()
 
 
 def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]:

@@ -384,6 +384,19 @@ class StreamStore:
             except redis.exceptions.LockError:  # expired meanwhile: nothing of ours to release
                 pass
 
+    # -- the signals' epoch ---------------------------------------------------------
+    # Writers that change stored bars behind the stream's back (a replay recomputing sessions)
+    # move it, holding the "signals" lock; a prices or posts consumer seeing it moved rebuilds
+    # its in-memory states from the warehouse before its next batch's signals.
+    def signals_epoch_key(self) -> str:
+        return f"{self.prefix}:signals:epoch"
+
+    def signals_epoch(self) -> int:
+        return int(self.redis.get(self.signals_epoch_key()) or 0)
+
+    def move_signals_epoch(self) -> None:
+        self.redis.incr(self.signals_epoch_key())
+
     # -- observing -----------------------------------------------------------------
     def length(self, dataset: str) -> int:
         return int(self.redis.xlen(self.stream_key(dataset)))

@@ -14,6 +14,7 @@ from sentinel_ray.detect.alerts import alerts_table
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.backfill import run_backfill
 from sentinel_ray.ingest.replay import ReplayError, replay_raw, sessions_touched
+from sentinel_ray.ingest.supervisor import stream_store
 from sentinel_ray.market import ist_midnight_utc
 from sentinel_ray.pipeline.features import session_bars, session_features, warmup_start
 from sentinel_ray.pipeline.features_store import read_bars, read_posts, state_before
@@ -166,7 +167,10 @@ def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bar
     run_backfill(isolated_settings, "replay", DAY, DAY)
     monkeypatch.setitem(sources.PARSERS, "replay", f"{__name__}:changed_parser")
 
+    store = stream_store(isolated_settings)
+    epoch = store.signals_epoch()
     untouched = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY, signals=False)
+    assert store.signals_epoch() == epoch
     assert untouched.removed > 0 and untouched.signal_sessions == 0
     stale = _stored(isolated_settings, "features_1m")
     assert pc.sum(pc.is_in(stale.column("ticker"), pa.array([DROPPED, BROKEN]))).as_py() > 0  # left as they were
@@ -175,6 +179,7 @@ def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bar
     assert not kept.equals(_features_of_stored_bars(isolated_settings))  # the market's median moved too
 
     report = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
+    assert store.signals_epoch() == epoch + 1  # the running stream's consumers rebuild their states
     features = _stored(isolated_settings, "features_1m")
     risk = _stored(isolated_settings, "risk_1m")
     days = _stored(isolated_settings, "features_1d", "day")

@@ -111,3 +111,40 @@ def test_a_failed_risk_insert_fails_the_batch_after_its_other_writes_settle(ray_
     assert signals.features.state is None and signals.episodes is None
     features = warehouse.query_rows("SELECT count() AS n FROM {db}.features_1m FINAL")[0]["n"]
     assert features == bars.filter(pc.equal(bars.column("interval"), "1m")).num_rows
+
+
+def test_a_consumer_rebuilds_its_signal_states_when_stored_bars_changed_behind_it(
+        embedded_redis, isolated_settings: Settings) -> None:
+    """A replay that computes sessions again moves the store's signals epoch (holding the
+    signals lock); a consumer seeing it moved forgets its in-memory states before its next
+    batch, so it does not go on from the bars the replay replaced."""
+    import itertools
+    from types import SimpleNamespace
+
+    from sentinel_ray.detect.signals import SignalCounts
+    from sentinel_ray.ingest.consumer import ConsumerStats, StreamConsumer
+    from sentinel_ray.ingest.supervisor import stream_store
+    from sentinel_ray.schemas import POSTS
+
+    class Signals:
+        resets = 0
+        counts = SignalCounts()
+
+        def reset(self) -> None:
+            self.resets += 1
+
+        def on_posts(self, valid, *, batch_key) -> None:
+            pass
+
+    store = stream_store(isolated_settings, f"epoch{next(itertools.count())}-{isolated_settings.warehouse_database}")
+    consumer = StreamConsumer.__new__(StreamConsumer)  # only its signals step, on a real store
+    consumer.store, consumer.ds, consumer.stats, consumer.signals = store, POSTS, ConsumerStats(), Signals()
+    consumer._signals_epoch = None
+    batch, result = SimpleNamespace(key="b"), SimpleNamespace(valid=pa.table({"x": [1]}))
+    consumer._signals(batch, result)
+    consumer._signals(batch, result)
+    assert consumer.signals.resets == 0  # a new consumer's states are loaded from the warehouse anyway
+    store.move_signals_epoch()
+    consumer._signals(batch, result)
+    consumer._signals(batch, result)
+    assert consumer.signals.resets == 1
