@@ -15,6 +15,7 @@ invalidates the cache when it starts, so the first read rebuilds it from the war
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -25,6 +26,8 @@ import redis
 from sentinel_ray.config import Settings
 from sentinel_ray.ingest.streams import StreamStore
 from sentinel_ray.market import as_utc
+from sentinel_ray.pipeline.features import WINDOW_SESSIONS
+from sentinel_ray.records import utc_now
 from sentinel_ray.schemas import RISK_1M
 from sentinel_ray.storage import rollups
 from sentinel_ray.storage.latest import LatestCache
@@ -32,6 +35,8 @@ from sentinel_ray.storage.redis import connect_redis, redis_ok
 from sentinel_ray.storage.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
+# calendar days that hold the WINDOW_SESSIONS + 1 sessions a live feature state spans, and more
+STATE_REACH = dt.timedelta(days=(WINDOW_SESSIONS + 1) * 7 // 5 + 14)
 
 LOCK = "latest"
 LOCK_TTL_S = 120.0  # a backfill block's refresh can take seconds; a killed holder frees it after this
@@ -129,6 +134,19 @@ class ServingUpdater:
             self.cache.touch()
         except (redis.RedisError, TimeoutError) as e:
             self._lost(e)
+
+    def on_history(self, last_day: dt.date) -> None:
+        """After a backfill stored days up to `last_day`: when they reach into the sessions a
+        live consumer's feature state holds (the last WINDOW_SESSIONS + 1, with a margin for
+        holidays), move the signals epoch, so the consumers rebuild their states from the
+        warehouse (a consumer started before the history was there has baselines without it)."""
+        if self.store is None or last_day < utc_now().date() - STATE_REACH:
+            return
+        try:
+            self.store.move_signals_epoch()
+        except (redis.RedisError, TimeoutError) as e:
+            log.warning("the stream's signals epoch not moved (%s): its consumers rebuild their states "
+                        "when they restart", e)
 
     def _lost(self, error: Exception) -> None:
         """A cache update that did not happen: mark the cache for a rebuild, if Redis lets us."""
