@@ -183,8 +183,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     days = settings.backfill_days if args.days is None else args.days
     ingest = settings.ingest_on_up and not args.no_ingest
     end = _yesterday_utc()
-    if ingest and "replay" in settings.sources_enabled:  # the history ends where the live replay starts
-        end = (settings.replay_live_start or default_live_start()) - dt.timedelta(days=1)
+    if ingest and "replay" in settings.sources_enabled:
+        # the history ends where the live replay starts: the day fixed here, for both (the
+        # poller starts after the backfill, maybe past the next open)
+        live = settings.replay_live_start or default_live_start()
+        settings = settings.model_copy(update={"replay_live_start": live})
+        end = min(end, live - dt.timedelta(days=1))
     backfill = (end - dt.timedelta(days=days - 1), end) if days > 0 else None
     with Platform(settings, dashboard=not args.no_dashboard, backfill=backfill,
                   ingest=ingest, say=_say, warn=_warn) as platform:

@@ -182,15 +182,33 @@ def _write_alerts(warehouse: Warehouse, result: Advance, now: dt.datetime) -> No
     # The workflow is the analyst's: keep the state and disposition the alert has now, read
     # just before writing (the detector's state may be older than an acknowledgement).
     existing = {row["alert_id"]: row for row in warehouse.query_rows(
-        "SELECT alert_id, state, disposition, detected_by FROM {db}.alerts FINAL "
+        "SELECT alert_id, state, disposition, detected_by, last_bar_ts, peak_score, peak_ts, reasons, "
+        "evidence_end, post_ids FROM {db}.alerts FINAL "
         "WHERE alert_id IN {ids:Array(String)}", {"ids": [ep.alert_id for ep in episodes]})}
+    rows = []
     for ep in episodes:
-        if ep.alert_id in existing:
-            row = existing[ep.alert_id]
-            ep.state, ep.disposition, ep.detected_by = row["state"], row["disposition"], row["detected_by"]
-    warehouse.insert(ALERTS.name, alerts_table(ep.row(now) for ep in episodes))
+        stored = existing.get(ep.alert_id)
+        if stored is not None:
+            ep.state, ep.disposition, ep.detected_by = stored["state"], stored["disposition"], stored["detected_by"]
+        rows.append(_not_cut_short(ep.row(now), stored))
+    warehouse.insert(ALERTS.name, alerts_table(rows))
     if result.events:
         warehouse.insert(ALERT_EVENTS.name, events_table(result.events))
+
+
+def _not_cut_short(row: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """An alert row as written, never ending before the stored version: when sessions inside a
+    longer episode are computed again (a replay), the episode's later bars, evidence and a
+    later peak stay. Only the row changes: the detector's state goes on from its own bars."""
+    if stored is None or as_utc(stored["last_bar_ts"]) <= as_utc(row["last_bar_ts"]):
+        return row
+    seen_until = as_utc(row["last_bar_ts"])
+    row = {**row, "last_bar_ts": as_utc(stored["last_bar_ts"]),
+           "evidence_end": max(as_utc(row["evidence_end"]), as_utc(stored["evidence_end"])),
+           "post_ids": stored["post_ids"]}
+    if as_utc(stored["peak_ts"]) > seen_until and stored["peak_score"] > row["peak_score"]:
+        row.update(peak_score=stored["peak_score"], peak_ts=as_utc(stored["peak_ts"]), reasons=stored["reasons"])
+    return row
 
 
 def evidence_posts(warehouse: Warehouse, episodes: list[Episode]) -> pa.Table:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sentinel_ray.detect.alerts import Episode, Key, events_table
 from sentinel_ray.detect.run import DetectSummary, detect_batch
@@ -133,16 +134,18 @@ def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterab
     done, raised = 0, set()
     for block in blocks:
         with hold():
-            _recompute_block(warehouse, signals, block, days, raised, on_block)
+            newest = _recompute_block(warehouse, signals, block, days, raised, on_block)
+            _mark_not_raised_again(warehouse, block, newest, raised, signals.counts, detected_by, why)
         done += len(block)
         if progress is not None:
             progress(done, len(days))
-    _mark_not_raised_again(warehouse, blocks, raised, signals.counts, detected_by, why)
     return signals.counts
 
 
 def _recompute_block(warehouse: Warehouse, signals: SignalUpdater, block: list[dt.date], days: list[dt.date],
-                     raised: set[str], on_block: Callable[[pa.Table], None] | None) -> None:
+                     raised: set[str], on_block: Callable[[pa.Table], None] | None) -> dt.datetime:
+    """One block's signals again; `raised` gets the ids of the alerts they raised. Returns the
+    newest bar read (the block's end when none): the block's alerts up to it are judged."""
     lo, hi = ist_midnight_utc(block[0]), ist_midnight_utc(block[-1] + dt.timedelta(days=1))
     for table, (column, key, bars_key) in _STALE.items():
         warehouse.command(
@@ -152,31 +155,34 @@ def _recompute_block(warehouse: Warehouse, signals: SignalUpdater, block: list[d
     if block[0] - dt.timedelta(days=1) not in days:
         signals.reset()  # the first, or after a gap: both states from the stored rows before it
     bars = read_bars(warehouse, lo, hi)
-    if bars.num_rows:
-        signals.on_prices(bars, batch_key=None)
-        raised |= signals.last_detected.raised
-        if on_block is not None:
-            on_block(bars)
+    if bars.num_rows == 0:
+        return hi
+    signals.on_prices(bars, batch_key=None)
+    raised |= signals.last_detected.raised
+    if on_block is not None:
+        on_block(bars)
+    return pc.max(bars.column("ts")).as_py()
 
 
-def _mark_not_raised_again(warehouse: Warehouse, blocks: list[list[dt.date]], raised: set[str],
+def _mark_not_raised_again(warehouse: Warehouse, block: list[dt.date], newest: dt.datetime, raised: set[str],
                            counts: SignalCounts, actor: str, why: str) -> None:
-    """An event on each alert opened in these sessions that their signals did not raise again."""
-    now = utc_now()
-    for block in blocks:
-        rows = warehouse.query_rows(
-            f"SELECT alert_id, state, disposition FROM {{db}}.{ALERTS.name} FINAL "
-            f"WHERE opened_at >= {{lo:{_T}}} AND opened_at < {{hi:{_T}}} ORDER BY alert_id",
-            {"lo": ist_midnight_utc(block[0]), "hi": ist_midnight_utc(block[-1] + dt.timedelta(days=1))})
-        gone = [r for r in rows if r["alert_id"] not in raised]
-        if gone:
-            warehouse.insert(ALERT_EVENTS.name, events_table(
-                {"event_id": f"{r['alert_id']}/not-raised/{now:%Y%m%dT%H%M%S.%fZ}", "alert_id": r["alert_id"],
-                 "at": now, "actor": actor, "action": "not_raised_again", "from_state": r["state"],
-                 "to_state": r["state"], "disposition": r["disposition"],
-                 "note": f"its bars' signals, computed again, no longer raise it{': ' + why if why else ''}; "
-                         f"kept as it was"} for r in gone))
-            counts.not_raised_again += [r["alert_id"] for r in gone]
+    """An event on each alert opened in the block (up to its newest bar read: a live stream may
+    open later ones) that its signals did not raise again. The event is named by the alert's
+    own version, so replaying the same days again writes the same event, not another."""
+    rows = warehouse.query_rows(
+        f"SELECT alert_id, state, disposition, updated_at FROM {{db}}.{ALERTS.name} FINAL "
+        f"WHERE opened_at >= {{lo:{_T}}} AND opened_at <= {{newest:{_T}}} ORDER BY alert_id",
+        {"lo": ist_midnight_utc(block[0]), "newest": newest})
+    gone = [r for r in rows if r["alert_id"] not in raised]
+    if gone:
+        now = utc_now()
+        warehouse.insert(ALERT_EVENTS.name, events_table(
+            {"event_id": f"{r['alert_id']}/not-raised/{r['updated_at']:%Y%m%dT%H%M%S.%f}", "alert_id": r["alert_id"],
+             "at": now, "actor": actor, "action": "not_raised_again", "from_state": r["state"],
+             "to_state": r["state"], "disposition": r["disposition"],
+             "note": f"its bars' signals, computed again, no longer raise it{': ' + why if why else ''}; "
+                     f"kept as it was"} for r in gone))
+        counts.not_raised_again += [r["alert_id"] for r in gone]
 
 
 def _consecutive_blocks(days: list[dt.date], size: int) -> list[list[dt.date]]:

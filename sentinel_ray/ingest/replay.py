@@ -49,6 +49,7 @@ from sentinel_ray.ingest.webhook import IntakeError, parse_body, records_table
 from sentinel_ray.market import IST_OFFSET, ist_date
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
+from sentinel_ray.pipeline.features import POST_DAYS
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import RAW_ID, RawPayload, utc_now
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 _DAY = dt.timedelta(days=1)
 MAX_REPLAY_DAYS = 366
 SIGNALS_HOLD_S = 300.0  # the stream's signals lock, held for one block of sessions (seconds each)
+STREAM_TURN_S = 0.3  # between blocks, the live consumers' turn at that lock
 INGEST_COLUMNS = frozenset(f.name for f in INGEST_FIELDS)  # who wrote a row and when: not what a replay compares
 WEBHOOK_REQUEST = "POST /ingest/"
 
@@ -174,6 +176,8 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
             report.signal_sessions = len(sessions)
             report.feature_rows, report.alerts_opened = counts.feature_rows, counts.detect.alerts_opened
             report.alerts_not_raised_again = counts.not_raised_again
+            if ds.name == PRICES.name and old.num_rows:  # the cached risk of tickers whose bars all went
+                serving.on_signals(old.select(["ticker", "exchange", "ts"]))
         serving.on_stored()
     except BaseException as e:
         run.fail_quietly(warehouse, e)
@@ -197,15 +201,23 @@ def _stream_signals_held(store: StreamStore | None) -> Iterator[None]:
     if store is None:
         yield
         return
-    with store.exclusive("signals", ttl_s=SIGNALS_HOLD_S):
-        yield
-        store.move_signals_epoch()
+    try:
+        with store.exclusive("signals", ttl_s=SIGNALS_HOLD_S):
+            try:
+                yield
+            finally:  # a block that failed half-way changed stored rows too
+                store.move_signals_epoch()
+    finally:
+        # redis-py's lock is not fair and its waiters poll every 0.1 s: let a waiting consumer
+        # take its turn before the next block, or a long replay would hold up the live stream
+        time.sleep(STREAM_TURN_S)
 
 
 def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]:
     """The IST sessions (up to today) whose signals read these rows, before or after a replay:
-    a 1m bar's own; a post's and any its 60-minute windows reach; a filing's and those of
-    the FILING_LOOKBACK after it (an alert's filing check looks that far back)."""
+    a 1m bar's own; a post's and those of the POST_DAYS after it (its 60-minute windows, and
+    the posts baseline of the z-scores); a filing's and those of the FILING_LOOKBACK after it
+    (an alert's filing check looks that far back)."""
     reach = _SIGNAL_REACH.get(ds.name)
     if reach is None:
         return []
@@ -224,8 +236,9 @@ def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]
     return sorted(days)
 
 
-# how far past a row's time the signals that read it reach
-_SIGNAL_REACH = {PRICES.name: dt.timedelta(0), POSTS.name: dt.timedelta(minutes=60), FILINGS.name: FILING_LOOKBACK}
+# how far past a row's time the signals that read it reach: a bar its session; a post the
+# bars whose posts baseline (POST_DAYS) holds it; a filing the filing check's lookback
+_SIGNAL_REACH = {PRICES.name: dt.timedelta(0), POSTS.name: dt.timedelta(days=POST_DAYS), FILINGS.name: FILING_LOOKBACK}
 
 
 def _ist_dates(ts: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pytest
 
 from sentinel_ray import sources
-from sentinel_ray.detect.alerts import alerts_table
 from sentinel_ray.config import Settings
+from sentinel_ray.detect.alerts import alerts_table
 from sentinel_ray.ingest.backfill import run_backfill
 from sentinel_ray.ingest.replay import ReplayError, replay_raw, sessions_touched
 from sentinel_ray.ingest.supervisor import stream_store
@@ -233,8 +233,10 @@ def test_the_sessions_a_replay_recomputes_are_those_its_rows_reach() -> None:
                      "ts": _ts(dt.datetime(2026, 11, 5, 4, tzinfo=utc), dt.datetime(2026, 11, 5, 18, 40, tzinfo=utc),
                                dt.datetime(2026, 10, 1, 18, 30, tzinfo=utc))})  # a daily bar has no signals
     assert sessions_touched(PRICES, bars, bars.slice(0, 0)) == [dt.date(2026, 11, 5), dt.date(2026, 11, 6)]
-    late_post = pa.table({"ts": _ts(dt.datetime(2026, 11, 5, 18, 0, tzinfo=utc))})  # 23:30 IST: its hour ends on the 6th
-    assert sessions_touched(POSTS, late_post, late_post.slice(0, 0)) == [dt.date(2026, 11, 5), dt.date(2026, 11, 6)]
+    post = pa.table({"ts": _ts(dt.datetime(2026, 11, 5, 18, 0, tzinfo=utc))})  # 23:30 IST
+    # its day and the 20 after it: the sessions whose posts baseline holds it
+    assert sessions_touched(POSTS, post, post.slice(0, 0)) == [dt.date(2026, 11, 5) + dt.timedelta(days=k)
+                                                                for k in range(21)]
     filing = pa.table({"ts": _ts(dt.datetime(2026, 11, 5, 6, 0, tzinfo=utc))})
     assert sessions_touched(FILINGS, filing.slice(0, 0), filing) == [
         dt.date(2026, 11, 5) + dt.timedelta(days=k) for k in range(8)]
