@@ -15,7 +15,7 @@ from sentinel_ray.detect.alerts import alerts_table
 from sentinel_ray.ingest.backfill import run_backfill
 from sentinel_ray.ingest.replay import ReplayError, replay_raw, sessions_touched
 from sentinel_ray.ingest.supervisor import stream_store
-from sentinel_ray.market import ist_midnight_utc
+from sentinel_ray.market import as_utc, ist_date, ist_midnight_utc
 from sentinel_ray.pipeline.features import session_bars, session_features, warmup_start
 from sentinel_ray.pipeline.features_store import read_bars, read_posts, state_before
 from sentinel_ray.schemas import FILINGS, POSTS, PRICES, TIMESTAMP_TYPE, dataset
@@ -241,3 +241,27 @@ def test_the_sessions_a_replay_recomputes_are_those_its_rows_reach() -> None:
     assert sessions_touched(FILINGS, filing.slice(0, 0), filing) == [
         dt.date(2026, 11, 5) + dt.timedelta(days=k) for k in range(8)]
     assert sessions_touched(PRICES, bars.slice(0, 0), bars.slice(0, 0)) == []
+
+
+def test_a_replay_of_a_day_with_real_alerts_raises_them_again_and_flags_none(
+        ray_session, embedded_redis, isolated_settings: Settings) -> None:
+    """The positive case: a month of history gives the detector its baselines and opens alerts;
+    replaying the prices of a day holding one, with the same parser, raises it again (same id,
+    same state) and marks nothing not_raised_again."""
+    first = DAY - dt.timedelta(days=30)
+    run_backfill(isolated_settings, "replay", first, DAY)
+    warehouse = connect_warehouse(isolated_settings)
+    alerts = warehouse.query_rows("SELECT alert_id, opened_at, last_bar_ts, peak_score FROM {db}.alerts FINAL "
+                                  "ORDER BY opened_at")
+    assert alerts, "a month of replay opens alerts (the replay's pumps)"
+    day = ist_date(as_utc(alerts[-1]["opened_at"]))
+    before = {a["alert_id"]: a for a in alerts}
+
+    report = replay_raw(isolated_settings, source="replay", dataset="prices", start=day, end=day)
+
+    assert report.signal_sessions >= 1 and report.alerts_not_raised_again == []
+    after = {a["alert_id"]: a for a in warehouse.query_rows(
+        "SELECT alert_id, opened_at, last_bar_ts, peak_score FROM {db}.alerts FINAL ORDER BY opened_at")}
+    assert after == before  # the same alerts, not cut short, none new
+    assert warehouse.query_rows("SELECT count() AS n FROM {db}.alert_events FINAL "
+                                "WHERE action = 'not_raised_again'")[0]["n"] == 0
