@@ -232,7 +232,7 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                 if progress is not None:
                     finished, elapsed = len({r["day"] for r in rows}), time.perf_counter() - began
                     first = first or (finished, elapsed)
-                    progress(Progress(finished, len(days), sum(int(r["rows_in"]) for r in rows), elapsed, *first))
+                    progress(Progress(finished, len(days), run.rows_in, elapsed, *first))
             _merge_replaced_rows(warehouse, rows, computed, checked, prior)
             serving.on_history(days[-1])  # live consumers rebuild states that may lack these days
     except BaseException as e:

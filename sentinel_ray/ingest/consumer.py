@@ -43,7 +43,7 @@ import pyarrow as pa
 from sentinel_ray.config import Settings
 from sentinel_ray.detect.signals import SignalUpdater
 from sentinel_ray.ingest.serving import ServingUpdater
-from sentinel_ray.ingest.streams import Entry, StreamStore
+from sentinel_ray.ingest.streams import SIGNALS_LOCK, Entry, StreamStore
 from sentinel_ray.monitoring import metrics
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
@@ -248,7 +248,7 @@ class StreamConsumer:
         # Prices features read the stored posts, a posts refresh reads the stored features:
         # one at a time, or a refresh and a prices batch computed side by side could each
         # miss the other's rows, and the later write would keep the miss.
-        with self.store.exclusive("signals"):
+        with self.store.exclusive(SIGNALS_LOCK):
             epoch = self.store.signals_epoch()
             if epoch != self._signals_epoch:
                 if self._signals_epoch is not None:

@@ -19,9 +19,9 @@ replace what those payloads produced, exactly once.
 Running it twice gives the same rows: the second run finds its own rows by the same raw ids,
 takes them out, and writes the same files again. A run is a pipeline run (`pipeline_runs`,
 with the rules version) and an OpenLineage run.
-5. Unless `signals=False`, the signals of the IST sessions the old and new rows fall in
-   (prices: their bars' sessions; posts: the sessions of the bars whose 60-minute windows
-   hold them; filings: the sessions of the FILING_LOOKBACK after them) are computed again
+5. Unless `signals=False`, the signals of the IST sessions the old and new rows reach
+   (`sessions_touched`: prices their bars' sessions; posts the POST_DAYS after them;
+   filings the FILING_LOOKBACK after them) are computed again
    from the stored rows (`detect.signals.recompute_sessions`): features, risk and alerts
    as a backfill computes them, and the computed rows of bars the replay removed deleted.
 """
@@ -44,7 +44,7 @@ from sentinel_ray.detect.run import FILING_LOOKBACK
 from sentinel_ray.detect.signals import recompute_sessions
 from sentinel_ray.ingest.lineage import stamp_raw_ids
 from sentinel_ray.ingest.serving import serving_for
-from sentinel_ray.ingest.streams import StreamStore
+from sentinel_ray.ingest.streams import SIGNALS_LOCK, StreamStore
 from sentinel_ray.ingest.webhook import IntakeError, parse_body, records_table
 from sentinel_ray.market import IST_OFFSET, ist_date
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
@@ -202,7 +202,7 @@ def _stream_signals_held(store: StreamStore | None) -> Iterator[None]:
         yield
         return
     try:
-        with store.exclusive("signals", ttl_s=SIGNALS_HOLD_S):
+        with store.exclusive(SIGNALS_LOCK, ttl_s=SIGNALS_HOLD_S):
             try:
                 yield
             finally:  # a block that failed half-way changed stored rows too
@@ -211,6 +211,11 @@ def _stream_signals_held(store: StreamStore | None) -> Iterator[None]:
         # redis-py's lock is not fair and its waiters poll every 0.1 s: let a waiting consumer
         # take its turn before the next block, or a long replay would hold up the live stream
         time.sleep(STREAM_TURN_S)
+
+
+# how far past a row's time the signals that read it reach: a bar its session; a post the
+# bars whose posts baseline (POST_DAYS) holds it; a filing the filing check's lookback
+_SIGNAL_REACH = {PRICES.name: dt.timedelta(0), POSTS.name: dt.timedelta(days=POST_DAYS), FILINGS.name: FILING_LOOKBACK}
 
 
 def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]:
@@ -234,11 +239,6 @@ def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]
         for first, last in zip(spans.column("first").to_pylist(), spans.column("last").to_pylist()):
             days.update(first + k * _DAY for k in range((min(last, today) - first).days + 1))
     return sorted(days)
-
-
-# how far past a row's time the signals that read it reach: a bar its session; a post the
-# bars whose posts baseline (POST_DAYS) holds it; a filing the filing check's lookback
-_SIGNAL_REACH = {PRICES.name: dt.timedelta(0), POSTS.name: dt.timedelta(days=POST_DAYS), FILINGS.name: FILING_LOOKBACK}
 
 
 def _ist_dates(ts: pa.ChunkedArray) -> pa.ChunkedArray:

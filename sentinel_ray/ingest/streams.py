@@ -31,6 +31,8 @@ from sentinel_ray.config import Settings
 from sentinel_ray.records import ErrorKind, utc_now
 
 GROUP = "pipeline"
+# the lock a batch's signals run under (the prices and posts consumers, a replay's recompute)
+SIGNALS_LOCK = "signals"
 # what a dead-letter entry carries besides the original entry's fields (source, rows, created_ms, arrow)
 DEAD_LETTER_FIELDS = ("original_id", "batch_key", "error_type", "error", "error_kind", "consumer", "failed_at",
                       "attempts")
@@ -385,9 +387,10 @@ class StreamStore:
                 pass
 
     # -- the signals' epoch ---------------------------------------------------------
-    # Writers that change stored bars behind the stream's back (a replay recomputing sessions)
-    # move it, holding the "signals" lock; a prices or posts consumer seeing it moved rebuilds
-    # its in-memory states from the warehouse before its next batch's signals.
+    # Writers that change stored bars behind the stream's back move it: a replay recomputing
+    # sessions (holding SIGNALS_LOCK for each block), a backfill of recent days (when it ends).
+    # A prices or posts consumer, under SIGNALS_LOCK, seeing it moved rebuilds its in-memory
+    # states from the warehouse before its batch's signals.
     def signals_epoch_key(self) -> str:
         return f"{self.prefix}:signals:epoch"
 

@@ -172,7 +172,11 @@ class ActorWarehouse:
         self.database = database
 
     def _call(self, method: str, *args: Any) -> Any:
-        return self._result(self._handle.call.remote(self.database, method, *args))
+        return self._result(self._start(method, *args))
+
+    def _start(self, method: str, *args: Any) -> Any:
+        """The call sent to the owner; its result (an ObjectRef) is read by `_result`."""
+        return self._handle.call.remote(self.database, method, *args)
 
     def _result(self, ref: Any) -> Any:
         import ray
@@ -202,7 +206,7 @@ class ActorWarehouse:
     def insert_started(self, dataset_name: str, table: pa.Table) -> Callable[[], int]:
         """Start the insert in the owner and return a call that waits for it (its rows, or its
         error): the caller goes on with its own work while the owner writes."""
-        ref = self._handle.call.remote(self.database, "insert", dataset_name, table)
+        ref = self._start("insert", dataset_name, table)
         return lambda: self._result(ref)
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
