@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from sentinel_ray.detect.alerts import Episode, Key, events_table
 from sentinel_ray.detect.run import DetectSummary, detect_batch
-from sentinel_ray.market import ist_midnight_utc
+from sentinel_ray.market import IST_OFFSET, ist_midnight_utc
 from sentinel_ray.pipeline.features_store import read_bars
 from sentinel_ray.pipeline.features_stream import FeatureUpdater
 from sentinel_ray.records import utc_now
@@ -51,6 +51,7 @@ class SignalCounts:
     refreshed_rows: int = 0
     detect: DetectSummary = field(default_factory=DetectSummary)
     not_raised_again: list[str] = field(default_factory=list)  # recompute_sessions: alerts the rows no longer raise
+    sessions: int = 0  # recompute_sessions: the sessions with stored bars it computed again
 
 
 class SignalUpdater:
@@ -120,7 +121,8 @@ def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterab
     bars, as a backfill computes them: in day order, blocks of consecutive sessions, each run
     of sessions continuing from the stored bars before it. First the computed rows of bars no
     longer stored (a replay removed them) are deleted. Sessions without stored bars are
-    skipped. Later sessions keep their signals (their 20-session baselines included these).
+    skipped. The caller names every session whose signals read the changed rows, later ones
+    included (a bar is in the baselines of the 20 sessions after it: `ingest.replay.sessions_touched`).
     Alerts found again keep the analyst's state. An alert opened in these sessions that the
     rows no longer raise stays as the analyst left it (they may have acted on it), and its
     history gets an event saying so (`why`: what changed the rows, e.g. the replay's run):
@@ -147,17 +149,25 @@ def _recompute_block(warehouse: Warehouse, signals: SignalUpdater, block: list[d
     """One block's signals again; `raised` gets the ids of the alerts they raised. Returns the
     newest bar read (the block's end when none): the block's alerts up to it are judged."""
     lo, hi = ist_midnight_utc(block[0]), ist_midnight_utc(block[-1] + dt.timedelta(days=1))
-    for table, (column, key, bars_key) in _STALE.items():
-        warehouse.command(
-            f"DELETE FROM {{db}}.`{table}` WHERE `{column}` >= {{lo:{_T}}} AND `{column}` < {{hi:{_T}}} "
-            f"AND {key} NOT IN (SELECT {bars_key} FROM {{db}}.`{PRICES.name}` FINAL "
-            f"WHERE `interval` = '1m' AND ts >= {{lo:{_T}}} AND ts < {{hi:{_T}}})", {"lo": lo, "hi": hi})
+    stale = {table: (f"FROM {{db}}.`{table}` WHERE `{column}` >= {{lo:{_T}}} AND `{column}` < {{hi:{_T}}} "
+                     f"AND {key} NOT IN (SELECT {bars_key} FROM {{db}}.`{PRICES.name}` FINAL "
+                     f"WHERE `interval` = '1m' AND ts >= {{lo:{_T}}} AND ts < {{hi:{_T}}})")
+             for table, (column, key, bars_key) in _STALE.items()}
+    # counted first: a DELETE is a mutation that marks every part it reads, and most blocks
+    # (a replay's later sessions, a replay that removed no bars) have nothing stale
+    [found] = warehouse.query_rows("SELECT " + ", ".join(f"(SELECT count() {where}) AS `{table}`"
+                                                         for table, where in stale.items()), {"lo": lo, "hi": hi})
+    for table, where in stale.items():
+        if found[table]:
+            warehouse.command(f"DELETE {where}", {"lo": lo, "hi": hi})
     if block[0] - dt.timedelta(days=1) not in days:
         signals.reset()  # the first, or after a gap: both states from the stored rows before it
     bars = read_bars(warehouse, lo, hi)
     if bars.num_rows == 0:
         return hi
     signals.on_prices(bars, batch_key=None)
+    signals.counts.sessions += pc.count_distinct(pc.cast(pc.add(bars.column("ts"), pa.scalar(IST_OFFSET)),
+                                                         pa.date32())).as_py()
     raised |= signals.last_detected.raised
     if on_block is not None:
         on_block(bars)

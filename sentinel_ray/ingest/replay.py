@@ -20,8 +20,8 @@ Running it twice gives the same rows: the second run finds its own rows by the s
 takes them out, and writes the same files again. A run is a pipeline run (`pipeline_runs`,
 with the rules version) and an OpenLineage run.
 5. Unless `signals=False`, the signals of the IST sessions the old and new rows reach
-   (`sessions_touched`: prices their bars' sessions; posts the POST_DAYS after them;
-   filings the FILING_LOOKBACK after them) are computed again
+   (`sessions_touched`: prices their bars' sessions and the 20 sessions whose baselines hold
+   them; posts the POST_DAYS after them; filings the FILING_LOOKBACK after them) are computed again
    from the stored rows (`detect.signals.recompute_sessions`): features, risk and alerts
    as a backfill computes them, and the computed rows of bars the replay removed deleted.
 """
@@ -49,7 +49,7 @@ from sentinel_ray.ingest.webhook import IntakeError, parse_body, records_table
 from sentinel_ray.market import IST_OFFSET, ist_date
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
-from sentinel_ray.pipeline.features import POST_DAYS
+from sentinel_ray.pipeline.features import POST_DAYS, last_session_reading
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import RAW_ID, RawPayload, utc_now
@@ -167,13 +167,13 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
                                                 result.valid.select(touched)]), batch_key=run.run_id)
         sessions = sessions_touched(ds, old, result.valid) if signals else []
         if sessions:
-            say(f"computing the signals of {len(sessions)} session(s) again, {sessions[0]}..{sessions[-1]}")
+            say(f"computing the signals of {sessions[0]}..{sessions[-1]} again (the sessions with stored bars)")
             counts = recompute_sessions(warehouse, lake, sessions, detected_by="replay",
                                         why=f"replay {run.run_id} of {source}/{dataset} {start}..{end}",
                                         on_block=serving.on_signals,
                                         progress=lambda _done, _total: run.heartbeat(warehouse),
                                         hold=lambda: _stream_signals_held(serving.store))
-            report.signal_sessions = len(sessions)
+            report.signal_sessions = counts.sessions
             report.feature_rows, report.alerts_opened = counts.feature_rows, counts.detect.alerts_opened
             report.alerts_not_raised_again = counts.not_raised_again
             if ds.name == PRICES.name and old.num_rows:  # the cached risk of tickers whose bars all went
@@ -213,18 +213,20 @@ def _stream_signals_held(store: StreamStore | None) -> Iterator[None]:
         time.sleep(STREAM_TURN_S)
 
 
-# how far past a row's time the signals that read it reach: a bar its session; a post the
-# bars whose posts baseline (POST_DAYS) holds it; a filing the filing check's lookback
-_SIGNAL_REACH = {PRICES.name: dt.timedelta(0), POSTS.name: dt.timedelta(days=POST_DAYS), FILINGS.name: FILING_LOOKBACK}
+# how far past a row's time the signals that read it reach: a post the bars whose posts
+# baseline (POST_DAYS) holds it; a filing the filing check's lookback. A 1m bar's reach is in
+# sessions, not days: its own and the WINDOW_SESSIONS whose baselines hold it.
+_SIGNAL_REACH = {POSTS.name: dt.timedelta(days=POST_DAYS), FILINGS.name: FILING_LOOKBACK}
 
 
 def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]:
-    """The IST sessions (up to today) whose signals read these rows, before or after a replay:
-    a 1m bar's own; a post's and those of the POST_DAYS after it (its 60-minute windows, and
-    the posts baseline of the z-scores); a filing's and those of the FILING_LOOKBACK after it
-    (an alert's filing check looks that far back)."""
-    reach = _SIGNAL_REACH.get(ds.name)
-    if reach is None:
+    """The IST days (up to today) whose signals read these rows, before or after a replay:
+    a 1m bar's session and the WINDOW_SESSIONS sessions after it (their volume and daily
+    baselines hold it); a post's day and the POST_DAYS after it (its 60-minute windows, and
+    the posts baseline of the z-scores); a filing's and the FILING_LOOKBACK after it (an
+    alert's filing check looks that far back). Every day between is named (days without
+    bars are skipped by the recompute, and runs of consecutive days keep its blocks long)."""
+    if ds.name != PRICES.name and ds.name not in _SIGNAL_REACH:
         return []
     today = ist_date(utc_now())
     days: set[dt.date] = set()
@@ -234,9 +236,14 @@ def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]
         if table.num_rows == 0:
             continue
         ts = pc.cast(table.column(ds.time_column), TIMESTAMP_TYPE).drop_null()
-        spans = pa.table({"first": _ist_dates(ts), "last": _ist_dates(pc.add(ts, pa.scalar(reach)))})
-        spans = spans.group_by(["first", "last"]).aggregate([])
-        for first, last in zip(spans.column("first").to_pylist(), spans.column("last").to_pylist()):
+        if ds.name == PRICES.name:
+            firsts = pc.unique(_ist_dates(ts)).to_pylist()
+            spans = [(first, last_session_reading(first)) for first in firsts]
+        else:
+            reach = pa.table({"first": _ist_dates(ts), "last": _ist_dates(pc.add(ts, pa.scalar(_SIGNAL_REACH[ds.name])))})
+            reach = reach.group_by(["first", "last"]).aggregate([])
+            spans = list(zip(reach.column("first").to_pylist(), reach.column("last").to_pylist()))
+        for first, last in spans:
             days.update(first + k * _DAY for k in range((min(last, today) - first).days + 1))
     return sorted(days)
 

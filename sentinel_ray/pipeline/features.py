@@ -276,6 +276,12 @@ def session_day(day: dt.date) -> int:
     return int(session_ordinal(np.array([day], dtype="datetime64[D]"))[0])
 
 
+def last_session_reading(day: dt.date) -> dt.date:
+    """The last session whose features read the bars of `day`: the WINDOW_SESSIONS-th after
+    it (its volume and daily baselines hold `day`'s bars)."""
+    return session_date(np.array([session_day(day) + WINDOW_SESSIONS]))[0].astype(object)
+
+
 def warmup_start(first_day: dt.date) -> dt.date:
     """The first date whose rows the features of `first_day` can depend on: the session
     WINDOW_SESSIONS before it (which is at least POST_DAYS calendar days before)."""

@@ -137,8 +137,8 @@ def test_a_replay_replaces_rows_stored_before_they_named_their_payload(
     assert keys.num_rows == curated.num_rows and curated.column("raw_id").null_count == 0
 
 
-def _stored(settings: Settings, table: str, column: str = "ts") -> pa.Table:
-    lo, hi = ist_midnight_utc(DAY), ist_midnight_utc(DAY + dt.timedelta(days=1))
+def _stored(settings: Settings, table: str, column: str = "ts", day: dt.date = DAY) -> pa.Table:
+    lo, hi = ist_midnight_utc(day), ist_midnight_utc(day + dt.timedelta(days=1))
     ds = dataset(table)
     rows = connect_warehouse(settings).query_arrow(
         f"SELECT * FROM {{db}}.{table} FINAL WHERE {column} >= {{lo:DateTime64(3, 'UTC')}} "
@@ -149,14 +149,14 @@ def _stored(settings: Settings, table: str, column: str = "ts") -> pa.Table:
     return rows.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), (column, "ascending")])
 
 
-def _features_of_stored_bars(settings: Settings) -> pa.Table:
-    """DAY's features_1m as the feature functions give them on what is stored now, assembled here."""
+def _features_of_stored_bars(settings: Settings, day: dt.date = DAY) -> pa.Table:
+    """The day's features_1m as the feature functions give them on what is stored now, assembled here."""
     wh = connect_warehouse(settings)
-    lo, hi = ist_midnight_utc(DAY), ist_midnight_utc(DAY + dt.timedelta(days=1))
+    lo, hi = ist_midnight_utc(day), ist_midnight_utc(day + dt.timedelta(days=1))
     bars = read_bars(wh, lo, hi)
     first = pc.min(session_bars(bars).column("ts")).as_py()
     posts = read_posts(wh, ist_midnight_utc(warmup_start(first.date())), hi)
-    f1m, _, _ = session_features(bars, posts, state_before(wh, DAY), computed_at=dt.datetime.now(dt.timezone.utc))
+    f1m, _, _ = session_features(bars, posts, state_before(wh, day), computed_at=dt.datetime.now(dt.timezone.utc))
     return f1m.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), ("ts", "ascending")])
 
 
@@ -179,7 +179,7 @@ def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bar
     assert not kept.equals(_features_of_stored_bars(isolated_settings))  # the market's median moved too
 
     report = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
-    assert store.signals_epoch() == epoch + 1  # the running stream's consumers rebuild their states
+    assert store.signals_epoch() > epoch  # moved after each block: the running stream's consumers rebuild their states
     features = _stored(isolated_settings, "features_1m")
     risk = _stored(isolated_settings, "risk_1m")
     days = _stored(isolated_settings, "features_1d", "day")
@@ -193,6 +193,27 @@ def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bar
     again = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
     assert again.signal_sessions == 1 and _stored(isolated_settings, "features_1m").equals(features)
     assert _stored(isolated_settings, "risk_1m").num_rows == risk.num_rows
+
+
+def test_a_prices_replay_computes_the_later_sessions_whose_baselines_hold_its_bars_again(
+        ray_session, embedded_redis, isolated_settings: Settings, monkeypatch) -> None:
+    """DAY's bars are in the volume and daily baselines of the 20 sessions after it: a replay
+    that changes them computes those sessions' signals again too, to what the features give
+    on the stored bars, and counts only the sessions that hold bars."""
+    later = DAY + dt.timedelta(days=4)  # the Monday after
+    # seven sessions before DAY (volume baselines need five), and DAY..Wednesday: five sessions
+    run_backfill(isolated_settings, "replay", DAY - dt.timedelta(days=10), DAY + dt.timedelta(days=6))
+    monkeypatch.setitem(sources.PARSERS, "replay", f"{__name__}:changed_parser")
+    before = _stored(isolated_settings, "features_1m", day=later)
+    assert before.equals(_features_of_stored_bars(isolated_settings, later))
+
+    report = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
+
+    assert report.signal_sessions == 5
+    after = _stored(isolated_settings, "features_1m", day=later)
+    assert after.num_rows == before.num_rows  # the Monday's bars are the same ...
+    assert not after.equals(before)  # ... their baselines are not
+    assert after.equals(_features_of_stored_bars(isolated_settings, later))
 
 
 def test_an_alert_the_replayed_rows_no_longer_raise_is_kept_and_its_history_says_so(
@@ -232,7 +253,10 @@ def test_the_sessions_a_replay_recomputes_are_those_its_rows_reach() -> None:
     bars = pa.table({"interval": ["1m", "1m", "1d"],
                      "ts": _ts(dt.datetime(2026, 11, 5, 4, tzinfo=utc), dt.datetime(2026, 11, 5, 18, 40, tzinfo=utc),
                                dt.datetime(2026, 10, 1, 18, 30, tzinfo=utc))})  # a daily bar has no signals
-    assert sessions_touched(PRICES, bars, bars.slice(0, 0)) == [dt.date(2026, 11, 5), dt.date(2026, 11, 6)]
+    # their sessions (11-05, and 11-06 for 00:10 IST) and every day to the 20th session after
+    # the last (the NSE calendar has no holiday between): Friday 2026-12-04
+    assert sessions_touched(PRICES, bars, bars.slice(0, 0)) == [dt.date(2026, 11, 5) + dt.timedelta(days=k)
+                                                                for k in range(30)]
     post = pa.table({"ts": _ts(dt.datetime(2026, 11, 5, 18, 0, tzinfo=utc))})  # 23:30 IST
     # its day and the 20 after it: the sessions whose posts baseline holds it
     assert sessions_touched(POSTS, post, post.slice(0, 0)) == [dt.date(2026, 11, 5) + dt.timedelta(days=k)
