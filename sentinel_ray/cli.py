@@ -447,11 +447,21 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     """Rewrite closed days' stream batch files of the curated lake as a few large files."""
     from sentinel_ray.storage.compaction import compact
     from sentinel_ray.storage.lake import Lake
+    from sentinel_ray.storage.redis import redis_ok
 
+    lake = Lake(settings.resolved_lake_uri)
+    redis_url = None  # a local lake's lock is a file of its own
+    if not lake.local:  # an object store's is in Redis: a configured one must answer
+        redis_url = settings.resolved_redis_url
+        if settings.redis_is_embedded and not redis_ok(redis_url):
+            # the embedded Redis runs only under `up`, and so does the other compactor (its loop)
+            redis_url = None
+            print(f"the platform is not running (no embedded Redis at {settings.resolved_redis_url}), so nothing "
+                  f"holds the lake's compaction lock: run one `sentinel-ray compact` at a time", file=sys.stderr)
     # a named day is closed by the one who names it; otherwise a day is closed once quiet
-    summary = compact(Lake(settings.resolved_lake_uri), target_bytes=settings.lake_compact_target_bytes,
+    summary = compact(lake, target_bytes=settings.lake_compact_target_bytes,
                       quiet_s=0.0 if args.date else settings.lake_compact_quiet_s, dataset=args.dataset,
-                      day=args.date)
+                      day=args.date, redis_url=redis_url)
     print(summary.render())
     if args.json:
         print(json.dumps(summary.as_dict()))

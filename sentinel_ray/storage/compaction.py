@@ -24,8 +24,10 @@ One compactor per lake at a time (`up`'s loop, `sentinel-ray compact`): two at o
 same day write the same files and the same manifest, but one that listed a late file the
 other did not could publish over the other's manifest, and delete batch files that manifest
 does not hold. On a local lake `compact` takes the lake's lock (`one_compactor`) and a
-second one is refused (`CompactionBusy`); an object store has no lock to take, and there
-running one compactor is the operator's rule. Each day is compacted holding that
+second one is refused (`CompactionBusy`). An object store has no lock of its own: there the
+lock is a key in the platform's Redis, named by the lake's URI (so platforms sharing a
+Redis and a lake share it too), renewed while the pass runs and expiring soon after a killed
+holder's last renewal; with no Redis given it holds nothing. Each day is compacted holding that
 partition's lock (`Lake.partition_lock`), which a late write to the day takes too: it waits
 for the day's pass rather than land between the pass's reads and its deletes (an object
 store has no such lock: there step 3's check is what keeps a late write).
@@ -38,24 +40,29 @@ import fcntl
 import logging
 import os
 import re
+import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import redis
 
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import Dataset
 from sentinel_ray.schemas import dataset as dataset_named
 from sentinel_ray.storage.lake import Lake, Manifest, Partition, partition_day, sha256
+from sentinel_ray.storage.redis import connect_redis
 
 log = logging.getLogger(__name__)
 ORPHAN_AGE_S = 600.0
 MAX_ROUNDS = 4  # rewrites of one partition per pass (two suffice but for tiny targets)
 _DATASET = re.compile(r"/dataset=([^/]+)/")
 LOCK_FILE = "_compaction.lock"  # at a local lake's root: who compacts it now
+REDIS_LOCK_TTL_S = 30.0  # an object-store lake's lock in Redis: renewed every third of it while held
 
 
 class CompactionBusy(RuntimeError):
@@ -63,15 +70,20 @@ class CompactionBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def one_compactor(lake: Lake) -> Iterator[None]:
-    """Hold the lake's compaction lock for a pass, or raise CompactionBusy at once.
+def one_compactor(lake: Lake, redis_url: str | None = None) -> Iterator[Callable[[], None]]:
+    """Hold the lake's compaction lock for a pass, or raise CompactionBusy at once. Yields a
+    check to call before each step that changes the lake: CompactionBusy if the lock was lost.
 
     A local lake's lock is an flock on `<root>/_compaction.lock`: the kernel releases it when
     its holder exits or is killed, so a crashed compactor never blocks the next one. The
-    file keeps the holder's pid, for the message. An object store has no such lock: there
-    this holds nothing (the module docstring)."""
+    file keeps the holder's pid, for the message. An object store's is a key in the Redis at
+    `redis_url` (`_redis_compactor`); without one, nothing is held (the module docstring)."""
     if not lake.local:
-        yield
+        if not redis_url:
+            yield lambda: None
+            return
+        with _redis_compactor(lake, redis_url) as check:
+            yield check
         return
     os.makedirs(lake.root, exist_ok=True)
     fd = os.open(os.path.join(lake.root, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
@@ -84,9 +96,59 @@ def one_compactor(lake: Lake) -> Iterator[None]:
                                  f"try again once it has finished") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        yield lambda: None  # the kernel's lock is not lost while this process lives
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _redis_compactor(lake: Lake, redis_url: str) -> Iterator[Callable[[], None]]:
+    """An object-store lake's lock: a Redis key set only if absent (its value says who holds
+    it), with a TTL a thread renews every third of it, deleted by its holder only (redis-py's
+    Lock). A holder killed mid-pass frees it REDIS_LOCK_TTL_S after its last renewal. If a
+    renewal finds the key gone or another's (Redis lost it, or this process stalled past the
+    TTL), the check raises before the pass's next partition."""
+    client = connect_redis(redis_url)
+    holder = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
+    # not thread-local: the renewing thread uses the token this thread acquired with
+    lock = client.lock(f"sentinel-ray:lake-compaction:{lake.uri}", timeout=REDIS_LOCK_TTL_S, blocking=False,
+                       thread_local=False)
+    try:
+        if not lock.acquire(token=holder):
+            other = client.get(lock.name)
+            raise CompactionBusy(f"another compaction of the lake {lake.uri} is running "
+                                 f"({(other or b'unknown').decode(errors='replace').rsplit(' ', 1)[0]}); "
+                                 f"try again once it has finished")
+    except redis.RedisError as e:
+        client.close()
+        raise CompactionBusy(f"the lake {lake.uri} is an object store, whose compaction lock is held in Redis "
+                             f"({redis_url}), and Redis could not be reached ({type(e).__name__}: {e})") from e
+    lost = threading.Event()
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(REDIS_LOCK_TTL_S / 3):
+            try:
+                lock.reacquire()
+            except (redis.exceptions.LockError, redis.RedisError) as e:
+                log.error("lost the compaction lock of %s (%s): the pass stops before its next day", lake.uri, e)
+                lost.set()
+                return
+
+    def check() -> None:
+        if lost.is_set():
+            raise CompactionBusy(f"lost the compaction lock of the lake {lake.uri} mid-pass; stopped before the next day")
+
+    renewer = threading.Thread(target=renew, name="compaction-lock", daemon=True)
+    renewer.start()
+    try:
+        yield check
+    finally:
+        done.set()
+        renewer.join()
+        with contextlib.suppress(redis.exceptions.LockError, redis.RedisError):
+            lock.release()  # not ours any more (expired, or taken): nothing to release
+        client.close()
 
 
 @dataclass
@@ -128,25 +190,28 @@ class CompactionSummary:
 
 def compact(lake: Lake, *, target_bytes: int, quiet_s: float, dataset: str | None = None,
             day: dt.date | None = None, now: dt.datetime | None = None,
-            orphan_age_s: float = ORPHAN_AGE_S) -> CompactionSummary:
+            orphan_age_s: float = ORPHAN_AGE_S, redis_url: str | None = None) -> CompactionSummary:
     """Compact every closed day partition of the curated zone (of `dataset`, of `day`), holding
-    the lake's lock (CompactionBusy when another compaction holds it).
+    the lake's lock (CompactionBusy when another compaction holds it; `redis_url`: where an
+    object-store lake's lock is, see `one_compactor`).
 
     Not the quarantine zone: a quarantine replay keys the rows it moves by the bytes of
     each quarantine file (`pipeline.quarantine_replay`), which a compacted file cannot give back."""
-    with one_compactor(lake):
+    with one_compactor(lake, redis_url) as still_held:
         return _compact(lake, target_bytes=target_bytes, quiet_s=quiet_s, dataset=dataset, day=day,
-                        now=now or dt.datetime.now(dt.timezone.utc), orphan_age_s=orphan_age_s)
+                        now=now or dt.datetime.now(dt.timezone.utc), orphan_age_s=orphan_age_s,
+                        still_held=still_held)
 
 
 def _compact(lake: Lake, *, target_bytes: int, quiet_s: float, dataset: str | None, day: dt.date | None,
-             now: dt.datetime, orphan_age_s: float) -> CompactionSummary:
+             now: dt.datetime, orphan_age_s: float, still_held: Callable[[], None]) -> CompactionSummary:
     began = time.perf_counter()
     summary = CompactionSummary()
     for listed in lake.partitions("curated", dataset):
         ds = _dataset_of(listed.directory)
         if ds is None or (day is not None and partition_day(listed.directory + "/") != day):
             continue
+        still_held()
         # the day's lock for its whole pass: a batch written to it meanwhile waits, instead of
         # landing between this pass's reads and the deletes that follow its publish
         with lake.partition_lock(listed.directory):
@@ -324,7 +389,8 @@ class CompactionLoop:
         while not self._stop.wait(self.settings.lake_compact_interval_s):
             try:
                 self.last = compact(lake, target_bytes=self.settings.lake_compact_target_bytes,
-                                    quiet_s=self.settings.lake_compact_quiet_s)
+                                    quiet_s=self.settings.lake_compact_quiet_s,
+                                    redis_url=None if lake.local else self.settings.resolved_redis_url)
             except CompactionBusy as e:  # `sentinel-ray compact` in another terminal: its pass does the work
                 log.info("lake compaction skipped: %s", e)
                 continue

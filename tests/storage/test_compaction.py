@@ -284,6 +284,88 @@ def test_a_second_compactor_is_refused_and_a_killed_one_blocks_nothing(tmp_path:
     assert _rows(lake).equals(before)
 
 
+# A compactor of an object-store lake in another process: takes the lake's lock in Redis
+# (renewed every 0.5 s, expiring 1.5 s after its last renewal), says so, then holds it.
+_HOLD_IN_REDIS = ("import sys, time, types\n"
+                  "from sentinel_ray.storage import compaction\n"
+                  "compaction.REDIS_LOCK_TTL_S = 1.5\n"
+                  "lake = types.SimpleNamespace(local=False, uri=sys.argv[1])  # what the lock reads of a lake\n"
+                  "with compaction.one_compactor(lake, sys.argv[2]):\n"
+                  "    print('holding', flush=True)\n"
+                  "    time.sleep(120)\n")
+
+
+def test_an_object_store_lakes_second_compactor_is_refused_through_redis(s3_settings, embedded_redis) -> None:
+    """S3 has no lock: the lake's compaction lock is a Redis key. Held past its TTL it is
+    renewed, so a second compactor is refused and touches nothing; its holder killed, it
+    expires and the next compaction runs."""
+    lake = Lake(s3_settings.resolved_lake_uri)
+    _stream_day(lake)
+    before, files = _rows(lake), _on_disk(lake)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_IN_REDIS, lake.uri, embedded_redis],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        time.sleep(2.0)  # longer than its TTL: renewed meanwhile
+        with pytest.raises(CompactionBusy, match=f"pid {holder.pid}"):
+            compact(lake, target_bytes=10**9, quiet_s=0, redis_url=embedded_redis)
+        assert _on_disk(lake) == files
+    finally:
+        holder.kill()  # SIGKILL: its lock is released by nobody
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            summary = compact(lake, target_bytes=10**9, quiet_s=0, redis_url=embedded_redis)
+            break
+        except CompactionBusy:
+            assert time.monotonic() < deadline, "a killed holder's lock did not expire"
+            time.sleep(0.2)
+    assert summary.compacted and len(_readable(lake)) == 1
+    assert _rows(lake).equals(before)
+
+
+def test_a_compactor_that_loses_its_redis_lock_stops_before_the_next_day(embedded_redis, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from sentinel_ray.storage import compaction
+    from sentinel_ray.storage.redis import connect_redis
+
+    monkeypatch.setattr(compaction, "REDIS_LOCK_TTL_S", 0.6)
+    lake = SimpleNamespace(local=False, uri="s3://bucket/lost-lock")
+    with one_compactor(lake, embedded_redis) as still_held:
+        still_held()
+        connect_redis(embedded_redis).delete(f"sentinel-ray:lake-compaction:{lake.uri}")  # e.g. Redis lost it
+        time.sleep(0.5)  # a renewal finds it gone
+        with pytest.raises(CompactionBusy, match="lost the compaction lock"):
+            still_held()
+
+
+def test_the_cli_on_an_object_store_lake_takes_its_lock_in_redis(s3_settings, embedded_redis, tmp_path: Path,
+                                                                  monkeypatch, capsys) -> None:
+    """With the platform's Redis configured, `compact` takes the lock there (refused while
+    another holds it); with the embedded one not running (no `up`, so no loop compacting
+    either) it says that nothing holds the lock, and compacts."""
+    from sentinel_ray.cli import main
+
+    lake = Lake(s3_settings.resolved_lake_uri)
+    _stream_day(lake)
+    before = _rows(lake)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "token"))  # as in the CLI test above
+    for name, value in s3_settings.model_copy(update={"data_dir": tmp_path}).as_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SENTINEL_REDIS_URL", embedded_redis)
+    with one_compactor(lake, embedded_redis):
+        assert main(["compact", "--dataset", "prices", "--date", "2026-11-05"]) == 1
+        assert f"another compaction of the lake {lake.uri} is running" in capsys.readouterr().err
+    monkeypatch.setenv("SENTINEL_REDIS_URL", "")  # the embedded Redis, under tmp_path: not running
+    assert main(["compact", "--dataset", "prices", "--date", "2026-11-05"]) == 0
+    out, err = capsys.readouterr()
+    assert "nothing holds the lake's compaction lock" in err and "-> 1 (" in out, (out, err)
+    assert _rows(lake).equals(before)
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_late_write_to_a_day_being_compacted_is_kept(where, tmp_path: Path, isolated_settings,
                                                         s3_endpoint, monkeypatch) -> None:
