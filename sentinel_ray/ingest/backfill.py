@@ -12,6 +12,11 @@ per micro-batch (`detect.signals.SignalUpdater`: features from the block's bars 
 stored posts, then risk and alerts), while the workers go on with the next days; then
 it records the block's days in `backfill_days` and prints progress. A re-run skips the
 days already finished (resume) unless `force`.
+
+Last, the sessions after its days whose baselines hold them (the 20 after each, up to
+today: a gap filled in older history, or a running platform's live session) that hold
+stored bars get their signals computed again (`detect.signals.recompute_sessions`, holding
+the stream's signals lock per block), so no stored feature is of baselines without them.
 """
 from __future__ import annotations
 
@@ -27,11 +32,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sentinel_ray.config import Settings
-from sentinel_ray.detect.signals import SignalUpdater
+from sentinel_ray.detect.signals import SignalUpdater, recompute_sessions
 from sentinel_ray.ingest.backfill_days import month_starts, months_of, store_days, warm_up
 from sentinel_ray.ingest.serving import serving_for
+from sentinel_ray.market import ist_date
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
+from sentinel_ray.pipeline.features import sessions_reading
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import utc_now
 from sentinel_ray.schemas import BACKFILL_DAYS, DATA_DATASETS, FEATURES_1D, FEATURES_1M, RISK_1M, TIMESTAMP_TYPE
@@ -62,6 +69,8 @@ class BackfillSummary:
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     feature_rows: int = 0  # features_1m rows computed for the range
     alerts_opened: int = 0
+    later_sessions: int = 0  # sessions after the range (with bars) whose signals were computed again
+    alerts_not_raised_again: list[str] = field(default_factory=list)  # opened in those, no longer raised
 
     @property
     def total_in(self) -> int:
@@ -87,13 +96,20 @@ class BackfillSummary:
         lines.append(f"  total    rows in {self.total_in:>9,}  valid {self.total_valid:>9,}  "
                      f"quarantined {self.total_quarantined:>7,}  {rate:,.0f} rows/s")
         lines.append(f"  signals  features_1m rows {self.feature_rows:,}  alerts opened {self.alerts_opened:,}")
+        if self.later_sessions:
+            lines.append(f"  later    signals of {self.later_sessions} session(s) after the range computed again "
+                         f"(their baselines hold its days)")
+        if self.alerts_not_raised_again:
+            lines.append(f"  no longer raised by those sessions' rows (kept as they were, an event says so): "
+                         f"{', '.join(self.alerts_not_raised_again)}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "source": self.source, "start": str(self.start), "end": str(self.end),
                 "days": self.days, "skipped": self.skipped, "seconds": round(self.seconds, 3), "rows_in": self.rows_in,
                 "rows_valid": self.rows_valid, "rows_quarantined": self.rows_quarantined, "reasons": self.reasons,
-                "feature_rows": self.feature_rows, "alerts_opened": self.alerts_opened}
+                "feature_rows": self.feature_rows, "alerts_opened": self.alerts_opened,
+                "later_sessions": self.later_sessions, "alerts_not_raised_again": self.alerts_not_raised_again}
 
 
 @dataclass(frozen=True)
@@ -205,7 +221,9 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     first: tuple[int, float] | None = None  # (days, seconds) at the first progress report
     try:  # from here a failure marks the run failed (not left "running")
         event = emitter.start(run.run_id, job="backfill", params=run.params, **_lineage_io(source_name))
-        signals = SignalUpdater(warehouse, Lake(settings.resolved_lake_uri), detected_by="backfill")
+        lake = Lake(settings.resolved_lake_uri)
+        signals = SignalUpdater(warehouse, lake, detected_by="backfill")
+        later = None
         serving = serving_for(settings, warehouse)
         if days:
             checked, prior = _months_with_rows(warehouse, source_name, days)
@@ -234,6 +252,13 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                     first = first or (finished, elapsed)
                     progress(Progress(finished, len(days), run.rows_in, elapsed, *first))
             _merge_replaced_rows(warehouse, rows, computed, checked, prior)
+            computed_days = set(days)
+            sessions = [d for d in sessions_reading(days, ist_date(utc_now())) if d not in computed_days]
+            later = recompute_sessions(warehouse, lake, sessions, detected_by="backfill",
+                                       why=f"backfill {run.run_id} of {source_name} {start}..{end} (their "
+                                           f"baselines hold its days)", on_block=serving.on_signals,
+                                       progress=lambda _done, _total: run.heartbeat(warehouse),
+                                       hold=serving.stream_signals_held)
             serving.on_history(days[-1])  # live consumers rebuild states that may lack these days
     except BaseException as e:
         run.fail_quietly(warehouse, e)
@@ -245,6 +270,8 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
     summary.skipped = len(done)
     summary.feature_rows = signals.counts.feature_rows
     summary.alerts_opened = signals.counts.detect.alerts_opened
+    if later is not None:
+        summary.later_sessions, summary.alerts_not_raised_again = later.sessions, later.not_raised_again
     run.rows_in, run.rows_valid, run.rows_quarantined = (
         summary.total_in, summary.total_valid, summary.total_quarantined)
     run.finish(warehouse)

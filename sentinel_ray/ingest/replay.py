@@ -31,9 +31,9 @@ import datetime as dt
 import json
 import logging
 import time
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -44,12 +44,11 @@ from sentinel_ray.detect.run import FILING_LOOKBACK
 from sentinel_ray.detect.signals import recompute_sessions
 from sentinel_ray.ingest.lineage import stamp_raw_ids
 from sentinel_ray.ingest.serving import serving_for
-from sentinel_ray.ingest.streams import SIGNALS_LOCK, StreamStore
 from sentinel_ray.ingest.webhook import IntakeError, parse_body, records_table
 from sentinel_ray.market import IST_OFFSET, ist_date
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
-from sentinel_ray.pipeline.features import POST_DAYS, last_session_reading
+from sentinel_ray.pipeline.features import POST_DAYS, sessions_reading
 from sentinel_ray.pipeline.transform import process_batch
 from sentinel_ray.quality.rules import rules_for
 from sentinel_ray.records import RAW_ID, RawPayload, utc_now
@@ -62,8 +61,6 @@ from sentinel_ray.storage.warehouse import Warehouse, connect_warehouse
 log = logging.getLogger(__name__)
 _DAY = dt.timedelta(days=1)
 MAX_REPLAY_DAYS = 366
-SIGNALS_HOLD_S = 300.0  # the stream's signals lock, held for one block of sessions (seconds each)
-STREAM_TURN_S = 0.3  # between blocks, the live consumers' turn at that lock
 INGEST_COLUMNS = frozenset(f.name for f in INGEST_FIELDS)  # who wrote a row and when: not what a replay compares
 WEBHOOK_REQUEST = "POST /ingest/"
 
@@ -172,7 +169,7 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
                                         why=f"replay {run.run_id} of {source}/{dataset} {start}..{end}",
                                         on_block=serving.on_signals,
                                         progress=lambda _done, _total: run.heartbeat(warehouse),
-                                        hold=lambda: _stream_signals_held(serving.store))
+                                        hold=serving.stream_signals_held)
             report.signal_sessions = counts.sessions
             report.feature_rows, report.alerts_opened = counts.feature_rows, counts.detect.alerts_opened
             report.alerts_not_raised_again = counts.not_raised_again
@@ -191,26 +188,6 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
     event.complete({dataset: report.rows_valid})
     emitter.close()
     return report
-
-
-@contextmanager
-def _stream_signals_held(store: StreamStore | None) -> Iterator[None]:
-    """Around a block of sessions computed again on a running platform: the stream consumers'
-    signals lock held (they wait), and their epoch moved after (they rebuild their in-memory
-    states from the warehouse before their next batch, so none goes on from the old bars)."""
-    if store is None:
-        yield
-        return
-    try:
-        with store.exclusive(SIGNALS_LOCK, ttl_s=SIGNALS_HOLD_S):
-            try:
-                yield
-            finally:  # a block that failed half-way changed stored rows too
-                store.move_signals_epoch()
-    finally:
-        # redis-py's lock is not fair and its waiters poll every 0.1 s: let a waiting consumer
-        # take its turn before the next block, or a long replay would hold up the live stream
-        time.sleep(STREAM_TURN_S)
 
 
 # how far past a row's time the signals that read it reach: a post the bars whose posts
@@ -237,13 +214,11 @@ def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]
             continue
         ts = pc.cast(table.column(ds.time_column), TIMESTAMP_TYPE).drop_null()
         if ds.name == PRICES.name:
-            firsts = pc.unique(_ist_dates(ts)).to_pylist()
-            spans = [(first, last_session_reading(first)) for first in firsts]
-        else:
-            reach = pa.table({"first": _ist_dates(ts), "last": _ist_dates(pc.add(ts, pa.scalar(_SIGNAL_REACH[ds.name])))})
-            reach = reach.group_by(["first", "last"]).aggregate([])
-            spans = list(zip(reach.column("first").to_pylist(), reach.column("last").to_pylist()))
-        for first, last in spans:
+            days.update(sessions_reading(pc.unique(_ist_dates(ts)).to_pylist(), today))
+            continue
+        reach = pa.table({"first": _ist_dates(ts), "last": _ist_dates(pc.add(ts, pa.scalar(_SIGNAL_REACH[ds.name])))})
+        reach = reach.group_by(["first", "last"]).aggregate([])
+        for first, last in zip(reach.column("first").to_pylist(), reach.column("last").to_pylist()):
             days.update(first + k * _DAY for k in range((min(last, today) - first).days + 1))
     return sorted(days)
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -24,7 +27,7 @@ import pyarrow.compute as pc
 import redis
 
 from sentinel_ray.config import Settings
-from sentinel_ray.ingest.streams import StreamStore
+from sentinel_ray.ingest.streams import SIGNALS_LOCK, StreamStore
 from sentinel_ray.market import as_utc
 from sentinel_ray.pipeline.features import WINDOW_SESSIONS
 from sentinel_ray.records import utc_now
@@ -37,6 +40,8 @@ from sentinel_ray.storage.warehouse import Warehouse
 log = logging.getLogger(__name__)
 # calendar days that hold the WINDOW_SESSIONS + 1 sessions a live feature state spans, and more
 STATE_REACH = dt.timedelta(days=(WINDOW_SESSIONS + 1) * 7 // 5 + 14)
+SIGNALS_HOLD_S = 300.0  # the stream's signals lock, held for one block of sessions (seconds each)
+STREAM_TURN_S = 0.3  # between blocks, the live consumers' turn at that lock
 
 LOCK = "latest"
 LOCK_TTL_S = 120.0  # a backfill block's refresh can take seconds; a killed holder frees it after this
@@ -147,6 +152,27 @@ class ServingUpdater:
         except (redis.RedisError, TimeoutError) as e:
             log.warning("the stream's signals epoch not moved (%s): its consumers rebuild their states "
                         "when they restart", e)
+
+    @contextmanager
+    def stream_signals_held(self) -> Iterator[None]:
+        """Around a block of sessions whose signals a writer computes again (a replay; a
+        backfill, for the sessions after its days) on a running platform: the stream
+        consumers' signals lock held (they wait), and their epoch moved after (they rebuild
+        their in-memory states from the warehouse before their next batch, so none goes on
+        from the old bars). Without Redis, nothing to hold."""
+        if self.store is None:
+            yield
+            return
+        try:
+            with self.store.exclusive(SIGNALS_LOCK, ttl_s=SIGNALS_HOLD_S):
+                try:
+                    yield
+                finally:  # a block that failed half-way changed stored rows too
+                    self.store.move_signals_epoch()
+        finally:
+            # redis-py's lock is not fair and its waiters poll every 0.1 s: let a waiting consumer
+            # take its turn before the next block, or a long recompute would hold up the live stream
+            time.sleep(STREAM_TURN_S)
 
     def _lost(self, error: Exception) -> None:
         """A cache update that did not happen: mark the cache for a rebuild, if Redis lets us."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -280,6 +280,16 @@ def last_session_reading(day: dt.date) -> dt.date:
     """The last session whose features read the bars of `day`: the WINDOW_SESSIONS-th after
     it (its volume and daily baselines hold `day`'s bars)."""
     return session_date(np.array([session_day(day) + WINDOW_SESSIONS]))[0].astype(object)
+
+
+def sessions_reading(days: Iterable[dt.date], until: dt.date) -> list[dt.date]:
+    """Every day from each of `days` to the last session whose features read its bars, up to
+    `until` (days without sessions included: a caller skips those without bars)."""
+    reached: set[dt.date] = set()
+    for day in set(days):
+        last = min(last_session_reading(day), until)
+        reached.update(day + dt.timedelta(days=k) for k in range((last - day).days + 1))
+    return sorted(reached)
 
 
 def warmup_start(first_day: dt.date) -> dt.date:

@@ -3,9 +3,16 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from sentinel_ray.config import Settings
+from sentinel_ray.market import ist_midnight_utc
+from sentinel_ray.pipeline.features import session_bars, session_features, warmup_start
+from sentinel_ray.pipeline.features_store import read_bars, read_posts, state_before
+from sentinel_ray.schemas import dataset
+from sentinel_ray.storage.warehouse import connect_warehouse
 
 DAY = dt.date(2026, 11, 5)  # a Thursday: a trading day
 _prefixes = itertools.count()
@@ -99,3 +106,27 @@ def make_consumer(settings: Settings, store, name: str, dataset: str = "prices")
 def drain(consumer) -> None:
     while consumer.run_once():
         pass
+
+
+def stored_of_day(settings: Settings, table: str, column: str = "ts", day: dt.date = DAY) -> pa.Table:
+    """A computed table's stored rows of one IST day, in its schema, without `computed_at`."""
+    lo, hi = ist_midnight_utc(day), ist_midnight_utc(day + dt.timedelta(days=1))
+    ds = dataset(table)
+    rows = connect_warehouse(settings).query_arrow(
+        f"SELECT * FROM {{db}}.{table} FINAL WHERE {column} >= {{lo:DateTime64(3, 'UTC')}} "
+        f"AND {column} < {{hi:DateTime64(3, 'UTC')}}", {"lo": lo, "hi": hi})
+    rows = pa.table({f.name: pc.cast(rows.column(f.name).combine_chunks().dictionary_decode()
+                                     if pa.types.is_dictionary(rows.column(f.name).type) else rows.column(f.name), f.type)
+                     for f in ds.arrow_schema}, schema=ds.arrow_schema)
+    return rows.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), (column, "ascending")])
+
+
+def features_of_stored_bars(settings: Settings, day: dt.date = DAY) -> pa.Table:
+    """The day's features_1m as the feature functions give them on what is stored now, assembled here."""
+    wh = connect_warehouse(settings)
+    lo, hi = ist_midnight_utc(day), ist_midnight_utc(day + dt.timedelta(days=1))
+    bars = read_bars(wh, lo, hi)
+    first = pc.min(session_bars(bars).column("ts")).as_py()
+    posts = read_posts(wh, ist_midnight_utc(warmup_start(first.date())), hi)
+    f1m, _, _ = session_features(bars, posts, state_before(wh, day), computed_at=dt.datetime.now(dt.UTC))
+    return f1m.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), ("ts", "ascending")])

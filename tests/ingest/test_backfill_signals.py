@@ -11,6 +11,7 @@ from sentinel_ray.detect.run import apply_transition, get_alert
 from sentinel_ray.ingest.backfill import run_backfill
 from sentinel_ray.sources.replay import ReplaySource
 from sentinel_ray.storage.warehouse import connect_warehouse
+from tests.ingest.conftest import DAY, features_of_stored_bars, stored_of_day
 
 pytestmark = pytest.mark.ray
 START, END = dt.date(2026, 10, 19), dt.date(2026, 11, 4)  # ends with two loud pumps (3 and 4 November)
@@ -48,3 +49,24 @@ def test_a_backfill_opens_the_alerts_of_the_pumps_in_its_range_and_a_rerun_keeps
     assert [a["alert_id"] for a in after] == [a["alert_id"] for a in alerts]  # no second alert for any episode
     assert get_alert(wh, by_ticker["GTLINFRA"]["alert_id"])["state"] == "acknowledged"  # the analyst's state kept
     assert wh.query_rows("SELECT count() AS n FROM {db}.risk_1m FINAL")[0]["n"] == summary.feature_rows
+
+
+def test_a_backfill_filling_a_gap_computes_again_the_later_sessions_whose_baselines_hold_it(
+        ray_session, isolated_settings: Settings) -> None:
+    """History with a day missing: the sessions stored after it had baselines without it.
+    Backfilling the day computes their signals again, to what the features give on every
+    stored bar, and the summary counts them."""
+    later = DAY + dt.timedelta(days=4)  # the Monday after
+    run_backfill(isolated_settings, "replay", DAY - dt.timedelta(days=10), DAY - dt.timedelta(days=1))
+    run_backfill(isolated_settings, "replay", DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=6))
+    before = stored_of_day(isolated_settings, "features_1m", day=later)
+    assert before.equals(features_of_stored_bars(isolated_settings, later))
+
+    summary = run_backfill(isolated_settings, "replay", DAY, DAY)
+
+    assert summary.later_sessions == 4 and "4 session(s) after the range" in summary.render()  # Fri, Mon-Wed
+    after = stored_of_day(isolated_settings, "features_1m", day=later)
+    assert after.num_rows == before.num_rows and not after.equals(before)
+    assert after.equals(features_of_stored_bars(isolated_settings, later))
+    risk = stored_of_day(isolated_settings, "risk_1m", day=later)
+    assert risk.select(["ticker", "exchange", "ts"]).equals(after.select(["ticker", "exchange", "ts"]))

@@ -16,12 +16,11 @@ from sentinel_ray.ingest.backfill import run_backfill
 from sentinel_ray.ingest.replay import ReplayError, replay_raw, sessions_touched
 from sentinel_ray.ingest.supervisor import stream_store
 from sentinel_ray.market import as_utc, ist_date, ist_midnight_utc
-from sentinel_ray.pipeline.features import session_bars, session_features, warmup_start
-from sentinel_ray.pipeline.features_store import read_bars, read_posts, state_before
-from sentinel_ray.schemas import FILINGS, POSTS, PRICES, TIMESTAMP_TYPE, dataset
+from sentinel_ray.schemas import FILINGS, POSTS, PRICES, TIMESTAMP_TYPE
 from sentinel_ray.sources.replay import parse_payload as replay_parser
 from sentinel_ray.storage.lake import Lake
 from sentinel_ray.storage.warehouse import connect_warehouse
+from tests.ingest.conftest import features_of_stored_bars, stored_of_day
 
 pytestmark = pytest.mark.ray
 DAY = dt.date(2026, 11, 5)
@@ -137,29 +136,6 @@ def test_a_replay_replaces_rows_stored_before_they_named_their_payload(
     assert keys.num_rows == curated.num_rows and curated.column("raw_id").null_count == 0
 
 
-def _stored(settings: Settings, table: str, column: str = "ts", day: dt.date = DAY) -> pa.Table:
-    lo, hi = ist_midnight_utc(day), ist_midnight_utc(day + dt.timedelta(days=1))
-    ds = dataset(table)
-    rows = connect_warehouse(settings).query_arrow(
-        f"SELECT * FROM {{db}}.{table} FINAL WHERE {column} >= {{lo:DateTime64(3, 'UTC')}} "
-        f"AND {column} < {{hi:DateTime64(3, 'UTC')}}", {"lo": lo, "hi": hi})
-    rows = pa.table({f.name: pc.cast(rows.column(f.name).combine_chunks().dictionary_decode()
-                                     if pa.types.is_dictionary(rows.column(f.name).type) else rows.column(f.name), f.type)
-                     for f in ds.arrow_schema}, schema=ds.arrow_schema)
-    return rows.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), (column, "ascending")])
-
-
-def _features_of_stored_bars(settings: Settings, day: dt.date = DAY) -> pa.Table:
-    """The day's features_1m as the feature functions give them on what is stored now, assembled here."""
-    wh = connect_warehouse(settings)
-    lo, hi = ist_midnight_utc(day), ist_midnight_utc(day + dt.timedelta(days=1))
-    bars = read_bars(wh, lo, hi)
-    first = pc.min(session_bars(bars).column("ts")).as_py()
-    posts = read_posts(wh, ist_midnight_utc(warmup_start(first.date())), hi)
-    f1m, _, _ = session_features(bars, posts, state_before(wh, day), computed_at=dt.datetime.now(dt.timezone.utc))
-    return f1m.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), ("ts", "ascending")])
-
-
 def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bars(
         ray_session, embedded_redis, isolated_settings: Settings, monkeypatch) -> None:
     """Features, risk and alerts are of the bars stored after the replay: no rows of bars it
@@ -172,27 +148,27 @@ def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bar
     untouched = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY, signals=False)
     assert store.signals_epoch() == epoch
     assert untouched.removed > 0 and untouched.signal_sessions == 0
-    stale = _stored(isolated_settings, "features_1m")
+    stale = stored_of_day(isolated_settings, "features_1m")
     assert pc.sum(pc.is_in(stale.column("ticker"), pa.array([DROPPED, BROKEN]))).as_py() > 0  # left as they were
-    assert not stale.equals(_features_of_stored_bars(isolated_settings))
+    assert not stale.equals(features_of_stored_bars(isolated_settings))
     kept = stale.filter(pc.invert(pc.is_in(stale.column("ticker"), pa.array([DROPPED, BROKEN]))))
-    assert not kept.equals(_features_of_stored_bars(isolated_settings))  # the market's median moved too
+    assert not kept.equals(features_of_stored_bars(isolated_settings))  # the market's median moved too
 
     report = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
     assert store.signals_epoch() > epoch  # moved after each block: the running stream's consumers rebuild their states
-    features = _stored(isolated_settings, "features_1m")
-    risk = _stored(isolated_settings, "risk_1m")
-    days = _stored(isolated_settings, "features_1d", "day")
+    features = stored_of_day(isolated_settings, "features_1m")
+    risk = stored_of_day(isolated_settings, "risk_1m")
+    days = stored_of_day(isolated_settings, "features_1d", "day")
     assert report.signal_sessions == 1 and report.feature_rows == features.num_rows > 0
     for table in (features, risk, days):
         assert not pc.any(pc.is_in(table.column("ticker"), pa.array([DROPPED, BROKEN]))).as_py()
     assert risk.select(["ticker", "exchange", "ts"]).equals(features.select(["ticker", "exchange", "ts"]))
-    assert features.equals(_features_of_stored_bars(isolated_settings))  # every value, every row
+    assert features.equals(features_of_stored_bars(isolated_settings))  # every value, every row
     assert features.num_rows < stale.num_rows
 
     again = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
-    assert again.signal_sessions == 1 and _stored(isolated_settings, "features_1m").equals(features)
-    assert _stored(isolated_settings, "risk_1m").num_rows == risk.num_rows
+    assert again.signal_sessions == 1 and stored_of_day(isolated_settings, "features_1m").equals(features)
+    assert stored_of_day(isolated_settings, "risk_1m").num_rows == risk.num_rows
 
 
 def test_a_prices_replay_computes_the_later_sessions_whose_baselines_hold_its_bars_again(
@@ -204,16 +180,16 @@ def test_a_prices_replay_computes_the_later_sessions_whose_baselines_hold_its_ba
     # seven sessions before DAY (volume baselines need five), and DAY..Wednesday: five sessions
     run_backfill(isolated_settings, "replay", DAY - dt.timedelta(days=10), DAY + dt.timedelta(days=6))
     monkeypatch.setitem(sources.PARSERS, "replay", f"{__name__}:changed_parser")
-    before = _stored(isolated_settings, "features_1m", day=later)
-    assert before.equals(_features_of_stored_bars(isolated_settings, later))
+    before = stored_of_day(isolated_settings, "features_1m", day=later)
+    assert before.equals(features_of_stored_bars(isolated_settings, later))
 
     report = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
 
     assert report.signal_sessions == 5
-    after = _stored(isolated_settings, "features_1m", day=later)
+    after = stored_of_day(isolated_settings, "features_1m", day=later)
     assert after.num_rows == before.num_rows  # the Monday's bars are the same ...
     assert not after.equals(before)  # ... their baselines are not
-    assert after.equals(_features_of_stored_bars(isolated_settings, later))
+    assert after.equals(features_of_stored_bars(isolated_settings, later))
 
 
 def test_an_alert_the_replayed_rows_no_longer_raise_is_kept_and_its_history_says_so(
