@@ -447,13 +447,17 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     """Rewrite closed days' stream batch files of the curated lake as a few large files."""
     from sentinel_ray.storage.compaction import compact
     from sentinel_ray.storage.lake import Lake
-    from sentinel_ray.storage.redis import redis_ok
+    from sentinel_ray.storage.redis import redis_ok, supervisor_status
 
     lake = Lake(settings.resolved_lake_uri)
     redis_url = None  # a local lake's lock is a file of its own
     if not lake.local:  # an object store's is in Redis: a configured one must answer
         redis_url = settings.resolved_redis_url
         if settings.redis_is_embedded and not redis_ok(redis_url):
+            status = supervisor_status(settings.embedded_redis_dir)
+            if status is not None and status["alive"]:  # `up` runs: its Redis is restarting
+                raise RuntimeError(f"the platform's embedded Redis ({redis_url}), which holds the lake's compaction "
+                                   f"lock, does not answer while `up` runs (restarting?); try again in a moment")
             # the embedded Redis runs only under `up`, and so does the other compactor (its loop)
             redis_url = None
             print(f"the platform is not running (no embedded Redis at {settings.resolved_redis_url}), so nothing "

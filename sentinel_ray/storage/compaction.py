@@ -69,6 +69,11 @@ class CompactionBusy(RuntimeError):
     """Another process (or thread) is compacting this lake."""
 
 
+class CompactionLockTrouble(CompactionBusy):
+    """An object-store lake's lock could not be taken or kept (Redis unreachable, or the lock
+    lost mid-pass): not another compactor's turn, something to look into."""
+
+
 @contextlib.contextmanager
 def one_compactor(lake: Lake, redis_url: str | None = None) -> Iterator[Callable[[], None]]:
     """Hold the lake's compaction lock for a pass, or raise CompactionBusy at once. Yields a
@@ -111,8 +116,8 @@ def _redis_compactor(lake: Lake, redis_url: str) -> Iterator[Callable[[], None]]
     client = connect_redis(redis_url)
     holder = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
     # not thread-local: the renewing thread uses the token this thread acquired with
-    lock = client.lock(f"sentinel-ray:lake-compaction:{lake.uri}", timeout=REDIS_LOCK_TTL_S, blocking=False,
-                       thread_local=False)
+    lock = client.lock(f"sentinel-ray:lake-compaction:{lake.uri.rstrip('/')}", timeout=REDIS_LOCK_TTL_S,
+                       blocking=False, thread_local=False)
     try:
         if not lock.acquire(token=holder):
             other = client.get(lock.name)
@@ -121,23 +126,34 @@ def _redis_compactor(lake: Lake, redis_url: str) -> Iterator[Callable[[], None]]
                                  f"try again once it has finished")
     except redis.RedisError as e:
         client.close()
-        raise CompactionBusy(f"the lake {lake.uri} is an object store, whose compaction lock is held in Redis "
+        raise CompactionLockTrouble(f"the lake {lake.uri} is an object store, whose compaction lock is held in Redis "
                              f"({redis_url}), and Redis could not be reached ({type(e).__name__}: {e})") from e
     lost = threading.Event()
     done = threading.Event()
 
     def renew() -> None:
-        while not done.wait(REDIS_LOCK_TTL_S / 3):
+        renewed = time.monotonic()
+        while not done.wait(REDIS_LOCK_TTL_S / 3 if time.monotonic() - renewed < REDIS_LOCK_TTL_S / 3 else 1.0):
             try:
                 lock.reacquire()
-            except (redis.exceptions.LockError, redis.RedisError) as e:
-                log.error("lost the compaction lock of %s (%s): the pass stops before its next day", lake.uri, e)
+                renewed = time.monotonic()
+            except redis.exceptions.LockError as e:  # the key is gone, or another's
                 lost.set()
+                log.error("lost the compaction lock of %s (%s): the pass stops before its next step", lake.uri, e)
+                return
+            except redis.RedisError as e:  # e.g. the embedded Redis restarting: the key may still hold
+                if time.monotonic() - renewed < REDIS_LOCK_TTL_S - 5:
+                    log.warning("renewing the compaction lock of %s failed (%s); retrying", lake.uri, e)
+                    continue
+                lost.set()
+                log.error("could not renew the compaction lock of %s for %.0f s (%s): the pass stops before its "
+                          "next step", lake.uri, time.monotonic() - renewed, e)
                 return
 
     def check() -> None:
         if lost.is_set():
-            raise CompactionBusy(f"lost the compaction lock of the lake {lake.uri} mid-pass; stopped before the next day")
+            raise CompactionLockTrouble(f"lost the compaction lock of the lake {lake.uri} mid-pass; "
+                                        f"stopped before its next step")
 
     renewer = threading.Thread(target=renew, name="compaction-lock", daemon=True)
     renewer.start()
@@ -216,13 +232,13 @@ def _compact(lake: Lake, *, target_bytes: int, quiet_s: float, dataset: str | No
         # landing between this pass's reads and the deletes that follow its publish
         with lake.partition_lock(listed.directory):
             _compact_day(lake, lake.partition(listed.directory), ds, summary, target_bytes=target_bytes,
-                         quiet_s=quiet_s, now=now, orphan_age_s=orphan_age_s)
+                         quiet_s=quiet_s, now=now, orphan_age_s=orphan_age_s, still_held=still_held)
     summary.seconds = time.perf_counter() - began
     return summary
 
 
 def _compact_day(lake: Lake, part: Partition, ds: Dataset, summary: CompactionSummary, *, target_bytes: int,
-                 quiet_s: float, now: dt.datetime, orphan_age_s: float) -> None:
+                 quiet_s: float, now: dt.datetime, orphan_age_s: float, still_held: Callable[[], None]) -> None:
     tidied = tidy(lake, part, ds, now=now, orphan_age_s=orphan_age_s)
     if tidied:
         summary.tidied += tidied
@@ -232,21 +248,24 @@ def _compact_day(lake: Lake, part: Partition, ds: Dataset, summary: CompactionSu
         if _groups(part, target_bytes):
             summary.open_days += 1
         return
-    done = compact_partition(lake, part, ds, target_bytes=target_bytes)
+    done = compact_partition(lake, part, ds, target_bytes=target_bytes, still_held=still_held)
     if done is not None:
         summary.compacted.append(done)
 
 
-def compact_partition(lake: Lake, part: Partition, ds: Dataset, *, target_bytes: int) -> PartitionCompaction | None:
+def compact_partition(lake: Lake, part: Partition, ds: Dataset, *, target_bytes: int,
+                      still_held: Callable[[], None] = lambda: None) -> PartitionCompaction | None:
     """Rewrite the small files of one partition as files of up to `target_bytes` (None: nothing to do).
-    The caller holds the partition's lock (`Lake.partition_lock`).
+    The caller holds the partition's lock (`Lake.partition_lock`) and the lake's (`still_held`
+    raises CompactionBusy once that is lost: checked before the manifest is published and
+    before batch files are deleted).
 
     Groups are cut by the sizes of the files they replace, and a compacted file comes out
     smaller than those (each small file carries its own footer and statistics): so the new
     files are looked at again, and small ones merged, until no two small files remain."""
     first, rounds = part, 0
     while rounds < MAX_ROUNDS and (groups := _groups(part, target_bytes)):
-        _rewrite(lake, part, ds, groups)
+        _rewrite(lake, part, ds, groups, still_held)
         part = lake.partition(part.directory)
         rounds += 1
     if rounds == 0:
@@ -258,7 +277,7 @@ def compact_partition(lake: Lake, part: Partition, ds: Dataset, *, target_bytes:
         rows=sum(part.manifest.outputs.values()) if part.manifest else 0)
 
 
-def _rewrite(lake: Lake, part: Partition, ds: Dataset, groups: list[list[str]]) -> None:
+def _rewrite(lake: Lake, part: Partition, ds: Dataset, groups: list[list[str]], still_held: Callable[[], None]) -> None:
     schema = lake.zone_schema(part.directory, ds)
     before = part.manifest or Manifest()
     after = before.without([name for group in groups for name in group if name in before.outputs])
@@ -273,7 +292,9 @@ def _rewrite(lake: Lake, part: Partition, ds: Dataset, groups: list[list[str]]) 
         output, placed = lake.write_compacted(part.directory, held, ds, schema)  # 1. unseen until published
         after.outputs[output] = sum(t.num_rows for _, t, _ in held)
         after.inputs.update(placed)
+    still_held()  # a compactor that lost the lake's lock leaves orphans, never a manifest or deletes
     lake.publish(part.directory, after)  # 2. the switch
+    still_held()
     for name in (n for group in groups for n in group):  # 3. nobody reads these any more
         if name in after.outputs:
             continue  # rewritten to the same name (the same batches in it)
@@ -391,6 +412,9 @@ class CompactionLoop:
                 self.last = compact(lake, target_bytes=self.settings.lake_compact_target_bytes,
                                     quiet_s=self.settings.lake_compact_quiet_s,
                                     redis_url=None if lake.local else self.settings.resolved_redis_url)
+            except CompactionLockTrouble as e:  # an object store's lock in Redis: worth a look
+                log.warning("lake compaction skipped: %s", e)
+                continue
             except CompactionBusy as e:  # `sentinel-ray compact` in another terminal: its pass does the work
                 log.info("lake compaction skipped: %s", e)
                 continue

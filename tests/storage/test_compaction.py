@@ -16,7 +16,13 @@ import pytest
 
 from sentinel_ray.config import Settings
 from sentinel_ray.schemas import PRICES
-from sentinel_ray.storage.compaction import CompactionBusy, CompactionLoop, compact, one_compactor
+from sentinel_ray.storage.compaction import (
+    CompactionBusy,
+    CompactionLockTrouble,
+    CompactionLoop,
+    compact,
+    one_compactor,
+)
 from sentinel_ray.storage.lake import MANIFEST, Lake
 from tests.ingest.conftest import ingest_settings, prefix, store  # noqa: F401 - fixtures
 
@@ -336,9 +342,37 @@ def test_a_compactor_that_loses_its_redis_lock_stops_before_the_next_day(embedde
     with one_compactor(lake, embedded_redis) as still_held:
         still_held()
         connect_redis(embedded_redis).delete(f"sentinel-ray:lake-compaction:{lake.uri}")  # e.g. Redis lost it
-        time.sleep(0.5)  # a renewal finds it gone
-        with pytest.raises(CompactionBusy, match="lost the compaction lock"):
-            still_held()
+        deadline = time.monotonic() + 10
+        with pytest.raises(CompactionLockTrouble, match="lost the compaction lock"):
+            while time.monotonic() < deadline:  # until a renewal (every 0.2 s) finds it gone
+                still_held()
+                time.sleep(0.05)
+
+
+def test_a_pass_that_loses_the_lake_lock_mid_day_publishes_nothing(s3_settings, embedded_redis,
+                                                                   monkeypatch) -> None:
+    """The lock lost while a day's compacted files are written: the pass stops before its
+    manifest is published, so readers keep reading the batch files (the orphans it wrote are
+    tidied later) and no batch file is deleted."""
+    from sentinel_ray.storage import compaction
+    from sentinel_ray.storage.redis import connect_redis
+
+    monkeypatch.setattr(compaction, "REDIS_LOCK_TTL_S", 0.6)
+    lake = Lake(s3_settings.resolved_lake_uri)
+    _stream_day(lake)
+    before, files = _rows(lake), _on_disk(lake)
+    write_compacted = Lake.write_compacted
+
+    def lock_lost_meanwhile(self, *args, **kwargs):
+        connect_redis(embedded_redis).delete(f"sentinel-ray:lake-compaction:{lake.uri.rstrip('/')}")
+        time.sleep(0.5)  # past a renewal (every 0.2 s): it finds the key gone
+        return write_compacted(self, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, "write_compacted", lock_lost_meanwhile)
+    with pytest.raises(CompactionLockTrouble, match="lost the compaction lock"):
+        compact(lake, target_bytes=10**9, quiet_s=0, day=DAY, redis_url=embedded_redis)
+    assert _readable(lake) == files and set(files) <= set(_on_disk(lake))
+    assert _rows(lake).equals(before)
 
 
 def test_the_cli_on_an_object_store_lake_takes_its_lock_in_redis(s3_settings, embedded_redis, tmp_path: Path,
