@@ -20,8 +20,9 @@ those posts in their 15- and 60-minute windows, so detection sees them a minute 
 Bars must reach one updater in time order (one prices consumer, `Supervisor`).
 
 `recompute_sessions` runs the same updater over sessions whose stored rows changed after
-their signals were computed (a replay from the raw zone): their bars read back from the
-warehouse in day order, and the computed rows of bars no longer stored taken out.
+their signals were computed (a replay from the raw zone; the sessions after a backfill's
+days, whose baselines hold them): their bars read back from the warehouse in day order,
+and the computed rows of bars no longer stored taken out.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import pyarrow.compute as pc
 
 from sentinel_ray.detect.alerts import Episode, Key, events_table
 from sentinel_ray.detect.run import DetectSummary, detect_batch
-from sentinel_ray.market import IST_OFFSET, ist_midnight_utc
+from sentinel_ray.market import IST_OFFSET, as_utc, ist_date, ist_midnight_utc
 from sentinel_ray.pipeline.features_store import read_bars
 from sentinel_ray.pipeline.features_stream import FeatureUpdater
 from sentinel_ray.records import utc_now
@@ -114,9 +115,11 @@ _STALE = {
 
 
 def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterable[dt.date], *,
-                       detected_by: str, why: str, on_block: Callable[[pa.Table], None] | None = None,
+                       detected_by: str, why: str, bars_removed_on: Iterable[dt.date] | None = None,
+                       on_block: Callable[[pa.Table], None] | None = None,
                        progress: Callable[[int, int], None] | None = None,
-                       hold: Callable[[], AbstractContextManager[None]] = nullcontext) -> SignalCounts:
+                       hold: Callable[[list[dt.date]], AbstractContextManager[None]] = lambda _block: nullcontext(),
+                       ) -> SignalCounts:
     """Features, risk and alerts of these IST sessions computed again from their stored 1m
     bars, as a backfill computes them: in day order, blocks of consecutive sessions, each run
     of sessions continuing from the stored bars before it. First the computed rows of bars no
@@ -127,16 +130,20 @@ def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterab
     rows no longer raise stays as the analyst left it (they may have acted on it), and its
     history gets an event saying so (`why`: what changed the rows, e.g. the replay's run):
     the counts' `not_raised_again`.
+    `bars_removed_on`: the only days whose bars the caller may have removed (None: any), the
+    only ones checked for stale rows; days after the newest stored bar are skipped but these.
     `on_block(bars)` after each block's signals are stored (the serving cache's risk),
-    `progress(done, total)` after each block; `hold()` is entered around each block (a running
-    platform's stream signals lock: the consumers wait, then rebuild their states)."""
-    days = sorted(set(sessions))
+    `progress(done, total)` after each block; `hold(block)` is entered around each block (a
+    running platform's stream signals lock: the consumers wait, then rebuild their states)."""
+    removed = None if bars_removed_on is None else set(bars_removed_on)
+    days = _up_to_newest_bar(warehouse, sorted(set(sessions)), removed)
     signals = SignalUpdater(warehouse, lake, detected_by=detected_by)
     blocks = _consecutive_blocks(days, RECOMPUTE_BLOCK_SESSIONS)
     done, raised = 0, set()
     for block in blocks:
-        with hold():
-            newest = _recompute_block(warehouse, signals, block, days, raised, on_block)
+        with hold(block):
+            newest = _recompute_block(warehouse, signals, block, days, raised, on_block,
+                                      check_stale=removed is None or not removed.isdisjoint(block))
             _mark_not_raised_again(warehouse, block, newest, raised, signals.counts, detected_by, why)
         done += len(block)
         if progress is not None:
@@ -144,22 +151,38 @@ def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterab
     return signals.counts
 
 
+def _up_to_newest_bar(warehouse: Warehouse, days: list[dt.date], removed: set[dt.date] | None) -> list[dt.date]:
+    """`days` without those after the newest stored 1m bar among them (a reach into days not
+    stored yet), keeping any whose bars may have been removed: their computed rows go."""
+    if not days or removed is None:
+        return days
+    [row] = warehouse.query_rows(
+        f"SELECT max(ts) AS newest, count() AS n FROM {{db}}.`{PRICES.name}` "
+        f"WHERE `interval` = '1m' AND ts >= {{lo:{_T}}} AND ts < {{hi:{_T}}}",
+        {"lo": ist_midnight_utc(days[0]), "hi": ist_midnight_utc(days[-1] + dt.timedelta(days=1))})
+    last = ist_date(as_utc(row["newest"])) if row["n"] else days[0] - dt.timedelta(days=1)
+    return [d for d in days if d <= last or d in removed]
+
+
 def _recompute_block(warehouse: Warehouse, signals: SignalUpdater, block: list[dt.date], days: list[dt.date],
-                     raised: set[str], on_block: Callable[[pa.Table], None] | None) -> dt.datetime:
+                     raised: set[str], on_block: Callable[[pa.Table], None] | None, *,
+                     check_stale: bool) -> dt.datetime:
     """One block's signals again; `raised` gets the ids of the alerts they raised. Returns the
     newest bar read (the block's end when none): the block's alerts up to it are judged."""
     lo, hi = ist_midnight_utc(block[0]), ist_midnight_utc(block[-1] + dt.timedelta(days=1))
-    stale = {table: (f"FROM {{db}}.`{table}` WHERE `{column}` >= {{lo:{_T}}} AND `{column}` < {{hi:{_T}}} "
-                     f"AND {key} NOT IN (SELECT {bars_key} FROM {{db}}.`{PRICES.name}` FINAL "
-                     f"WHERE `interval` = '1m' AND ts >= {{lo:{_T}}} AND ts < {{hi:{_T}}})")
-             for table, (column, key, bars_key) in _STALE.items()}
-    # counted first: a DELETE is a mutation that marks every part it reads, and most blocks
-    # (a replay's later sessions, a replay that removed no bars) have nothing stale
-    [found] = warehouse.query_rows("SELECT " + ", ".join(f"(SELECT count() {where}) AS `{table}`"
-                                                         for table, where in stale.items()), {"lo": lo, "hi": hi})
-    for table, where in stale.items():
-        if found[table]:
-            warehouse.command(f"DELETE {where}", {"lo": lo, "hi": hi})
+    if check_stale:
+        stale = {table: (f"FROM {{db}}.`{table}` WHERE `{column}` >= {{lo:{_T}}} AND `{column}` < {{hi:{_T}}} "
+                         f"AND {key} NOT IN (SELECT {bars_key} FROM {{db}}.`{PRICES.name}` FINAL "
+                         f"WHERE `interval` = '1m' AND ts >= {{lo:{_T}}} AND ts < {{hi:{_T}}})")
+                 for table, (column, key, bars_key) in _STALE.items()}
+        # looked for first: a DELETE is a mutation that marks every part it reads, and most
+        # blocks (a replay that changed bars but removed none) have nothing stale
+        [found] = warehouse.query_rows(
+            "SELECT " + ", ".join(f"(SELECT count() FROM (SELECT 1 {where} LIMIT 1)) AS `{table}`"
+                                  for table, where in stale.items()), {"lo": lo, "hi": hi})
+        for table, where in stale.items():
+            if found[table]:
+                warehouse.command(f"DELETE {where}", {"lo": lo, "hi": hi})
     if block[0] - dt.timedelta(days=1) not in days:
         signals.reset()  # the first, or after a gap: both states from the stored rows before it
     bars = read_bars(warehouse, lo, hi)

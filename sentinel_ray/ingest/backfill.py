@@ -69,7 +69,7 @@ class BackfillSummary:
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     feature_rows: int = 0  # features_1m rows computed for the range
     alerts_opened: int = 0
-    later_sessions: int = 0  # sessions after the range (with bars) whose signals were computed again
+    later_sessions: int = 0  # sessions after its days (with bars, not its own) whose signals were computed again
     alerts_not_raised_again: list[str] = field(default_factory=list)  # opened in those, no longer raised
 
     @property
@@ -97,8 +97,8 @@ class BackfillSummary:
                      f"quarantined {self.total_quarantined:>7,}  {rate:,.0f} rows/s")
         lines.append(f"  signals  features_1m rows {self.feature_rows:,}  alerts opened {self.alerts_opened:,}")
         if self.later_sessions:
-            lines.append(f"  later    signals of {self.later_sessions} session(s) after the range computed again "
-                         f"(their baselines hold its days)")
+            lines.append(f"  later    signals of {self.later_sessions} later session(s) computed again "
+                         f"(their baselines hold the days stored)")
         if self.alerts_not_raised_again:
             lines.append(f"  no longer raised by those sessions' rows (kept as they were, an event says so): "
                          f"{', '.join(self.alerts_not_raised_again)}")
@@ -228,12 +228,14 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
         if days:
             checked, prior = _months_with_rows(warehouse, source_name, days)
             previous: dt.date | None = None
+            stored_bars, last_block = False, []
             for block in _run_days(settings, source_name, days, run.run_id):
                 block_days = sorted({dt.date.fromisoformat(str(r["day"])) for r in block})
                 if previous is None or _skipped_between(all_days, done, previous, block_days[0]):
                     signals.reset()  # days in between came from an earlier run: states from the warehouse
                 bars = _bars_of(block)
                 if bars is not None:
+                    stored_bars = True
                     serving.on_prices(bars, batch_key=f"{run.run_id}-{block_days[0]}")
                     for name, months in _computed_months(signals.on_prices(bars, batch_key=None)).items():
                         computed.setdefault(name, set()).update(months)
@@ -243,7 +245,10 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                 # kept for the summary and the merge, without the bars: the signals are done
                 # with them, and a long range would hold every day's (memory growing with it)
                 rows.extend({k: v for k, v in r.items() if k != "bars"} for r in block)
-                _record_finished(warehouse, source_name, run.run_id, block)  # signals included
+                if block_days[-1] != days[-1]:  # signals included
+                    _record_finished(warehouse, source_name, run.run_id, block)
+                else:  # recorded once the later sessions' signals are done too (below): a run
+                    last_block = block  # stopped before that redoes these days, and with them those sessions
                 run.rows_in, run.rows_valid, run.rows_quarantined = (
                     sum(int(r[k]) for r in rows) for k in ("rows_in", "rows_valid", "rows_quarantined"))
                 run.heartbeat(warehouse)  # alive, and how far (at most once a minute)
@@ -252,13 +257,17 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                     first = first or (finished, elapsed)
                     progress(Progress(finished, len(days), run.rows_in, elapsed, *first))
             _merge_replaced_rows(warehouse, rows, computed, checked, prior)
-            computed_days = set(days)
-            sessions = [d for d in sessions_reading(days, ist_date(utc_now())) if d not in computed_days]
-            later = recompute_sessions(warehouse, lake, sessions, detected_by="backfill",
-                                       why=f"backfill {run.run_id} of {source_name} {start}..{end} (their "
-                                           f"baselines hold its days)", on_block=serving.on_signals,
-                                       progress=lambda _done, _total: run.heartbeat(warehouse),
-                                       hold=serving.stream_signals_held)
+            if stored_bars:  # the stored sessions after its days: their baselines hold them
+                computed_days = set(days)
+                sessions = [d for d in sessions_reading(days, ist_date(utc_now())) if d not in computed_days]
+                later = recompute_sessions(warehouse, lake, sessions, detected_by="backfill",
+                                           why=f"backfill {run.run_id} of {source_name} {start}..{end} (their "
+                                               f"baselines hold its days)", bars_removed_on=(),
+                                           on_block=serving.on_signals,
+                                           progress=lambda _done, _total: run.heartbeat(warehouse),
+                                           hold=serving.stream_signals_held)
+            if last_block:
+                _record_finished(warehouse, source_name, run.run_id, last_block)
             serving.on_history(days[-1])  # live consumers rebuild states that may lack these days
     except BaseException as e:
         run.fail_quietly(warehouse, e)

@@ -252,7 +252,7 @@ class StreamConsumer:
             epoch = self.store.signals_epoch()
             if epoch != self._signals_epoch:
                 if self._signals_epoch is not None:
-                    # stored bars changed behind this consumer (a replay recomputed sessions):
+                    # stored bars changed behind this consumer (a replay or backfill recomputed sessions):
                     # its in-memory states are rebuilt from the warehouse
                     self.signals.reset()
                 self._signals_epoch = epoch

@@ -21,7 +21,8 @@ takes them out, and writes the same files again. A run is a pipeline run (`pipel
 with the rules version) and an OpenLineage run.
 5. Unless `signals=False`, the signals of the IST sessions the old and new rows reach
    (`sessions_touched`: prices their bars' sessions and the 20 sessions whose baselines hold
-   them; posts the POST_DAYS after them; filings the FILING_LOOKBACK after them) are computed again
+   them; posts the POST_DAYS and the 20 sessions after them; filings the FILING_LOOKBACK after
+   them; none after the newest stored bar) are computed again
    from the stored rows (`detect.signals.recompute_sessions`): features, risk and alerts
    as a backfill computes them, and the computed rows of bars the replay removed deleted.
 """
@@ -167,6 +168,7 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
             say(f"computing the signals of {sessions[0]}..{sessions[-1]} again (the sessions with stored bars)")
             counts = recompute_sessions(warehouse, lake, sessions, detected_by="replay",
                                         why=f"replay {run.run_id} of {source}/{dataset} {start}..{end}",
+                                        bars_removed_on=_bar_sessions(old) if ds.name == PRICES.name else (),
                                         on_block=serving.on_signals,
                                         progress=lambda _done, _total: run.heartbeat(warehouse),
                                         hold=serving.stream_signals_held)
@@ -190,20 +192,22 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
     return report
 
 
-# how far past a row's time the signals that read it reach: a post the bars whose posts
-# baseline (POST_DAYS) holds it; a filing the filing check's lookback. A 1m bar's reach is in
-# sessions, not days: its own and the WINDOW_SESSIONS whose baselines hold it.
+# how far past a row's time the signals that read it reach, in calendar time: a post the
+# bars whose posts baseline (POST_DAYS) holds it; a filing the filing check's lookback. In
+# sessions (`sessions_reading`): a 1m bar, and a post (the day rows' posts baseline).
 _SIGNAL_REACH = {POSTS.name: dt.timedelta(days=POST_DAYS), FILINGS.name: FILING_LOOKBACK}
+_SESSION_REACH = frozenset({PRICES.name, POSTS.name})
 
 
 def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]:
     """The IST days (up to today) whose signals read these rows, before or after a replay:
     a 1m bar's session and the WINDOW_SESSIONS sessions after it (their volume and daily
-    baselines hold it); a post's day and the POST_DAYS after it (its 60-minute windows, and
-    the posts baseline of the z-scores); a filing's and the FILING_LOOKBACK after it (an
-    alert's filing check looks that far back). Every day between is named (days without
-    bars are skipped by the recompute, and runs of consecutive days keep its blocks long)."""
-    if ds.name != PRICES.name and ds.name not in _SIGNAL_REACH:
+    baselines hold it); a post's day, the POST_DAYS after it (its 60-minute windows, and the
+    posts baseline of the z-scores) and the WINDOW_SESSIONS sessions after it (the day rows'
+    posts baseline); a filing's and the FILING_LOOKBACK after it (an alert's filing check
+    looks that far back). Every day between is named (days without bars are skipped by the
+    recompute, and runs of consecutive days keep its blocks long)."""
+    if ds.name not in _SESSION_REACH and ds.name not in _SIGNAL_REACH:
         return []
     today = ist_date(utc_now())
     days: set[dt.date] = set()
@@ -213,14 +217,23 @@ def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]
         if table.num_rows == 0:
             continue
         ts = pc.cast(table.column(ds.time_column), TIMESTAMP_TYPE).drop_null()
-        if ds.name == PRICES.name:
+        if ds.name in _SESSION_REACH:
             days.update(sessions_reading(pc.unique(_ist_dates(ts)).to_pylist(), today))
-            continue
-        reach = pa.table({"first": _ist_dates(ts), "last": _ist_dates(pc.add(ts, pa.scalar(_SIGNAL_REACH[ds.name])))})
-        reach = reach.group_by(["first", "last"]).aggregate([])
-        for first, last in zip(reach.column("first").to_pylist(), reach.column("last").to_pylist()):
-            days.update(first + k * _DAY for k in range((min(last, today) - first).days + 1))
+        if ds.name in _SIGNAL_REACH:
+            reach = pa.table({"first": _ist_dates(ts),
+                              "last": _ist_dates(pc.add(ts, pa.scalar(_SIGNAL_REACH[ds.name])))})
+            reach = reach.group_by(["first", "last"]).aggregate([])
+            for first, last in zip(reach.column("first").to_pylist(), reach.column("last").to_pylist()):
+                days.update(first + k * _DAY for k in range((min(last, today) - first).days + 1))
     return sorted(days)
+
+
+def _bar_sessions(table: pa.Table) -> list[dt.date]:
+    """The IST sessions of a prices table's 1m bars."""
+    if table.num_rows == 0:
+        return []
+    bars = table.filter(pc.equal(table.column("interval"), "1m"))
+    return pc.unique(_ist_dates(pc.cast(bars.column("ts"), TIMESTAMP_TYPE).drop_null())).to_pylist()
 
 
 def _ist_dates(ts: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -154,13 +154,14 @@ class ServingUpdater:
                         "when they restart", e)
 
     @contextmanager
-    def stream_signals_held(self) -> Iterator[None]:
+    def stream_signals_held(self, block: list[dt.date]) -> Iterator[None]:
         """Around a block of sessions whose signals a writer computes again (a replay; a
         backfill, for the sessions after its days) on a running platform: the stream
         consumers' signals lock held (they wait), and their epoch moved after (they rebuild
         their in-memory states from the warehouse before their next batch, so none goes on
-        from the old bars). Without Redis, nothing to hold."""
-        if self.store is None:
+        from the old bars). Nothing to hold without Redis, or for a block older than any
+        live state's sessions (STATE_REACH, as `on_history`)."""
+        if self.store is None or block[-1] < utc_now().date() - STATE_REACH:
             yield
             return
         try:

@@ -388,7 +388,9 @@ class StreamStore:
 
     # -- the signals' epoch ---------------------------------------------------------
     # Writers that change stored bars behind the stream's back move it: a replay recomputing
-    # sessions (holding SIGNALS_LOCK for each block), a backfill of recent days (when it ends).
+    # sessions, a backfill recomputing the sessions after its days (both holding SIGNALS_LOCK
+    # for each recent block: `ServingUpdater.stream_signals_held`), a backfill of recent days
+    # (when it ends).
     # A prices or posts consumer, under SIGNALS_LOCK, seeing it moved rebuilds its in-memory
     # states from the warehouse before its batch's signals.
     def signals_epoch_key(self) -> str:

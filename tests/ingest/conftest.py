@@ -121,12 +121,15 @@ def stored_of_day(settings: Settings, table: str, column: str = "ts", day: dt.da
     return rows.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), (column, "ascending")])
 
 
-def features_of_stored_bars(settings: Settings, day: dt.date = DAY) -> pa.Table:
-    """The day's features_1m as the feature functions give them on what is stored now, assembled here."""
+def features_of_stored_bars(settings: Settings, day: dt.date = DAY, table: str = "features_1m") -> pa.Table:
+    """The day's features_1m (or features_1d) as the feature functions give them on what is
+    stored now, assembled here."""
     wh = connect_warehouse(settings)
     lo, hi = ist_midnight_utc(day), ist_midnight_utc(day + dt.timedelta(days=1))
     bars = read_bars(wh, lo, hi)
     first = pc.min(session_bars(bars).column("ts")).as_py()
     posts = read_posts(wh, ist_midnight_utc(warmup_start(first.date())), hi)
-    f1m, _, _ = session_features(bars, posts, state_before(wh, day), computed_at=dt.datetime.now(dt.UTC))
+    f1m, f1d, _ = session_features(bars, posts, state_before(wh, day), computed_at=dt.datetime.now(dt.UTC))
+    if table == "features_1d":
+        return f1d.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), ("day", "ascending")])
     return f1m.drop_columns(["computed_at"]).sort_by([("ticker", "ascending"), ("ts", "ascending")])

@@ -142,6 +142,8 @@ def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bar
     removed, and every feature value what the features give on the stored bars."""
     run_backfill(isolated_settings, "replay", DAY, DAY)
     monkeypatch.setitem(sources.PARSERS, "replay", f"{__name__}:changed_parser")
+    # a live state's sessions reach back to DAY (on any later date a replay of DAY moves no epoch)
+    monkeypatch.setattr("sentinel_ray.ingest.serving.utc_now", lambda: as_utc(dt.datetime(2026, 11, 20)))
 
     store = stream_store(isolated_settings)
     epoch = store.signals_epoch()
@@ -155,7 +157,9 @@ def test_a_prices_replay_computes_its_sessions_signals_again_from_the_stored_bar
     assert not kept.equals(features_of_stored_bars(isolated_settings))  # the market's median moved too
 
     report = replay_raw(isolated_settings, source="replay", dataset="prices", start=DAY, end=DAY)
-    assert store.signals_epoch() > epoch  # moved after each block: the running stream's consumers rebuild their states
+    # one block (the later sessions hold no bars: none stored after DAY), its epoch moved once:
+    # the running stream's consumers rebuild their states
+    assert store.signals_epoch() == epoch + 1
     features = stored_of_day(isolated_settings, "features_1m")
     risk = stored_of_day(isolated_settings, "risk_1m")
     days = stored_of_day(isolated_settings, "features_1d", "day")
@@ -224,8 +228,9 @@ def _ts(*moments: dt.datetime) -> pa.Array:
     return pa.array(moments, TIMESTAMP_TYPE)
 
 
-def test_the_sessions_a_replay_recomputes_are_those_its_rows_reach() -> None:
+def test_the_sessions_a_replay_recomputes_are_those_its_rows_reach(monkeypatch) -> None:
     utc = dt.timezone.utc
+    monkeypatch.setattr("sentinel_ray.ingest.replay.utc_now", lambda: dt.datetime(2027, 2, 1, tzinfo=utc))
     bars = pa.table({"interval": ["1m", "1m", "1d"],
                      "ts": _ts(dt.datetime(2026, 11, 5, 4, tzinfo=utc), dt.datetime(2026, 11, 5, 18, 40, tzinfo=utc),
                                dt.datetime(2026, 10, 1, 18, 30, tzinfo=utc))})  # a daily bar has no signals
@@ -233,10 +238,18 @@ def test_the_sessions_a_replay_recomputes_are_those_its_rows_reach() -> None:
     # the last (the NSE calendar has no holiday between): Friday 2026-12-04
     assert sessions_touched(PRICES, bars, bars.slice(0, 0)) == [dt.date(2026, 11, 5) + dt.timedelta(days=k)
                                                                 for k in range(30)]
+    # across a holiday (2026-12-25): the 20th session after Thursday 12-10 is Friday 2027-01-08
+    december = pa.table({"interval": ["1m"], "ts": _ts(dt.datetime(2026, 12, 10, 4, 30, tzinfo=utc))})
+    assert sessions_touched(PRICES, december, december.slice(0, 0)) == [
+        dt.date(2026, 12, 10) + dt.timedelta(days=k) for k in range(30)]
+    monkeypatch.setattr("sentinel_ray.ingest.replay.utc_now", lambda: dt.datetime(2027, 1, 6, 6, tzinfo=utc))
+    assert sessions_touched(PRICES, december, december.slice(0, 0))[-1] == dt.date(2027, 1, 6)  # up to today
+    monkeypatch.setattr("sentinel_ray.ingest.replay.utc_now", lambda: dt.datetime(2027, 2, 1, tzinfo=utc))
     post = pa.table({"ts": _ts(dt.datetime(2026, 11, 5, 18, 0, tzinfo=utc))})  # 23:30 IST
-    # its day and the 20 after it: the sessions whose posts baseline holds it
+    # its day, the 20 after it (the minute rows' posts baseline) and the 20 sessions after
+    # it (the day rows'): to Thursday 2026-12-03
     assert sessions_touched(POSTS, post, post.slice(0, 0)) == [dt.date(2026, 11, 5) + dt.timedelta(days=k)
-                                                                for k in range(21)]
+                                                                for k in range(29)]
     filing = pa.table({"ts": _ts(dt.datetime(2026, 11, 5, 6, 0, tzinfo=utc))})
     assert sessions_touched(FILINGS, filing.slice(0, 0), filing) == [
         dt.date(2026, 11, 5) + dt.timedelta(days=k) for k in range(8)]
