@@ -443,6 +443,20 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (the embedded Redis's supervisor,
+    `up`, writes its pid; its status file goes when it stops cleanly)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user
+        return True
+    return True
+
+
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     """Rewrite closed days' stream batch files of the curated lake as a few large files."""
     from sentinel_ray.storage.compaction import compact
@@ -455,7 +469,7 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
         redis_url = settings.resolved_redis_url
         if settings.redis_is_embedded and not redis_ok(redis_url):
             status = supervisor_status(settings.embedded_redis_dir)
-            if status is not None and status["alive"]:  # `up` runs: its Redis is restarting
+            if status is not None and _process_alive(int(status.get("pid") or 0)):  # `up` runs: Redis restarting
                 raise RuntimeError(f"the platform's embedded Redis ({redis_url}), which holds the lake's compaction "
                                    f"lock, does not answer while `up` runs (restarting?); try again in a moment")
             # the embedded Redis runs only under `up`, and so does the other compactor (its loop)

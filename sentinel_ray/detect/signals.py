@@ -131,7 +131,8 @@ def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterab
     history gets an event saying so (`why`: what changed the rows, e.g. the replay's run):
     the counts' `not_raised_again`.
     `bars_removed_on`: the only days whose bars the caller may have removed (None: any), the
-    only ones checked for stale rows; days after the newest stored bar are skipped but these.
+    only ones checked for stale rows; days after the newest stored bar are skipped but these
+    and today.
     `on_block(bars)` after each block's signals are stored (the serving cache's risk),
     `progress(done, total)` after each block; `hold(block)` is entered around each block (a
     running platform's stream signals lock: the consumers wait, then rebuild their states)."""
@@ -153,7 +154,8 @@ def recompute_sessions(warehouse: Warehouse, lake: Lake | None, sessions: Iterab
 
 def _up_to_newest_bar(warehouse: Warehouse, days: list[dt.date], removed: set[dt.date] | None) -> list[dt.date]:
     """`days` without those after the newest stored 1m bar among them (a reach into days not
-    stored yet), keeping any whose bars may have been removed: their computed rows go."""
+    stored yet), keeping any whose bars may have been removed (their computed rows go) and
+    today's (a live stream may store its first bars while the others are computed)."""
     if not days or removed is None:
         return days
     [row] = warehouse.query_rows(
@@ -161,7 +163,8 @@ def _up_to_newest_bar(warehouse: Warehouse, days: list[dt.date], removed: set[dt
         f"WHERE `interval` = '1m' AND ts >= {{lo:{_T}}} AND ts < {{hi:{_T}}}",
         {"lo": ist_midnight_utc(days[0]), "hi": ist_midnight_utc(days[-1] + dt.timedelta(days=1))})
     last = ist_date(as_utc(row["newest"])) if row["n"] else days[0] - dt.timedelta(days=1)
-    return [d for d in days if d <= last or d in removed]
+    today = ist_date(utc_now())
+    return [d for d in days if d <= last or d in removed or d == today]
 
 
 def _recompute_block(warehouse: Warehouse, signals: SignalUpdater, block: list[dt.date], days: list[dt.date],

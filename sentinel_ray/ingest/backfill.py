@@ -228,14 +228,13 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
         if days:
             checked, prior = _months_with_rows(warehouse, source_name, days)
             previous: dt.date | None = None
-            stored_bars, last_block = False, []
+            last_block: list[dict[str, Any]] = []
             for block in _run_days(settings, source_name, days, run.run_id):
                 block_days = sorted({dt.date.fromisoformat(str(r["day"])) for r in block})
                 if previous is None or _skipped_between(all_days, done, previous, block_days[0]):
                     signals.reset()  # days in between came from an earlier run: states from the warehouse
                 bars = _bars_of(block)
                 if bars is not None:
-                    stored_bars = True
                     serving.on_prices(bars, batch_key=f"{run.run_id}-{block_days[0]}")
                     for name, months in _computed_months(signals.on_prices(bars, batch_key=None)).items():
                         computed.setdefault(name, set()).update(months)
@@ -257,15 +256,15 @@ def run_backfill(settings: Settings, source_name: str, start: dt.date, end: dt.d
                     first = first or (finished, elapsed)
                     progress(Progress(finished, len(days), run.rows_in, elapsed, *first))
             _merge_replaced_rows(warehouse, rows, computed, checked, prior)
-            if stored_bars:  # the stored sessions after its days: their baselines hold them
-                computed_days = set(days)
-                sessions = [d for d in sessions_reading(days, ist_date(utc_now())) if d not in computed_days]
-                later = recompute_sessions(warehouse, lake, sessions, detected_by="backfill",
-                                           why=f"backfill {run.run_id} of {source_name} {start}..{end} (their "
-                                               f"baselines hold its days)", bars_removed_on=(),
-                                           on_block=serving.on_signals,
-                                           progress=lambda _done, _total: run.heartbeat(warehouse),
-                                           hold=serving.stream_signals_held)
+            # the stored sessions after its days: their baselines hold them
+            computed_days = set(days)
+            sessions = [d for d in sessions_reading(days, ist_date(utc_now())) if d not in computed_days]
+            later = recompute_sessions(warehouse, lake, sessions, detected_by="backfill",
+                                       why=f"backfill {run.run_id} of {source_name} {start}..{end} (their "
+                                           f"baselines hold its days)", bars_removed_on=(),
+                                       on_block=serving.on_signals,
+                                       progress=lambda _done, _total: run.heartbeat(warehouse),
+                                       hold=serving.stream_signals_held)
             if last_block:
                 _record_finished(warehouse, source_name, run.run_id, last_block)
             serving.on_history(days[-1])  # live consumers rebuild states that may lack these days

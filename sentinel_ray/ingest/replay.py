@@ -168,7 +168,8 @@ def replay_raw(settings: Settings, *, source: str, dataset: str, start: dt.date,
             say(f"computing the signals of {sessions[0]}..{sessions[-1]} again (the sessions with stored bars)")
             counts = recompute_sessions(warehouse, lake, sessions, detected_by="replay",
                                         why=f"replay {run.run_id} of {source}/{dataset} {start}..{end}",
-                                        bars_removed_on=_bar_sessions(old) if ds.name == PRICES.name else (),
+                                        bars_removed_on=_bars_maybe_removed(old, start, end)
+                                        if ds.name == PRICES.name else (),
                                         on_block=serving.on_signals,
                                         progress=lambda _done, _total: run.heartbeat(warehouse),
                                         hold=serving.stream_signals_held)
@@ -228,12 +229,15 @@ def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]
     return sorted(days)
 
 
-def _bar_sessions(table: pa.Table) -> list[dt.date]:
-    """The IST sessions of a prices table's 1m bars."""
-    if table.num_rows == 0:
-        return []
-    bars = table.filter(pc.equal(table.column("interval"), "1m"))
-    return pc.unique(_ist_dates(pc.cast(bars.column("ts"), TIMESTAMP_TYPE).drop_null())).to_pylist()
+def _bars_maybe_removed(old: pa.Table, start: dt.date, end: dt.date) -> list[dt.date]:
+    """The IST sessions whose bars a prices replay may have removed: those of the rows it
+    replaced, and every day of its range and the next (a payload's bars can fall on the IST
+    day after its raw-zone date), for a run that replaced rows and stopped before the rest."""
+    days = {start + k * _DAY for k in range((end - start).days + 2)}
+    if old.num_rows:
+        bars = old.filter(pc.equal(old.column("interval"), "1m"))
+        days.update(pc.unique(_ist_dates(pc.cast(bars.column("ts"), TIMESTAMP_TYPE).drop_null())).to_pylist())
+    return sorted(days)
 
 
 def _ist_dates(ts: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -110,15 +110,19 @@ def one_compactor(lake: Lake, redis_url: str | None = None) -> Iterator[Callable
 def _redis_compactor(lake: Lake, redis_url: str) -> Iterator[Callable[[], None]]:
     """An object-store lake's lock: a Redis key set only if absent (its value says who holds
     it), with a TTL a thread renews every third of it, deleted by its holder only (redis-py's
-    Lock). A holder killed mid-pass frees it REDIS_LOCK_TTL_S after its last renewal. If a
-    renewal finds the key gone or another's (Redis lost it, or this process stalled past the
-    TTL), the check raises before the pass's next partition."""
-    client = connect_redis(redis_url)
+    Lock). A holder killed mid-pass frees it REDIS_LOCK_TTL_S after its last renewal.
+
+    The check raises once the lock may be gone: a renewal found the key gone or another's, or
+    no renewal has succeeded for all but a margin of the TTL (Redis unreachable, e.g. the
+    embedded one restarting, is retried until then; a renewal counts from when it was sent)."""
+    margin = REDIS_LOCK_TTL_S / 6  # 5 s of a 30 s TTL: also each Redis call's timeout
+    client = connect_redis(redis_url, timeout_s=margin)
     holder = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
     # not thread-local: the renewing thread uses the token this thread acquired with
     lock = client.lock(f"sentinel-ray:lake-compaction:{lake.uri.rstrip('/')}", timeout=REDIS_LOCK_TTL_S,
                        blocking=False, thread_local=False)
     try:
+        taken = time.monotonic()
         if not lock.acquire(token=holder):
             other = client.get(lock.name)
             raise CompactionBusy(f"another compaction of the lake {lake.uri} is running "
@@ -126,32 +130,42 @@ def _redis_compactor(lake: Lake, redis_url: str) -> Iterator[Callable[[], None]]
                                  f"try again once it has finished")
     except redis.RedisError as e:
         client.close()
-        raise CompactionLockTrouble(f"the lake {lake.uri} is an object store, whose compaction lock is held in Redis "
-                             f"({redis_url}), and Redis could not be reached ({type(e).__name__}: {e})") from e
+        raise CompactionLockTrouble(f"the lake {lake.uri} is an object store, whose compaction lock is held in "
+                                    f"Redis ({redis_url}), and Redis could not be reached "
+                                    f"({type(e).__name__}: {e})") from e
+    renewed = [taken]  # when the key's TTL was last set, at the latest (the renewal's send)
     lost = threading.Event()
     done = threading.Event()
 
+    def give_up(why: str) -> None:
+        lost.set()
+        log.error("the compaction lock of %s: %s; the pass stops before its next step", lake.uri, why)
+
     def renew() -> None:
-        renewed = time.monotonic()
-        while not done.wait(REDIS_LOCK_TTL_S / 3 if time.monotonic() - renewed < REDIS_LOCK_TTL_S / 3 else 1.0):
+        wait = REDIS_LOCK_TTL_S / 3
+        while not done.wait(wait):
+            sent = time.monotonic()
             try:
                 lock.reacquire()
-                renewed = time.monotonic()
+                renewed[0], wait = sent, REDIS_LOCK_TTL_S / 3
             except redis.exceptions.LockError as e:  # the key is gone, or another's
-                lost.set()
-                log.error("lost the compaction lock of %s (%s): the pass stops before its next step", lake.uri, e)
+                give_up(f"lost ({e})")
                 return
-            except redis.RedisError as e:  # e.g. the embedded Redis restarting: the key may still hold
-                if time.monotonic() - renewed < REDIS_LOCK_TTL_S - 5:
+            except redis.RedisError as e:
+                # a retry's reply comes at most `margin` later, and must come before the key
+                # could expire, with a margin to spare
+                if time.monotonic() - renewed[0] + 2 * margin < REDIS_LOCK_TTL_S:
                     log.warning("renewing the compaction lock of %s failed (%s); retrying", lake.uri, e)
+                    wait = REDIS_LOCK_TTL_S / 30
                     continue
-                lost.set()
-                log.error("could not renew the compaction lock of %s for %.0f s (%s): the pass stops before its "
-                          "next step", lake.uri, time.monotonic() - renewed, e)
+                give_up(f"not renewed for {time.monotonic() - renewed[0]:.0f} s ({type(e).__name__}: {e})")
+                return
+            except Exception as e:  # noqa: BLE001 - whatever stops the renewals stops the pass
+                give_up(f"renewals stopped ({type(e).__name__}: {e})")
                 return
 
     def check() -> None:
-        if lost.is_set():
+        if lost.is_set() or time.monotonic() - renewed[0] >= REDIS_LOCK_TTL_S - margin:
             raise CompactionLockTrouble(f"lost the compaction lock of the lake {lake.uri} mid-pass; "
                                         f"stopped before its next step")
 
@@ -239,7 +253,7 @@ def _compact(lake: Lake, *, target_bytes: int, quiet_s: float, dataset: str | No
 
 def _compact_day(lake: Lake, part: Partition, ds: Dataset, summary: CompactionSummary, *, target_bytes: int,
                  quiet_s: float, now: dt.datetime, orphan_age_s: float, still_held: Callable[[], None]) -> None:
-    tidied = tidy(lake, part, ds, now=now, orphan_age_s=orphan_age_s)
+    tidied = tidy(lake, part, ds, now=now, orphan_age_s=orphan_age_s, still_held=still_held)
     if tidied:
         summary.tidied += tidied
         part = lake.partition(part.directory)
@@ -294,10 +308,10 @@ def _rewrite(lake: Lake, part: Partition, ds: Dataset, groups: list[list[str]], 
         after.inputs.update(placed)
     still_held()  # a compactor that lost the lake's lock leaves orphans, never a manifest or deletes
     lake.publish(part.directory, after)  # 2. the switch
-    still_held()
     for name in (n for group in groups for n in group):  # 3. nobody reads these any more
         if name in after.outputs:
             continue  # rewritten to the same name (the same batches in it)
+        still_held()  # a stopped pass leaves covered copies: the next one's tidy deals with them
         if name in before.outputs:
             lake.delete_quietly(part.path(name))  # a compacted file this one replaces
         else:
@@ -324,16 +338,19 @@ def _delete_unless_rewritten(lake: Lake, part: Partition, name: str, held_sha256
         lake.release(part.directory, name, ds)
 
 
-def tidy(lake: Lake, part: Partition, ds: Dataset, *, now: dt.datetime, orphan_age_s: float) -> int:
+def tidy(lake: Lake, part: Partition, ds: Dataset, *, now: dt.datetime, orphan_age_s: float,
+         still_held: Callable[[], None] = lambda: None) -> int:
     """Finish what an interrupted compaction or release left: covered copies still on disk
     (deleted when they hold the bytes the manifest holds, released when they were rewritten
-    since), and old compacted files no manifest names. The number of files dealt with."""
+    since), and old compacted files no manifest names. The number of files dealt with.
+    `still_held` (the lake's lock) is checked before each delete or release."""
     dealt = 0
     for name in part.leftovers:
         try:
             data = lake.read_bytes(part.path(name))
         except FileNotFoundError:
             continue
+        still_held()
         if sha256(data) == part.manifest.inputs[name].sha256:
             lake.delete_quietly(part.path(name))
         else:
@@ -342,6 +359,7 @@ def tidy(lake: Lake, part: Partition, ds: Dataset, *, now: dt.datetime, orphan_a
     for name in part.orphans:
         mtime = part.files[name].mtime
         if mtime is not None and (now - mtime).total_seconds() >= orphan_age_s:
+            still_held()
             lake.delete_quietly(part.path(name))
             dealt += 1
     return dealt

@@ -349,6 +349,44 @@ def test_a_compactor_that_loses_its_redis_lock_stops_before_the_next_day(embedde
                 time.sleep(0.05)
 
 
+def test_renewals_redis_does_not_answer_are_retried_while_the_key_cannot_have_expired(embedded_redis,
+                                                                                     monkeypatch) -> None:
+    """A renewal failing for a moment (the embedded Redis restarting) is retried and the lock
+    kept; renewals failing for longer than the key could live make the check raise."""
+    from types import SimpleNamespace
+
+    import redis
+
+    from sentinel_ray.storage import compaction
+    from sentinel_ray.storage.redis import connect_redis
+
+    monkeypatch.setattr(compaction, "REDIS_LOCK_TTL_S", 3.0)  # renewed every 1 s, retried every 0.1 s
+    reacquire = redis.lock.Lock.reacquire
+    failures = {"left": 2}
+
+    def flaky(self):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise redis.exceptions.ConnectionError("Redis is restarting")
+        return reacquire(self)
+
+    monkeypatch.setattr(redis.lock.Lock, "reacquire", flaky)
+    lake = SimpleNamespace(local=False, uri="s3://bucket/flaky-renewals")
+    key = f"sentinel-ray:lake-compaction:{lake.uri}"
+    with one_compactor(lake, embedded_redis) as still_held:
+        deadline = time.monotonic() + 4.0  # past the TTL: two failures, then renewed
+        while time.monotonic() < deadline:
+            still_held()
+            time.sleep(0.05)
+        assert failures["left"] == 0 and connect_redis(embedded_redis).pttl(key) > 0
+        failures["left"] = 10**6  # Redis gone for good
+        with pytest.raises(CompactionLockTrouble, match="lost the compaction lock"):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                still_held()
+                time.sleep(0.05)
+
+
 def test_a_pass_that_loses_the_lake_lock_mid_day_publishes_nothing(s3_settings, embedded_redis,
                                                                    monkeypatch) -> None:
     """The lock lost while a day's compacted files are written: the pass stops before its
