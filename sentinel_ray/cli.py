@@ -443,39 +443,16 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this machine (the embedded Redis's supervisor,
-    `up`, writes its pid; its status file goes when it stops cleanly)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user
-        return True
-    return True
-
-
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     """Rewrite closed days' stream batch files of the curated lake as a few large files."""
-    from sentinel_ray.storage.compaction import compact
+    from sentinel_ray.storage.compaction import compact, lock_redis_url
     from sentinel_ray.storage.lake import Lake
-    from sentinel_ray.storage.redis import redis_ok, supervisor_status
 
     lake = Lake(settings.resolved_lake_uri)
-    redis_url = None  # a local lake's lock is a file of its own
-    if not lake.local:  # an object store's is in Redis: a configured one must answer
-        redis_url = settings.resolved_redis_url
-        if settings.redis_is_embedded and not redis_ok(redis_url):
-            status = supervisor_status(settings.embedded_redis_dir)
-            if status is not None and _process_alive(int(status.get("pid") or 0)):  # `up` runs: Redis restarting
-                raise RuntimeError(f"the platform's embedded Redis ({redis_url}), which holds the lake's compaction "
-                                   f"lock, does not answer while `up` runs (restarting?); try again in a moment")
-            # the embedded Redis runs only under `up`, and so does the other compactor (its loop)
-            redis_url = None
-            print(f"the platform is not running (no embedded Redis at {settings.resolved_redis_url}), so nothing "
-                  f"holds the lake's compaction lock: run one `sentinel-ray compact` at a time", file=sys.stderr)
+    redis_url = lock_redis_url(settings, lake)
+    if not lake.local and redis_url is None:
+        print(f"the platform is not running (no embedded Redis at {settings.resolved_redis_url}), so nothing "
+              f"holds the lake's compaction lock: run one `sentinel-ray compact` at a time", file=sys.stderr)
     # a named day is closed by the one who names it; otherwise a day is closed once quiet
     summary = compact(lake, target_bytes=settings.lake_compact_target_bytes,
                       quiet_s=0.0 if args.date else settings.lake_compact_quiet_s, dataset=args.dataset,

@@ -4,11 +4,15 @@ NSE and BSE share one time zone (IST, UTC+05:30, no daylight saving), one cash-m
 session (09:15-15:30 IST) and one trading calendar. Yahoo Finance spells the exchange of
 a listing as a ticker suffix (`.NS`, `.BO`). Everything that needs one of these facts
 imports it from here, and so does everything that turns a moment into the market's day or
-clock (`ist_date`, `format_ist`) or a naive warehouse time into an aware one (`as_utc`).
+clock (`ist_date`, `ist_dates`, `format_ist`) or a naive warehouse time into an aware one
+(`as_utc`).
 """
 from __future__ import annotations
 
 import datetime as dt
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 EXCHANGES: tuple[str, ...] = ("NSE", "BSE")
 
@@ -82,6 +86,11 @@ def format_ist(moment: dt.datetime | None) -> str:
 def ist_date(moment: dt.datetime) -> dt.date:
     """The IST calendar date of an aware moment."""
     return moment.astimezone(IST).date()
+
+
+def ist_dates(ts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The IST calendar date of each timestamp of an Arrow column (UTC instants)."""
+    return pc.cast(pc.add(ts, pa.scalar(IST_OFFSET)), pa.date32())
 
 
 def ist_midnight_utc(day: dt.date) -> dt.datetime:

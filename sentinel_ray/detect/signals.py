@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from sentinel_ray.detect.alerts import Episode, Key, events_table
 from sentinel_ray.detect.run import DetectSummary, detect_batch
-from sentinel_ray.market import IST_OFFSET, as_utc, ist_date, ist_midnight_utc
+from sentinel_ray.market import as_utc, ist_date, ist_dates, ist_midnight_utc
 from sentinel_ray.pipeline.features_store import read_bars
 from sentinel_ray.pipeline.features_stream import FeatureUpdater
 from sentinel_ray.records import utc_now
@@ -192,8 +192,7 @@ def _recompute_block(warehouse: Warehouse, signals: SignalUpdater, block: list[d
     if bars.num_rows == 0:
         return hi
     signals.on_prices(bars, batch_key=None)
-    signals.counts.sessions += pc.count_distinct(pc.cast(pc.add(bars.column("ts"), pa.scalar(IST_OFFSET)),
-                                                         pa.date32())).as_py()
+    signals.counts.sessions += pc.count_distinct(ist_dates(bars.column("ts"))).as_py()
     raised |= signals.last_detected.raised
     if on_block is not None:
         on_block(bars)

@@ -46,7 +46,7 @@ from sentinel_ray.detect.signals import recompute_sessions
 from sentinel_ray.ingest.lineage import stamp_raw_ids
 from sentinel_ray.ingest.serving import serving_for
 from sentinel_ray.ingest.webhook import IntakeError, parse_body, records_table
-from sentinel_ray.market import IST_OFFSET, ist_date
+from sentinel_ray.market import ist_date, ist_dates
 from sentinel_ray.monitoring.lineage_events import LineageDataset, LineageEmitter
 from sentinel_ray.monitoring.runs import PipelineRun
 from sentinel_ray.pipeline.features import POST_DAYS, sessions_reading
@@ -219,10 +219,10 @@ def sessions_touched(ds: Dataset, old: pa.Table, new: pa.Table) -> list[dt.date]
             continue
         ts = pc.cast(table.column(ds.time_column), TIMESTAMP_TYPE).drop_null()
         if ds.name in _SESSION_REACH:
-            days.update(sessions_reading(pc.unique(_ist_dates(ts)).to_pylist(), today))
+            days.update(sessions_reading(pc.unique(ist_dates(ts)).to_pylist(), today))
         if ds.name in _SIGNAL_REACH:
-            reach = pa.table({"first": _ist_dates(ts),
-                              "last": _ist_dates(pc.add(ts, pa.scalar(_SIGNAL_REACH[ds.name])))})
+            reach = pa.table({"first": ist_dates(ts),
+                              "last": ist_dates(pc.add(ts, pa.scalar(_SIGNAL_REACH[ds.name])))})
             reach = reach.group_by(["first", "last"]).aggregate([])
             for first, last in zip(reach.column("first").to_pylist(), reach.column("last").to_pylist()):
                 days.update(first + k * _DAY for k in range((min(last, today) - first).days + 1))
@@ -236,12 +236,8 @@ def _bars_maybe_removed(old: pa.Table, start: dt.date, end: dt.date) -> list[dt.
     days = {start + k * _DAY for k in range((end - start).days + 2)}
     if old.num_rows:
         bars = old.filter(pc.equal(old.column("interval"), "1m"))
-        days.update(pc.unique(_ist_dates(pc.cast(bars.column("ts"), TIMESTAMP_TYPE).drop_null())).to_pylist())
+        days.update(pc.unique(ist_dates(pc.cast(bars.column("ts"), TIMESTAMP_TYPE).drop_null())).to_pylist())
     return sorted(days)
-
-
-def _ist_dates(ts: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.cast(pc.add(ts, pa.scalar(IST_OFFSET)), pa.date32())
 
 
 def read_payloads(lake: Lake, raw_ids: list[str]) -> tuple[pa.Table, int]:

@@ -145,7 +145,7 @@ class ServingUpdater:
         live consumer's feature state holds (the last WINDOW_SESSIONS + 1, with a margin for
         holidays), move the signals epoch, so the consumers rebuild their states from the
         warehouse (a consumer started before the history was there has baselines without it)."""
-        if self.store is None or last_day < utc_now().date() - STATE_REACH:
+        if self.store is None or not _in_live_state(last_day):
             return
         try:
             self.store.move_signals_epoch()
@@ -161,7 +161,7 @@ class ServingUpdater:
         their in-memory states from the warehouse before their next batch, so none goes on
         from the old bars). Nothing to hold without Redis, or for a block older than any
         live state's sessions (STATE_REACH, as `on_history`)."""
-        if self.store is None or block[-1] < utc_now().date() - STATE_REACH:
+        if self.store is None or not _in_live_state(block[-1]):
             yield
             return
         try:
@@ -193,6 +193,11 @@ class ServingUpdater:
                 return
             self.cache.replace_all(rollups.ticker_totals(self.warehouse), latest_risks(self.warehouse),
                                    open_alert_counts(self.warehouse))
+
+
+def _in_live_state(day: dt.date) -> bool:
+    """Whether a live consumer's feature state can hold `day`'s session (STATE_REACH)."""
+    return day >= utc_now().date() - STATE_REACH
 
 
 def serving_for(settings: Settings, warehouse: Warehouse) -> ServingUpdater:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sentinel_ray.market import ist_midnight_utc
+from sentinel_ray.market import ist_dates, ist_midnight_utc
 from sentinel_ray.pipeline.features import (STATE_SCHEMA, WINDOW_SESSIONS, FeatureState, session_bars, session_date,
                                             session_day)
 from sentinel_ray.schemas import FEATURES_1D, FEATURES_1M, POSTS, PRICES, Dataset
@@ -89,7 +89,7 @@ def write_features(warehouse: Warehouse | None, lake: Lake | None, f1m: pa.Table
 def _write_lake(lake: Lake, ds: Dataset, table: pa.Table, batch_key: str | None) -> None:
     if table.num_rows == 0:
         return
-    dates = pc.cast(pc.add(table.column(ds.time_column), pa.scalar(dt.timedelta(hours=5, minutes=30))), pa.date32())
+    dates = ist_dates(table.column(ds.time_column))
     for day in pc.unique(dates).to_pylist():
         part = table.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
         lake.write_computed(ds, part, day=day, batch_key=batch_key or f"features-{day.isoformat()}")

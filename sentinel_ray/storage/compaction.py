@@ -55,7 +55,7 @@ from sentinel_ray.config import Settings
 from sentinel_ray.schemas import Dataset
 from sentinel_ray.schemas import dataset as dataset_named
 from sentinel_ray.storage.lake import Lake, Manifest, Partition, partition_day, sha256
-from sentinel_ray.storage.redis import connect_redis
+from sentinel_ray.storage.redis import connect_redis, redis_ok, supervisor_status
 
 log = logging.getLogger(__name__)
 ORPHAN_AGE_S = 600.0
@@ -104,6 +104,35 @@ def one_compactor(lake: Lake, redis_url: str | None = None) -> Iterator[Callable
         yield lambda: None  # the kernel's lock is not lost while this process lives
     finally:
         os.close(fd)  # releases the lock
+
+
+def lock_redis_url(settings: Settings, lake: Lake) -> str | None:
+    """Where `lake`'s compaction lock is held: None for a local lake (a file of its own); for
+    an object store, the platform's Redis. The embedded one runs only under `up`, and so does
+    the other compactor (its loop): when it is not running, None (nothing to hold), unless
+    `up` is (its Redis restarting: RuntimeError, try again)."""
+    if lake.local:
+        return None
+    url = settings.resolved_redis_url
+    if not settings.redis_is_embedded or redis_ok(url):
+        return url
+    status = supervisor_status(settings.embedded_redis_dir)
+    if status is not None and _process_alive(int(status.get("pid") or 0)):  # its file goes on a clean stop
+        raise RuntimeError(f"the platform's embedded Redis ({url}), which holds the lake's compaction lock, "
+                           f"does not answer while `up` runs (restarting?); try again in a moment")
+    return None
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -429,7 +458,7 @@ class CompactionLoop:
             try:
                 self.last = compact(lake, target_bytes=self.settings.lake_compact_target_bytes,
                                     quiet_s=self.settings.lake_compact_quiet_s,
-                                    redis_url=None if lake.local else self.settings.resolved_redis_url)
+                                    redis_url=lock_redis_url(self.settings, lake))
             except CompactionLockTrouble as e:  # an object store's lock in Redis: worth a look
                 log.warning("lake compaction skipped: %s", e)
                 continue
